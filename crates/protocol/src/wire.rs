@@ -1,0 +1,346 @@
+//! The messages on the wire: one JSON object per WebSocket text frame, with a
+//! `type` field naming the message. Requests that expect a reply carry a
+//! client-chosen number `ref`, echoed in the reply (`ok`, `invite_ok`,
+//! `presence`, `login_ok` or `error`). Unknown fields are ignored so that
+//! newer clients can talk to older servers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes::{CallEndReason, ErrorCode, FailureReason};
+
+/// The server's id of one invitation (a UUID in text form). Opaque to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InvitationId(pub String);
+
+impl fmt::Display for InvitationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The server's id of one logged-in connection ("device"). A user may have many.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceId(pub u64);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "d{}", self.0)
+    }
+}
+
+/// What a client acknowledges with an `ack` message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOf {
+    /// The `invitation` message reached the app (the callee "received" it).
+    Invitation,
+    /// The `canceled` message reached the app.
+    Canceled,
+}
+
+/// Messages a client sends. User ids are plain strings here; the server
+/// validates them and answers `invalid_argument` with the rule that failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Login {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    Logout {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+    },
+    Invite {
+        #[serde(rename = "ref")]
+        req: u64,
+        callee: String,
+        #[serde(default)]
+        content: String,
+    },
+    Cancel {
+        #[serde(rename = "ref")]
+        req: u64,
+        invitation_id: InvitationId,
+    },
+    Accept {
+        #[serde(rename = "ref")]
+        req: u64,
+        invitation_id: InvitationId,
+        #[serde(default)]
+        response: String,
+    },
+    Refuse {
+        #[serde(rename = "ref")]
+        req: u64,
+        invitation_id: InvitationId,
+        #[serde(default)]
+        response: String,
+        #[serde(default)]
+        busy: bool,
+    },
+    Hangup {
+        #[serde(rename = "ref")]
+        req: u64,
+        invitation_id: InvitationId,
+    },
+    Ack {
+        invitation_id: InvitationId,
+        of: AckOf,
+    },
+    QueryPresence {
+        #[serde(rename = "ref")]
+        req: u64,
+        users: Vec<String>,
+    },
+    SubscribePresence {
+        #[serde(rename = "ref")]
+        req: u64,
+        users: Vec<String>,
+    },
+    UnsubscribePresence {
+        #[serde(rename = "ref")]
+        req: u64,
+        users: Vec<String>,
+    },
+}
+
+/// Every `type` a client may send, for telling "unknown type" from "bad fields".
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
+    "login",
+    "logout",
+    "invite",
+    "cancel",
+    "accept",
+    "refuse",
+    "hangup",
+    "ack",
+    "query_presence",
+    "subscribe_presence",
+    "unsubscribe_presence",
+];
+
+/// How the server checks logins; reported in `login_ok` and in the server log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No secret configured: any valid user id may log in (development).
+    Open,
+    /// A token signed with the server's secret is required.
+    Token,
+}
+
+/// The online state of one user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    pub user: String,
+    pub online: bool,
+}
+
+/// The server's timers, reported in `login_ok` so a client can show them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimersMs {
+    pub offline_ms: u64,
+    pub no_response_ms: u64,
+    pub ring_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+/// Messages the server sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Reply to `login`.
+    LoginOk {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        user: String,
+        device_id: DeviceId,
+        auth: AuthMode,
+        timers: TimersMs,
+    },
+    /// Reply to `logout`, `cancel`, `accept`, `refuse`, `hangup`, `unsubscribe_presence`.
+    Ok {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+    },
+    /// A request failed (and changed nothing), or a frame could not be used.
+    Error {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Reply to `invite`: the invitation exists and is being delivered.
+    InviteOk {
+        #[serde(rename = "ref")]
+        req: u64,
+        invitation_id: InvitationId,
+        /// Whether any device of the callee was online at send time. If not,
+        /// the server waits up to the offline window for one to log in.
+        callee_online: bool,
+    },
+    /// Reply to `query_presence` and `subscribe_presence` (the snapshot).
+    Presence {
+        #[serde(rename = "ref")]
+        req: u64,
+        users: Vec<PresenceEntry>,
+    },
+    /// A subscribed user went online or offline.
+    PresenceChanged { user: String, online: bool },
+
+    // ---- to the callee's devices ----
+    /// A new invitation for this user. The client must answer with `ack` (`of: invitation`).
+    Invitation {
+        invitation_id: InvitationId,
+        caller: String,
+        content: String,
+    },
+
+    // ---- to the caller's device ----
+    /// A callee device acknowledged the invitation: it is ringing.
+    ReceivedByPeer { invitation_id: InvitationId },
+    /// The callee accepted; the call is now established.
+    Accepted {
+        invitation_id: InvitationId,
+        response: String,
+    },
+    /// The callee refused; `busy` says it was a busy refusal.
+    Refused {
+        invitation_id: InvitationId,
+        response: String,
+        busy: bool,
+    },
+
+    // ---- to either side ----
+    /// Caller's cancel took effect. The callee's devices get it first and must
+    /// `ack` it (`of: canceled`); then the caller gets it.
+    Canceled { invitation_id: InvitationId },
+    /// The invitation ended without an answer (see [`FailureReason`]).
+    Failed {
+        invitation_id: InvitationId,
+        reason: FailureReason,
+    },
+    /// An accepted call ended. `by` names the user who hung up, if anyone did.
+    CallEnded {
+        invitation_id: InvitationId,
+        reason: CallEndReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error { req, code, message: message.into() }
+    }
+}
+
+/// Why a text frame is not a usable client message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("message has no string field \"type\"")]
+    MissingType,
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("bad fields in {kind:?} message: {detail}")]
+    BadFields { kind: String, detail: String },
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::UnknownType(_) => ErrorCode::UnknownType,
+            _ => ErrorCode::BadMessage,
+        }
+    }
+}
+
+/// Decodes one text frame. On error, also returns the frame's `ref` when it
+/// could be read, so the error reply can name the request it belongs to.
+pub fn decode_client(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeError)> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| (None, DecodeError::NotJson(e.to_string())))?;
+    let Some(obj) = value.as_object() else {
+        return Err((None, DecodeError::NotJson("not an object".into())));
+    };
+    let req = obj.get("ref").and_then(|r| r.as_u64());
+    let kind = match obj.get("type").and_then(|t| t.as_str()) {
+        Some(k) => k.to_owned(),
+        None => return Err((req, DecodeError::MissingType)),
+    };
+    if !CLIENT_MESSAGE_TYPES.contains(&kind.as_str()) {
+        return Err((req, DecodeError::UnknownType(kind)));
+    }
+    serde_json::from_value(value).map_err(|e| (req, DecodeError::BadFields { kind, detail: e.to_string() }))
+}
+
+/// Encodes a message as the text of one frame.
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no floats.
+    serde_json::to_string(msg).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"code\":\"internal\",\"message\":\"encode: {e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_round_trip_with_documented_spelling() {
+        let m = ClientMessage::Refuse {
+            req: 7,
+            invitation_id: InvitationId("i1".into()),
+            response: "in a meeting".into(),
+            busy: true,
+        };
+        let text = encode(&m);
+        assert_eq!(
+            text,
+            r#"{"type":"refuse","ref":7,"invitation_id":"i1","response":"in a meeting","busy":true}"#
+        );
+        assert_eq!(decode_client(&text), Ok(m));
+    }
+
+    #[test]
+    fn optional_fields_default() {
+        assert_eq!(
+            decode_client(r#"{"type":"invite","ref":1,"callee":"bob"}"#),
+            Ok(ClientMessage::Invite { req: 1, callee: "bob".into(), content: String::new() })
+        );
+        assert_eq!(
+            decode_client(r#"{"type":"login","user":"a","extra":1}"#),
+            Ok(ClientMessage::Login { req: None, user: "a".into(), token: None })
+        );
+    }
+
+    #[test]
+    fn decode_errors_are_precise() {
+        assert!(matches!(decode_client("{nope"), Err((None, DecodeError::NotJson(_)))));
+        assert!(matches!(decode_client("[1]"), Err((None, DecodeError::NotJson(_)))));
+        assert_eq!(decode_client(r#"{"ref":3}"#), Err((Some(3), DecodeError::MissingType)));
+        assert_eq!(
+            decode_client(r#"{"type":"dance","ref":4}"#),
+            Err((Some(4), DecodeError::UnknownType("dance".into())))
+        );
+        let e = decode_client(r#"{"type":"invite","ref":5,"callee":12}"#).unwrap_err();
+        assert_eq!(e.0, Some(5));
+        assert_eq!(e.1.code(), ErrorCode::BadMessage);
+    }
+
+    #[test]
+    fn server_messages_are_tagged() {
+        let m = ServerMessage::Failed { invitation_id: InvitationId("x".into()), reason: FailureReason::NoResponse };
+        assert_eq!(encode(&m), r#"{"type":"failed","invitation_id":"x","reason":"no_response"}"#);
+        let back: ServerMessage = serde_json::from_str(&encode(&m)).unwrap();
+        assert_eq!(back, m);
+    }
+}
