@@ -112,6 +112,24 @@ pub enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// The request's `ref`, if it has one (for error replies).
+    pub fn req(&self) -> Option<u64> {
+        match self {
+            ClientMessage::Login { req, .. } | ClientMessage::Logout { req } => *req,
+            ClientMessage::Invite { req, .. }
+            | ClientMessage::Cancel { req, .. }
+            | ClientMessage::Accept { req, .. }
+            | ClientMessage::Refuse { req, .. }
+            | ClientMessage::Hangup { req, .. }
+            | ClientMessage::QueryPresence { req, .. }
+            | ClientMessage::SubscribePresence { req, .. }
+            | ClientMessage::UnsubscribePresence { req, .. } => Some(*req),
+            ClientMessage::Ack { .. } => None,
+        }
+    }
+}
+
 /// Every `type` a client may send, for telling "unknown type" from "bad fields".
 pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "login",

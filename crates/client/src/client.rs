@@ -1,0 +1,200 @@
+//! The [`Client`] handle: log in, then use the invitation manager calls.
+//!
+//! All calls go to one background task (the driver) that owns the
+//! connection, so calls may be made from any task, and their effects are
+//! ordered. Each call returns once the server has answered it; the outcome of
+//! an invitation arrives later as [`crate::Event`]s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use callinvite_protocol::limits::{MAX_CONTENT_BYTES, MAX_RESPONSE_BYTES};
+use callinvite_protocol::wire::{AuthMode, PresenceEntry, TimersMs};
+use callinvite_protocol::{DeviceId, ErrorCode, InvitationId, UserId};
+
+use crate::driver::{self, Command};
+use crate::error::ClientError;
+use crate::event::EventStream;
+
+/// Where and as whom to log in.
+#[derive(Clone, Debug)]
+pub struct LoginOptions {
+    /// `ws://host:port` (or `wss://` once TLS is enabled).
+    pub url: String,
+    pub user: String,
+    /// Required when the server has a secret.
+    pub token: Option<String>,
+    /// How long to wait for the WebSocket and the login answer.
+    pub login_timeout: Duration,
+}
+
+impl LoginOptions {
+    pub fn new(url: impl Into<String>, user: impl Into<String>) -> Self {
+        LoginOptions { url: url.into(), user: user.into(), token: None, login_timeout: Duration::from_secs(10) }
+    }
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+}
+
+/// What the server said at login.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub user: UserId,
+    pub device_id: DeviceId,
+    pub auth: AuthMode,
+    pub timers: TimersMs,
+}
+
+/// An invitation this device creates (Agora's `LocalInvitation`). Create it
+/// with [`Client::create_local_invitation`], optionally add content, send it
+/// once with [`Client::send_local_invitation`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalInvitation {
+    pub(crate) handle: u64,
+    callee: UserId,
+    content: String,
+}
+
+impl LocalInvitation {
+    /// Sets the text sent with the invitation (≤ 8 KiB UTF-8), e.g. a channel name.
+    pub fn with_content(mut self, content: impl Into<String>) -> Self {
+        self.content = content.into();
+        self
+    }
+    pub fn callee(&self) -> &UserId {
+        &self.callee
+    }
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+    /// This client's handle, as reported in [`crate::LocalInvitationInfo::handle`].
+    pub fn handle(&self) -> u64 {
+        self.handle
+    }
+}
+
+/// A logged-in session. Cheap to clone; the session ends at [`Client::logout`]
+/// or when the connection is lost.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    session: Arc<SessionInfo>,
+    next_handle: Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Connects and logs in. Returns the client and its event stream.
+    pub async fn login(options: LoginOptions) -> Result<(Client, EventStream), ClientError> {
+        let user = UserId::parse(&options.user).map_err(|e| ClientError::api(ErrorCode::InvalidArgument, format!("user id: {e}")))?;
+        let (commands, session, events) = driver::start(options, user).await?;
+        let client = Client { commands, session: Arc::new(session), next_handle: Arc::new(AtomicU64::new(1)) };
+        Ok((client, events))
+    }
+
+    pub fn session(&self) -> &SessionInfo {
+        &self.session
+    }
+    pub fn user(&self) -> &UserId {
+        &self.session.user
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| ClientError::NotLoggedIn)?;
+        rx.await.map_err(|_| ClientError::NotLoggedIn)?
+    }
+
+    /// Agora's `createLocalCallInvitation`: checks the callee id (and that it is
+    /// not yourself); nothing is sent yet.
+    pub fn create_local_invitation(&self, callee: &str) -> Result<LocalInvitation, ClientError> {
+        let callee = UserId::parse(callee).map_err(|e| ClientError::api(ErrorCode::InvalidArgument, format!("callee: {e}")))?;
+        if callee == self.session.user {
+            return Err(ClientError::api(ErrorCode::InvalidArgument, "you cannot call yourself"));
+        }
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        Ok(LocalInvitation { handle, callee, content: String::new() })
+    }
+
+    /// Agora's `sendLocalInvitation`. Returns the server's invitation id once
+    /// the server has it; `already_sent` if this invitation was sent before.
+    pub async fn send_local_invitation(&self, invitation: &LocalInvitation) -> Result<InvitationId, ClientError> {
+        if invitation.content.len() > MAX_CONTENT_BYTES {
+            return Err(ClientError::api(
+                ErrorCode::InvalidArgument,
+                format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", invitation.content.len()),
+            ));
+        }
+        let inv = invitation.clone();
+        self.call(|reply| Command::Send { invitation: inv, reply }).await
+    }
+
+    /// Agora's `cancelLocalInvitation`. May be called while the send is still
+    /// in flight: the cancel then follows as soon as the server has the
+    /// invitation. The outcome arrives as `LocalInvitationCanceled` (or
+    /// whatever happened first, e.g. `LocalInvitationAccepted`).
+    pub async fn cancel_local_invitation(&self, invitation: &LocalInvitation) -> Result<(), ClientError> {
+        let handle = invitation.handle;
+        self.call(|reply| Command::Cancel { handle, reply }).await
+    }
+
+    /// Agora's `acceptRemoteInvitation`, with an optional `response` (≤ 8 KiB).
+    pub async fn accept_remote_invitation(&self, id: &InvitationId, response: &str) -> Result<(), ClientError> {
+        check_response(response)?;
+        let (id, response) = (id.clone(), response.to_owned());
+        self.call(|reply| Command::Accept { id, response, reply }).await
+    }
+
+    /// Agora's `refuseRemoteInvitation`, with an optional `response`; `busy`
+    /// tells the caller this is a busy refusal.
+    pub async fn refuse_remote_invitation(&self, id: &InvitationId, response: &str, busy: bool) -> Result<(), ClientError> {
+        check_response(response)?;
+        let (id, response) = (id.clone(), response.to_owned());
+        self.call(|reply| Command::Refuse { id, response, busy, reply }).await
+    }
+
+    /// Ends an accepted call; both sides get `CallEnded`. Works from any
+    /// device of either party.
+    pub async fn hang_up(&self, id: &InvitationId) -> Result<(), ClientError> {
+        let id = id.clone();
+        self.call(|reply| Command::Hangup { id, reply }).await
+    }
+
+    /// Online state of up to 64 users.
+    pub async fn query_presence(&self, users: &[&str]) -> Result<Vec<PresenceEntry>, ClientError> {
+        let users = users.iter().map(|s| s.to_string()).collect();
+        self.call(|reply| Command::QueryPresence { users, reply }).await
+    }
+
+    /// Follow users' presence (≤ 512 in all): returns the snapshot, then
+    /// changes arrive as `PresenceChanged` events.
+    pub async fn subscribe_presence(&self, users: &[&str]) -> Result<Vec<PresenceEntry>, ClientError> {
+        let users = users.iter().map(|s| s.to_string()).collect();
+        self.call(|reply| Command::SubscribePresence { users, reply }).await
+    }
+
+    pub async fn unsubscribe_presence(&self, users: &[&str]) -> Result<(), ClientError> {
+        let users = users.iter().map(|s| s.to_string()).collect();
+        self.call(|reply| Command::UnsubscribePresence { users, reply }).await
+    }
+
+    /// Ends the session. Pending invitations end with `not_logged_in` here
+    /// and a defined reason on the other side.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.call(|reply| Command::Logout { reply }).await
+    }
+}
+
+fn check_response(response: &str) -> Result<(), ClientError> {
+    if response.len() > MAX_RESPONSE_BYTES {
+        return Err(ClientError::api(
+            ErrorCode::InvalidArgument,
+            format!("response is {} bytes; the limit is {MAX_RESPONSE_BYTES}", response.len()),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Async client for callinvite, modelled on Agora RTM 1.x's call manager.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), callinvite_client::ClientError> {
+//! use callinvite_client::{Client, Event, LoginOptions};
+//! let (client, mut events) = Client::login(LoginOptions::new("ws://127.0.0.1:7450", "alice")).await?;
+//! let invitation = client.create_local_invitation("bob")?.with_content("channel-42");
+//! client.send_local_invitation(&invitation).await?;
+//! while let Some(event) = events.next().await {
+//!     if let Event::LocalInvitationAccepted { response, .. } = event {
+//!         println!("bob accepted: {response}");
+//!         break;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Layout:
+//! - [`client`]: the [`Client`] handle and its API (login, the invitation
+//!   manager calls, presence, logout).
+//! - [`event`]: the [`Event`]s the app receives, named after Agora's callbacks.
+//! - [`error`]: [`ClientError`].
+//! - `driver`: the background task that owns the WebSocket, runs the
+//!   caller/callee state machines of [`callinvite_protocol::invitation`],
+//!   acknowledges deliveries, and turns server messages into events.
+
+pub mod client;
+mod driver;
+pub mod error;
+pub mod event;
+
+pub use callinvite_protocol::invitation::callee::RemoteState;
+pub use callinvite_protocol::invitation::caller::LocalState;
+pub use callinvite_protocol::{CallEndReason, ErrorCode, FailureReason, InvitationId, UserId};
+pub use client::{Client, LocalInvitation, LoginOptions};
+pub use error::ClientError;
+pub use event::{ConnectionReason, ConnectionState, Event, EventStream, LocalInvitationInfo, RemoteInvitationInfo};

@@ -1,0 +1,396 @@
+//! `callinvite`: a command-line client for scripts, tests and bots.
+//!
+//! Prints one JSON object per event on stdout (the client library's events,
+//! then a final `{"event":"done",...}`) and exits with a status that says how
+//! the call ended (see `Outcome`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser, Subcommand};
+use serde_json::json;
+use tracing_subscriber::EnvFilter;
+
+use callinvite_client::{Client, ClientError, Event, EventStream, FailureReason, InvitationId, LoginOptions};
+
+#[derive(Parser)]
+#[command(name = "callinvite", version, about = "Call-invitation command-line client")]
+struct Cli {
+    /// Server URL.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:7450", env = "CALLINVITE_SERVER")]
+    server: String,
+    /// Your user id.
+    #[arg(long, global = true, env = "CALLINVITE_USER", default_value = "")]
+    user: String,
+    /// Login token, when the server requires one (`callinvite-server token --user ID`).
+    #[arg(long, global = true, env = "CALLINVITE_TOKEN")]
+    token: Option<String>,
+    /// Log filter for diagnostics on stderr.
+    #[arg(long, global = true, default_value = "warn", env = "CALLINVITE_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Call a user and follow the invitation to its end.
+    Call {
+        callee: String,
+        /// Text sent with the invitation (≤ 8 KiB), e.g. a channel name.
+        #[arg(long, default_value = "")]
+        content: String,
+        /// Cancel if not answered after this long (e.g. 2s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        cancel_after: Option<Duration>,
+        /// Hang up this long after the call is accepted; otherwise wait for the peer to hang up.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        hangup_after: Option<Duration>,
+    },
+    /// Answer incoming calls as a bot.
+    #[command(group(ArgGroup::new("how").required(true).args(["accept", "refuse", "busy", "ignore"])))]
+    Answer {
+        #[arg(long)]
+        accept: bool,
+        #[arg(long)]
+        refuse: bool,
+        /// Refuse as busy.
+        #[arg(long)]
+        busy: bool,
+        /// Let it ring (until the caller cancels or it expires).
+        #[arg(long)]
+        ignore: bool,
+        /// Text returned with the answer.
+        #[arg(long, default_value = "")]
+        response: String,
+        /// Wait this long before answering.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        after: Duration,
+        /// Exit after this many invitations have ended (0: run until interrupted).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Hang up this long after accepting; otherwise wait for the caller to hang up.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        hangup_after: Option<Duration>,
+    },
+    /// Print the online state of users; with --watch, follow changes for a while.
+    Presence {
+        #[arg(required = true)]
+        users: Vec<String>,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        watch: Option<Duration>,
+    },
+    /// Hang up an accepted call of yours (from this extra device), by invitation id.
+    Hangup { invitation_id: String },
+}
+
+/// How a run ended; the process exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Accepted (and the call has ended), or the bot/command did its job.
+    Ok = 0,
+    Error = 1,
+    Refused = 10,
+    Busy = 11,
+    Canceled = 12,
+    PeerOffline = 13,
+    NoResponse = 14,
+    Expired = 15,
+    ConnectionLost = 16,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Refused => "refused",
+            Outcome::Busy => "busy",
+            Outcome::Canceled => "canceled",
+            Outcome::PeerOffline => "peer_offline",
+            Outcome::NoResponse => "no_response",
+            Outcome::Expired => "expired",
+            Outcome::ConnectionLost => "connection_lost",
+        }
+    }
+    fn from_failure(reason: FailureReason) -> Self {
+        match reason {
+            FailureReason::PeerOffline => Outcome::PeerOffline,
+            FailureReason::NoResponse => Outcome::NoResponse,
+            FailureReason::Expired => Outcome::Expired,
+            _ => Outcome::ConnectionLost,
+        }
+    }
+}
+
+fn print(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+fn print_event(event: &Event) {
+    match serde_json::to_value(event) {
+        Ok(v) => print(&v),
+        Err(e) => eprintln!("cannot print event: {e}"),
+    }
+}
+
+fn print_error(e: &ClientError) {
+    print(&json!({"event": "error", "code": e.code(), "message": e.to_string()}));
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        if cli.user.is_empty() {
+            print(&json!({"event": "error", "code": "invalid_argument", "message": "--user (or CALLINVITE_USER) is required"}));
+            return Outcome::Error;
+        }
+        let mut options = LoginOptions::new(&cli.server, &cli.user);
+        options.token = cli.token.clone();
+        let (client, mut events) = match Client::login(options).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                print_error(&e);
+                return Outcome::Error;
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = run(cli.command, &client, &mut events) => outcome,
+            _ = tokio::signal::ctrl_c() => Outcome::Error,
+        };
+        let _ = client.logout().await;
+        outcome
+    });
+    print(&json!({"event": "done", "outcome": outcome.name(), "exit_code": outcome as u8}));
+    ExitCode::from(outcome as u8)
+}
+
+async fn run(command: Cmd, client: &Client, events: &mut EventStream) -> Outcome {
+    match command {
+        Cmd::Call { callee, content, cancel_after, hangup_after } => {
+            call(client, events, &callee, content, cancel_after, hangup_after).await
+        }
+        Cmd::Answer { accept, refuse: _, busy, ignore, response, after, count, hangup_after } => {
+            let how = if accept {
+                Answer::Accept
+            } else if busy {
+                Answer::Busy
+            } else if ignore {
+                Answer::Ignore
+            } else {
+                Answer::Refuse
+            };
+            answer(client, events, how, &response, after, count, hangup_after).await
+        }
+        Cmd::Presence { users, watch } => presence(client, events, &users, watch).await,
+        Cmd::Hangup { invitation_id } => match client.hang_up(&InvitationId(invitation_id)).await {
+            Ok(()) => Outcome::Ok,
+            Err(e) => {
+                print_error(&e);
+                Outcome::Error
+            }
+        },
+    }
+}
+
+/// Sleeps until `deadline` if there is one; otherwise never returns.
+async fn maybe_sleep(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn call(
+    client: &Client,
+    events: &mut EventStream,
+    callee: &str,
+    content: String,
+    cancel_after: Option<Duration>,
+    hangup_after: Option<Duration>,
+) -> Outcome {
+    let invitation = match client.create_local_invitation(callee) {
+        Ok(i) => i.with_content(content),
+        Err(e) => {
+            print_error(&e);
+            return Outcome::Error;
+        }
+    };
+    let id = match client.send_local_invitation(&invitation).await {
+        Ok(id) => id,
+        Err(e) => {
+            print_error(&e);
+            return Outcome::Error;
+        }
+    };
+    let mut cancel_at = cancel_after.map(|d| tokio::time::Instant::now() + d);
+    let mut hangup_at = None;
+    let mut accepted = false;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return Outcome::ConnectionLost };
+                print_event(&event);
+                match &event {
+                    Event::LocalInvitationAccepted { .. } => {
+                        accepted = true;
+                        cancel_at = None;
+                        hangup_at = hangup_after.map(|d| tokio::time::Instant::now() + d);
+                    }
+                    Event::LocalInvitationRefused { busy: true, .. } => return Outcome::Busy,
+                    Event::LocalInvitationRefused { .. } => return Outcome::Refused,
+                    Event::LocalInvitationCanceled { .. } => return Outcome::Canceled,
+                    Event::LocalInvitationFailure { reason, .. } => return Outcome::from_failure(*reason),
+                    Event::CallEnded { invitation_id, reason, .. } if *invitation_id == id => {
+                        return if *reason == callinvite_client::CallEndReason::NotLoggedIn { Outcome::ConnectionLost } else { Outcome::Ok };
+                    }
+                    Event::ConnectionStateChanged { state: callinvite_client::ConnectionState::Disconnected, .. } if !accepted => {
+                        return Outcome::ConnectionLost
+                    }
+                    _ => {}
+                }
+            }
+            _ = maybe_sleep(cancel_at) => {
+                cancel_at = None;
+                if let Err(e) = client.cancel_local_invitation(&invitation).await {
+                    print_error(&e);
+                }
+            }
+            _ = maybe_sleep(hangup_at) => {
+                hangup_at = None;
+                if let Err(e) = client.hang_up(&id).await {
+                    print_error(&e);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Accept,
+    Refuse,
+    Busy,
+    Ignore,
+}
+
+async fn answer(
+    client: &Client,
+    events: &mut EventStream,
+    how: Answer,
+    response: &str,
+    after: Duration,
+    count: u64,
+    hangup_after: Option<Duration>,
+) -> Outcome {
+    use std::collections::BTreeMap;
+    use tokio::time::Instant;
+    // Invitations waiting for their answer time, and calls waiting for their hang-up time.
+    let mut to_answer: BTreeMap<InvitationId, Instant> = BTreeMap::new();
+    let mut to_hang_up: BTreeMap<InvitationId, Instant> = BTreeMap::new();
+    let mut in_call: std::collections::BTreeSet<InvitationId> = Default::default();
+    let mut ended = 0u64;
+    loop {
+        let next_answer = to_answer.iter().min_by_key(|(_, t)| **t).map(|(id, t)| (id.clone(), *t));
+        let next_hangup = to_hang_up.iter().min_by_key(|(_, t)| **t).map(|(id, t)| (id.clone(), *t));
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return Outcome::ConnectionLost };
+                print_event(&event);
+                let mut finished = false;
+                match &event {
+                    Event::RemoteInvitationReceived { invitation } => {
+                        if how != Answer::Ignore {
+                            to_answer.insert(invitation.invitation_id.clone(), Instant::now() + after);
+                        }
+                    }
+                    Event::RemoteInvitationAccepted { invitation } => {
+                        in_call.insert(invitation.invitation_id.clone());
+                        if let Some(d) = hangup_after {
+                            to_hang_up.insert(invitation.invitation_id.clone(), Instant::now() + d);
+                        }
+                    }
+                    Event::RemoteInvitationRefused { .. } => finished = true,
+                    Event::RemoteInvitationCanceled { invitation } | Event::RemoteInvitationFailure { invitation, .. } => {
+                        to_answer.remove(&invitation.invitation_id);
+                        finished = true;
+                    }
+                    Event::CallEnded { invitation_id, .. } => {
+                        to_hang_up.remove(invitation_id);
+                        finished = in_call.remove(invitation_id);
+                    }
+                    Event::ConnectionStateChanged { state: callinvite_client::ConnectionState::Disconnected, .. } => {
+                        return Outcome::ConnectionLost
+                    }
+                    _ => {}
+                }
+                if finished {
+                    ended += 1;
+                    if count != 0 && ended >= count {
+                        return Outcome::Ok;
+                    }
+                }
+            }
+            _ = maybe_sleep(next_answer.as_ref().map(|(_, t)| *t)) => {
+                let Some((id, _)) = next_answer else { continue };
+                to_answer.remove(&id);
+                let result = match how {
+                    Answer::Accept => client.accept_remote_invitation(&id, response).await,
+                    Answer::Refuse => client.refuse_remote_invitation(&id, response, false).await,
+                    Answer::Busy => client.refuse_remote_invitation(&id, response, true).await,
+                    Answer::Ignore => Ok(()),
+                };
+                if let Err(e) = result {
+                    print_error(&e);
+                }
+            }
+            _ = maybe_sleep(next_hangup.as_ref().map(|(_, t)| *t)) => {
+                let Some((id, _)) = next_hangup else { continue };
+                to_hang_up.remove(&id);
+                if let Err(e) = client.hang_up(&id).await {
+                    print_error(&e);
+                }
+            }
+        }
+    }
+}
+
+async fn presence(client: &Client, events: &mut EventStream, users: &[String], watch: Option<Duration>) -> Outcome {
+    let ids: Vec<&str> = users.iter().map(String::as_str).collect();
+    let result = match watch {
+        None => client.query_presence(&ids).await,
+        Some(_) => client.subscribe_presence(&ids).await,
+    };
+    match result {
+        Ok(entries) => print(&json!({"event": "presence", "users": entries})),
+        Err(e) => {
+            print_error(&e);
+            return Outcome::Error;
+        }
+    }
+    if let Some(d) = watch {
+        let until = tokio::time::Instant::now() + d;
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(event @ Event::PresenceChanged { .. }) => print_event(&event),
+                    Some(_) => {}
+                    None => return Outcome::ConnectionLost,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+    }
+    Outcome::Ok
+}

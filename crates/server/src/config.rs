@@ -1,0 +1,43 @@
+//! Server configuration: every window and limit, with Agora-like defaults.
+
+use std::time::Duration;
+
+use callinvite_protocol::invitation::Timeouts;
+use callinvite_protocol::limits::DEFAULT_MAX_FRAME_BYTES;
+
+/// Everything [`crate::run`] needs besides the listener.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The invitation windows (offline, no response, ring, cancel ack, retention).
+    pub timeouts: Timeouts,
+    /// A connection that sends nothing (not even a pong) for this long is
+    /// dead; the server pings every third of it.
+    pub heartbeat: Duration,
+    /// Largest WebSocket frame or message accepted; larger closes the
+    /// connection with 1009 "message too big".
+    pub max_frame_bytes: usize,
+    /// Token secret. `None` runs the server open (development): any valid
+    /// user id may log in without a token.
+    pub secret: Option<Vec<u8>>,
+    /// Logins allowed per user id per second before `too_often`.
+    pub logins_per_second: u32,
+    /// How long a new connection has to finish the WebSocket handshake.
+    pub handshake_timeout: Duration,
+    /// Messages queued for one connection before it is considered too slow
+    /// and closed (so one stuck client cannot grow the server's memory).
+    pub outbound_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timeouts: Timeouts::default(),
+            heartbeat: Duration::from_secs(15),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            secret: None,
+            logins_per_second: 5,
+            handshake_timeout: Duration::from_secs(10),
+            outbound_queue: 1024,
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! One client connection: the WebSocket handshake, a reader that decodes
+//! frames and forwards requests to the hub, a writer that drains the
+//! connection's queue and sends heartbeat pings, and the dead-peer check.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{interval, timeout, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use callinvite_protocol::invitation::GoneCause;
+use callinvite_protocol::limits::CLOSE_MESSAGE_TOO_BIG;
+use callinvite_protocol::wire::{decode_client, encode};
+use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
+
+use crate::auth;
+use crate::config::Config;
+use crate::hub::{Command, Outbound};
+
+/// WebSocket close code 1001: the server is going away.
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code 1008: policy violation (here: too slow to keep up).
+const CLOSE_POLICY: u16 = 1008;
+
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: mpsc::Sender<Command>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_frame_bytes))
+        .max_frame_size(Some(config.max_frame_bytes));
+    let ws = match timeout(
+        config.handshake_timeout,
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "WebSocket handshake timed out");
+            return;
+        }
+    };
+    let (mut sink, mut frames) = ws.split();
+    let (out, mut out_rx) = mpsc::channel::<Outbound>(config.outbound_queue);
+    let kill = CancellationToken::new();
+
+    // Writer: the only place that writes frames, so replies keep their order.
+    let ping_every = config.heartbeat / 3;
+    let writer = tokio::spawn(async move {
+        let mut ping = interval(ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                next = out_rx.recv() => match next {
+                    Some(Outbound::Text(text)) => {
+                        if sink.send(Message::text(text)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close(code, reason)) => {
+                        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    let mut conn = Conn { peer, hub, out: out.clone(), kill: kill.clone(), config, session: None };
+    let mut cause = GoneCause::ConnectionLost;
+    loop {
+        let frame = tokio::select! {
+            f = timeout(conn.config.heartbeat, frames.next()) => f,
+            _ = kill.cancelled() => {
+                let _ = out.try_send(Outbound::Close(CLOSE_POLICY, "too slow: outbound queue full"));
+                break;
+            }
+            _ = shutdown.cancelled() => {
+                let _ = out.send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                break;
+            }
+        };
+        match frame {
+            Err(_) => {
+                info!(%peer, "no frame within the heartbeat window: connection is dead");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(WsError::Capacity(e)))) => {
+                warn!(%peer, error = %e, "frame too big: closing with 1009");
+                let _ = out.send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big")).await;
+                break;
+            }
+            Ok(Some(Err(e))) => {
+                debug!(%peer, error = %e, "connection error");
+                break;
+            }
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if conn.on_text(text.as_str()).await {
+                    cause = GoneCause::Logout;
+                }
+            }
+            Ok(Some(Ok(Message::Binary(_)))) => {
+                conn.reply(ServerMessage::error(
+                    None,
+                    ErrorCode::BinaryNotSupported,
+                    "binary frames are not part of the protocol; send JSON text frames",
+                ))
+                .await;
+            }
+            Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Ok(_))) => {} // ping, pong: liveness only
+        }
+    }
+    if let Some((device, _)) = conn.session.take() {
+        let _ = conn.hub.send(Command::Gone { device, cause }).await;
+    }
+    drop(conn);
+    drop(out);
+    // Let the writer flush a close frame; it ends once the hub drops its sender.
+    let _ = timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+struct Conn {
+    peer: SocketAddr,
+    hub: mpsc::Sender<Command>,
+    out: mpsc::Sender<Outbound>,
+    kill: CancellationToken,
+    config: Arc<Config>,
+    /// Set once logged in.
+    session: Option<(DeviceId, UserId)>,
+}
+
+impl Conn {
+    async fn reply(&self, msg: ServerMessage) {
+        let _ = self.out.send(Outbound::Text(encode(&msg))).await;
+    }
+
+    /// Handles one text frame. Returns true when it was a logout.
+    async fn on_text(&mut self, text: &str) -> bool {
+        let msg = match decode_client(text) {
+            Ok(msg) => msg,
+            Err((req, e)) => {
+                debug!(peer = %self.peer, error = %e, "bad frame");
+                self.reply(ServerMessage::error(req, e.code(), e.to_string())).await;
+                return false;
+            }
+        };
+        match (msg, &self.session) {
+            (ClientMessage::Login { req, .. }, Some(_)) => {
+                self.reply(ServerMessage::error(req, ErrorCode::AlreadyLoggedIn, "this connection is already logged in; log out first")).await;
+            }
+            (ClientMessage::Login { req, user, token }, None) => self.login(req, user, token).await,
+            (msg, None) => {
+                self.reply(ServerMessage::error(msg.req(), ErrorCode::NotLoggedIn, "log in first")).await;
+            }
+            (msg @ ClientMessage::Logout { .. }, Some((device, _))) => {
+                let device = *device;
+                self.session = None;
+                let _ = self.hub.send(Command::Request { device, msg }).await;
+                return true;
+            }
+            (msg, Some((device, _))) => {
+                let _ = self.hub.send(Command::Request { device: *device, msg }).await;
+            }
+        }
+        false
+    }
+
+    async fn login(&mut self, req: Option<u64>, user: String, token: Option<String>) {
+        let user = match UserId::parse(&user) {
+            Ok(u) => u,
+            Err(e) => return self.reply(ServerMessage::error(req, ErrorCode::InvalidArgument, format!("user id: {e}"))).await,
+        };
+        if let Some(secret) = &self.config.secret {
+            let checked = match token.as_deref() {
+                None | Some("") => Err(auth::TokenError::Missing),
+                Some(t) => auth::verify(secret, user.as_str(), t),
+            };
+            if let Err(e) = checked {
+                info!(peer = %self.peer, %user, error = %e, "login refused");
+                return self.reply(ServerMessage::error(req, e.code(), e.to_string())).await;
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command::Login { user: user.clone(), req, out: self.out.clone(), kill: self.kill.clone(), reply };
+        if self.hub.send(cmd).await.is_err() {
+            return self.reply(ServerMessage::error(req, ErrorCode::Rejected, "the server is shutting down")).await;
+        }
+        if let Ok(Some(device)) = answer.await {
+            self.session = Some((device, user));
+        }
+    }
+}

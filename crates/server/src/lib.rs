@@ -1,0 +1,63 @@
+//! The callinvite signaling server.
+//!
+//! Clients connect over WebSocket, log in with a user id (and a token when the
+//! server has a secret), and exchange the JSON messages of
+//! [`callinvite_protocol::wire`]. The server routes invitations by user id to
+//! every device of the callee, owns every invitation timer, and tracks presence.
+//!
+//! Layout:
+//! - [`config`]: every window and limit, with defaults.
+//! - [`auth`]: HS256 tokens (mint and verify).
+//! - `connection`: one task per connection — handshake, frame decoding,
+//!   heartbeat, writer queue.
+//! - `hub`: one task that owns all shared state and applies requests in
+//!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s.
+//!
+//! Start it with [`run`], giving it a bound listener (tests bind
+//! `127.0.0.1:0`) and a [`CancellationToken`] that stops it.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub mod auth;
+pub mod config;
+mod connection;
+mod hub;
+
+pub use config::Config;
+
+/// Serves connections on `listener` until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    if config.secret.is_some() {
+        info!(%addr, "listening; logins need a token signed with the configured secret");
+    } else {
+        warn!(%addr, "listening with NO secret: the server is OPEN and anyone can log in as any user id (development only; pass --secret-file to require tokens)");
+    }
+    let config = Arc::new(config);
+    let (hub_tx, hub_rx) = mpsc::channel(4096);
+    let hub = tokio::spawn(hub::run(hub::Hub::new((*config).clone()), hub_rx, shutdown.clone()));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection::serve(stream, peer, hub_tx.clone(), config.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    info!("shutting down");
+    let _ = hub.await;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! `callinvite-server`: serve, or mint a login token.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use callinvite_server::{auth, run, CancellationToken, Config};
+
+/// The default address: loopback only. Use --listen 0.0.0.0:7450 to serve a LAN.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7450";
+
+#[derive(Parser)]
+#[command(name = "callinvite-server", version, about = "Self-hosted call-invitation signaling server")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a login token for a user (needs the same secret file as the server).
+    Token {
+        #[arg(long)]
+        user: String,
+        /// Validity, e.g. 24h, 30m, 7days.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[arg(long, env = "CALLINVITE_SECRET_FILE")]
+        secret_file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "CALLINVITE_LISTEN")]
+    listen: SocketAddr,
+    /// File holding the token secret. Without it the server runs open (development).
+    #[arg(long, env = "CALLINVITE_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// How long an invitation to an offline user waits for a device to log in.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    offline_window: Duration,
+    /// How long a delivered invitation may stay unacknowledged.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    no_response_window: Duration,
+    /// How long an invitation may ring before it expires.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    ring_timeout: Duration,
+    /// How long the caller's cancel waits for the callee devices to acknowledge it.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    cancel_ack_timeout: Duration,
+    /// A connection silent for this long is considered dead (pings every third of it).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// Largest WebSocket frame in bytes; bigger closes the connection with 1009.
+    #[arg(long, default_value_t = callinvite_protocol::limits::DEFAULT_MAX_FRAME_BYTES)]
+    max_frame_bytes: usize,
+    /// Logins per user id per second before `too_often`.
+    #[arg(long, default_value_t = 5)]
+    logins_per_second: u32,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, default_value = "info", env = "CALLINVITE_LOG")]
+    log: String,
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+    if trimmed.len() < 16 {
+        return Err(format!("secret file {} holds {} bytes; use at least 16 random bytes", path.display(), trimmed.len()));
+    }
+    Ok(trimmed)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Token { user, ttl, secret_file }) => {
+            if let Err(e) = callinvite_protocol::UserId::parse(&user) {
+                eprintln!("error: --user: {e}");
+                return ExitCode::from(2);
+            }
+            match read_secret(&secret_file) {
+                Ok(secret) => {
+                    println!("{}", auth::mint(&secret, &user, ttl));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let secret = match args.secret_file.as_deref().map(read_secret).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = Config { secret, heartbeat: args.heartbeat, max_frame_bytes: args.max_frame_bytes, ..Config::default() };
+    config.logins_per_second = args.logins_per_second;
+    config.timeouts.offline = args.offline_window;
+    config.timeouts.no_response = args.no_response_window;
+    config.timeouts.ring = args.ring_timeout;
+    config.timeouts.cancel_ack = args.cancel_ack_timeout;
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e} (is another server running? choose another --listen)", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            on_signal.cancel();
+        });
+        #[cfg(unix)]
+        {
+            let on_term = shutdown.clone();
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                tokio::spawn(async move {
+                    term.recv().await;
+                    on_term.cancel();
+                });
+            }
+        }
+        match run(listener, config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
