@@ -1,0 +1,193 @@
+//! Test harness: a real server on 127.0.0.1:0, real clients, and a raw
+//! WebSocket client for speaking the protocol directly (bad input, races).
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use callinvite_client::{Client, Event, EventStream, LoginOptions};
+use callinvite_server::{run, CancellationToken, Config};
+
+/// Longer than every server timer, so a test waiting on a timer under paused
+/// time reaches the timer first; under real time it only bounds a hang.
+pub const WAIT: Duration = Duration::from_secs(300);
+
+pub struct TestServer {
+    pub url: String,
+    pub shutdown: CancellationToken,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn start(config: Config) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let url = format!("ws://{}", listener.local_addr().expect("local addr"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run(listener, config, shutdown.clone()));
+    TestServer { url, shutdown }
+}
+
+pub async fn start_default() -> TestServer {
+    start(Config::default()).await
+}
+
+impl TestServer {
+    pub async fn login(&self, user: &str) -> (Client, EventStream) {
+        let (client, mut events) = Client::login(LoginOptions::new(&self.url, user)).await.expect("login");
+        assert!(matches!(events.next().await, Some(Event::ConnectionStateChanged { .. })));
+        (client, events)
+    }
+
+    pub async fn raw(&self) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(self.url.as_str()).await.expect("connect");
+        Raw { ws }
+    }
+
+    pub async fn raw_login(&self, user: &str) -> Raw {
+        let mut raw = self.raw().await;
+        raw.send(json!({"type": "login", "ref": 0, "user": user})).await;
+        let reply = raw.recv().await;
+        assert_eq!(reply["type"], "login_ok", "{reply}");
+        raw
+    }
+}
+
+/// The next event, failing the test if none comes.
+pub async fn next(events: &mut EventStream) -> Event {
+    tokio::time::timeout(WAIT, events.next()).await.expect("timed out waiting for an event").expect("event stream ended")
+}
+
+/// Skips events until one named `name` arrives (e.g. "remote_invitation_received").
+pub async fn until(events: &mut EventStream, name: &str) -> Event {
+    loop {
+        let e = next(events).await;
+        if e.name() == name {
+            return e;
+        }
+    }
+}
+
+/// Asserts that the next event is named `name`.
+pub async fn expect(events: &mut EventStream, name: &str) -> Event {
+    let e = next(events).await;
+    assert_eq!(e.name(), name, "unexpected event {e:?}");
+    e
+}
+
+/// Lets every task run until nothing is ready (a sync point under paused time).
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// A protocol-level client: sends and receives JSON frames as they are.
+pub struct Raw {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Raw {
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::text(s.to_owned())).await.expect("send");
+    }
+
+    /// Next text frame as JSON (pings are answered by the library and skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out").expect("closed").expect("error");
+            match frame {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("server sent JSON"),
+                Message::Close(c) => panic!("closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next frame of the given type, skipping others.
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+
+    /// Waits for the connection to close; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// Steps of virtual time taken by [`virtual_until`].
+pub const STEP: Duration = Duration::from_millis(100);
+
+/// Lets messages in flight on loopback be read and handled, without letting
+/// the clock move: yielding keeps the runtime busy, so it never auto-advances.
+pub async fn flush_io() {
+    for _ in 0..40 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Waits for the event named `name` on virtual time: pauses the clock, then
+/// moves it in [`STEP`]s, letting all I/O settle between steps, so that
+/// server timers fire exactly when due relative to the traffic. Returns the
+/// event and the virtual time it took (to the step).
+pub async fn virtual_until(events: &mut EventStream, name: &str) -> (Event, Duration) {
+    tokio::time::pause();
+    let mut waited = Duration::ZERO;
+    let found = 'outer: loop {
+        flush_io().await;
+        while let Some(e) = events.try_next() {
+            if e.name() == name {
+                break 'outer e;
+            }
+        }
+        assert!(waited < WAIT, "no {name} within {WAIT:?} of virtual time");
+        tokio::time::advance(STEP).await;
+        waited += STEP;
+    };
+    tokio::time::resume();
+    (found, waited)
+}
+
+/// Lets `d` of virtual time pass, with I/O settling at every step.
+pub async fn virtual_sleep(d: Duration) {
+    tokio::time::pause();
+    let mut waited = Duration::ZERO;
+    while waited < d {
+        flush_io().await;
+        tokio::time::advance(STEP).await;
+        waited += STEP;
+    }
+    flush_io().await;
+    tokio::time::resume();
+}
+
+/// Asserts a server window of `secs` fired when due: after exactly that much
+/// virtual time, to the step.
+pub fn assert_window(waited: Duration, secs: u64) {
+    let due = Duration::from_secs(secs);
+    assert!(waited >= due && waited <= due + STEP, "fired after {waited:?} of virtual time; the window is {due:?}");
+}
