@@ -100,8 +100,8 @@ pub enum Outcome {
     Refused { by: DeviceId, busy: bool },
     Canceled,
     Failed(FailureReason),
-    /// It was accepted by `by`, and the call has since ended.
-    CallEnded { by: DeviceId, reason: CallEndReason },
+    /// It was accepted by device `accepted_by`, and the call has since ended.
+    CallEnded { accepted_by: DeviceId, reason: CallEndReason },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -310,7 +310,7 @@ impl Record {
             Phase::Ended { outcome: Outcome::Refused { by, .. }, .. } if by == device || self.caller.device == device => {
                 (ErrorCode::AlreadyRefused, "the invitation was already refused")
             }
-            Phase::Ended { outcome: Outcome::CallEnded { by, .. }, .. } if by == device => {
+            Phase::Ended { outcome: Outcome::CallEnded { accepted_by, .. }, .. } if accepted_by == device => {
                 (ErrorCode::AlreadyAccepted, "the invitation was already accepted (and the call has ended)")
             }
             _ => (ErrorCode::AlreadyEnded, "the invitation has already ended"),
@@ -451,7 +451,7 @@ impl Record {
         };
         fx.push(Effect { to: first, msg: msg.clone() });
         fx.push(Effect { to: second, msg });
-        self.end(Outcome::CallEnded { by: callee_device, reason: CallEndReason::Hangup }, now);
+        self.end(Outcome::CallEnded { accepted_by: callee_device, reason: CallEndReason::Hangup }, now);
     }
 
     fn on_device_gone(&mut self, device: DeviceId, cause: GoneCause, now: Instant, fx: &mut Vec<Effect>) {
@@ -495,7 +495,7 @@ impl Record {
                     GoneCause::ConnectionLost => CallEndReason::PeerConnectionLost,
                 };
                 fx.push(Effect { to: other, msg: ServerMessage::CallEnded { invitation_id: id, reason, by: None } });
-                self.end(Outcome::CallEnded { by: callee_device, reason }, now);
+                self.end(Outcome::CallEnded { accepted_by: callee_device, reason }, now);
             }
             Phase::Ended { .. } => {}
         }

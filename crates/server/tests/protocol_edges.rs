@@ -1,0 +1,185 @@
+//! Login, tokens, presence, heartbeat and bad input, against a real server on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use callinvite_client::{Client, ClientError, ErrorCode, Event, LoginOptions};
+use callinvite_server::{auth, Config};
+
+use common::*;
+
+#[tokio::test]
+async fn login_errors_are_distinct() {
+    let secret = b"0123456789abcdef-test".to_vec();
+    let server = start(Config { secret: Some(secret.clone()), ..Config::default() }).await;
+    let login = |user: &str, token: Option<String>| {
+        let mut o = LoginOptions::new(&server.url, user);
+        o.token = token;
+        Client::login(o)
+    };
+    let code = |r: Result<(Client, callinvite_client::EventStream), ClientError>| match r {
+        Err(ClientError::Login { code, .. }) | Err(ClientError::Api { code, .. }) => code,
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("login should fail"),
+    };
+    assert_eq!(code(login("alice", None).await), ErrorCode::InvalidToken, "missing token");
+    assert_eq!(code(login("alice", Some("garbage".into())).await), ErrorCode::InvalidToken);
+    let bobs = auth::mint(&secret, "bob", Duration::from_secs(60));
+    assert_eq!(code(login("alice", Some(bobs)).await), ErrorCode::InvalidToken, "another user's token");
+    let forged = auth::mint(b"not-the-server-secret", "alice", Duration::from_secs(60));
+    assert_eq!(code(login("alice", Some(forged)).await), ErrorCode::InvalidToken);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expired = auth::mint_with_expiry(&secret, "alice", now - 5);
+    assert_eq!(code(login("alice", Some(expired)).await), ErrorCode::TokenExpired);
+    assert_eq!(code(login("null", None).await), ErrorCode::InvalidArgument);
+    // The raw server check for a bad id (the client library checks first).
+    let mut raw = server.raw().await;
+    raw.send(json!({"type": "login", "ref": 1, "user": " lead"})).await;
+    assert_eq!(raw.recv().await["code"], "invalid_argument");
+
+    let good = auth::mint(&secret, "alice", Duration::from_secs(60));
+    let (client, _events) = login("alice", Some(good)).await.expect("valid token logs in");
+    assert_eq!(client.session().auth, callinvite_protocol::wire::AuthMode::Token);
+}
+
+#[tokio::test]
+async fn too_many_logins_per_second_are_refused() {
+    let server = start(Config { logins_per_second: 3, ..Config::default() }).await;
+    let mut clients = vec![];
+    for _ in 0..3 {
+        clients.push(server.login("alice").await);
+    }
+    match Client::login(LoginOptions::new(&server.url, "alice")).await {
+        Err(ClientError::Login { code, .. }) => assert_eq!(code, ErrorCode::TooOften),
+        other => panic!("expected too_often, got {:?}", other.map(|_| ())),
+    }
+    // Other users are not affected.
+    server.login("bob").await;
+    // And after a second alice may log in again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.login("alice").await;
+}
+
+#[tokio::test]
+async fn presence_query_subscribe_and_changes() {
+    let server = start_default().await;
+    let (alice, mut a) = server.login("alice").await;
+    let entries = alice.query_presence(&["alice", "carol"]).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| (e.user.as_str(), e.online)).collect::<Vec<_>>(),
+        [("alice", true), ("carol", false)]
+    );
+    let snapshot = alice.subscribe_presence(&["carol", "dave"]).await.unwrap();
+    assert!(snapshot.iter().all(|e| !e.online));
+    let (carol1, _c1) = server.login("carol").await;
+    assert_eq!(next(&mut a).await, Event::PresenceChanged { user: "carol".into(), online: true });
+    // A second device changes nothing: carol was already online.
+    let (carol2, _c2) = server.login("carol").await;
+    carol1.logout().await.unwrap();
+    // Still online through the second device; offline when it leaves.
+    carol2.logout().await.unwrap();
+    assert_eq!(next(&mut a).await, Event::PresenceChanged { user: "carol".into(), online: false });
+    // Unsubscribed users are no longer reported.
+    alice.unsubscribe_presence(&["carol"]).await.unwrap();
+    let (_dave, _d) = server.login("dave").await;
+    assert_eq!(next(&mut a).await, Event::PresenceChanged { user: "dave".into(), online: true });
+    let (_carol3, _c3) = server.login("carol").await;
+    flush_io().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.try_next(), None);
+}
+
+#[tokio::test]
+async fn presence_limits() {
+    let server = start_default().await;
+    let (alice, _a) = server.login("alice").await;
+    let ids: Vec<String> = (0..65).map(|i| format!("user{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert!(alice.query_presence(&refs[..64]).await.is_ok());
+    assert_eq!(alice.query_presence(&refs).await.unwrap_err().code(), ErrorCode::InvalidArgument);
+    assert_eq!(alice.query_presence(&["bad/id"]).await.unwrap_err().code(), ErrorCode::InvalidArgument);
+    let many: Vec<String> = (0..513).map(|i| format!("u{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert!(alice.subscribe_presence(&many[..512]).await.is_ok());
+    // Re-subscribing to the same ids does not count twice; one more does.
+    assert!(alice.subscribe_presence(&many[..10]).await.is_ok());
+    assert_eq!(alice.subscribe_presence(&many[512..]).await.unwrap_err().code(), ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
+async fn bad_frames_get_clear_errors_and_the_connection_survives() {
+    let server = start_default().await;
+    let mut raw = server.raw().await;
+    // Before login.
+    raw.send(json!({"type": "invite", "ref": 1, "callee": "bob"})).await;
+    let r = raw.recv().await;
+    assert_eq!((r["code"].as_str(), r["ref"].as_u64()), (Some("not_logged_in"), Some(1)));
+    raw.send_text("{not json").await;
+    assert_eq!(raw.recv().await["code"], "bad_message");
+    raw.send_text("[1,2]").await;
+    assert_eq!(raw.recv().await["code"], "bad_message");
+    raw.send(json!({"ref": 2})).await;
+    assert_eq!(raw.recv().await["code"], "bad_message");
+    raw.send(json!({"type": "dance", "ref": 3})).await;
+    let r = raw.recv().await;
+    assert_eq!((r["code"].as_str(), r["ref"].as_u64()), (Some("unknown_type"), Some(3)));
+    raw.send(json!({"type": "login", "ref": 4, "user": 42})).await;
+    let r = raw.recv().await;
+    assert_eq!((r["code"].as_str(), r["ref"].as_u64()), (Some("bad_message"), Some(4)));
+    raw.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(raw.recv().await["code"], "binary_not_supported");
+    // After all that, the same connection still logs in and works.
+    raw.send(json!({"type": "login", "ref": 5, "user": "alice"})).await;
+    assert_eq!(raw.recv().await["type"], "login_ok");
+    raw.send(json!({"type": "query_presence", "ref": 6, "users": ["alice"]})).await;
+    assert_eq!(raw.recv().await["users"][0]["online"], true);
+}
+
+#[tokio::test]
+async fn oversize_frame_closes_with_1009_and_others_are_unaffected() {
+    let server = start(Config { max_frame_bytes: 16 * 1024, ..Config::default() }).await;
+    let (alice, mut a) = server.login("alice").await;
+    let (bob, mut b) = server.login("bob").await;
+    let mut raw = server.raw_login("mallory").await;
+    let huge = json!({"type": "invite", "ref": 1, "callee": "bob", "content": "x".repeat(20 * 1024)});
+    raw.send(huge).await;
+    assert_eq!(raw.closed().await, Some(1009));
+    // Alice and Bob still call each other.
+    let id = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    until(&mut b, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&id, "").await.unwrap();
+    until(&mut a, "local_invitation_accepted").await;
+}
+
+#[tokio::test]
+async fn default_frame_limit_is_64_kib() {
+    let server = start_default().await;
+    let mut ok = server.raw_login("alice").await;
+    // Just under the limit: a normal (if odd) frame gets a normal answer.
+    let pad = "p".repeat(60 * 1024);
+    ok.send(json!({"type": "query_presence", "ref": 1, "users": ["bob"], "pad": pad})).await;
+    assert_eq!(ok.recv().await["type"], "presence");
+    let mut big = server.raw_login("bob").await;
+    big.send(json!({"type": "query_presence", "ref": 1, "users": ["x"], "pad": "p".repeat(65 * 1024)})).await;
+    assert_eq!(big.closed().await, Some(1009));
+}
+
+#[tokio::test]
+async fn dead_connection_is_dropped_by_the_heartbeat() {
+    let server = start(Config { heartbeat: Duration::from_secs(15), ..Config::default() }).await;
+    let (alice, mut a) = server.login("alice").await;
+    alice.subscribe_presence(&["bob"]).await.unwrap();
+    // A client that logs in, then never reads again (so never answers pings).
+    let _bob = server.raw_login("bob").await;
+    assert_eq!(next(&mut a).await, Event::PresenceChanged { user: "bob".into(), online: true });
+    let (e, waited) = virtual_until(&mut a, "presence_changed").await;
+    assert_eq!(e, Event::PresenceChanged { user: "bob".into(), online: false });
+    assert!(waited >= Duration::from_secs(15) && waited <= Duration::from_secs(16), "{waited:?}");
+    // Alice, whose client answers pings, is still connected.
+    assert!(alice.query_presence(&["alice"]).await.unwrap()[0].online);
+}

@@ -1,0 +1,105 @@
+//! The real `callinvite-server` and two or more `callinvite` processes on
+//! loopback, checked through their JSON output and exit statuses.
+
+use std::process::Command;
+
+use callinvite_e2e::{binary, cli, named, start_server};
+
+#[test]
+fn bot_accepts_then_hangs_up() {
+    let (_server, url) = start_server(&[]);
+    let mut bob = cli("bob", &url, "bob", &["answer", "--accept", "--response", "hello alice", "--hangup-after", "300ms"]);
+    bob.wait_event("connection_state_changed");
+    let alice = cli("alice", &url, "alice", &["call", "bob", "--content", "room-1"]);
+    let (status, events) = alice.finish();
+    assert_eq!(status.code(), Some(0), "{events:?}");
+    let order: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "connection_state_changed",
+            "local_invitation_sent",
+            "local_invitation_received_by_peer",
+            "local_invitation_accepted",
+            "call_ended",
+            "done"
+        ]
+    );
+    assert_eq!(named(&events, "local_invitation_accepted")[0]["response"], "hello alice");
+    let ended = named(&events, "call_ended")[0];
+    assert_eq!((ended["reason"].as_str(), ended["by"].as_str()), (Some("hangup"), Some("bob")));
+
+    let (status, events) = bob.finish();
+    assert_eq!(status.code(), Some(0));
+    let received = named(&events, "remote_invitation_received")[0];
+    assert_eq!(received["invitation"]["caller"], "alice");
+    assert_eq!(received["invitation"]["content"], "room-1");
+    assert_eq!(named(&events, "remote_invitation_accepted").len(), 1);
+}
+
+#[test]
+fn busy_refusal_and_cancel_have_their_own_exit_statuses() {
+    let (_server, url) = start_server(&[]);
+    let mut bob = cli("bob", &url, "bob", &["answer", "--busy", "--response", "in a meeting"]);
+    bob.wait_event("connection_state_changed");
+    let (status, events) = cli("alice", &url, "alice", &["call", "bob"]).finish();
+    assert_eq!(status.code(), Some(11), "busy: {events:?}");
+    let refused = named(&events, "local_invitation_refused")[0];
+    assert_eq!((refused["busy"].as_bool(), refused["response"].as_str()), (Some(true), Some("in a meeting")));
+    assert_eq!(bob.finish().0.code(), Some(0));
+
+    let mut carol = cli("carol", &url, "carol", &["answer", "--ignore"]);
+    carol.wait_event("connection_state_changed");
+    let (status, events) = cli("alice", &url, "alice", &["call", "carol", "--cancel-after", "300ms"]).finish();
+    assert_eq!(status.code(), Some(12), "canceled: {events:?}");
+    let (status, events) = carol.finish();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(named(&events, "remote_invitation_canceled").len(), 1, "{events:?}");
+}
+
+#[test]
+fn offline_callee_fails_after_the_servers_offline_window() {
+    let (_server, url) = start_server(&["--offline-window", "1s"]);
+    let (status, events) = cli("alice", &url, "alice", &["call", "nobody"]).finish();
+    assert_eq!(status.code(), Some(13), "{events:?}");
+    assert_eq!(named(&events, "local_invitation_sent")[0]["callee_online"], false);
+    assert_eq!(named(&events, "local_invitation_failure")[0]["reason"], "peer_offline");
+    let (status, events) = cli("presence", &url, "alice", &["presence", "nobody", "alice"]).finish();
+    assert_eq!(status.code(), Some(0));
+    let users = &named(&events, "presence")[0]["users"];
+    assert_eq!(users[0]["online"], false);
+    assert_eq!(users[1]["online"], true);
+}
+
+#[test]
+fn tokens_minted_by_the_server_binary_are_required_and_accepted() {
+    let dir = std::env::temp_dir().join(format!("callinvite-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a-test-secret-of-enough-length\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let (_server, url) = start_server(&["--secret-file", secret]);
+    let mint = |user: &str| {
+        let out = Command::new(binary("callinvite-server"))
+            .args(["token", "--user", user, "--ttl", "1h", "--secret-file", secret])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (status, events) = cli("no-token", &url, "alice", &["presence", "bob"]).finish();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(named(&events, "error")[0]["code"], "invalid_token");
+
+    let bob_token = mint("bob");
+    let mut bob = cli("bob", &url, "bob", &["--token", &bob_token, "answer", "--refuse"]);
+    bob.wait_event("connection_state_changed");
+    let alice_token = mint("alice");
+    let (status, events) = cli("alice", &url, "alice", &["--token", &alice_token, "call", "bob"]).finish();
+    assert_eq!(status.code(), Some(10), "{events:?}");
+    assert_eq!(bob.finish().0.code(), Some(0));
+    // Bob's token does not let anyone else in.
+    let (status, _) = cli("mallory", &url, "mallory", &["--token", &bob_token, "presence", "bob"]).finish();
+    assert_eq!(status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(dir);
+}

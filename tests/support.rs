@@ -1,0 +1,138 @@
+//! Helpers for end-to-end tests that run the real binaries as processes.
+//!
+//! The binaries are found next to the test executable's `target/<profile>/`
+//! directory; `cargo test --workspace` and `cargo nextest run --workspace`
+//! build them before any test runs.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any single expectation may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary (`callinvite-server`, `callinvite`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>  →  target/<profile>/<name>
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built; run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// A running process whose stdout lines are collected as they come.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let tx2 = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let label = name.to_owned();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[{label}] {line}");
+                // Server log lines are also offered, prefixed, for address discovery.
+                let _ = tx2.send(format!("stderr: {line}"));
+            }
+        });
+        Proc { child, lines, seen: vec![], name: name.to_owned() }
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    pub fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("{}: no line containing {needle:?}; saw:\n{}", self.name, self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for a JSON event line with `"event": name`.
+    pub fn wait_event(&mut self, name: &str) -> Value {
+        let needle = format!("\"event\":\"{name}\"");
+        let line = self.wait_line(&needle);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: not JSON: {line}: {e}", self.name))
+    }
+
+    /// Waits for the process to exit; returns its status and every JSON event it printed.
+    pub fn finish(mut self) -> (ExitStatus, Vec<Value>) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{} did not exit; saw:\n{}", self.name, self.seen.join("\n"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        // Drain what is left of stdout.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(line);
+        }
+        let events = self.seen.iter().filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (status, events)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `callinvite-server` on a free loopback port; returns it and its ws:// URL.
+pub fn start_server(extra: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(binary("callinvite-server"));
+    cmd.args(["--listen", "127.0.0.1:0", "--log", "info"]).args(extra);
+    let mut server = Proc::spawn("server", cmd);
+    let line = server.wait_line("listening");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+        .to_owned();
+    (server, format!("ws://{addr}"))
+}
+
+/// Runs `callinvite --server URL --user USER ARGS...`.
+pub fn cli(name: &str, url: &str, user: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(binary("callinvite"));
+    cmd.args(["--server", url, "--user", user]).args(args);
+    Proc::spawn(name, cmd)
+}
+
+/// The events of a given name.
+pub fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
