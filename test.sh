@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure-tools.sh
 
-# The end-to-end tests run the real binaries: build them once, first.
-cargo build --workspace --bins
+# The end-to-end tests run the real binaries; the test build makes them (each
+# binary's package has integration tests), so everything is built once.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -60,30 +61,40 @@ pub(crate) async fn serve(
     let kill = CancellationToken::new();
 
     // Writer: the only place that writes frames, so replies keep their order.
-    let ping_every = config.heartbeat / 3;
+    // A write that takes longer than the heartbeat means the peer stopped reading.
+    let ping_every = (config.heartbeat / 3).max(Duration::from_millis(100));
+    let write_timeout = config.heartbeat;
+    let writer_kill = kill.clone();
     let writer = tokio::spawn(async move {
         let mut ping = interval(ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.tick().await;
+        let close = |code: u16, reason: &'static str| {
+            Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
+        };
         loop {
-            tokio::select! {
+            let frame = tokio::select! {
                 next = out_rx.recv() => match next {
-                    Some(Outbound::Text(text)) => {
-                        if sink.send(Message::text(text)).await.is_err() {
-                            break;
-                        }
-                    }
+                    Some(Outbound::Text(text)) => Message::text(text),
                     Some(Outbound::Close(code, reason)) => {
-                        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        let _ = timeout(write_timeout, sink.send(close(code, reason))).await;
                         break;
                     }
                     None => break,
                 },
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
+                _ = ping.tick() => Message::Ping(Default::default()),
+                // Too slow: the queue is full, so the close frame goes straight to the socket.
+                _ = writer_kill.cancelled() => {
+                    let _ = timeout(write_timeout, sink.send(close(CLOSE_POLICY, "too slow: outbound queue full"))).await;
+                    break;
+                }
+            };
+            match timeout(write_timeout, sink.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    writer_kill.cancel();
+                    break;
                 }
             }
         }
@@ -95,7 +106,7 @@ pub(crate) async fn serve(
         let frame = tokio::select! {
             f = timeout(conn.config.heartbeat, frames.next()) => f,
             _ = kill.cancelled() => {
-                let _ = out.try_send(Outbound::Close(CLOSE_POLICY, "too slow: outbound queue full"));
+                info!(%peer, "closing a connection that does not keep up");
                 break;
             }
             _ = shutdown.cancelled() => {
@@ -120,7 +131,9 @@ pub(crate) async fn serve(
             }
             Ok(Some(Ok(Message::Text(text)))) => {
                 if conn.on_text(text.as_str()).await {
+                    // Logged out: the hub sends `ok` and a close frame; nothing more is read.
                     cause = GoneCause::Logout;
+                    break;
                 }
             }
             Ok(Some(Ok(Message::Binary(_)))) => {
@@ -141,7 +154,10 @@ pub(crate) async fn serve(
     drop(conn);
     drop(out);
     // Let the writer flush a close frame; it ends once the hub drops its sender.
-    let _ = timeout(std::time::Duration::from_secs(2), writer).await;
+    let abort = writer.abort_handle();
+    if timeout(Duration::from_secs(2), writer).await.is_err() {
+        abort.abort();
+    }
 }
 
 struct Conn {

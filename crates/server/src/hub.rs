@@ -88,12 +88,19 @@ pub(crate) async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, shutdown:
     loop {
         let next = hub.timers.first().map(|(t, _)| *t);
         tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
             cmd = rx.recv() => match cmd {
-                Some(cmd) => hub.handle(cmd, now()),
+                Some(cmd) => {
+                    // A deadline that passed before this request arrived is applied first,
+                    // so "arrival order" holds between requests and timers too.
+                    let now = now();
+                    hub.fire_timers(now);
+                    hub.handle(cmd, now);
+                }
                 None => break,
             },
             _ = sleep_until(next) => hub.fire_timers(now()),
-            _ = shutdown.cancelled() => break,
         }
     }
     debug!("hub stopped");
@@ -288,6 +295,9 @@ impl Hub {
                 Ok(())
             }
             ClientMessage::SubscribePresence { req, users } => {
+                if users.is_empty() {
+                    return Err(invalid("name at least one user id"));
+                }
                 let users = parse_users(&users)?;
                 let subs = &self.devices[&device].subscriptions;
                 let total = subs.len() + users.iter().filter(|u| !subs.contains(*u)).collect::<HashSet<_>>().len();
@@ -307,6 +317,9 @@ impl Hub {
                 Ok(())
             }
             ClientMessage::UnsubscribePresence { req, users } => {
+                if users.is_empty() {
+                    return Err(invalid("name at least one user id"));
+                }
                 let users = parse_users(&users)?;
                 for u in &users {
                     self.unsubscribe(device, u);
@@ -362,9 +375,14 @@ impl Hub {
 
     /// Sends a record's effects in order, then updates the indexes and timers.
     fn apply(&mut self, id: &InvitationId, before: &'static str, effects: Vec<callinvite_protocol::invitation::Effect>, now: Instant) {
+        // Index the invitation under the devices taking part in it (not, say, a
+        // stranger who was told `not_found`), so their departure reaches it.
+        let parties: HashSet<DeviceId> = self.records.get(id).map(|r| r.devices().collect()).unwrap_or_default();
         for e in &effects {
-            if let Some(d) = self.devices.get_mut(&e.to) {
-                d.invitations.insert(id.clone());
+            if parties.contains(&e.to) {
+                if let Some(d) = self.devices.get_mut(&e.to) {
+                    d.invitations.insert(id.clone());
+                }
             }
             self.send(e.to, &e.msg);
         }

@@ -73,7 +73,9 @@ struct ServeArgs {
 
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-    let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+    // The secret is the file's bytes as they are, less surrounding ASCII white space
+    // (a trailing newline from an editor), so other JWT tools can use the same file.
+    let trimmed = bytes.trim_ascii().to_vec();
     if trimmed.len() < 16 {
         return Err(format!("secret file {} holds {} bytes; use at least 16 random bytes", path.display(), trimmed.len()));
     }
@@ -108,6 +110,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.heartbeat < Duration::from_secs(1) {
+        eprintln!("error: --heartbeat must be at least 1s");
+        return ExitCode::from(2);
+    }
     let secret = match args.secret_file.as_deref().map(read_secret).transpose() {
         Ok(s) => s,
         Err(e) => {

@@ -183,3 +183,40 @@ async fn dead_connection_is_dropped_by_the_heartbeat() {
     // Alice, whose client answers pings, is still connected.
     assert!(alice.query_presence(&["alice"]).await.unwrap()[0].online);
 }
+
+#[tokio::test]
+async fn logout_closes_the_connection_and_nothing_more_is_read() {
+    let server = start_default().await;
+    let (watcher, mut w) = server.login("watcher").await;
+    watcher.subscribe_presence(&["alice"]).await.unwrap();
+    let mut raw = server.raw_login("alice").await;
+    assert_eq!(next(&mut w).await, Event::PresenceChanged { user: "alice".into(), online: true });
+    raw.send(json!({"type": "logout", "ref": 1})).await;
+    // A login sent right behind the logout is not processed: the session is over.
+    raw.send(json!({"type": "login", "ref": 2, "user": "alice"})).await;
+    assert_eq!(raw.recv().await, json!({"type": "ok", "ref": 1}));
+    assert_eq!(raw.closed().await, Some(1000));
+    assert_eq!(next(&mut w).await, Event::PresenceChanged { user: "alice".into(), online: false });
+    flush_io().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(w.try_next(), None, "alice did not come back online");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_keep_up_is_closed_with_1008() {
+    let server = start(Config { outbound_queue: 1, heartbeat: Duration::from_secs(3600), ..Config::default() }).await;
+    let (alice, mut a) = server.login("alice").await;
+    alice.subscribe_presence(&["slow"]).await.unwrap();
+    let mut slow = server.raw_login("slow").await;
+    until(&mut a, "presence_changed").await;
+    // A burst of requests whose replies pile up faster than a queue of one drains.
+    let burst: String = (0..50).map(|i| format!("{{\"type\":\"query_presence\",\"ref\":{i},\"users\":[\"alice\"]}}\n")).collect();
+    for line in burst.lines() {
+        slow.ws.feed(Message::text(line.to_owned())).await.unwrap();
+    }
+    slow.ws.flush().await.unwrap();
+    assert_eq!(slow.closed().await, Some(1008));
+    assert_eq!(until(&mut a, "presence_changed").await, Event::PresenceChanged { user: "slow".into(), online: false });
+    // Everyone else carries on.
+    assert!(alice.query_presence(&["alice"]).await.unwrap()[0].online);
+}

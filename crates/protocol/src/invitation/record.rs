@@ -16,7 +16,10 @@
 //! - cancel: the caller's `canceled` is only emitted after every callee device
 //!   that had the invitation `ack`ed the `canceled` (or went away, or
 //!   `cancel_ack` passed);
-//! - every other ending is sent to the callee's devices before the caller.
+//! - every other ending of a ringing invitation is sent to the callee's
+//!   devices before the caller; a hang-up goes to the other party first;
+//! - an answer implies receipt: if a device answers before any device acked,
+//!   the caller still gets `received_by_peer` before `accepted`/`refused`.
 //!
 //! An ended record is kept for `retention` so that late requests get a precise
 //! `already_*` error instead of `not_found`.
@@ -363,8 +366,7 @@ impl Record {
             let (code, msg) = self.misuse(from.device);
             return Self::reject(fx, from.device, req, code, msg);
         }
-        // A device that logged in after delivery but raced its own invitation message still counts.
-        self.delivered.entry(from.device).or_insert(true);
+        self.answered_by(from.device, fx);
         Self::reply(fx, from.device, req);
         let id = self.id.clone();
         self.send_callees(
@@ -377,6 +379,23 @@ impl Record {
         let _ = now;
     }
 
+    /// A device answered: it evidently has the invitation. If nobody had
+    /// acknowledged it yet, the caller learns of the receipt first.
+    fn answered_by(&mut self, device: DeviceId, fx: &mut Vec<Effect>) {
+        // A device that logged in after delivery but raced its own invitation message still counts.
+        self.delivered.insert(device, true);
+        if let Phase::Ringing { received_by_peer, no_response_deadline, .. } = &mut self.phase {
+            if !*received_by_peer {
+                *received_by_peer = true;
+                *no_response_deadline = None;
+                fx.push(Effect {
+                    to: self.caller.device,
+                    msg: ServerMessage::ReceivedByPeer { invitation_id: self.id.clone() },
+                });
+            }
+        }
+    }
+
     fn on_refuse(&mut self, from: Party, req: u64, response: String, busy: bool, now: Instant, fx: &mut Vec<Effect>) {
         if from.user != self.callee {
             return Self::reject(fx, from.device, req, ErrorCode::NotFound, "no such invitation for you");
@@ -385,7 +404,7 @@ impl Record {
             let (code, msg) = self.misuse(from.device);
             return Self::reject(fx, from.device, req, code, msg);
         }
-        self.delivered.entry(from.device).or_insert(true);
+        self.answered_by(from.device, fx);
         Self::reply(fx, from.device, req);
         let id = self.id.clone();
         self.send_callees(
@@ -626,6 +645,15 @@ mod tests {
         assert_eq!(err_code(&r.handle(Input::Cancel { from: alice(), req: 9 }, t0)), ErrorCode::AlreadyAccepted);
         // Nothing expires during a call.
         assert_eq!(r.handle(Input::Tick, t0 + secs(3600)), vec![]);
+    }
+
+    #[test]
+    fn answer_without_ack_still_tells_the_caller_it_was_received_first() {
+        let t0 = Instant::now();
+        let (mut r, _) = new(&[B1], t0);
+        let fx = r.handle(Input::Accept { from: bob(B1), req: 3, response: String::new() }, t0);
+        assert_eq!(fx[0], to(CALLER_DEV, ServerMessage::ReceivedByPeer { invitation_id: iid() }));
+        assert_eq!(fx.last(), Some(&to(CALLER_DEV, ServerMessage::Accepted { invitation_id: iid(), response: String::new() })));
     }
 
     #[test]
