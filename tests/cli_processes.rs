@@ -103,3 +103,23 @@ fn tokens_minted_by_the_server_binary_are_required_and_accepted() {
     assert_eq!(status.code(), Some(1));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn hangup_from_another_process_of_the_caller_ends_the_call_on_both_sides() {
+    let (_server, url) = start_server(&[]);
+    let mut bob = cli("bob", &url, "bob", &["answer", "--accept"]);
+    bob.wait_event("connection_state_changed");
+    let mut alice = cli("alice", &url, "alice", &["call", "bob"]);
+    let sent = alice.wait_event("local_invitation_sent");
+    let id = sent["invitation"]["invitation_id"].as_str().expect("invitation id").to_owned();
+    alice.wait_event("local_invitation_accepted");
+    // A second device of alice's hangs the call up by id.
+    let (status, _) = cli("alice-hangup", &url, "alice", &["hangup", &id]).finish();
+    assert_eq!(status.code(), Some(0));
+    let (status, events) = alice.finish();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(named(&events, "call_ended")[0]["by"], "alice");
+    let (status, events) = bob.finish();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(named(&events, "call_ended")[0]["reason"], "hangup");
+}
