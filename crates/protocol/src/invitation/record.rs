@@ -246,7 +246,7 @@ impl Record {
             Input::CalleeDeviceOnline(device) => self.on_callee_online(device, now, &mut fx),
             Input::Ack { from, of: AckOf::Invitation } => self.on_ack_invitation(from, &mut fx),
             Input::Ack { from, of: AckOf::Canceled } => self.on_ack_canceled(from, now, &mut fx),
-            Input::Accept { from, req, response } => self.on_accept(from, req, response, now, &mut fx),
+            Input::Accept { from, req, response } => self.on_accept(from, req, response, &mut fx),
             Input::Refuse { from, req, response, busy } => self.on_refuse(from, req, response, busy, now, &mut fx),
             Input::Cancel { from, req } => self.on_cancel(from, req, now, &mut fx),
             Input::Hangup { from, req } => self.on_hangup(from, req, now, &mut fx),
@@ -358,25 +358,42 @@ impl Record {
         self.end(Outcome::Canceled, now);
     }
 
-    fn on_accept(&mut self, from: Party, req: u64, response: String, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_accept(&mut self, from: Party, req: u64, response: String, fx: &mut Vec<Effect>) {
+        if self.answer(&from, req, FailureReason::AnsweredElsewhere, fx) {
+            fx.push(Effect { to: self.caller.device, msg: ServerMessage::Accepted { invitation_id: self.id.clone(), response } });
+            self.phase = Phase::InCall { callee_device: from.device };
+        }
+    }
+
+    fn on_refuse(&mut self, from: Party, req: u64, response: String, busy: bool, now: Instant, fx: &mut Vec<Effect>) {
+        if self.answer(&from, req, FailureReason::DeclinedElsewhere, fx) {
+            fx.push(Effect {
+                to: self.caller.device,
+                msg: ServerMessage::Refused { invitation_id: self.id.clone(), response, busy },
+            });
+            self.end(Outcome::Refused { by: from.device, busy }, now);
+        }
+    }
+
+    /// The part of accept and refuse that is the same: only the callee may
+    /// answer, only while ringing; the answering device gets `ok` and every
+    /// other device of the callee gets `failed` with `elsewhere`. Returns
+    /// false (after queueing the error) when the answer is refused.
+    fn answer(&mut self, from: &Party, req: u64, elsewhere: FailureReason, fx: &mut Vec<Effect>) -> bool {
         if from.user != self.callee {
-            return Self::reject(fx, from.device, req, ErrorCode::NotFound, "no such invitation for you");
+            Self::reject(fx, from.device, req, ErrorCode::NotFound, "no such invitation for you");
+            return false;
         }
         if !self.is_ringing() {
             let (code, msg) = self.misuse(from.device);
-            return Self::reject(fx, from.device, req, code, msg);
+            Self::reject(fx, from.device, req, code, msg);
+            return false;
         }
         self.answered_by(from.device, fx);
         Self::reply(fx, from.device, req);
-        let id = self.id.clone();
-        self.send_callees(
-            Some(from.device),
-            ServerMessage::Failed { invitation_id: id.clone(), reason: FailureReason::AnsweredElsewhere },
-            fx,
-        );
-        fx.push(Effect { to: self.caller.device, msg: ServerMessage::Accepted { invitation_id: id, response } });
-        self.phase = Phase::InCall { callee_device: from.device };
-        let _ = now;
+        let msg = ServerMessage::Failed { invitation_id: self.id.clone(), reason: elsewhere };
+        self.send_callees(Some(from.device), msg, fx);
+        true
     }
 
     /// A device answered: it evidently has the invitation. If nobody had
@@ -394,26 +411,6 @@ impl Record {
                 });
             }
         }
-    }
-
-    fn on_refuse(&mut self, from: Party, req: u64, response: String, busy: bool, now: Instant, fx: &mut Vec<Effect>) {
-        if from.user != self.callee {
-            return Self::reject(fx, from.device, req, ErrorCode::NotFound, "no such invitation for you");
-        }
-        if !self.is_ringing() {
-            let (code, msg) = self.misuse(from.device);
-            return Self::reject(fx, from.device, req, code, msg);
-        }
-        self.answered_by(from.device, fx);
-        Self::reply(fx, from.device, req);
-        let id = self.id.clone();
-        self.send_callees(
-            Some(from.device),
-            ServerMessage::Failed { invitation_id: id.clone(), reason: FailureReason::DeclinedElsewhere },
-            fx,
-        );
-        fx.push(Effect { to: self.caller.device, msg: ServerMessage::Refused { invitation_id: id, response, busy } });
-        self.end(Outcome::Refused { by: from.device, busy }, now);
     }
 
     fn on_cancel(&mut self, from: Party, req: u64, now: Instant, fx: &mut Vec<Effect>) {
