@@ -1,0 +1,584 @@
+// callinvite desktop UI: DOM rendering and wiring to the Tauri backend.
+// All decisions that can be made without the DOM live in logic.js (and are tested there).
+
+import * as L from "./logic.js";
+
+const NO_TAURI = "This page runs inside the callinvite app";
+const NOTICE_MS = 8000;
+const SCREENS = ["signin", "home", "outgoing", "incoming", "incall"];
+const SOUND_FILES = { ringtone: "sounds/ringtone.wav", ringback: "sounds/ringback.wav" };
+
+const $ = (id) => document.getElementById(id);
+
+const tauri = window.__TAURI__;
+const hasTauri = Boolean(tauri?.core?.invoke && tauri?.event?.listen);
+
+function invoke(cmd, args) {
+  if (!hasTauri) return Promise.reject({ kind: "internal", message: NO_TAURI });
+  return tauri.core.invoke(cmd, args);
+}
+
+// ---- state ------------------------------------------------------------------
+
+let snapshot = null; // latest AppSnapshot
+let screen = null; // current screen name
+let callStart = null; // {key, startMs} of the current call (logic.nextCallStart)
+let sound = null; // {name, audio} playing now
+const audioCache = {};
+const inFlight = new Set(); // buttons whose command is running
+let noticeTimer = null;
+let lastErrorShown = null; // snapshot.last_error already shown
+let settingsDirty = false; // the user edited the settings form since it was filled
+let settingsFilledFrom = null; // JSON of the settings the form was filled from
+let presenceKey = null; // contacts + connection the presence was last queried for
+let localPresence = {}; // presence from query_presence answers
+let lastHistoryRender = 0;
+let eventCount = 0; // app-state events received so far
+let screenShownAt = 0; // when the current screen appeared
+let lastKeyDownAt = 0; // when a key was last pressed anywhere
+const KEYBOARD_GRACE_MS = 700; // typing that was meant for the previous screen must not answer a call
+
+// ---- commands -----------------------------------------------------------------
+
+/** Runs a command with `button` disabled meanwhile; errors go to the notice. Returns {ok, value}. */
+async function run(button, cmd, args) {
+  if (button && inFlight.has(button)) return { ok: false };
+  if (button) {
+    inFlight.add(button);
+    button.setAttribute("aria-busy", "true");
+    refreshDisabled();
+  }
+  try {
+    return { ok: true, value: await invoke(cmd, args) };
+  } catch (err) {
+    showNotice(L.errorMessage(err), "error");
+    return { ok: false, error: err };
+  } finally {
+    if (button) {
+      inFlight.delete(button);
+      button.removeAttribute("aria-busy");
+      refreshDisabled();
+    }
+  }
+}
+
+/** Buttons the snapshot disables (besides those in flight). */
+function disabledByState(button) {
+  const answering = Boolean(snapshot?.call?.answering);
+  if (["incoming-accept", "incoming-decline", "incoming-busy"].includes(button.id)) return answering;
+  return false;
+}
+
+function refreshDisabled() {
+  for (const b of document.querySelectorAll("button")) {
+    if (b.id === "notice-dismiss") continue;
+    b.disabled = inFlight.has(b) || disabledByState(b);
+  }
+}
+
+// ---- notice -------------------------------------------------------------------
+
+function showNotice(text, kind = "info") {
+  clearTimeout(noticeTimer);
+  noticeTimer = null;
+  $("notice-text").textContent = text;
+  $("notice").dataset.kind = kind;
+  $("notice-dismiss").hidden = false;
+  if (kind !== "error") noticeTimer = setTimeout(clearNotice, NOTICE_MS);
+}
+
+function clearNotice() {
+  clearTimeout(noticeTimer);
+  noticeTimer = null;
+  const hadFocus = document.activeElement === $("notice-dismiss");
+  $("notice-text").textContent = "";
+  $("notice").dataset.kind = "none";
+  $("notice-dismiss").hidden = true;
+  if (hadFocus) focusFor(screen);
+}
+
+// ---- audio --------------------------------------------------------------------
+
+function startSound(name) {
+  try {
+    let audio = audioCache[name];
+    if (!audio) {
+      audio = new Audio(SOUND_FILES[name]);
+      audio.loop = true;
+      audioCache[name] = audio;
+    }
+    audio.currentTime = 0;
+    sound = { name, audio };
+    const p = audio.play();
+    if (p && typeof p.catch === "function") p.catch(() => {});
+  } catch {
+    // no audio device or autoplay refused: calls work without sound
+  }
+}
+
+function stopSound() {
+  if (!sound) return;
+  try {
+    sound.audio.pause();
+    sound.audio.currentTime = 0;
+  } catch {
+    // ignore
+  }
+  sound = null;
+}
+
+function updateSound() {
+  const want = L.soundFor(screen, snapshot?.call);
+  if ((sound?.name ?? null) === want) return;
+  stopSound();
+  if (want) startSound(want);
+}
+
+// ---- rendering ----------------------------------------------------------------
+
+function render(snap) {
+  if (!snap || typeof snap !== "object") return;
+  snapshot = snap;
+  const next = L.screenFor(snap);
+  callStart = L.nextCallStart(callStart, snap.call ?? null, Date.now());
+  const changed = next !== screen;
+  if (changed) {
+    stopSound();
+    for (const name of SCREENS) $(`screen-${name}`).hidden = name !== next;
+    document.body.dataset.screen = next;
+    if (next === "signin") fillSignIn();
+    screen = next;
+    screenShownAt = Date.now();
+  }
+  document.title = L.windowTitle(snap);
+
+  renderHome();
+  renderOutgoing();
+  renderIncoming();
+  renderInCall();
+  refreshDisabled();
+  updateSound();
+  tick();
+  if (changed) focusFor(next);
+
+  if (snap.last_error && snap.last_error !== lastErrorShown) showNotice(snap.last_error, "error");
+  lastErrorShown = snap.last_error ?? null;
+}
+
+function focusFor(name) {
+  const target = {
+    signin: "signin-user",
+    home: "dial-input",
+    outgoing: "outgoing-cancel",
+    incoming: "incoming-accept",
+    incall: "incall-hangup",
+  }[name];
+  const el = target && $(target);
+  if (el && !el.disabled) el.focus();
+}
+
+function fillSignIn() {
+  const p = L.signInPrefill(snapshot?.settings);
+  $("signin-user").value = p.user;
+  $("signin-server-embedded").checked = !p.useUrl;
+  $("signin-server-url").checked = p.useUrl;
+  $("signin-url").value = p.url;
+  $("signin-token").value = p.token;
+  $("signin-error").textContent = "";
+  $("signin-user").removeAttribute("aria-invalid");
+  syncServerChoice();
+}
+
+function syncServerChoice() {
+  const useUrl = $("signin-server-url").checked;
+  $("signin-url").disabled = !useUrl;
+  if (!useUrl) $("signin-url").removeAttribute("aria-invalid");
+}
+
+function renderHome() {
+  if (screen !== "home" || !snapshot) return;
+  $("me").textContent = snapshot.user ?? "";
+  const status = $("connection-status");
+  status.textContent = L.connectionLabel(snapshot);
+  status.dataset.state = snapshot.connection ?? "signed_out";
+  renderContacts();
+  renderHistory();
+  fillSettings();
+  $("notifications-note").hidden = snapshot.notifications_available !== false;
+}
+
+function renderContacts() {
+  const contacts = L.recentContacts(snapshot.history, snapshot.user, 12);
+  const presence = { ...localPresence, ...(snapshot.presence ?? {}) };
+  const list = $("contacts");
+  const hadFocus = list.contains(document.activeElement) ? document.activeElement.dataset.peer : null;
+  list.replaceChildren(
+    ...contacts.map((peer) => {
+      const li = document.createElement("li");
+      const dot = document.createElement("span");
+      const state = presence[peer] === true ? "online" : presence[peer] === false ? "offline" : "unknown";
+      dot.className = `presence-dot ${state}`;
+      const sr = document.createElement("span");
+      sr.className = "visually-hidden";
+      sr.textContent = state === "unknown" ? "presence unknown" : state;
+      dot.append(sr);
+      const name = document.createElement("span");
+      name.className = "peer";
+      name.textContent = peer;
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "btn small call-contact";
+      btn.dataset.peer = peer;
+      btn.textContent = "Call";
+      btn.setAttribute("aria-label", `Call ${peer}`);
+      li.append(dot, name, btn);
+      return li;
+    }),
+  );
+  $("contacts-empty").hidden = contacts.length > 0;
+  if (hadFocus != null) {
+    const again = [...list.querySelectorAll("button.call-contact")].find((b) => b.dataset.peer === hadFocus);
+    again?.focus();
+  }
+  $("dial-suggestions").replaceChildren(
+    ...contacts.map((peer) => Object.assign(document.createElement("option"), { value: peer })),
+  );
+  queryPresence(contacts);
+}
+
+/**
+ * Asks for the contacts' presence once per change of the list or the connection (never polls):
+ * subscribe_presence where the backend has it (later changes then arrive in app-state),
+ * else a one-off query_presence.
+ */
+function queryPresence(contacts) {
+  if (!hasTauri || snapshot.connection !== "connected" || contacts.length === 0) return;
+  const key = `${snapshot.connection}\n${contacts.join("\n")}`;
+  if (key === presenceKey) return;
+  presenceKey = key;
+  const args = { users: contacts };
+  invoke("subscribe_presence", args).catch(() => invoke("query_presence", args)).then(
+    (rows) => {
+      if (!Array.isArray(rows)) return;
+      for (const r of rows) if (r && typeof r.user === "string") localPresence[r.user] = Boolean(r.online);
+      if (screen === "home") renderContacts();
+    },
+    () => {
+      presenceKey = null; // not important enough for a notice; try again on the next change
+    },
+  );
+}
+
+function renderHistory() {
+  const now = Date.now();
+  lastHistoryRender = now;
+  const entries = Array.isArray(snapshot.history) ? snapshot.history : [];
+  $("history-list").replaceChildren(
+    ...entries.map((entry) => {
+      const h = L.historyLabel(entry, now);
+      const li = document.createElement("li");
+      if (h.missed) li.classList.add("missed");
+      const dir = document.createElement("span");
+      dir.className = "dir";
+      dir.setAttribute("aria-hidden", "true");
+      dir.textContent = h.arrow;
+      const dirText = document.createElement("span");
+      dirText.className = "visually-hidden";
+      dirText.textContent = `${h.direction}: `;
+      const peer = document.createElement("span");
+      peer.className = "peer";
+      peer.textContent = h.peer;
+      const outcome = document.createElement("span");
+      outcome.className = "outcome";
+      outcome.textContent = h.outcome;
+      const meta = document.createElement("span");
+      meta.className = "meta";
+      const time = document.createElement("time");
+      if (Number.isFinite(entry?.at_ms)) {
+        time.dateTime = new Date(entry.at_ms).toISOString();
+        time.title = new Date(entry.at_ms).toLocaleString();
+      }
+      time.textContent = h.when;
+      meta.append(time);
+      if (h.duration) {
+        const d = document.createElement("span");
+        d.className = "duration";
+        d.textContent = ` · ${h.duration}`;
+        meta.append(d);
+      }
+      li.append(dir, dirText, peer, outcome, meta);
+      return li;
+    }),
+  );
+  $("history-empty").hidden = entries.length > 0;
+}
+
+function fillSettings(force = false) {
+  const s = snapshot?.settings;
+  if (!s) return;
+  const json = JSON.stringify(s);
+  if (!force && (settingsDirty || json === settingsFilledFrom)) return;
+  settingsFilledFrom = json;
+  settingsDirty = false;
+  $("setting-busy-policy").value = s.busy_policy === "notify" ? "notify" : "auto_busy";
+  $("setting-meeting-url").value = s.meeting_url_template ?? "";
+  $("setting-share-lan").checked = Boolean(s.share_on_lan);
+}
+
+function setAvatar(id, peer) {
+  $(id).textContent = L.initialOf(peer);
+}
+
+function renderOutgoing() {
+  if (screen !== "outgoing") return;
+  const call = snapshot.call;
+  $("outgoing-peer").textContent = call.peer;
+  setAvatar("outgoing-avatar", call.peer);
+  $("outgoing-status").textContent = L.outgoingStatus(call);
+}
+
+function renderIncoming() {
+  if (screen !== "incoming") return;
+  const call = snapshot.call;
+  $("incoming-caller").textContent = `${call.peer} is calling`;
+  setAvatar("incoming-avatar", call.peer);
+  const content = $("incoming-content");
+  content.textContent = call.content ?? "";
+  content.hidden = !call.content;
+  $("incoming-status").textContent = call.answering ? "Answering…" : "";
+}
+
+function renderInCall() {
+  if (screen !== "incall") return;
+  const call = snapshot.call;
+  $("incall-peer").textContent = call.peer;
+  setAvatar("incall-avatar", call.peer);
+  const content = $("incall-content");
+  content.textContent = call.content ?? "";
+  content.hidden = !call.content;
+}
+
+/** Once a second: the call timers, and now and then the history's relative times. */
+function tick() {
+  const now = Date.now();
+  if (screen === "outgoing" && callStart) {
+    $("outgoing-elapsed").textContent = L.formatDuration(now - callStart.startMs);
+  } else if (screen === "incall" && snapshot?.call) {
+    const since = snapshot.call.phase_since_ms;
+    $("incall-duration").textContent = L.formatDuration(Number.isFinite(since) ? now - since : 0);
+  } else if (screen === "home" && now - lastHistoryRender > 30000) {
+    renderHistory();
+  }
+}
+
+// ---- actions ------------------------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  const req = L.signInRequest({
+    user: $("signin-user").value,
+    useUrl: $("signin-server-url").checked,
+    url: $("signin-url").value,
+    token: $("signin-token").value,
+  });
+  const userInput = $("signin-user");
+  const urlInput = $("signin-url");
+  userInput.removeAttribute("aria-invalid");
+  urlInput.removeAttribute("aria-invalid");
+  if (req.error) {
+    $("signin-error").textContent = req.error;
+    const field = req.field === "url" ? urlInput : userInput;
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+    return;
+  }
+  $("signin-error").textContent = "";
+  const before = eventCount;
+  const r = await run($("signin-submit"), "sign_in", req.args);
+  // An app-state event received meanwhile is newer than this answer.
+  if (r.ok && eventCount === before) render(r.value);
+}
+
+async function dial(callee, button) {
+  const req = L.dialRequest({ callee, content: $("dial-content").value, me: snapshot?.user });
+  const input = $("dial-input");
+  if (req.error) {
+    $("dial-error").textContent = req.error;
+    if (button === $("dial-call")) {
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+    }
+    return;
+  }
+  $("dial-error").textContent = "";
+  input.removeAttribute("aria-invalid");
+  await run(button, "call", req.args);
+}
+
+function cancelCall() {
+  return run($("outgoing-cancel"), "cancel");
+}
+
+function answer(kind, event) {
+  if (snapshot?.call?.answering) return;
+  // A keyboard "click" (detail 0) while typing just as the call appeared (focus jumps to
+  // Accept) was meant for the previous screen: ignore it.
+  const now = Date.now();
+  if (event && event.detail === 0 && now - screenShownAt < KEYBOARD_GRACE_MS && now - lastKeyDownAt < KEYBOARD_GRACE_MS) {
+    return;
+  }
+  const invitationId = snapshot?.call?.invitation_id ?? null;
+  if (kind === "accept") return run($("incoming-accept"), "accept", { invitationId });
+  const busy = kind === "busy";
+  return run($(busy ? "incoming-busy" : "incoming-decline"), "refuse", { invitationId, busy });
+}
+
+async function saveSettings(event) {
+  event.preventDefault();
+  const form = {
+    busy_policy: $("setting-busy-policy").value,
+    meeting_url_template: $("setting-meeting-url").value,
+    share_on_lan: $("setting-share-lan").checked,
+  };
+  const urlError = L.validateMeetingUrl(form.meeting_url_template);
+  if (urlError) {
+    showNotice(urlError, "error");
+    $("setting-meeting-url").focus();
+    return;
+  }
+  const before = eventCount;
+  const r = await run($("settings-save"), "set_settings", { settings: L.mergeSettings(snapshot?.settings, form) });
+  if (r.ok) {
+    const fresh = eventCount === before && r.value && typeof r.value === "object" && snapshot;
+    if (fresh) snapshot = { ...snapshot, settings: r.value };
+    settingsDirty = false;
+    fillSettings(true);
+    showNotice("Settings saved");
+  }
+}
+
+function onKeyDown(event) {
+  lastKeyDownAt = Date.now();
+  if (event.isComposing || event.defaultPrevented || event.repeat) return;
+  if (L.isCloseShortcut(event)) {
+    event.preventDefault();
+    closeWindow();
+    return;
+  }
+  const action = L.keyAction(screen, event.key);
+  if (action === "call") {
+    const t = event.target;
+    if (!(t instanceof HTMLInputElement) || !t.closest("#dial-form")) return;
+    event.preventDefault();
+    dial($("dial-input").value, $("dial-call"));
+  } else if (action === "cancel") {
+    event.preventDefault();
+    cancelCall();
+  } else if (action === "decline") {
+    event.preventDefault();
+    answer("decline");
+  }
+}
+
+/** Closes the window like its close button does (the backend then hides it to the tray). */
+async function closeWindow() {
+  try {
+    const win = tauri?.window?.getCurrentWindow?.() ?? tauri?.webviewWindow?.getCurrentWebviewWindow?.();
+    if (win) await win.close();
+  } catch (err) {
+    showNotice(L.errorMessage(err), "error");
+  }
+}
+
+function wire() {
+  $("signin-form").addEventListener("submit", signIn);
+  $("signin-server-embedded").addEventListener("change", syncServerChoice);
+  $("signin-server-url").addEventListener("change", () => {
+    syncServerChoice();
+    if ($("signin-server-url").checked) $("signin-url").focus();
+  });
+  $("signin-user").addEventListener("input", () => {
+    $("signin-error").textContent = "";
+    $("signin-user").removeAttribute("aria-invalid");
+  });
+
+  $("signout").addEventListener("click", async () => {
+    const r = await run($("signout"), "sign_out");
+    if (r.ok) {
+      localPresence = {};
+      presenceKey = null;
+    }
+  });
+  $("dial-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    dial($("dial-input").value, $("dial-call"));
+  });
+  $("dial-input").addEventListener("input", () => {
+    $("dial-error").textContent = "";
+    $("dial-input").removeAttribute("aria-invalid");
+  });
+  $("contacts").addEventListener("click", (e) => {
+    const btn = e.target.closest("button.call-contact");
+    if (btn) dial(btn.dataset.peer, btn);
+  });
+  $("history-clear").addEventListener("click", () => run($("history-clear"), "clear_history"));
+  $("settings-form").addEventListener("submit", saveSettings);
+  $("settings-form").addEventListener("input", () => (settingsDirty = true));
+  $("settings-form").addEventListener("change", () => (settingsDirty = true));
+
+  $("outgoing-cancel").addEventListener("click", cancelCall);
+  $("incoming-accept").addEventListener("click", (e) => answer("accept", e));
+  $("incoming-decline").addEventListener("click", (e) => answer("decline", e));
+  $("incoming-busy").addEventListener("click", (e) => answer("busy", e));
+  $("incall-hangup").addEventListener("click", () => run($("incall-hangup"), "hang_up"));
+
+  $("notice-dismiss").addEventListener("click", clearNotice);
+  document.addEventListener("keydown", onKeyDown);
+  setInterval(tick, 1000);
+}
+
+// ---- start --------------------------------------------------------------------
+
+async function init() {
+  wire();
+  if (!hasTauri) {
+    render({
+      profile: "",
+      user: null,
+      connection: "signed_out",
+      server: "",
+      call: null,
+      presence: {},
+      history: [],
+      settings: { server: "embedded", token: "", share_on_lan: false, busy_policy: "auto_busy", meeting_url_template: "", last_user: "" },
+      notifications_available: false,
+      last_error: null,
+    });
+    showNotice(NO_TAURI, "error");
+    return;
+  }
+  let eventSeen = false;
+  try {
+    await tauri.event.listen("app-state", (e) => {
+      eventSeen = true;
+      eventCount += 1;
+      render(e.payload);
+    });
+    await tauri.event.listen("call-outcome", (e) => {
+      if (e?.payload) showNotice(L.outcomeMessage(e.payload), "info");
+    });
+  } catch (err) {
+    showNotice(L.errorMessage(err), "error");
+  }
+  try {
+    const snap = await invoke("get_state");
+    // An app-state event that arrived meanwhile is at least as new as this answer.
+    if (!eventSeen) render(snap);
+  } catch (err) {
+    if (!snapshot) render({ user: null, connection: "signed_out", call: null, settings: {} });
+    showNotice(L.errorMessage(err), "error");
+  }
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+else init();

@@ -1,0 +1,376 @@
+// Pure UI logic for the callinvite desktop app: no DOM, no Tauri.
+// Imported by app.js and by the tests in ui/tests/ (run: node --test ui/tests/).
+
+/** Longest user id, in bytes of UTF-8 (same as the server). */
+export const MAX_USER_ID_BYTES = 64;
+/** Largest invitation content, in bytes of UTF-8 (same as the server). */
+export const MAX_CONTENT_BYTES = 8192;
+/** Punctuation allowed in a user id besides letters, digits and space. */
+export const ALLOWED_PUNCTUATION = "!#$%&()+-:;<=.>?@[]^_{}|~,";
+
+/** The outcome words of `call-outcome` events and history entries. */
+export const OUTCOMES = [
+  "accepted",
+  "refused",
+  "busy",
+  "canceled",
+  "no_answer",
+  "offline",
+  "answered_elsewhere",
+  "declined_elsewhere",
+  "connection_lost",
+  "hung_up",
+  "peer_hung_up",
+  "missed",
+  "failed",
+];
+
+const OUTGOING_PHASES = ["calling", "ringing", "waiting_offline"];
+
+/** Number of bytes `s` takes in UTF-8. */
+export function utf8Length(s) {
+  return new TextEncoder().encode(s).length;
+}
+
+/**
+ * Which screen to show for an AppSnapshot:
+ * "signin" | "home" | "incoming" | "incall" | "outgoing".
+ */
+export function screenFor(snapshot) {
+  if (!snapshot || snapshot.user == null || snapshot.connection === "signed_out") return "signin";
+  const call = snapshot.call;
+  if (!call) return "home";
+  if (call.phase === "incoming") return "incoming";
+  if (call.phase === "in_call") return "incall";
+  if (OUTGOING_PHASES.includes(call.phase)) return "outgoing";
+  return "home"; // a phase this UI does not know: stay usable
+}
+
+/** How to name a character in a message: quoted, or by name/code point when invisible. */
+function describeChar(c) {
+  if (c === "\t") return "a tab";
+  if (c === "\n" || c === "\r") return "a line break";
+  if (/^[\s\p{C}]$/u.test(c)) {
+    return `an invisible character (U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`;
+  }
+  return `"${c}"`;
+}
+
+/**
+ * Checks a user id against the server's rules (checked in the server's order).
+ * Returns null when valid, otherwise a message for the user.
+ */
+export function validateUserId(s) {
+  if (typeof s !== "string" || s.length === 0) return "Enter a user ID (1 to 64 characters).";
+  const bytes = utf8Length(s);
+  if (bytes > MAX_USER_ID_BYTES) return `User ID is ${bytes} bytes; the limit is 64.`;
+  if (s === "null") return 'User ID "null" is reserved; choose another.';
+  if (s.startsWith(" ")) return "User ID must not start with a space.";
+  for (const c of s) {
+    const ok = /^[A-Za-z0-9 ]$/.test(c) || ALLOWED_PUNCTUATION.includes(c);
+    if (!ok) {
+      const shown = describeChar(c);
+      return `User ID can't contain ${shown}; allowed are a–z A–Z 0–9, space and ${ALLOWED_PUNCTUATION}`;
+    }
+  }
+  return null;
+}
+
+/** Message text for a command error ({kind, message}, a string, or anything else). */
+export function errorMessage(err) {
+  if (typeof err === "string" && err !== "") return err;
+  if (err && typeof err === "object" && typeof err.message === "string" && err.message !== "") {
+    return err.message;
+  }
+  return "Something went wrong.";
+}
+
+/** Outcomes whose detail is the other side's response message (shown in quotes). */
+const QUOTED_DETAIL = new Set(["accepted", "refused", "busy"]);
+
+/** A clear human message for a `call-outcome` event payload. */
+export function outcomeMessage({ peer, direction, outcome, detail } = {}) {
+  const named = typeof peer === "string" && peer !== "";
+  const who = named ? peer : "someone";
+  const out = direction !== "incoming";
+  let text;
+  switch (outcome) {
+    case "accepted":
+      text = out ? `${who} accepted` : `Connected with ${who}`;
+      break;
+    case "refused":
+      text = out ? `${who} declined` : `You declined the call from ${who}`;
+      break;
+    case "busy":
+      text = out ? `${who} is busy` : `Told ${who} you're busy`;
+      break;
+    case "canceled":
+      text = out ? "Call canceled" : `${who} canceled the call`;
+      break;
+    case "no_answer":
+      text = out ? `No answer from ${who}` : `Missed call from ${who}`;
+      break;
+    case "offline":
+      text = `${who} is offline`;
+      break;
+    case "answered_elsewhere":
+      text = "Answered on another device";
+      break;
+    case "declined_elsewhere":
+      text = "Declined on another device";
+      break;
+    case "connection_lost":
+      text = "Connection lost";
+      break;
+    case "hung_up":
+      text = "Call ended";
+      break;
+    case "peer_hung_up":
+      text = `${who} hung up`;
+      break;
+    case "missed":
+      text = `Missed call from ${who}`;
+      break;
+    case "failed":
+      text = out ? `Call to ${who} failed` : `Call from ${who} failed`;
+      break;
+    default:
+      text = `Call with ${who} ended`;
+  }
+  if (!named) text = text[0].toUpperCase() + text.slice(1);
+  if (typeof detail === "string" && detail.trim() !== "") {
+    text += QUOTED_DETAIL.has(outcome) ? `: "${detail}"` : `: ${detail}`;
+  }
+  return text;
+}
+
+/** m:ss (or h:mm:ss from one hour) for a duration in milliseconds; negative/NaN → 0:00. */
+export function formatDuration(ms) {
+  const total = Number.isFinite(ms) && ms > 0 ? Math.floor(ms / 1000) : 0;
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+/** Status line of the outgoing-call screen. */
+export function outgoingStatus(call) {
+  switch (call?.phase) {
+    case "calling":
+      return "Calling…";
+    case "ringing":
+      return "Ringing…";
+    case "waiting_offline":
+      return `${call.peer} is offline — waiting for them to come online…`;
+    default:
+      return "";
+  }
+}
+
+/**
+ * Recent peers from history: unique, newest first, without `me`, at most `max`.
+ */
+export function recentContacts(history, me, max = 12) {
+  if (!Array.isArray(history)) return [];
+  const sorted = history
+    .map((e, i) => ({ e, i }))
+    .sort((a, b) => (b.e?.at_ms ?? 0) - (a.e?.at_ms ?? 0) || a.i - b.i)
+    .map(({ e }) => e);
+  const seen = new Set();
+  const out = [];
+  for (const e of sorted) {
+    const p = e?.peer;
+    if (typeof p !== "string" || p === "" || p === me || seen.has(p)) continue;
+    seen.add(p);
+    out.push(p);
+    if (out.length >= max) break;
+  }
+  return out;
+}
+
+/** "just now", "5 min ago", "3 h ago", "yesterday", "4 d ago", or a local date YYYY-MM-DD. */
+export function relativeTime(ms, nowMs) {
+  if (!Number.isFinite(ms) || !Number.isFinite(nowMs)) return "";
+  const diff = Math.max(0, nowMs - ms);
+  const min = Math.floor(diff / 60000);
+  if (min < 1) return "just now";
+  if (min < 60) return `${min} min ago`;
+  const h = Math.floor(min / 60);
+  if (h < 24) return `${h} h ago`;
+  const d = Math.floor(h / 24);
+  if (d === 1) return "yesterday";
+  if (d < 7) return `${d} d ago`;
+  const t = new Date(ms);
+  const mm = String(t.getMonth() + 1).padStart(2, "0");
+  const dd = String(t.getDate()).padStart(2, "0");
+  return `${t.getFullYear()}-${mm}-${dd}`;
+}
+
+const HISTORY_OUTCOME = {
+  accepted: "Answered",
+  refused: "Declined",
+  busy: "Busy",
+  canceled: "Canceled",
+  no_answer: "No answer",
+  offline: "Offline",
+  answered_elsewhere: "Answered elsewhere",
+  declined_elsewhere: "Declined elsewhere",
+  connection_lost: "Connection lost",
+  hung_up: "Ended",
+  peer_hung_up: "They hung up",
+  missed: "Missed",
+  failed: "Failed",
+};
+
+/**
+ * The parts of one history row. `missed` is true when the entry says so (or its
+ * outcome is "missed"); then the outcome reads "Missed".
+ * Returns {arrow, direction, peer, when, outcome, duration, missed, text}.
+ */
+export function historyLabel(entry, nowMs) {
+  const incoming = entry?.direction === "incoming";
+  const missed = entry?.missed === true || entry?.outcome === "missed";
+  const outcome = missed
+    ? "Missed"
+    : HISTORY_OUTCOME[entry?.outcome] ?? String(entry?.outcome ?? "").replace(/_/g, " ");
+  const duration = Number.isFinite(entry?.duration_s) ? formatDuration(entry.duration_s * 1000) : "";
+  const arrow = incoming ? "↙" : "↗";
+  const peer = entry?.peer ?? "";
+  const when = relativeTime(entry?.at_ms, nowMs);
+  const text = [`${arrow} ${peer}`, outcome, when, duration].filter((x) => x !== "").join(" · ");
+  return { arrow, direction: incoming ? "Incoming" : "Outgoing", peer, when, outcome, duration, missed, text };
+}
+
+/** What a key press does on a screen: "call" | "cancel" | "decline" | null. */
+export function keyAction(screen, key) {
+  if (screen === "home" && key === "Enter") return "call";
+  if (screen === "outgoing" && key === "Escape") return "cancel";
+  if (screen === "incoming" && key === "Escape") return "decline";
+  return null;
+}
+
+/** Ctrl+W (Cmd+W on macOS) closes the window, which hides it to the tray. */
+export function isCloseShortcut({ key, ctrlKey, metaKey, altKey, shiftKey } = {}) {
+  return (key === "w" || key === "W") && Boolean(ctrlKey || metaKey) && !altKey && !shiftKey;
+}
+
+/** Text of the connection status line. */
+export function connectionLabel(snapshot) {
+  switch (snapshot?.connection) {
+    case "connected":
+      return snapshot.server ? `Connected · ${snapshot.server}` : "Connected";
+    case "connecting":
+      return "Connecting…";
+    case "disconnected":
+      return "Disconnected";
+    default:
+      return "Signed out";
+  }
+}
+
+/**
+ * Keeps the start time of the current call across phase changes (for the
+ * outgoing screen's elapsed time, which counts from the first outgoing phase).
+ * Returns {key, startMs} or null when there is no call.
+ */
+export function nextCallStart(prev, call, nowMs) {
+  if (!call) return null;
+  const key = `${call.direction}|${call.peer}`;
+  if (prev && prev.key === key) return prev;
+  const startMs = Number.isFinite(call.phase_since_ms) ? call.phase_since_ms : nowMs;
+  return { key, startMs };
+}
+
+/** Which looping sound plays: "ringtone" on the incoming screen, "ringback" while ringing out, else null. */
+export function soundFor(screen, call) {
+  if (screen === "incoming") return "ringtone";
+  if (screen === "outgoing" && call?.phase === "ringing") return "ringback";
+  return null;
+}
+
+/** First character of a peer id, upper-cased, for the avatar circle. */
+export function initialOf(peer) {
+  if (typeof peer !== "string") return "?";
+  const first = [...peer.trim()][0];
+  return first ? first.toUpperCase() : "?";
+}
+
+/**
+ * The sign-in form → sign_in arguments.
+ * form: {user, useUrl, url, token}. Returns {args: {user, server, token}} or {error, field}.
+ */
+export function signInRequest({ user, useUrl, url, token } = {}) {
+  const userError = validateUserId(user);
+  if (userError) return { error: userError, field: "user" };
+  let server = "embedded";
+  if (useUrl) {
+    const u = (url ?? "").trim();
+    if (!/^wss?:\/\/[^\s/]+/i.test(u)) {
+      return { error: "Enter a server URL that starts with ws:// or wss://.", field: "url" };
+    }
+    server = u;
+  }
+  const t = (token ?? "").trim();
+  return { args: { user, server, token: t === "" ? null : t } };
+}
+
+/**
+ * The dial form → call arguments. Returns {args: {callee, content}} or {error}.
+ */
+export function dialRequest({ callee, content, me } = {}) {
+  const idError = validateUserId(callee);
+  if (idError) return { error: idError };
+  if (me != null && callee === me) return { error: "You can't call yourself — enter someone else's user ID." };
+  const c = typeof content === "string" ? content : "";
+  const bytes = utf8Length(c);
+  if (bytes > MAX_CONTENT_BYTES) return { error: `The message is ${bytes} bytes; the limit is 8192.` };
+  return { args: { callee, content: c === "" ? null : c } };
+}
+
+/** Checks the meeting URL template: empty, or http(s)://… Returns null or a message. */
+export function validateMeetingUrl(s) {
+  const t = (s ?? "").trim();
+  if (t === "") return null;
+  if (!/^https?:\/\/\S+$/i.test(t)) return "The meeting link must start with https:// (or http://).";
+  if (!t.includes("{channel}")) return "The meeting link must contain {channel}, where the call's message goes.";
+  return null;
+}
+
+/** Settings to save: the current settings with the settings form's values. */
+export function mergeSettings(current, form) {
+  return {
+    ...(current ?? {}),
+    busy_policy: form.busy_policy === "notify" ? "notify" : "auto_busy",
+    meeting_url_template: (form.meeting_url_template ?? "").trim(),
+    share_on_lan: Boolean(form.share_on_lan),
+  };
+}
+
+/** Sign-in form prefill from Settings: {user, useUrl, url, token}. */
+export function signInPrefill(settings) {
+  const server = settings?.server;
+  const useUrl = typeof server === "string" && /^wss?:\/\//i.test(server);
+  return {
+    user: settings?.last_user ?? "",
+    useUrl,
+    url: useUrl ? server : "",
+    token: settings?.token ?? "",
+  };
+}
+
+/** Window title for a snapshot. */
+export function windowTitle(snapshot) {
+  const call = snapshot?.call;
+  switch (screenFor(snapshot)) {
+    case "incoming":
+      return `${call.peer} is calling — callinvite`;
+    case "outgoing":
+      return `Calling ${call.peer} — callinvite`;
+    case "incall":
+      return `In call with ${call.peer} — callinvite`;
+    case "home":
+      return `${snapshot.user} — callinvite`;
+    default:
+      return "callinvite";
+  }
+}
