@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, the in-process server/client flow tests, and the
-# end-to-end tests that run the real binaries as processes on loopback.
+# Runs every test: Rust unit and integration tests (protocol, server flows over
+# loopback, client CLI, notifications on a private D-Bus, app commands on
+# Tauri's mock runtime, processes end to end), the UI logic tests, and the
+# desktop app end to end under Xvfb with WebDriver and a real notification daemon.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure-tools.sh
+need_rust
+need_packages $APP_BUILD_PACKAGES $E2E_PACKAGES
+need_tauri_driver
 
-# The end-to-end tests run the real binaries; the test build makes them (each
-# binary's package has integration tests), so everything is built once.
+# One build of everything (the integration tests make the binaries the end-to-end tests run).
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
-  echo "(cargo-nextest not found: using cargo test; install it with 'cargo install cargo-nextest --locked')"
+  echo "(cargo-nextest not found: using cargo test)"
   cargo test --workspace --no-fail-fast
 fi
+
+echo "== UI logic"
+node --test ui/tests/
+
+echo "== desktop app end to end (Xvfb, WebDriver, dunst)"
+tests/app/run.sh

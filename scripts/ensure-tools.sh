@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sourced by run.sh and test.sh: makes sure the Rust toolchain (and, for tests,
-# cargo-nextest) is there, installing what can be installed on Debian/Ubuntu,
-# or printing the exact line to run.
-set -euo pipefail
+# Sourced by run.sh and test.sh: makes sure what the build needs is installed,
+# installing it on Debian/Ubuntu when running as root, or printing the exact
+# line to run.
+#   need_rust              the Rust toolchain
+#   need_packages PKG...   Debian packages (checked with dpkg)
+#   need_tauri_driver      tauri-driver (cargo install)
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
@@ -10,19 +12,43 @@ if [ -d "$HOME/.cargo/bin" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-if ! have cargo; then
-  echo "Rust is not installed. Install it with:" >&2
-  echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"" >&2
-  exit 1
-fi
+# What building the desktop app needs (Tauri 2 on Linux).
+APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev"
+# What the headless end-to-end tests need.
+E2E_PACKAGES="xvfb xauth x11-utils webkit2gtk-driver dbus dbus-x11 dunst libnotify-bin xdotool curl nodejs"
 
-# A C compiler is needed by a few crates' build scripts.
-if ! have cc; then
-  if have apt-get && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq build-essential pkg-config
-  else
-    echo "A C compiler is missing. Install it with:" >&2
-    echo "  sudo apt-get install -y build-essential pkg-config" >&2
+need_rust() {
+  if ! have cargo; then
+    echo "Rust is not installed. Install it with:" >&2
+    echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"" >&2
     exit 1
   fi
-fi
+}
+
+need_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! have apt-get; then
+    echo "Missing system packages: ${missing[*]} (install them with your package manager)" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" = 0 ]; then
+    echo "Installing: ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "Missing system packages. Install them with:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+need_tauri_driver() {
+  if ! have tauri-driver; then
+    echo "Installing tauri-driver (cargo install tauri-driver --locked)" >&2
+    cargo install tauri-driver --locked --quiet
+  fi
+}

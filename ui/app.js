@@ -412,7 +412,13 @@ async function dial(callee, button) {
   }
   $("dial-error").textContent = "";
   input.removeAttribute("aria-invalid");
-  await run(button, "call", req.args);
+  const result = await run(button, "call", req.args);
+  if (result.ok) {
+    // The call is placed: clear the form (this also closes the suggestion list).
+    input.value = "";
+    $("dial-content").value = "";
+    input.blur();
+  }
 }
 
 function cancelCall() {

@@ -1,0 +1,416 @@
+//! What the app shows and records about calls, as plain state driven by the
+//! client library's events: the one call on screen, call history, presence,
+//! and the side effects each event asks for (notifications, busy refusal,
+//! opening a meeting room). No I/O here, so every rule is unit-tested.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use callinvite_client::{CallEndReason, ConnectionState, Event, FailureReason, InvitationId, LocalInvitation};
+
+use crate::store::{BusyPolicy, HistoryEntry, Settings};
+
+/// Where the call on screen stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Outgoing: sent, no device of the callee has it yet.
+    Calling,
+    /// Outgoing: the callee's device is ringing.
+    Ringing,
+    /// Outgoing: the callee is offline; the server waits for them to log in.
+    WaitingOffline,
+    /// Incoming: ringing here.
+    Incoming,
+    InCall,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outgoing,
+    Incoming,
+}
+
+/// The call on screen.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActiveCall {
+    pub invitation_id: Option<InvitationId>,
+    pub direction: Direction,
+    pub peer: String,
+    pub content: String,
+    pub phase: Phase,
+    /// Unix ms when `phase` began (the UI shows elapsed time from it).
+    pub phase_since_ms: u64,
+    /// An accept is on its way (from the window or the notification).
+    pub answering: bool,
+    /// The caller-side handle, for cancel.
+    #[serde(skip)]
+    pub local: Option<LocalInvitation>,
+    /// Unix ms when the call was accepted, for the history's duration.
+    #[serde(skip)]
+    pub accepted_ms: Option<u64>,
+}
+
+/// How a call ended or changed, as the UI words it (`call-outcome` event).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallOutcome {
+    pub peer: String,
+    pub direction: Direction,
+    pub outcome: &'static str,
+    pub detail: String,
+}
+
+/// Something the session must do because of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Tell the UI (and the history) how a call went.
+    Outcome(CallOutcome),
+    /// Raise the incoming-call notification.
+    NotifyIncoming { invitation_id: InvitationId, caller: String, content: String },
+    /// Take the incoming-call notification down.
+    Withdraw(InvitationId),
+    /// Leave a "missed call" notification.
+    NotifyMissed(String),
+    /// Refuse as busy (we are in a call and the policy says so).
+    RefuseBusy(InvitationId),
+    /// Open the meeting room in the browser.
+    OpenUrl(String),
+    /// History changed: save it.
+    SaveHistory,
+}
+
+/// Connection as the UI shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connection {
+    SignedOut,
+    Connecting,
+    Connected,
+    Disconnected,
+}
+
+/// Everything about calls that the app keeps between events.
+#[derive(Debug)]
+pub struct Calls {
+    pub me: Option<String>,
+    pub connection: Connection,
+    pub call: Option<ActiveCall>,
+    /// Other invitations ringing here while a call is on screen (busy policy "notify").
+    pub waiting: BTreeMap<InvitationId, (String, String)>,
+    pub presence: BTreeMap<String, bool>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// Most history entries kept.
+pub const HISTORY_LIMIT: usize = 200;
+
+impl Calls {
+    pub fn new(history: Vec<HistoryEntry>) -> Self {
+        Calls {
+            me: None,
+            connection: Connection::SignedOut,
+            call: None,
+            waiting: BTreeMap::new(),
+            presence: BTreeMap::new(),
+            history,
+        }
+    }
+
+    /// Starts an outgoing call on screen (before the server has it).
+    pub fn start_outgoing(&mut self, local: LocalInvitation, now_ms: u64) {
+        self.call = Some(ActiveCall {
+            invitation_id: None,
+            direction: Direction::Outgoing,
+            peer: local.callee().to_string(),
+            content: local.content().to_owned(),
+            phase: Phase::Calling,
+            phase_since_ms: now_ms,
+            answering: false,
+            local: Some(local),
+            accepted_ms: None,
+        });
+    }
+
+    fn is_current(&self, id: &InvitationId) -> bool {
+        self.call.as_ref().and_then(|c| c.invitation_id.as_ref()) == Some(id)
+    }
+
+    fn record(&mut self, id: Option<&InvitationId>, direction: Direction, peer: &str, at_ms: u64, outcome: &str, missed: bool) {
+        let id = id.map(|i| i.0.clone()).unwrap_or_else(|| format!("local-{at_ms}"));
+        self.history.retain(|h| h.id != id);
+        self.history.insert(
+            0,
+            HistoryEntry {
+                id,
+                direction: if direction == Direction::Outgoing { "outgoing".into() } else { "incoming".into() },
+                peer: peer.to_owned(),
+                at_ms,
+                outcome: outcome.to_owned(),
+                duration_s: None,
+                missed,
+            },
+        );
+        self.history.truncate(HISTORY_LIMIT);
+    }
+
+    /// Ends the call on screen with `outcome`, recording it.
+    fn finish(&mut self, outcome: &'static str, detail: String, missed: bool, now_ms: u64, fx: &mut Vec<Effect>) {
+        let Some(call) = self.call.take() else { return };
+        if let Some(accepted) = call.accepted_ms {
+            // It was a call: the history entry made at accept gets its duration.
+            let id = call.invitation_id.as_ref().map(|i| i.0.clone());
+            if let Some(h) = self.history.iter_mut().find(|h| Some(&h.id) == id.as_ref()) {
+                h.duration_s = Some(now_ms.saturating_sub(accepted) / 1000);
+            }
+        } else {
+            let started = call.phase_since_ms.min(now_ms);
+            self.record(call.invitation_id.as_ref(), call.direction, &call.peer, started, outcome, missed);
+        }
+        fx.push(Effect::SaveHistory);
+        fx.push(Effect::Outcome(CallOutcome { peer: call.peer, direction: call.direction, outcome, detail }));
+    }
+
+    /// Applies one client event; returns what the session must do.
+    pub fn on_event(&mut self, event: &Event, settings: &Settings, now_ms: u64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match event {
+            Event::ConnectionStateChanged { state, .. } => {
+                self.connection = match state {
+                    ConnectionState::Connected => Connection::Connected,
+                    ConnectionState::Connecting | ConnectionState::Reconnecting => Connection::Connecting,
+                    ConnectionState::Disconnected | ConnectionState::Aborted => Connection::Disconnected,
+                };
+            }
+            Event::LocalInvitationSent { invitation, callee_online } => {
+                if let Some(call) = self.call.as_mut().filter(|c| c.direction == Direction::Outgoing && c.invitation_id.is_none()) {
+                    call.invitation_id = invitation.invitation_id.clone();
+                    if !callee_online {
+                        call.phase = Phase::WaitingOffline;
+                        call.phase_since_ms = now_ms;
+                    }
+                }
+            }
+            Event::LocalInvitationReceivedByPeer { invitation } => {
+                if let Some(call) = self.current_mut(invitation.invitation_id.as_ref()) {
+                    call.phase = Phase::Ringing;
+                    call.phase_since_ms = now_ms;
+                }
+            }
+            Event::LocalInvitationAccepted { invitation, response } => {
+                let id = invitation.invitation_id.clone();
+                if let Some(call) = self.current_mut(id.as_ref()) {
+                    call.phase = Phase::InCall;
+                    call.phase_since_ms = now_ms;
+                    call.accepted_ms = Some(now_ms);
+                    let (peer, content) = (call.peer.clone(), call.content.clone());
+                    self.record(id.as_ref(), Direction::Outgoing, &peer, now_ms, "accepted", false);
+                    fx.push(Effect::SaveHistory);
+                    fx.push(Effect::Outcome(CallOutcome {
+                        peer,
+                        direction: Direction::Outgoing,
+                        outcome: "accepted",
+                        detail: response.clone(),
+                    }));
+                    if let Some(url) = meeting_url(settings, &content) {
+                        fx.push(Effect::OpenUrl(url));
+                    }
+                }
+            }
+            Event::LocalInvitationRefused { invitation, response, busy } => {
+                if self.current_outgoing(invitation.invitation_id.as_ref()) {
+                    let outcome = if *busy { "busy" } else { "refused" };
+                    self.finish(outcome, response.clone(), false, now_ms, &mut fx);
+                }
+            }
+            Event::LocalInvitationCanceled { invitation } => {
+                if self.current_outgoing(invitation.invitation_id.as_ref()) {
+                    self.finish("canceled", String::new(), false, now_ms, &mut fx);
+                }
+            }
+            Event::LocalInvitationFailure { invitation, reason } => {
+                if self.current_outgoing(invitation.invitation_id.as_ref()) {
+                    let outcome = match reason {
+                        FailureReason::PeerOffline => "offline",
+                        FailureReason::NoResponse | FailureReason::Expired => "no_answer",
+                        FailureReason::NotLoggedIn => "connection_lost",
+                        _ => "failed",
+                    };
+                    self.finish(outcome, String::new(), false, now_ms, &mut fx);
+                }
+            }
+            Event::RemoteInvitationReceived { invitation } => {
+                let id = invitation.invitation_id.clone();
+                let (caller, content) = (invitation.caller.clone(), invitation.content.clone());
+                if self.call.is_none() {
+                    self.call = Some(ActiveCall {
+                        invitation_id: Some(id.clone()),
+                        direction: Direction::Incoming,
+                        peer: caller.clone(),
+                        content: content.clone(),
+                        phase: Phase::Incoming,
+                        phase_since_ms: now_ms,
+                        answering: false,
+                        local: None,
+                        accepted_ms: None,
+                    });
+                    fx.push(Effect::NotifyIncoming { invitation_id: id, caller, content });
+                } else if settings.busy_policy == BusyPolicy::AutoBusy {
+                    self.waiting.insert(id.clone(), (caller, content));
+                    fx.push(Effect::RefuseBusy(id));
+                } else {
+                    self.waiting.insert(id.clone(), (caller.clone(), content.clone()));
+                    fx.push(Effect::NotifyIncoming { invitation_id: id, caller, content });
+                }
+            }
+            Event::RemoteInvitationAccepted { invitation } => {
+                let id = invitation.invitation_id.clone();
+                fx.push(Effect::Withdraw(id.clone()));
+                if let Some(call) = self.current_mut(Some(&id)) {
+                    call.phase = Phase::InCall;
+                    call.phase_since_ms = now_ms;
+                    call.answering = false;
+                    call.accepted_ms = Some(now_ms);
+                    let (peer, content) = (call.peer.clone(), call.content.clone());
+                    self.record(Some(&id), Direction::Incoming, &peer, now_ms, "accepted", false);
+                    fx.push(Effect::SaveHistory);
+                    if let Some(url) = meeting_url(settings, &content) {
+                        fx.push(Effect::OpenUrl(url));
+                    }
+                }
+            }
+            Event::RemoteInvitationRefused { invitation, busy } => {
+                let id = invitation.invitation_id.clone();
+                fx.push(Effect::Withdraw(id.clone()));
+                let outcome = if *busy { "busy" } else { "refused" };
+                if self.is_current(&id) {
+                    self.finish(outcome, String::new(), false, now_ms, &mut fx);
+                } else if let Some((caller, _)) = self.waiting.remove(&id) {
+                    // Refused while we were in another call: the user never saw it ring.
+                    let missed = *busy;
+                    self.record(Some(&id), Direction::Incoming, &caller, now_ms, if missed { "missed" } else { outcome }, missed);
+                    fx.push(Effect::SaveHistory);
+                    if missed {
+                        fx.push(Effect::NotifyMissed(caller.clone()));
+                        fx.push(Effect::Outcome(CallOutcome {
+                            peer: caller,
+                            direction: Direction::Incoming,
+                            outcome: "missed",
+                            detail: "answered busy while you were in a call".into(),
+                        }));
+                    }
+                }
+            }
+            Event::RemoteInvitationCanceled { invitation } => {
+                self.incoming_ended(&invitation.invitation_id, "missed", true, now_ms, &mut fx);
+            }
+            Event::RemoteInvitationFailure { invitation, reason } => {
+                let (outcome, missed) = match reason {
+                    FailureReason::AnsweredElsewhere => ("answered_elsewhere", false),
+                    FailureReason::DeclinedElsewhere => ("declined_elsewhere", false),
+                    FailureReason::NotLoggedIn => ("connection_lost", false),
+                    FailureReason::AcceptFailure => ("failed", false),
+                    // Expired, or the caller went away before anyone answered.
+                    _ => ("missed", true),
+                };
+                self.incoming_ended(&invitation.invitation_id, outcome, missed, now_ms, &mut fx);
+            }
+            Event::CallEnded { invitation_id, reason, by, .. } => {
+                if self.is_current(invitation_id) {
+                    let me = self.me.clone().unwrap_or_default();
+                    let (outcome, detail) = match reason {
+                        CallEndReason::Hangup if by.as_deref() == Some(me.as_str()) => ("hung_up", String::new()),
+                        CallEndReason::Hangup => ("peer_hung_up", String::new()),
+                        CallEndReason::PeerConnectionLost => ("connection_lost", "their connection was lost".into()),
+                        CallEndReason::PeerLoggedOut => ("peer_hung_up", "they signed out".into()),
+                        CallEndReason::NotLoggedIn => ("connection_lost", String::new()),
+                    };
+                    self.finish(outcome, detail, false, now_ms, &mut fx);
+                }
+            }
+            Event::PresenceChanged { user, online } => {
+                self.presence.insert(user.clone(), *online);
+            }
+            Event::ProtocolError { .. } => {}
+        }
+        fx
+    }
+
+    fn current_mut(&mut self, id: Option<&InvitationId>) -> Option<&mut ActiveCall> {
+        self.call.as_mut().filter(|c| id.is_some() && c.invitation_id.as_ref() == id)
+    }
+
+    fn current_outgoing(&self, id: Option<&InvitationId>) -> bool {
+        self.call.as_ref().is_some_and(|c| c.direction == Direction::Outgoing && id.is_some() && c.invitation_id.as_ref() == id)
+    }
+
+    fn incoming_ended(&mut self, id: &InvitationId, outcome: &'static str, missed: bool, now_ms: u64, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Withdraw(id.clone()));
+        let peer = if self.is_current(id) {
+            let peer = self.call.as_ref().map(|c| c.peer.clone());
+            self.finish(outcome, String::new(), missed, now_ms, fx);
+            peer
+        } else if let Some((caller, _)) = self.waiting.remove(id) {
+            self.record(Some(id), Direction::Incoming, &caller, now_ms, outcome, missed);
+            fx.push(Effect::SaveHistory);
+            fx.push(Effect::Outcome(CallOutcome { peer: caller.clone(), direction: Direction::Incoming, outcome, detail: String::new() }));
+            Some(caller)
+        } else {
+            None
+        };
+        if missed {
+            if let Some(peer) = peer {
+                fx.push(Effect::NotifyMissed(peer));
+            }
+        }
+    }
+
+    /// The session ended (signed out or connection gone for good).
+    pub fn session_over(&mut self, now_ms: u64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        for id in std::mem::take(&mut self.waiting).into_keys() {
+            fx.push(Effect::Withdraw(id));
+        }
+        if let Some(id) = self.call.as_ref().and_then(|c| c.invitation_id.clone()) {
+            fx.push(Effect::Withdraw(id));
+        }
+        self.finish("connection_lost", String::new(), false, now_ms, &mut fx);
+        fx
+    }
+
+    /// Up to `max` recent peers, newest first, for presence and the contact list.
+    pub fn recent_peers(&self, max: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        for h in &self.history {
+            if !seen.contains(&h.peer) && Some(&h.peer) != self.me.as_ref() {
+                seen.push(h.peer.clone());
+                if seen.len() == max {
+                    break;
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// The meeting room for an accepted call, when the setting is on and the
+/// invitation carried a channel.
+pub fn meeting_url(settings: &Settings, content: &str) -> Option<String> {
+    let template = settings.meeting_url_template.trim();
+    let channel = content.trim();
+    if template.is_empty() || channel.is_empty() || !template.contains("{channel}") {
+        return None;
+    }
+    let encoded: String = channel
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Some(template.replace("{channel}", &encoded))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! The callinvite desktop app (Tauri 2).
+//!
+//! Layout:
+//! - [`options`]: command-line options (`--profile`, data folder, embedded port).
+//! - [`store`]: settings and call history on disk, per profile.
+//! - [`calls`]: what the app shows and records about calls, driven by client
+//!   events (pure; unit-tested).
+//! - [`session`]: sign-in, the embedded server, the event pump, reconnection,
+//!   and the effects of events (notifications, busy refusal, meeting room).
+//! - [`commands`]: the commands the UI invokes.
+//! - [`tray`]: tray icon and main window (close hides to the tray).
+//! - [`instance`]: one running app per profile.
+//! - Native notifications live in the `callinvite-notify` crate.
+//!
+//! The UI (`ui/`) is plain HTML/JS with no build step; it renders the
+//! `app-state` snapshots the backend emits and shows `call-outcome` messages.
+
+pub mod calls;
+pub mod commands;
+pub mod error;
+pub mod instance;
+pub mod options;
+pub mod session;
+pub mod store;
+pub mod tray;
+
+use std::path::PathBuf;
+
+use tauri::{Manager, Runtime};
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+pub use options::AppOptions;
+pub use session::AppState;
+
+/// Registers the commands. The caller manages an [`AppState`] (see [`run`];
+/// tests use `tauri::test::mock_builder()`).
+pub fn build<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder.invoke_handler(tauri::generate_handler![
+        commands::get_state,
+        commands::sign_in,
+        commands::sign_out,
+        commands::call,
+        commands::cancel,
+        commands::accept,
+        commands::refuse,
+        commands::hang_up,
+        commands::query_presence,
+        commands::subscribe_presence,
+        commands::get_history,
+        commands::clear_history,
+        commands::get_settings,
+        commands::set_settings,
+    ])
+}
+
+/// Runs the app.
+pub fn run() {
+    let options = AppOptions::from_args();
+    let filter = EnvFilter::try_new(&options.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let app = build(tauri::Builder::default())
+        .setup(move |app| {
+            let handle = app.handle().clone();
+            let dir = profile_dir(&handle, &options);
+            if instance::focus_running(&dir) {
+                std::process::exit(0);
+            }
+            let focus = handle.clone();
+            if let Err(e) = instance::listen(&dir, move || tray::show_main_window(&focus)) {
+                warn!(error = %e, "cannot guard against a second instance of this profile");
+            }
+            info!(profile = %options.profile, dir = %dir.display(), "starting");
+
+            let (notifier, mut actions) = callinvite_notify::Notifier::new("callinvite");
+            let state = AppState::new(options.clone(), store::Store::new(dir), Some(notifier));
+            app.manage(state);
+            let on_action = handle.clone();
+            tauri::async_runtime::spawn(async move {
+                while let Some(action) = actions.recv().await {
+                    session::on_notification_action(&on_action, action).await;
+                }
+            });
+
+            tray::create_main_window(&handle, &options.profile)?;
+            if let Err(e) = tray::create_tray(&handle) {
+                warn!(error = %e, "no tray icon (is there a system tray?)");
+            }
+
+            // Sign in again as the last user, if there was one.
+            let again = handle.clone();
+            tauri::async_runtime::spawn(async move {
+                let last = again.state::<AppState>().inner.lock().await.settings.last_user.clone();
+                if !last.is_empty() {
+                    if let Err(e) = session::sign_in(&again, last, None, None).await {
+                        warn!(error = %e, "automatic sign-in failed");
+                    }
+                }
+            });
+            Ok(())
+        })
+        .build(tauri::generate_context!());
+    match app {
+        Ok(app) => app.run(|app, event| {
+            if let tauri::RunEvent::Exit = event {
+                // Log out so peers learn at once that this device is gone.
+                let handle = app.clone();
+                tauri::async_runtime::block_on(async move { session::sign_out(&handle).await });
+            }
+        }),
+        Err(e) => {
+            eprintln!("error: cannot start the app: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The profile's folder: `--data-dir`, or `<app data>/profiles/<profile>`.
+fn profile_dir<R: Runtime>(app: &tauri::AppHandle<R>, options: &AppOptions) -> PathBuf {
+    if let Some(dir) = &options.data_dir {
+        return dir.clone();
+    }
+    let base = app.path().app_data_dir().unwrap_or_else(|_| std::env::temp_dir().join("callinvite"));
+    base.join("profiles").join(&options.profile)
+}

@@ -1,0 +1,75 @@
+//! The tray icon (show, online status, quit) and the main window: closing the
+//! window hides it to the tray, so calls still arrive, ring and notify.
+
+use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::TrayIconBuilder;
+use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindowBuilder, WindowEvent};
+
+use crate::calls::Connection;
+use crate::session::Snapshot;
+
+/// The tray's status line, updated with every state change.
+pub struct TrayStatus<R: Runtime>(pub MenuItem<R>);
+
+/// Creates the main window (hidden to the tray on close).
+pub fn create_main_window<R: Runtime>(app: &AppHandle<R>, profile: &str) -> tauri::Result<()> {
+    let title = if profile == "default" { "callinvite".to_owned() } else { format!("callinvite — {profile}") };
+    let window = WebviewWindowBuilder::new(app, "main", WebviewUrl::default())
+        .title(title)
+        .inner_size(420.0, 720.0)
+        .min_inner_size(340.0, 480.0)
+        .build()?;
+    let w = window.clone();
+    window.on_window_event(move |event| {
+        if let WindowEvent::CloseRequested { api, .. } = event {
+            api.prevent_close();
+            let _ = w.hide();
+        }
+    });
+    Ok(())
+}
+
+/// Shows, unminimises and focuses the main window.
+pub fn show_main_window<R: Runtime>(app: &AppHandle<R>) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+    }
+}
+
+/// Creates the tray icon and its menu.
+pub fn create_tray<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+    let show = MenuItem::with_id(app, "show", "Show callinvite", true, None::<&str>)?;
+    let status = MenuItem::with_id(app, "status", "Signed out", false, None::<&str>)?;
+    let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
+    let menu = Menu::with_items(app, &[&show, &status, &PredefinedMenuItem::separator(app)?, &quit])?;
+    let icon = tauri::image::Image::from_bytes(include_bytes!("../../icons/tray.png"))?;
+    TrayIconBuilder::with_id("main")
+        .icon(icon)
+        .tooltip("callinvite")
+        .menu(&menu)
+        .on_menu_event(|app, event| match event.id().as_ref() {
+            "show" => show_main_window(app),
+            "quit" => app.exit(0),
+            _ => {}
+        })
+        .build(app)?;
+    app.manage(TrayStatus(status));
+    Ok(())
+}
+
+/// Updates the tray's status line from a snapshot.
+pub fn set_status<R: Runtime>(app: &AppHandle<R>, snap: &Snapshot) {
+    let Some(status) = app.try_state::<TrayStatus<R>>() else { return };
+    let text = match (&snap.user, snap.connection) {
+        (Some(u), Connection::Connected) => match &snap.call {
+            Some(c) => format!("Online as {u} · call with {}", c.peer),
+            None => format!("Online as {u}"),
+        },
+        (Some(u), Connection::Connecting) => format!("Connecting as {u}…"),
+        (Some(u), _) => format!("Offline ({u}) · reconnecting"),
+        (None, _) => "Signed out".into(),
+    };
+    let _ = status.0.set_text(text);
+}

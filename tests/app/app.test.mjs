@@ -1,0 +1,212 @@
+// End-to-end: the real desktop app under Xvfb, driven through tauri-driver
+// (WebKitWebDriver), against a real callinvite-server, with the callinvite
+// CLI playing the other party, and a real notification daemon (dunst) on a
+// private session bus. Run by tests/app/run.sh, which starts Xvfb, the bus,
+// dunst and tauri-driver.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+import { Session, sleep } from './webdriver.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const BIN = join(ROOT, 'target', 'debug');
+const SHOTS = process.env.SCREENSHOT_DIR ?? join(ROOT, 'docs', 'screenshots');
+mkdirSync(SHOTS, { recursive: true });
+
+let server;
+let url;
+let app;
+const children = [];
+
+/** Spawns a process; collects its stdout JSON events; resolves `.exit` with the exit code. */
+function run(name, bin, args) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  const events = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    let ev;
+    try {
+      ev = JSON.parse(line);
+    } catch {
+      return;
+    }
+    events.push(ev);
+    for (const w of [...waiters]) {
+      if (ev.event === w.name) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(ev);
+      }
+    }
+  });
+  const stderr = [];
+  child.stderr.on('data', (d) => stderr.push(String(d)));
+  const exit = new Promise((res) => child.on('exit', (code) => res(code)));
+  return {
+    child,
+    events,
+    exit,
+    stderr,
+    waitEvent(name, timeoutMs = 20000) {
+      const found = events.find((e) => e.event === name);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        waiters.push({ name, resolve });
+        setTimeout(() => reject(new Error(`${name}: no ${name} event; saw ${JSON.stringify(events)} ${stderr.join('')}`)), timeoutMs);
+      });
+    },
+  };
+}
+
+function cli(user, ...args) {
+  return run(user, join(BIN, 'callinvite'), ['--server', url, '--user', user, ...args]);
+}
+
+/** The X window id of the app's main window: the largest visible one titled "callinvite — …"
+ * (popups such as an input's suggestion list can carry the same title). */
+function mainWindowId() {
+  const out = execFileSync('xdotool', ['search', '--onlyvisible', '--name', '^callinvite —'], { encoding: 'utf8' });
+  const area = (id) => {
+    const g = execFileSync('xdotool', ['getwindowgeometry', id], { encoding: 'utf8' }).match(/Geometry: (\d+)x(\d+)/);
+    return g ? Number(g[1]) * Number(g[2]) : 0;
+  };
+  return out.trim().split('\n').filter(Boolean).sort((a, b) => area(b) - area(a))[0];
+}
+
+/** Captures the app window as the X server shows it (WebKit's own snapshot can stall under Xvfb). */
+async function shot(name) {
+  await sleep(300); // let the last state change paint
+  execFileSync('import', ['-window', mainWindowId(), join(SHOTS, `${name}.png`)]);
+}
+
+async function notice() {
+  return app.exec("const n = document.getElementById('notice'); return n ? n.textContent : ''");
+}
+
+function windowVisible() {
+  try {
+    const out = execFileSync('xdotool', ['search', '--onlyvisible', '--name', '^callinvite —'], { encoding: 'utf8' });
+    return out.trim().length > 0;
+  } catch {
+    return false;
+  }
+}
+
+before(async () => {
+  // A real server with a short offline window so the offline flow ends quickly.
+  server = spawn(join(BIN, 'callinvite-server'), ['--listen', '127.0.0.1:0', '--offline-window', '4s', '--log', 'info'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(server);
+  url = await new Promise((resolve, reject) => {
+    const rl = createInterface({ input: server.stderr });
+    rl.on('line', (line) => {
+      const m = line.match(/addr=(\S+)/);
+      if (m && line.includes('listening')) resolve(`ws://${m[1]}`);
+    });
+    setTimeout(() => reject(new Error('server did not start')), 10000);
+  });
+  console.error(`# server at ${url}`);
+  const dataDir = mkdtempSync(join(tmpdir(), 'callinvite-app-e2e-'));
+  app = await Session.start(join(BIN, 'callinvite-app'), ['--profile', 'e2e', '--data-dir', dataDir]);
+  console.error(`# app session ${app.id}`);
+});
+
+after(async () => {
+  if (app) await app.end();
+  for (const c of children) c.kill('SIGTERM');
+});
+
+test('the real app through every flow', async (t) => {
+  await t.test('sign in to a server by URL', async () => {
+    await app.untilScreen('signin');
+    await shot('signin');
+    await app.type('#signin-user', 'appuser');
+    await app.click('#signin-server-url');
+    await app.type('#signin-url', url);
+    await app.click('#signin-submit');
+    await app.untilScreen('home');
+    await app.until('connected', async () => (await app.text('#connection-status')).includes('Connected'));
+  });
+
+  await t.test('app calls a bot that accepts, then hangs up', async () => {
+    const bot = cli('bot1', 'answer', '--accept', '--response', 'hello from bot1');
+    await bot.waitEvent('connection_state_changed');
+    await app.type('#dial-input', 'bot1');
+    await app.click('#dial-call');
+    await app.untilScreen('incall');
+    assert.match(await app.text('#incall-peer'), /bot1/);
+    await sleep(1200);
+    await shot('in-call');
+    await app.click('#incall-hangup');
+    await app.untilScreen('home');
+    assert.equal(await bot.exit, 0);
+    const ended = bot.events.find((e) => e.event === 'call_ended');
+    assert.equal(ended.by, 'appuser');
+    await shot('home');
+  });
+
+  await t.test('bot calls the app, the window accepts', async () => {
+    const caller = cli('bot2', 'call', 'appuser', '--content', 'standup', '--hangup-after', '1500ms');
+    await app.untilScreen('incoming');
+    assert.match(await app.text('#incoming-caller'), /bot2/);
+    await shot('incoming');
+    await app.click('#incoming-accept');
+    await app.untilScreen('incall');
+    assert.equal(await caller.exit, 0);
+    await app.untilScreen('home');
+    const accepted = caller.events.find((e) => e.event === 'local_invitation_accepted');
+    assert.ok(accepted, 'the caller saw the accept');
+  });
+
+  await t.test('bot calls and cancels: the incoming screen closes, a missed call appears', async () => {
+    const caller = cli('bot3', 'call', 'appuser', '--cancel-after', '2s');
+    await app.untilScreen('incoming');
+    assert.equal(await caller.exit, 12);
+    await app.untilScreen('home');
+    await app.until('missed entry', async () => (await app.exec("return document.querySelectorAll('#history-list li.missed').length")) > 0);
+    assert.match(await app.text('#history-list li.missed'), /bot3/);
+    await shot('missed-call');
+  });
+
+  await t.test('app calls an offline user: waiting, then the failure message', async () => {
+    await app.type('#dial-input', 'ghost');
+    await app.click('#dial-call');
+    await app.untilScreen('outgoing');
+    await app.until('offline status', async () => /offline/i.test(await app.text('#outgoing-status')));
+    await shot('outgoing-offline');
+    await app.untilScreen('home', 15000);
+    await app.until('offline message', async () => /offline/i.test(await notice()));
+  });
+
+  await t.test('window hidden to the tray: the notification Accept answers the call', async () => {
+    // Ctrl+W closes the window like the window manager's close button: it hides to the tray.
+    await app.exec("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'w', ctrlKey: true, bubbles: true}))");
+    try {
+      await app.until('window hidden', async () => !windowVisible(), 10000);
+    } catch (e) {
+      let ids = '';
+      try { ids = execFileSync('sh', ['-c', 'for w in $(xdotool search --onlyvisible --name callinvite); do xdotool getwindowname $w; done'], { encoding: 'utf8' }); } catch {}
+      throw new Error(`${e.message}; notice: ${await notice()}; visible windows named callinvite: ${ids}`);
+    }
+    const caller = cli('bot4', 'call', 'appuser', '--content', 'from the tray', '--hangup-after', '2s');
+    await caller.waitEvent('local_invitation_received_by_peer');
+    // dunst shows the notification; invoke its Accept action as a user would.
+    await app.until('notification shown', async () => Number(execFileSync('dunstctl', ['count', 'displayed'], { encoding: 'utf8' }).trim()) > 0, 10000);
+    execFileSync('dunstctl', ['context']);
+    const accepted = await caller.waitEvent('local_invitation_accepted');
+    assert.ok(accepted);
+    await app.until('window shown again', async () => windowVisible(), 10000);
+    await app.untilScreen('incall');
+    await shot('accepted-from-notification');
+    assert.equal(await caller.exit, 0);
+    await app.untilScreen('home');
+  });
+});

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs the desktop app's end-to-end tests headless: a private D-Bus session bus,
+# Xvfb, the dunst notification daemon (with a scripted "menu" that picks the
+# Accept action), tauri-driver + WebKitWebDriver, then node's test runner.
+# Expects target/debug/{callinvite-app,callinvite-server,callinvite} to be built.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ -z "${CALLINVITE_E2E_INNER:-}" ]; then
+  export CALLINVITE_E2E_INNER=1
+  exec dbus-run-session -- "$0" "$@"
+fi
+
+WORK=$(mktemp -d)
+cleanup() {
+  # SIGTERM, never SIGKILL, for tauri-driver: it must stop WebKitWebDriver itself.
+  [ -n "${DRIVER:-}" ] && kill -TERM "$DRIVER" 2>/dev/null && wait "$DRIVER" 2>/dev/null || true
+  [ -n "${DUNST:-}" ] && kill "$DUNST" 2>/dev/null || true
+  [ -n "${XVFB:-}" ] && kill "$XVFB" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Xvfb picks a free display number itself and writes it to fd 3.
+Xvfb -displayfd 3 -screen 0 1280x900x24 -nolisten tcp 3>"$WORK/display" >"$WORK/xvfb.log" 2>&1 &
+XVFB=$!
+for _ in $(seq 1 100); do [ -s "$WORK/display" ] && break; sleep 0.1; done
+if [ ! -s "$WORK/display" ]; then
+  echo "Xvfb did not start:" >&2; cat "$WORK/xvfb.log" >&2; exit 1
+fi
+export DISPLAY=":$(head -1 "$WORK/display")"
+xdpyinfo >/dev/null 2>&1 || { echo "cannot reach Xvfb on $DISPLAY" >&2; exit 1; }
+# Services the bus starts on demand (portals, a notification daemon) need the display too.
+dbus-update-activation-environment DISPLAY NO_AT_BRIDGE=1 GTK_USE_PORTAL=0 >/dev/null 2>&1 || true
+export GTK_USE_PORTAL=0
+
+# dunst's "context" menu runs this script; it picks the Accept action.
+cat >"$WORK/pick-accept.sh" <<'PICK'
+#!/bin/sh
+grep -m1 -i 'accept'
+PICK
+chmod +x "$WORK/pick-accept.sh"
+cat >"$WORK/dunstrc" <<RC
+[global]
+    dmenu = $WORK/pick-accept.sh
+    show_indicators = yes
+RC
+dunst -config "$WORK/dunstrc" >"$WORK/dunst.log" 2>&1 &
+DUNST=$!
+# Wait until our dunst owns the notification name (asking dunstctl earlier would
+# make the bus start a second dunst of its own).
+owns() {
+  dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+    org.freedesktop.DBus.NameHasOwner string:org.freedesktop.Notifications 2>/dev/null | grep -q true
+}
+for _ in $(seq 1 50); do owns && break; sleep 0.1; done
+owns || { echo "dunst did not start:" >&2; cat "$WORK/dunst.log" >&2; exit 1; }
+
+export NO_AT_BRIDGE=1 WEBKIT_DISABLE_COMPOSITING_MODE=1 WEBKIT_DISABLE_DMABUF_RENDERER=1
+tauri-driver >"$WORK/tauri-driver.log" 2>&1 &
+DRIVER=$!
+for _ in $(seq 1 100); do curl -s http://127.0.0.1:4444/status >/dev/null 2>&1 && break; sleep 0.1; done
+curl -s http://127.0.0.1:4444/status >/dev/null 2>&1 || { echo "tauri-driver did not start:" >&2; cat "$WORK/tauri-driver.log" >&2; exit 1; }
+
+status=0
+node --test --test-concurrency=1 --test-timeout=120000 tests/app/ || status=$?
+if [ "$status" != 0 ]; then
+  echo "--- tauri-driver log"; tail -50 "$WORK/tauri-driver.log" || true
+  echo "--- dunst log"; tail -20 "$WORK/dunst.log" || true
+fi
+exit "$status"
