@@ -266,6 +266,8 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
     let state = app.state::<AppState>();
     loop {
         while let Some(event) = events.next().await {
+            // The raw event too, for anything in the UI that wants more than the snapshot.
+            let _ = app.emit("client-event", &event);
             let effects = {
                 let mut inner = state.inner.lock().await;
                 if inner.generation != generation {

@@ -154,7 +154,7 @@ test('the real app through every flow', async (t) => {
   });
 
   await t.test('bot calls the app, the window accepts', async () => {
-    const caller = cli('bot2', 'call', 'appuser', '--content', 'standup', '--hangup-after', '1500ms');
+    const caller = cli('bot2', 'call', 'appuser', '--content', 'standup', '--hangup-after', '5s');
     await app.untilScreen('incoming');
     assert.match(await app.text('#incoming-caller'), /bot2/);
     await shot('incoming');
@@ -196,7 +196,7 @@ test('the real app through every flow', async (t) => {
       try { ids = execFileSync('sh', ['-c', 'for w in $(xdotool search --onlyvisible --name callinvite); do xdotool getwindowname $w; done'], { encoding: 'utf8' }); } catch {}
       throw new Error(`${e.message}; notice: ${await notice()}; visible windows named callinvite: ${ids}`);
     }
-    const caller = cli('bot4', 'call', 'appuser', '--content', 'from the tray', '--hangup-after', '2s');
+    const caller = cli('bot4', 'call', 'appuser', '--content', 'from the tray', '--hangup-after', '8s');
     await caller.waitEvent('local_invitation_received_by_peer');
     // dunst shows the notification; invoke its Accept action as a user would.
     await app.until('notification shown', async () => Number(execFileSync('dunstctl', ['count', 'displayed'], { encoding: 'utf8' }).trim()) > 0, 10000);

@@ -39,6 +39,9 @@ pub(crate) struct Backend {
     /// Commands for the worker thread; `Err` says why it could not start.
     commands: Result<mpsc::UnboundedSender<Command>, String>,
     probes: Arc<AtomicUsize>,
+    /// The service renders body markup (seen in the last capability probe), so a
+    /// caller's text must be escaped lest `<a href>` or `<b>` in it be rendered.
+    body_markup: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Command {
@@ -88,6 +91,7 @@ impl Backend {
             app_name: app_name.to_owned(),
             commands,
             probes: Arc::new(AtomicUsize::new(0)),
+            body_markup: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -118,6 +122,7 @@ impl Backend {
         match rx.recv_timeout(PROBE_TIMEOUT) {
             Ok(Ok(capabilities)) => {
                 tracing::debug!(?capabilities, "notification service capabilities");
+                self.body_markup.store(capabilities.iter().any(|c| c == "body-markup"), Ordering::SeqCst);
                 capabilities.iter().any(|c| c == "actions")
             }
             Ok(Err(e)) => {
@@ -140,7 +145,7 @@ impl Backend {
         let mut n = Notification::new();
         n.appname(&self.app_name)
             .summary(&incoming_summary(caller))
-            .body(content)
+            .body(&if self.body_markup.load(Ordering::SeqCst) { escape_markup(content) } else { content.to_owned() })
             .action(ACCEPT, "Accept")
             .action(DECLINE, "Decline")
             .hint(Hint::Category("call.incoming".to_owned()))
@@ -433,5 +438,19 @@ fn classify(error: &notify_rust::error::Error) -> NotifyError {
         NotifyError::Rejected(detail)
     } else {
         NotifyError::Unavailable { detail }
+    }
+}
+
+/// Escapes the characters that body markup would interpret, so the caller's
+/// text is shown as typed.
+fn escape_markup(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod markup_tests {
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(super::escape_markup("<a href=\"x\">A & B</a>"), "&lt;a href=\"x\"&gt;A &amp; B&lt;/a&gt;");
     }
 }
