@@ -123,3 +123,26 @@ fn hangup_from_another_process_of_the_caller_ends_the_call_on_both_sides() {
     assert_eq!(status.code(), Some(0));
     assert_eq!(named(&events, "call_ended")[0]["reason"], "hangup");
 }
+
+#[test]
+fn sigterm_ends_calls_with_a_reason_and_the_server_exits() {
+    let (mut server, url) = start_server(&[]);
+    let mut bob = cli("bob", &url, "bob", &["answer", "--ignore"]);
+    bob.wait_event("connection_state_changed");
+    let mut alice = cli("alice", &url, "alice", &["call", "bob"]);
+    alice.wait_event("local_invitation_received_by_peer");
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let (status, events) = alice.finish();
+    assert_eq!(status.code(), Some(16), "connection lost: {events:?}");
+    assert_eq!(named(&events, "local_invitation_failure")[0]["reason"], "server_shutdown");
+    let (_, events) = bob.finish();
+    assert_eq!(named(&events, "remote_invitation_failure")[0]["reason"], "server_shutdown");
+    server.wait_line("stopped");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the server did not exit after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(server.child.try_wait().unwrap().and_then(|s| s.code()), Some(0));
+}

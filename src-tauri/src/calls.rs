@@ -234,7 +234,7 @@ impl Calls {
                     let outcome = match reason {
                         FailureReason::PeerOffline => "offline",
                         FailureReason::NoResponse | FailureReason::Expired => "no_answer",
-                        FailureReason::NotLoggedIn => "connection_lost",
+                        FailureReason::NotLoggedIn | FailureReason::ServerShutdown => "connection_lost",
                         _ => "failed",
                     };
                     self.finish(outcome, String::new(), false, now_ms, &mut fx);
@@ -309,7 +309,7 @@ impl Calls {
                 let (outcome, missed) = match reason {
                     FailureReason::AnsweredElsewhere => ("answered_elsewhere", false),
                     FailureReason::DeclinedElsewhere => ("declined_elsewhere", false),
-                    FailureReason::NotLoggedIn => ("connection_lost", false),
+                    FailureReason::NotLoggedIn | FailureReason::ServerShutdown => ("connection_lost", false),
                     FailureReason::AcceptFailure => ("failed", false),
                     // Expired, or the caller went away before anyone answered.
                     _ => ("missed", true),
@@ -325,6 +325,7 @@ impl Calls {
                         CallEndReason::PeerConnectionLost => ("connection_lost", "their connection was lost".into()),
                         CallEndReason::PeerLoggedOut => ("peer_hung_up", "they signed out".into()),
                         CallEndReason::NotLoggedIn => ("connection_lost", String::new()),
+                        CallEndReason::ServerShutdown => ("connection_lost", "the server shut down".into()),
                     };
                     self.finish(outcome, detail, false, now_ms, &mut fx);
                 }

@@ -93,6 +93,8 @@ struct Driver {
     /// Silence longer than this means the server is gone (it pings every third of it).
     heartbeat: Duration,
     logged_out: bool,
+    /// The server said `going_away`.
+    server_going_away: bool,
 }
 
 /// Connects, logs in, and spawns the driver.
@@ -146,6 +148,7 @@ pub(crate) async fn start(
         finished_remotes: VecDeque::new(),
         heartbeat: Duration::from_millis(answer.timers.heartbeat_ms.max(1000)),
         logged_out: false,
+        server_going_away: false,
     };
     tokio::spawn(driver.run(command_rx));
     Ok((commands, answer, EventStream { rx }))
@@ -430,6 +433,10 @@ impl Driver {
                     }
                 }
             }
+            ServerMessage::GoingAway { reason } => {
+                debug!(%reason, "the server is going away");
+                self.server_going_away = true;
+            }
             ServerMessage::LoginOk { .. } | ServerMessage::Ok { req: None } => {}
         }
         Ok(())
@@ -501,7 +508,13 @@ impl Driver {
             let ev = self.remotes.get_mut(&id).and_then(|r| r.state.on_session_lost());
             self.emit_remote(&id, ev);
         }
-        let reason = if self.logged_out { ConnectionReason::Logout } else { ConnectionReason::Interrupted };
+        let reason = if self.logged_out {
+            ConnectionReason::Logout
+        } else if self.server_going_away {
+            ConnectionReason::ServerShutdown
+        } else {
+            ConnectionReason::Interrupted
+        };
         self.emit(Event::ConnectionStateChanged { state: ConnectionState::Disconnected, reason });
     }
 }

@@ -28,6 +28,8 @@ pub enum ConnectionReason {
     /// The connection was lost (network, server gone, heartbeat missed).
     Interrupted,
     Logout,
+    /// The server said it is shutting down (`going_away`).
+    ServerShutdown,
 }
 
 /// A snapshot of an invitation this device sent.

@@ -118,6 +118,8 @@ pub enum FailureReason {
     AnsweredElsewhere,
     /// Callee: another device of the same user refused.
     DeclinedElsewhere,
+    /// Both: the server is shutting down; reconnect (to another node) and call again.
+    ServerShutdown,
 }
 
 impl FailureReason {
@@ -130,6 +132,7 @@ impl FailureReason {
             FailureReason::AcceptFailure => "accept_failure",
             FailureReason::AnsweredElsewhere => "answered_elsewhere",
             FailureReason::DeclinedElsewhere => "declined_elsewhere",
+            FailureReason::ServerShutdown => "server_shutdown",
         }
     }
 
@@ -141,7 +144,7 @@ impl FailureReason {
             FailureReason::AcceptFailure => Some(2),
             FailureReason::Expired => Some(3),
             FailureReason::NotLoggedIn => Some(4),
-            FailureReason::AnsweredElsewhere | FailureReason::DeclinedElsewhere => None,
+            FailureReason::AnsweredElsewhere | FailureReason::DeclinedElsewhere | FailureReason::ServerShutdown => None,
         }
     }
 }
@@ -164,6 +167,8 @@ pub enum CallEndReason {
     PeerLoggedOut,
     /// Client-side: this device's own session ended.
     NotLoggedIn,
+    /// The server is shutting down.
+    ServerShutdown,
 }
 
 impl CallEndReason {
@@ -173,6 +178,7 @@ impl CallEndReason {
             CallEndReason::PeerConnectionLost => "peer_connection_lost",
             CallEndReason::PeerLoggedOut => "peer_logged_out",
             CallEndReason::NotLoggedIn => "not_logged_in",
+            CallEndReason::ServerShutdown => "server_shutdown",
         }
     }
 }

@@ -19,3 +19,5 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 /// WebSocket close code for a session ended by `logout`.
 pub const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code when the server shuts down (after a `going_away` message).
+pub const CLOSE_GOING_AWAY: u16 = 1001;

@@ -246,6 +246,10 @@ pub enum ServerMessage {
         invitation_id: InvitationId,
         reason: FailureReason,
     },
+    /// The server is shutting down: every invitation and call of this
+    /// connection has been ended (`server_shutdown`), and the server closes the
+    /// connection with 1001 next. Reconnect after a moment (to another node).
+    GoingAway { reason: String },
     /// An accepted call ended. `by` names the user who hung up, if anyone did.
     CallEnded {
         invitation_id: InvitationId,

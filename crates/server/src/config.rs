@@ -26,6 +26,9 @@ pub struct Config {
     /// Messages queued for one connection before it is considered too slow
     /// and closed (so one stuck client cannot grow the server's memory).
     pub outbound_queue: usize,
+    /// At shutdown, how long clients get to read their `going_away` and close
+    /// before the remaining connections are closed.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             logins_per_second: 5,
             handshake_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
+            shutdown_grace: Duration::from_secs(2),
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use callinvite_protocol::invitation::GoneCause;
-use callinvite_protocol::limits::CLOSE_MESSAGE_TOO_BIG;
+use callinvite_protocol::limits::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG};
 use callinvite_protocol::wire::{decode_client, encode};
 use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
 
@@ -25,8 +25,6 @@ use crate::auth;
 use crate::config::Config;
 use crate::hub::{Command, Outbound};
 
-/// WebSocket close code 1001: the server is going away.
-const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code 1008: policy violation (here: too slow to keep up).
 const CLOSE_POLICY: u16 = 1008;
 
@@ -35,7 +33,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     hub: mpsc::Sender<Command>,
     config: Arc<Config>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_bytes))
@@ -109,8 +107,9 @@ pub(crate) async fn serve(
                 info!(%peer, "closing a connection that does not keep up");
                 break;
             }
-            _ = shutdown.cancelled() => {
-                let _ = out.send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down")).await;
+            // The hub has said goodbye to logged-in devices; whoever is still here is closed now.
+            _ = stop.cancelled() => {
+                let _ = out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
                 break;
             }
         };

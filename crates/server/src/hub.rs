@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use callinvite_protocol::invitation::{GoneCause, Input, Party, Record};
 use callinvite_protocol::limits::{
-    CLOSE_NORMAL, MAX_CONTENT_BYTES, MAX_PRESENCE_QUERY, MAX_PRESENCE_SUBSCRIPTIONS, MAX_RESPONSE_BYTES,
+    CLOSE_GOING_AWAY, CLOSE_NORMAL, MAX_CONTENT_BYTES, MAX_PRESENCE_QUERY, MAX_PRESENCE_SUBSCRIPTIONS, MAX_RESPONSE_BYTES,
 };
 use callinvite_protocol::wire::{encode, AuthMode, PresenceEntry, TimersMs};
 use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId};
@@ -89,7 +89,10 @@ pub(crate) async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, shutdown:
         let next = hub.timers.first().map(|(t, _)| *t);
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                hub.shutdown(now());
+                break;
+            }
             cmd = rx.recv() => match cmd {
                 Some(cmd) => {
                     // A deadline that passed before this request arrived is applied first,
@@ -421,6 +424,22 @@ impl Hub {
         } else if let Some(t) = deadline {
             self.scheduled.insert(id.clone(), t);
             self.timers.insert((t, id.clone()));
+        }
+    }
+
+    /// Ends every invitation and call with `server_shutdown`, then tells every
+    /// device the server is going away and closes it (1001), in that order on
+    /// each connection.
+    fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<InvitationId> = self.records.keys().cloned().collect();
+        info!(invitations = ids.len(), devices = self.devices.len(), "shutting down: ending invitations and closing connections");
+        for id in ids {
+            self.drive(&id, Input::Shutdown, now);
+        }
+        let bye = ServerMessage::GoingAway { reason: "the server is shutting down".into() };
+        for (&device, d) in &self.devices {
+            self.send(device, &bye);
+            let _ = d.out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
         }
     }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub mod auth;
@@ -41,12 +42,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let config = Arc::new(config);
     let (hub_tx, hub_rx) = mpsc::channel(4096);
     let hub = tokio::spawn(hub::run(hub::Hub::new((*config).clone()), hub_rx, shutdown.clone()));
+    let connections = TaskTracker::new();
+    let stop_connections = CancellationToken::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection::serve(stream, peer, hub_tx.clone(), config.clone(), shutdown.clone()));
+                    connections.spawn(connection::serve(stream, peer, hub_tx.clone(), config.clone(), stop_connections.clone()));
                 }
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -57,7 +60,17 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             _ = shutdown.cancelled() => break,
         }
     }
+    // Graceful shutdown: no new connections; the hub ends every invitation and
+    // call with `server_shutdown` and says `going_away` to every device; clients
+    // get `shutdown_grace` to read that and close; then the rest are closed.
+    drop(listener);
     info!("shutting down");
     let _ = hub.await;
+    connections.close();
+    if tokio::time::timeout(config.shutdown_grace, connections.wait()).await.is_err() {
+        stop_connections.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), connections.wait()).await;
+    }
+    info!("stopped");
     Ok(())
 }

@@ -505,3 +505,56 @@ async fn server_checks_do_not_trust_the_client() {
     assert_eq!(mallory.recv().await["code"], "not_found");
 }
 
+
+#[tokio::test]
+async fn shutdown_ends_every_invitation_and_call_then_says_goodbye() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let shutdown = callinvite_server::CancellationToken::new();
+    let server = tokio::spawn(callinvite_server::run(listener, Config::default(), shutdown.clone()));
+    let login = |user: &'static str| {
+        let url = url.clone();
+        async move {
+            let (c, mut e) = callinvite_client::Client::login(callinvite_client::LoginOptions::new(url, user)).await.unwrap();
+            expect(&mut e, "connection_state_changed").await;
+            (c, e)
+        }
+    };
+    let (alice, mut a) = login("alice").await;
+    let (_bob, mut b) = login("bob").await;
+    let (carol, mut c) = login("carol").await;
+    let (dave, mut d) = login("dave").await;
+    // alice → bob rings; carol ↔ dave are in a call.
+    alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    until(&mut b, "remote_invitation_received").await;
+    let id = carol.send_local_invitation(&carol.create_local_invitation("dave").unwrap()).await.unwrap();
+    until(&mut d, "remote_invitation_received").await;
+    dave.accept_remote_invitation(&id, "").await.unwrap();
+    until(&mut c, "local_invitation_accepted").await;
+
+    shutdown.cancel();
+    for (events, name) in [(&mut a, "local_invitation_failure"), (&mut b, "remote_invitation_failure")] {
+        match until(events, name).await {
+            Event::LocalInvitationFailure { reason, .. } | Event::RemoteInvitationFailure { reason, .. } => {
+                assert_eq!(reason, FailureReason::ServerShutdown)
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    for events in [&mut c, &mut d] {
+        match until(events, "call_ended").await {
+            Event::CallEnded { reason, .. } => assert_eq!(reason, CallEndReason::ServerShutdown),
+            e => panic!("{e:?}"),
+        }
+    }
+    for events in [&mut a, &mut b, &mut c, &mut d] {
+        match until(events, "connection_state_changed").await {
+            Event::ConnectionStateChanged { reason, .. } => {
+                assert_eq!(reason, callinvite_client::ConnectionReason::ServerShutdown)
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    // The server itself finishes (a hang here fails the test through the bound).
+    tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stopped").unwrap().unwrap();
+}

@@ -88,6 +88,8 @@ pub enum Input {
     DeviceGone { device: DeviceId, cause: GoneCause },
     /// Time passed; fire whatever deadline is due.
     Tick,
+    /// The server is shutting down: end it now, telling everyone involved.
+    Shutdown,
 }
 
 /// A message to send to one device. Effects are returned in the order they must be sent.
@@ -252,6 +254,7 @@ impl Record {
             Input::Hangup { from, req } => self.on_hangup(from, req, now, &mut fx),
             Input::DeviceGone { device, cause } => self.on_device_gone(device, cause, now, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
+            Input::Shutdown => self.on_shutdown(now, &mut fx),
         }
         fx
     }
@@ -512,6 +515,24 @@ impl Record {
                 };
                 fx.push(Effect { to: other, msg: ServerMessage::CallEnded { invitation_id: id, reason, by: None } });
                 self.end(Outcome::CallEnded { accepted_by: callee_device, reason }, now);
+            }
+            Phase::Ended { .. } => {}
+        }
+    }
+
+    fn on_shutdown(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let id = self.id.clone();
+        match self.phase {
+            Phase::Ringing { .. } => {
+                self.fail(FailureReason::ServerShutdown, Some(FailureReason::ServerShutdown), now, fx)
+            }
+            // The callees were told; the caller's cancel completes.
+            Phase::Canceling { .. } => self.finish_cancel(now, fx),
+            Phase::InCall { callee_device } => {
+                let msg = ServerMessage::CallEnded { invitation_id: id, reason: CallEndReason::ServerShutdown, by: None };
+                fx.push(Effect { to: callee_device, msg: msg.clone() });
+                fx.push(Effect { to: self.caller.device, msg });
+                self.end(Outcome::CallEnded { accepted_by: callee_device, reason: CallEndReason::ServerShutdown }, now);
             }
             Phase::Ended { .. } => {}
         }
@@ -876,6 +897,26 @@ mod tests {
         assert_eq!(r.phase_name(), "waiting_for_callee");
         assert_eq!(r.deadline(), Some(t0 + secs(35)));
         assert_eq!(r.handle(Input::Tick, t0 + secs(35)), vec![to(CALLER_DEV, failed(FailureReason::PeerOffline))]);
+    }
+
+    #[test]
+    fn shutdown_ends_every_phase_with_a_reason() {
+        let t0 = Instant::now();
+        let mut ringing_rec = ringing(t0);
+        let fx = ringing_rec.handle(Input::Shutdown, t0);
+        let down = failed(FailureReason::ServerShutdown);
+        assert_eq!(fx, vec![to(B1, down.clone()), to(B2, down.clone()), to(CALLER_DEV, down)]);
+
+        let mut call = ringing(t0);
+        call.handle(Input::Accept { from: bob(B1), req: 2, response: String::new() }, t0);
+        let fx = call.handle(Input::Shutdown, t0);
+        let ended = ServerMessage::CallEnded { invitation_id: iid(), reason: CallEndReason::ServerShutdown, by: None };
+        assert_eq!(fx, vec![to(B1, ended.clone()), to(CALLER_DEV, ended)]);
+
+        let mut canceling = ringing(t0);
+        canceling.handle(Input::Cancel { from: alice(), req: 3 }, t0);
+        assert_eq!(canceling.handle(Input::Shutdown, t0), vec![to(CALLER_DEV, ServerMessage::Canceled { invitation_id: iid() })]);
+        assert_eq!(canceling.handle(Input::Shutdown, t0), vec![], "an ended record stays quiet");
     }
 
     #[test]
