@@ -39,6 +39,13 @@ pub enum ErrorCode {
     AlreadyLoggedIn,
     /// The server refused the login for its own reason (see `message`).
     Rejected,
+    // --- limits ---
+    /// More messages per second than the server allows on one connection; the message was dropped. Slow down.
+    RateLimited,
+    /// This user already has the maximum number of devices logged in; log one out.
+    TooManyDevices,
+    /// This user already has the maximum number of invitations ringing; wait for one to end.
+    TooManyInvitations,
     // --- protocol ---
     /// The frame is not valid JSON, not an object, lacks `type`, or has fields of the wrong type.
     BadMessage,
@@ -66,6 +73,9 @@ impl ErrorCode {
             ErrorCode::TooOften => "too_often",
             ErrorCode::AlreadyLoggedIn => "already_logged_in",
             ErrorCode::Rejected => "rejected",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyDevices => "too_many_devices",
+            ErrorCode::TooManyInvitations => "too_many_invitations",
             ErrorCode::BadMessage => "bad_message",
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::BinaryNotSupported => "binary_not_supported",

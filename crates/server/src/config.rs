@@ -26,6 +26,15 @@ pub struct Config {
     /// Messages queued for one connection before it is considered too slow
     /// and closed (so one stuck client cannot grow the server's memory).
     pub outbound_queue: usize,
+    /// Messages one connection may send per second (a token bucket of this
+    /// size, refilled at this rate); more are answered `rate_limited` and dropped.
+    pub messages_per_second: u32,
+    /// Devices (connections) one user may have logged in at once.
+    pub max_devices_per_user: usize,
+    /// Invitations one user may have ringing at once.
+    pub max_outgoing_invitations: usize,
+    /// A connection that has not logged in this long after its handshake is closed (1008).
+    pub login_timeout: Duration,
     /// At shutdown, how long clients get to read their `going_away` and close
     /// before the remaining connections are closed.
     pub shutdown_grace: Duration,
@@ -42,6 +51,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
             shutdown_grace: Duration::from_secs(2),
+            messages_per_second: 60,
+            max_devices_per_user: 10,
+            max_outgoing_invitations: 10,
+            login_timeout: Duration::from_secs(10),
         }
     }
 }

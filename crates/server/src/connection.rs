@@ -98,11 +98,19 @@ pub(crate) async fn serve(
         }
     });
 
+    let mut bucket = TokenBucket::new(config.messages_per_second);
+    let login_deadline = tokio::time::Instant::now() + config.login_timeout;
     let mut conn = Conn { peer, hub, out: out.clone(), kill: kill.clone(), config, session: None };
     let mut cause = GoneCause::ConnectionLost;
     loop {
         let frame = tokio::select! {
             f = timeout(conn.config.heartbeat, frames.next()) => f,
+            // A connection must log in soon, or it only holds a slot.
+            _ = tokio::time::sleep_until(login_deadline), if conn.session.is_none() => {
+                info!(%peer, "no login within {:?}: closing", conn.config.login_timeout);
+                let _ = out.send(Outbound::Close(CLOSE_POLICY, "log in sooner")).await;
+                break;
+            }
             _ = kill.cancelled() => {
                 info!(%peer, "closing a connection that does not keep up");
                 break;
@@ -129,6 +137,17 @@ pub(crate) async fn serve(
                 break;
             }
             Ok(Some(Ok(Message::Text(text)))) => {
+                if !bucket.take(tokio::time::Instant::now()) {
+                    let req = decode_client(text.as_str()).ok().and_then(|m| m.req());
+                    let limit = conn.config.messages_per_second;
+                    conn.reply(ServerMessage::error(
+                        req,
+                        ErrorCode::RateLimited,
+                        format!("more than {limit} messages per second; this one was dropped — slow down"),
+                    ))
+                    .await;
+                    continue;
+                }
                 if conn.on_text(text.as_str()).await {
                     // Logged out: the hub sends `ok` and a close frame; nothing more is read.
                     cause = GoneCause::Logout;
@@ -156,6 +175,33 @@ pub(crate) async fn serve(
     let abort = writer.abort_handle();
     if timeout(Duration::from_secs(2), writer).await.is_err() {
         abort.abort();
+    }
+}
+
+/// Messages allowed per second on one connection: a bucket of `rate` tokens
+/// refilled continuously at `rate` per second.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        TokenBucket { rate, tokens: rate, last: tokio::time::Instant::now() }
+    }
+
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -70,6 +70,8 @@ pub(crate) struct Hub {
     records: HashMap<InvitationId, Record>,
     /// Invitations still ringing for each callee, delivered to devices that log in.
     ringing_for: HashMap<UserId, HashSet<InvitationId>>,
+    /// Invitations still ringing from each caller (for the per-user limit).
+    ringing_from: HashMap<UserId, HashSet<InvitationId>>,
     /// Timer queue: (deadline, invitation) for each record that wants a tick.
     timers: BTreeSet<(Instant, InvitationId)>,
     scheduled: HashMap<InvitationId, Instant>,
@@ -134,6 +136,7 @@ impl Hub {
             users: HashMap::new(),
             records: HashMap::new(),
             ringing_for: HashMap::new(),
+            ringing_from: HashMap::new(),
             timers: BTreeSet::new(),
             scheduled: HashMap::new(),
             subscribers: HashMap::new(),
@@ -196,6 +199,17 @@ impl Hub {
             self.login_rate.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
         }
 
+        let online = self.users.get(&user).map_or(0, Vec::len);
+        if online >= self.config.max_devices_per_user {
+            info!(%user, online, "login refused: too many devices");
+            let msg = ServerMessage::error(
+                req,
+                ErrorCode::TooManyDevices,
+                format!("{user} already has {online} devices logged in (the limit); log one out first"),
+            );
+            let _ = out.try_send(Outbound::Text(encode(&msg)));
+            return None;
+        }
         let device = DeviceId(self.next_device);
         self.next_device += 1;
         self.devices.insert(
@@ -260,12 +274,20 @@ impl Hub {
                         content.len()
                     )));
                 }
+                let ringing = self.ringing_from.get(&party.user).map_or(0, HashSet::len);
+                if ringing >= self.config.max_outgoing_invitations {
+                    return Err((
+                        ErrorCode::TooManyInvitations,
+                        format!("you already have {ringing} invitations ringing (the limit); cancel one or wait"),
+                    ));
+                }
                 let id = InvitationId(uuid::Uuid::new_v4().to_string());
                 let online: Vec<DeviceId> = self.users.get(&callee).cloned().unwrap_or_default();
                 info!(invitation = %id, caller = %party.user, %device, %callee, callee_devices = online.len(), "invitation sent");
                 let (record, effects) =
                     Record::new(id.clone(), party, req, callee.clone(), content, &online, self.config.timeouts, now);
                 self.ringing_for.entry(callee).or_default().insert(id.clone());
+                self.ringing_from.entry(record.caller().user.clone()).or_default().insert(id.clone());
                 self.records.insert(id.clone(), record);
                 self.apply(&id, "new", effects, now);
                 Ok(())
@@ -400,10 +422,12 @@ impl Hub {
             }
         }
         if !record.is_ringing() {
-            if let Some(set) = self.ringing_for.get_mut(record.callee()) {
-                set.remove(id);
-                if set.is_empty() {
-                    self.ringing_for.remove(record.callee());
+            for (index, user) in [(&mut self.ringing_for, record.callee()), (&mut self.ringing_from, &record.caller().user)] {
+                if let Some(set) = index.get_mut(user) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        index.remove(user);
+                    }
                 }
             }
         }

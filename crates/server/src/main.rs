@@ -66,6 +66,24 @@ struct ServeArgs {
     /// Logins per user id per second before `too_often`.
     #[arg(long, default_value_t = 5)]
     logins_per_second: u32,
+    /// Messages one connection may send per second; more are refused with `rate_limited`.
+    #[arg(long, default_value_t = 60)]
+    messages_per_second: u32,
+    /// Devices one user may have logged in at once.
+    #[arg(long, default_value_t = 10)]
+    max_devices_per_user: usize,
+    /// Invitations one user may have ringing at once.
+    #[arg(long, default_value_t = 10)]
+    max_outgoing_invitations: usize,
+    /// A connection must finish the WebSocket handshake within this.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// A connection must log in within this after its handshake.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    login_timeout: Duration,
+    /// At shutdown, how long clients get to leave before their connections are closed.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info", env = "CALLINVITE_LOG")]
     log: String,
@@ -123,6 +141,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let mut config = Config { secret, heartbeat: args.heartbeat, max_frame_bytes: args.max_frame_bytes, ..Config::default() };
     config.logins_per_second = args.logins_per_second;
+    config.messages_per_second = args.messages_per_second;
+    config.max_devices_per_user = args.max_devices_per_user;
+    config.max_outgoing_invitations = args.max_outgoing_invitations;
+    config.handshake_timeout = args.handshake_timeout;
+    config.login_timeout = args.login_timeout;
+    config.shutdown_grace = args.shutdown_grace;
     config.timeouts.offline = args.offline_window;
     config.timeouts.no_response = args.no_response_window;
     config.timeouts.ring = args.ring_timeout;

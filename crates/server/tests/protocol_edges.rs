@@ -220,3 +220,91 @@ async fn a_client_that_does_not_keep_up_is_closed_with_1008() {
     // Everyone else carries on.
     assert!(alice.query_presence(&["alice"]).await.unwrap()[0].online);
 }
+
+#[tokio::test]
+async fn flood_is_rate_limited_per_connection_and_others_are_unaffected() {
+    let server = start(Config { messages_per_second: 20, ..Config::default() }).await;
+    let (alice, mut a) = server.login("alice").await;
+    let (bob, mut b) = server.login("bob").await;
+    let mut flood = server.raw_login("mallory").await;
+    for i in 0..200u64 {
+        flood.ws.feed(Message::text(json!({"type": "query_presence", "ref": i, "users": ["alice"]}).to_string())).await.unwrap();
+    }
+    flood.ws.flush().await.unwrap();
+    let (mut answered, mut limited) = (0, 0);
+    for _ in 0..200 {
+        let r = flood.recv().await;
+        match (r["type"].as_str(), r["code"].as_str()) {
+            (Some("presence"), _) => answered += 1,
+            (Some("error"), Some("rate_limited")) => {
+                assert!(r["ref"].is_u64(), "the refusal names the request: {r}");
+                limited += 1
+            }
+            other => panic!("unexpected {other:?}: {r}"),
+        }
+    }
+    println!("flood of 200: {answered} answered, {limited} rate_limited");
+    assert_eq!(answered + limited, 200, "every message got an answer");
+    // The bucket holds 20 per second and the login took one of them.
+    assert!(answered >= 19 && limited >= 100, "{answered} answered, {limited} limited");
+    // Meanwhile alice and bob call each other as usual.
+    let id = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    until(&mut b, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&id, "").await.unwrap();
+    until(&mut a, "local_invitation_accepted").await;
+}
+
+#[tokio::test]
+async fn devices_per_user_are_limited() {
+    let server = start(Config { max_devices_per_user: 2, ..Config::default() }).await;
+    let _d1 = server.login("alice").await;
+    let _d2 = server.login("alice").await;
+    match Client::login(LoginOptions::new(&server.url, "alice")).await {
+        Err(ClientError::Login { code, message }) => {
+            assert_eq!(code, ErrorCode::TooManyDevices);
+            assert!(message.contains("log one out"), "{message}");
+        }
+        other => panic!("expected too_many_devices, got {:?}", other.map(|_| ())),
+    }
+    server.login("bob").await;
+}
+
+#[tokio::test]
+async fn ringing_invitations_per_user_are_limited() {
+    let server = start(Config { max_outgoing_invitations: 2, ..Config::default() }).await;
+    let (alice, _a) = server.login("alice").await;
+    let first = alice.create_local_invitation("u1").unwrap();
+    alice.send_local_invitation(&first).await.unwrap();
+    alice.send_local_invitation(&alice.create_local_invitation("u2").unwrap()).await.unwrap();
+    let err = alice.send_local_invitation(&alice.create_local_invitation("u3").unwrap()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooManyInvitations);
+    // Another user is not affected; and once one of alice's ends, she may call again.
+    let (bob, _b) = server.login("bob").await;
+    bob.send_local_invitation(&bob.create_local_invitation("u1").unwrap()).await.unwrap();
+    alice.cancel_local_invitation(&first).await.unwrap();
+    alice.send_local_invitation(&alice.create_local_invitation("u3").unwrap()).await.unwrap();
+}
+
+#[tokio::test]
+async fn slow_login_and_slow_handshake_do_not_hold_a_slot() {
+    let server = start(Config {
+        login_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    // Connected, never logs in: closed with 1008.
+    let mut idle = server.raw().await;
+    assert_eq!(idle.closed().await, Some(1008));
+    // TCP only, never finishes the WebSocket handshake: the server hangs up.
+    let addr = server.url.trim_start_matches("ws://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut tcp, &mut buf))
+        .await
+        .expect("the server closed the half-open connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response");
+    // A prompt client still gets in.
+    server.login("alice").await;
+}
