@@ -25,6 +25,8 @@ use crate::auth;
 use crate::config::Config;
 use crate::hub::{Command, Outbound};
 
+/// WebSocket close code 1007: a text frame that is not UTF-8.
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// WebSocket close code 1008: policy violation (here: too slow to keep up).
 const CLOSE_POLICY: u16 = 1008;
 
@@ -130,6 +132,11 @@ pub(crate) async fn serve(
             Ok(Some(Err(WsError::Capacity(e)))) => {
                 warn!(%peer, error = %e, "frame too big: closing with 1009");
                 let _ = out.send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big")).await;
+                break;
+            }
+            Ok(Some(Err(WsError::Utf8(e)))) => {
+                info!(%peer, error = %e, "text frame is not UTF-8: closing with 1007");
+                let _ = out.send(Outbound::Close(CLOSE_INVALID_PAYLOAD, "text frames must be UTF-8")).await;
                 break;
             }
             Ok(Some(Err(e))) => {
