@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use callinvite_protocol::invitation::Timeouts;
+
+use crate::metrics::Metrics;
 use callinvite_protocol::limits::DEFAULT_MAX_FRAME_BYTES;
 
 /// Everything [`crate::run`] needs besides the listener.
@@ -35,6 +39,8 @@ pub struct Config {
     pub max_outgoing_invitations: usize,
     /// A connection that has not logged in this long after its handshake is closed (1008).
     pub login_timeout: Duration,
+    /// Where the server counts things; serve it with [`crate::http::serve`].
+    pub metrics: Arc<Metrics>,
     /// At shutdown, how long clients get to read their `going_away` and close
     /// before the remaining connections are closed.
     pub shutdown_grace: Duration,
@@ -51,6 +57,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
             shutdown_grace: Duration::from_secs(2),
+            metrics: Arc::new(Metrics::new()),
             messages_per_second: 60,
             max_devices_per_user: 10,
             max_outgoing_invitations: 10,

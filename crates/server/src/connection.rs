@@ -56,6 +56,7 @@ pub(crate) async fn serve(
             return;
         }
     };
+    config.metrics.connections.inc();
     let (mut sink, mut frames) = ws.split();
     let (out, mut out_rx) = mpsc::channel::<Outbound>(config.outbound_queue);
     let kill = CancellationToken::new();
@@ -176,6 +177,7 @@ pub(crate) async fn serve(
     if let Some((device, _)) = conn.session.take() {
         let _ = conn.hub.send(Command::Gone { device, cause }).await;
     }
+    conn.config.metrics.connections.dec();
     drop(conn);
     drop(out);
     // Let the writer flush a close frame; it ends once the hub drops its sender.
@@ -261,7 +263,10 @@ impl Conn {
     async fn login(&mut self, req: Option<u64>, user: String, token: Option<String>) {
         let user = match UserId::parse(&user) {
             Ok(u) => u,
-            Err(e) => return self.reply(ServerMessage::error(req, ErrorCode::InvalidArgument, format!("user id: {e}"))).await,
+            Err(e) => {
+                self.config.metrics.login("invalid_argument");
+                return self.reply(ServerMessage::error(req, ErrorCode::InvalidArgument, format!("user id: {e}"))).await;
+            }
         };
         if let Some(secret) = &self.config.secret {
             let checked = match token.as_deref() {
@@ -270,6 +275,7 @@ impl Conn {
             };
             if let Err(e) = checked {
                 info!(peer = %self.peer, %user, error = %e, "login refused");
+                self.config.metrics.login(e.code().as_str());
                 return self.reply(ServerMessage::error(req, e.code(), e.to_string())).await;
             }
         }

@@ -187,6 +187,7 @@ impl Hub {
         window.1 += 1;
         if window.1 > self.config.logins_per_second {
             info!(%user, "login refused: too often");
+            self.config.metrics.login("too_often");
             let msg = ServerMessage::error(
                 req,
                 ErrorCode::TooOften,
@@ -202,6 +203,7 @@ impl Hub {
         let online = self.users.get(&user).map_or(0, Vec::len);
         if online >= self.config.max_devices_per_user {
             info!(%user, online, "login refused: too many devices");
+            self.config.metrics.login("too_many_devices");
             let msg = ServerMessage::error(
                 req,
                 ErrorCode::TooManyDevices,
@@ -236,6 +238,8 @@ impl Hub {
             },
         );
         info!(%user, %device, devices = self.users.get(&user).map_or(0, Vec::len), "logged in");
+        self.config.metrics.login("ok");
+        self.config.metrics.devices.inc();
         if came_online {
             self.notify_presence(&user, true);
         }
@@ -413,6 +417,7 @@ impl Hub {
         }
         let Some(record) = self.records.get(id) else { return };
         let after = record.phase_name();
+        self.count(record, before, after, &effects, now);
         if before != after {
             match record.outcome() {
                 Some(outcome) if before != "new" => {
@@ -467,6 +472,33 @@ impl Hub {
         }
     }
 
+    /// Metrics for one step of a record: outcomes and latencies.
+    fn count(&self, record: &Record, before: &str, after: &str, effects: &[callinvite_protocol::invitation::Effect], now: Instant) {
+        use callinvite_protocol::invitation::Outcome;
+        let m = &self.config.metrics;
+        let since = now.saturating_duration_since(record.created_at());
+        if effects.iter().any(|e| matches!(e.msg, ServerMessage::ReceivedByPeer { .. })) {
+            crate::metrics::Metrics::observe(&m.delivery_seconds, since);
+        }
+        if before == after || before == "in_call" {
+            return;
+        }
+        if after == "in_call" {
+            m.invitation("accepted");
+            crate::metrics::Metrics::observe(&m.answer_seconds, since);
+            return;
+        }
+        match record.outcome() {
+            Some(Outcome::Refused { busy, .. }) => {
+                m.invitation(if busy { "busy" } else { "refused" });
+                crate::metrics::Metrics::observe(&m.answer_seconds, since);
+            }
+            Some(Outcome::Canceled) => m.invitation("canceled"),
+            Some(Outcome::Failed(reason)) => m.invitation(reason.as_str()),
+            Some(Outcome::CallEnded { .. }) | None => {}
+        }
+    }
+
     fn fire_timers(&mut self, now: Instant) {
         while let Some((t, id)) = self.timers.first().cloned() {
             if t > now {
@@ -481,6 +513,7 @@ impl Hub {
     fn gone(&mut self, device: DeviceId, cause: GoneCause, now: Instant) {
         let Some(d) = self.devices.remove(&device) else { return };
         info!(user = %d.user, %device, ?cause, "device gone");
+        self.config.metrics.devices.dec();
         for u in &d.subscriptions {
             self.unsubscribe(device, u);
         }

@@ -10,6 +10,7 @@
 //! - [`auth`]: HS256 tokens (mint and verify).
 //! - `connection`: one task per connection — handshake, frame decoding,
 //!   heartbeat, writer queue.
+//! - [`metrics`] and [`http`]: Prometheus metrics and `/healthz` on an operations port.
 //! - `hub`: one task that owns all shared state and applies requests in
 //!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s.
 //!
@@ -27,7 +28,9 @@ use tracing::{info, warn};
 pub mod auth;
 pub mod config;
 mod connection;
+pub mod http;
 mod hub;
+pub mod metrics;
 
 pub use config::Config;
 

@@ -84,6 +84,9 @@ struct ServeArgs {
     /// At shutdown, how long clients get to leave before their connections are closed.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Serve /healthz and /metrics (Prometheus) on this address, e.g. 127.0.0.1:7451.
+    #[arg(long, env = "CALLINVITE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info", env = "CALLINVITE_LOG")]
     log: String,
@@ -168,6 +171,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
+        if let Some(addr) = args.metrics_listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tokio::spawn(callinvite_server::http::serve(l, config.metrics.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    eprintln!("error: cannot listen on {addr} for metrics: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;

@@ -143,6 +143,8 @@ pub struct Record {
     /// Callee devices that were sent the `invitation`, and whether each acked it.
     delivered: BTreeMap<DeviceId, bool>,
     phase: Phase,
+    /// When it was sent (for latency figures).
+    created_at: Instant,
 }
 
 impl Record {
@@ -167,6 +169,7 @@ impl Record {
             content,
             timeouts,
             delivered: BTreeMap::new(),
+            created_at: now,
             phase: Phase::Ringing {
                 received_by_peer: false,
                 offline_deadline: (!online).then(|| now + timeouts.offline),
@@ -186,6 +189,10 @@ impl Record {
 
     pub fn id(&self) -> &InvitationId {
         &self.id
+    }
+    /// When the invitation was sent.
+    pub fn created_at(&self) -> Instant {
+        self.created_at
     }
     pub fn caller(&self) -> &Party {
         &self.caller
