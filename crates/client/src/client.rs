@@ -29,14 +29,21 @@ pub struct LoginOptions {
     pub token: Option<String>,
     /// How long to wait for the WebSocket and the login answer.
     pub login_timeout: Duration,
+    /// For `wss://`: a PEM file of extra CA certificates to trust besides the
+    /// system's (a private CA, or a self-signed server certificate).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl LoginOptions {
     pub fn new(url: impl Into<String>, user: impl Into<String>) -> Self {
-        LoginOptions { url: url.into(), user: user.into(), token: None, login_timeout: Duration::from_secs(10) }
+        LoginOptions { url: url.into(), user: user.into(), token: None, login_timeout: Duration::from_secs(10), ca_file: None }
     }
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 }

@@ -103,7 +103,8 @@ pub(crate) async fn start(
     user: UserId,
 ) -> Result<(mpsc::UnboundedSender<Command>, SessionInfo, EventStream), ClientError> {
     let url = options.url.clone();
-    let connect = tokio_tungstenite::connect_async(options.url.as_str());
+    let connector = if url.starts_with("wss://") { Some(tls_connector(&options)?) } else { None };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(options.url.as_str(), None, true, connector);
     let (mut ws, _) = match timeout(options.login_timeout, connect).await {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => return Err(ClientError::Connect { url, reason: e.to_string() }),
@@ -152,6 +153,31 @@ pub(crate) async fn start(
     };
     tokio::spawn(driver.run(command_rx));
     Ok((commands, answer, EventStream { rx }))
+}
+
+/// TLS for `wss://`: the system's root certificates plus the optional CA file.
+fn tls_connector(options: &LoginOptions) -> Result<tokio_tungstenite::Connector, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &options.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ClientError::Connect { url: options.url.clone(), reason: format!("cannot read CA file {}: {e}", path.display()) })?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| ClientError::Connect { url: options.url.clone(), reason: format!("bad CA certificate in {}: {e}", path.display()) })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Connect { url: options.url.clone(), reason: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
 }
 
 impl Driver {

@@ -25,6 +25,9 @@ struct Cli {
     /// Login token, when the server requires one (`callinvite-server token --user ID`).
     #[arg(long, global = true, env = "CALLINVITE_TOKEN")]
     token: Option<String>,
+    /// For wss://: extra CA certificates (PEM) to trust besides the system's.
+    #[arg(long, global = true, env = "CALLINVITE_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Log filter for diagnostics on stderr.
     #[arg(long, global = true, default_value = "warn", env = "CALLINVITE_LOG")]
     log: String,
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
         }
         let mut options = LoginOptions::new(&cli.server, &cli.user);
         options.token = cli.token.clone();
+        options.ca_file = cli.ca_file.clone();
         let (client, mut events) = match Client::login(options).await {
             Ok(ok) => ok,
             Err(e) => {

@@ -39,6 +39,8 @@ pub struct Config {
     pub max_outgoing_invitations: usize,
     /// A connection that has not logged in this long after its handshake is closed (1008).
     pub login_timeout: Duration,
+    /// Serve `wss://` with this certificate; `None` serves plain `ws://`.
+    pub tls: Option<crate::tls::Tls>,
     /// Where the server counts things; serve it with [`crate::http::serve`].
     pub metrics: Arc<Metrics>,
     /// At shutdown, how long clients get to read their `going_away` and close
@@ -58,6 +60,7 @@ impl Default for Config {
             outbound_queue: 1024,
             shutdown_grace: Duration::from_secs(2),
             metrics: Arc::new(Metrics::new()),
+            tls: None,
             messages_per_second: 60,
             max_devices_per_user: 10,
             max_outgoing_invitations: 10,

@@ -31,12 +31,15 @@ mod connection;
 pub mod http;
 mod hub;
 pub mod metrics;
+pub mod tls;
 
 pub use config::Config;
 
 /// Serves connections on `listener` until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    info!(%addr, scheme, "serving");
     if config.secret.is_some() {
         info!(%addr, "listening; logins need a token signed with the configured secret");
     } else {
@@ -52,7 +55,21 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection::serve(stream, peer, hub_tx.clone(), config.clone(), stop_connections.clone()));
+                    let (hub, config2, stop) = (hub_tx.clone(), config.clone(), stop_connections.clone());
+                    match config.tls.clone() {
+                        None => {
+                            connections.spawn(connection::serve(stream, peer, hub, config2, stop));
+                        }
+                        Some(tls) => {
+                            connections.spawn(async move {
+                                match tokio::time::timeout(config2.handshake_timeout, tls.0.accept(stream)).await {
+                                    Ok(Ok(stream)) => connection::serve(stream, peer, hub, config2, stop).await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.

@@ -84,6 +84,12 @@ struct ServeArgs {
     /// At shutdown, how long clients get to leave before their connections are closed.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Certificate chain (PEM) to serve wss:// (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve /healthz and /metrics (Prometheus) on this address, e.g. 127.0.0.1:7451.
     #[arg(long, env = "CALLINVITE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -142,7 +148,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut config = Config { secret, heartbeat: args.heartbeat, max_frame_bytes: args.max_frame_bytes, ..Config::default() };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match callinvite_server::tls::Tls::from_pem_files(cert, key) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let mut config = Config { secret, tls, heartbeat: args.heartbeat, max_frame_bytes: args.max_frame_bytes, ..Config::default() };
     config.logins_per_second = args.logins_per_second;
     config.messages_per_second = args.messages_per_second;
     config.max_devices_per_user = args.max_devices_per_user;
