@@ -38,9 +38,14 @@ pub(crate) async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Small buffers: tungstenite's default read buffer is 128 KiB per connection,
+    // which would dominate the memory of an idle connection. Frames here are small.
+    // The write buffer grows only as needed; 16 KiB lets a batch go out in one write.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_bytes))
-        .max_frame_size(Some(config.max_frame_bytes));
+        .max_frame_size(Some(config.max_frame_bytes))
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(16 * 1024);
     let ws = match timeout(
         config.handshake_timeout,
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
@@ -71,15 +76,48 @@ pub(crate) async fn serve<S>(
         let mut ping = interval(ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.tick().await;
-        let close = |code: u16, reason: &'static str| {
-            Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
-        };
         loop {
             let frame = tokio::select! {
                 next = out_rx.recv() => match next {
-                    Some(Outbound::Text(text)) => Message::text(text),
+                    Some(Outbound::Text(text)) => {
+                        // Queue everything already waiting and write it with one flush.
+                        let mut batch = vec![Message::text(text)];
+                        let mut close = None;
+                        while batch.len() < 64 {
+                            match out_rx.try_recv() {
+                                Ok(Outbound::Text(t)) => batch.push(Message::text(t)),
+                                Ok(Outbound::Close(code, reason)) => {
+                                    close = Some((code, reason));
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let last = batch.pop();
+                        let mut failed = false;
+                        for m in batch {
+                            if timeout(write_timeout, sink.feed(m)).await.map_or(true, |r| r.is_err()) {
+                                failed = true;
+                                break;
+                            }
+                        }
+                        if failed {
+                            break;
+                        }
+                        if let Some((code, reason)) = close {
+                            if let Some(m) = last {
+                                let _ = timeout(write_timeout, sink.feed(m)).await;
+                            }
+                            let _ = timeout(write_timeout, sink.send(close_frame(code, reason))).await;
+                            break;
+                        }
+                        match last {
+                            Some(m) => m,
+                            None => continue,
+                        }
+                    }
                     Some(Outbound::Close(code, reason)) => {
-                        let _ = timeout(write_timeout, sink.send(close(code, reason))).await;
+                        let _ = timeout(write_timeout, sink.send(close_frame(code, reason))).await;
                         break;
                     }
                     None => break,
@@ -87,7 +125,7 @@ pub(crate) async fn serve<S>(
                 _ = ping.tick() => Message::Ping(Default::default()),
                 // Too slow: the queue is full, so the close frame goes straight to the socket.
                 _ = writer_kill.cancelled() => {
-                    let _ = timeout(write_timeout, sink.send(close(CLOSE_POLICY, "too slow: outbound queue full"))).await;
+                    let _ = timeout(write_timeout, sink.send(close_frame(CLOSE_POLICY, "too slow: outbound queue full"))).await;
                     break;
                 }
             };
@@ -186,6 +224,10 @@ pub(crate) async fn serve<S>(
     if timeout(Duration::from_secs(2), writer).await.is_err() {
         abort.abort();
     }
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
 }
 
 /// Messages allowed per second on one connection: a bucket of `rate` tokens

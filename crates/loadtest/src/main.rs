@@ -1,0 +1,367 @@
+//! `callinvite-load`: a benchmark, not a test. It starts `callinvite-server`
+//! (and, with `--peerjs`, peerjs-server from npm) on 127.0.0.1, drives
+//! invitation cycles between P concurrent caller/callee pairs —
+//! send → callee received → accept → caller accepted → hang-up — and the
+//! equivalent OFFER → ANSWER relay through peerjs-server, then prints cycles/s,
+//! latency percentiles, server CPU and RSS for both, and the ratios. With
+//! `--idle N` it also measures the server's memory per idle connection.
+//! Everything stays on loopback; every loop is bounded in time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use callinvite_client::{Client, Event, LoginOptions};
+
+#[derive(Parser)]
+#[command(name = "callinvite-load", about = "Invitation-cycle benchmark against callinvite-server and peerjs-server")]
+struct Args {
+    /// Concurrent caller/callee pairs.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// How long to drive cycles, per server.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Idle logged-in connections to open for the memory-per-connection figure (0: skip).
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+    /// Also drive peerjs-server (npm package `peer`, installed into --npm-dir if missing).
+    #[arg(long)]
+    peerjs: bool,
+    /// Where `npm install peer` goes.
+    #[arg(long, default_value = "target/loadtest-npm")]
+    npm_dir: PathBuf,
+    /// The server binary (default: next to this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// Latency samples and counts of one run.
+#[derive(Default)]
+struct Run {
+    cycles: u64,
+    invite_to_received: Vec<Duration>,
+    accept_to_accepted: Vec<Duration>,
+    cpu_seconds: f64,
+    rss_kib: u64,
+    elapsed: Duration,
+}
+
+fn pct(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i].as_secs_f64() * 1000.0
+}
+
+/// utime+stime of a process, in seconds (Linux /proc).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(47_123)
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on port {port}");
+}
+
+fn server_bin(args: &Args) -> PathBuf {
+    args.server_bin.clone().unwrap_or_else(|| {
+        let me = std::env::current_exe().expect("own path");
+        me.with_file_name("callinvite-server")
+    })
+}
+
+async fn start_callinvite(args: &Args) -> (Server, u16) {
+    let port = free_port();
+    let child = Command::new(server_bin(args))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .args(["--messages-per-second", "1000000", "--logins-per-second", "1000000"])
+        .args(["--max-outgoing-invitations", "1000000", "--max-devices-per-user", "1000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start callinvite-server (build it: cargo build --release -p callinvite-server)");
+    wait_port(port).await;
+    (Server { child }, port)
+}
+
+/// The callinvite cycle: alice_i calls bob_i, bob accepts at once, alice hangs up, again.
+async fn drive_callinvite(port: u16, pairs: usize, duration: Duration, pid: u32) -> Run {
+    let url = format!("ws://127.0.0.1:{port}");
+    // Times keyed by the invitation's content ("<pair>-<n>").
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let received: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let accepted_at: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let stop_at = Instant::now() + duration;
+    let cpu0 = cpu_seconds(pid);
+    let (mut callers, mut callees) = (vec![], vec![]);
+    for i in 0..pairs {
+        let (bob, mut bob_events) = Client::login(LoginOptions::new(&url, format!("bob{i}"))).await.expect("bob login");
+        let (alice, mut alice_events) = Client::login(LoginOptions::new(&url, format!("alice{i}"))).await.expect("alice login");
+        let (received2, accepted2) = (received.clone(), accepted_at.clone());
+        callees.push(tokio::spawn(async move {
+            while let Some(e) = bob_events.next().await {
+                if let Event::RemoteInvitationReceived { invitation } = e {
+                    let now = Instant::now();
+                    received2.lock().unwrap().insert(invitation.content.clone(), now);
+                    accepted2.lock().unwrap().insert(invitation.content.clone(), Instant::now());
+                    let _ = bob.accept_remote_invitation(&invitation.invitation_id, "").await;
+                }
+            }
+        }));
+        let (sent2, received3, accepted3) = (sent.clone(), received.clone(), accepted_at.clone());
+        callers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut samples = (vec![], vec![]);
+            while Instant::now() < stop_at {
+                let key = format!("{i}-{n}");
+                n += 1;
+                let inv = alice.create_local_invitation(&format!("bob{i}")).expect("callee").with_content(key.clone());
+                sent2.lock().unwrap().insert(key.clone(), Instant::now());
+                let Ok(id) = alice.send_local_invitation(&inv).await else { break };
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(10), alice_events.next()).await {
+                        Ok(Some(Event::LocalInvitationAccepted { .. })) => {
+                            let now = Instant::now();
+                            if let (Some(s), Some(r)) = (sent2.lock().unwrap().remove(&key), received3.lock().unwrap().remove(&key)) {
+                                samples.0.push(r.saturating_duration_since(s));
+                            }
+                            if let Some(a) = accepted3.lock().unwrap().remove(&key) {
+                                samples.1.push(now.saturating_duration_since(a));
+                            }
+                            break;
+                        }
+                        Ok(Some(_)) => {}
+                        _ => return (n, samples),
+                    }
+                }
+                let _ = alice.hang_up(&id).await;
+                // Wait for our call_ended so the next cycle starts clean.
+                while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(10), alice_events.next()).await {
+                    if matches!(e, Event::CallEnded { .. }) {
+                        break;
+                    }
+                }
+            }
+            (n, samples)
+        }));
+    }
+    collect(callers, callees, duration, cpu0, pid).await
+}
+
+/// peerjs: a_i sends OFFER to b_i, b_i answers with ANSWER at once, again.
+async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> Run {
+    let stop_at = Instant::now() + duration;
+    let cpu0 = cpu_seconds(pid);
+    let (mut callers, mut callees) = (vec![], vec![]);
+    let open = |id: String| async move {
+        let url = format!("ws://127.0.0.1:{port}/peerjs?key=peerjs&id={id}&token=t{id}");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("peerjs connect");
+        // The server greets with OPEN.
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                if t.as_str().contains("OPEN") {
+                    break;
+                }
+            }
+        }
+        ws
+    };
+    for i in 0..pairs {
+        let (a, b) = (format!("a{i}"), format!("b{i}"));
+        let mut bob = open(b.clone()).await;
+        let mut alice = open(a.clone()).await;
+        let a2 = a.clone();
+        let received: Arc<Mutex<HashMap<u64, (Instant, Instant)>>> = Default::default();
+        let received2 = received.clone();
+        callees.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = bob.next().await {
+                let Message::Text(t) = m else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                if v["type"] == "OFFER" {
+                    let seq = v["payload"]["seq"].as_u64().unwrap_or(0);
+                    let now = Instant::now();
+                    received2.lock().unwrap().insert(seq, (now, Instant::now()));
+                    let answer = json!({"type": "ANSWER", "dst": a2, "payload": {"seq": seq}});
+                    if bob.send(Message::text(answer.to_string())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }));
+        callers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut samples = (vec![], vec![]);
+            while Instant::now() < stop_at {
+                let seq = n;
+                n += 1;
+                let sent = Instant::now();
+                let offer = json!({"type": "OFFER", "dst": b, "payload": {"seq": seq}});
+                if alice.send(Message::text(offer.to_string())).await.is_err() {
+                    break;
+                }
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(10), alice.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) if t.as_str().contains("ANSWER") => {
+                            let now = Instant::now();
+                            if let Some((r, answered)) = received.lock().unwrap().remove(&seq) {
+                                samples.0.push(r.saturating_duration_since(sent));
+                                samples.1.push(now.saturating_duration_since(answered));
+                            }
+                            break;
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        _ => return (n, samples),
+                    }
+                }
+            }
+            (n, samples)
+        }));
+    }
+    collect(callers, callees, duration, cpu0, pid).await
+}
+
+/// Cycles started by one caller, and its latency samples (invite→received, accept→accepted).
+type Samples = (u64, (Vec<Duration>, Vec<Duration>));
+
+/// Waits for the callers (they stop after `duration`), stops the callees, and sums up.
+async fn collect(
+    callers: Vec<tokio::task::JoinHandle<Samples>>,
+    callees: Vec<tokio::task::JoinHandle<()>>,
+    duration: Duration,
+    cpu0: f64,
+    pid: u32,
+) -> Run {
+    let mut run = Run::default();
+    for caller in callers {
+        // A caller stuck past the run's end plus a generous margin is counted as it stands: nothing.
+        if let Ok(Ok((_started, (a, b)))) = tokio::time::timeout(duration + Duration::from_secs(15), caller).await {
+            // Every completed cycle left one invite→received sample.
+            run.cycles += a.len() as u64;
+            run.invite_to_received.extend(a);
+            run.accept_to_accepted.extend(b);
+        }
+    }
+    run.elapsed = duration;
+    run.cpu_seconds = cpu_seconds(pid) - cpu0;
+    run.rss_kib = rss_kib(pid);
+    for callee in callees {
+        callee.abort();
+    }
+    run
+}
+
+fn print_row(name: &str, run: &mut Run) {
+    let rate = run.cycles as f64 / run.elapsed.as_secs_f64();
+    let (a50, a99, a999) = (pct(&mut run.invite_to_received, 0.5), pct(&mut run.invite_to_received, 0.99), pct(&mut run.invite_to_received, 0.999));
+    let (b50, b99, b999) = (pct(&mut run.accept_to_accepted, 0.5), pct(&mut run.accept_to_accepted, 0.99), pct(&mut run.accept_to_accepted, 0.999));
+    println!(
+        "| {name} | {rate:.0} | {a50:.2} / {a99:.2} / {a999:.2} | {b50:.2} / {b99:.2} / {b999:.2} | {:.0}% | {} MiB |",
+        run.cpu_seconds / run.elapsed.as_secs_f64() * 100.0,
+        run.rss_kib / 1024
+    );
+}
+
+fn ensure_peerjs(dir: &Path) -> PathBuf {
+    let script = dir.join("node_modules/peer/dist/bin/peerjs.js");
+    if !script.exists() {
+        std::fs::create_dir_all(dir).expect("npm dir");
+        eprintln!("installing peerjs-server: npm install --prefix {} peer@1", dir.display());
+        let ok = Command::new("npm").args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(dir).arg("peer@1").status();
+        assert!(ok.map(|s| s.success()).unwrap_or(false), "npm install peer failed");
+    }
+    script
+}
+
+async fn idle_memory(port: u16, pid: u32, n: usize) {
+    let before = rss_kib(pid);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let url = format!("ws://127.0.0.1:{port}");
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((mut ws, _)) => {
+                let _ = ws.send(Message::text(json!({"type": "login", "user": format!("idle{i}")}).to_string())).await;
+                let _ = ws.next().await;
+                conns.push(ws);
+            }
+            Err(e) => {
+                eprintln!("stopped at {i} idle connections: {e}");
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
+    println!("idle connections: {} held; server RSS {} → {} MiB; {:.1} KiB per idle connection", conns.len(), before / 1024, after / 1024, per / 1024.0);
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    println!("{} pairs, {:?} per server, on {} cores", args.pairs, args.duration, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!("\n| server | cycles/s | invite→received p50/p99/p999 ms | accept→accepted p50/p99/p999 ms | server CPU | server RSS |\n|---|---|---|---|---|---|");
+    let (server, port) = start_callinvite(&args).await;
+    let pid = server.child.id();
+    let mut ci = drive_callinvite(port, args.pairs, args.duration, pid).await;
+    print_row("callinvite-server", &mut ci);
+    if args.idle > 0 {
+        drop(server);
+        let (server, port) = start_callinvite(&args).await;
+        idle_memory(port, server.child.id(), args.idle).await;
+        drop(server);
+    }
+    if args.peerjs {
+        let script = ensure_peerjs(&args.npm_dir);
+        let port = free_port();
+        let child = Command::new("node").arg(&script).args(["--port", &port.to_string(), "--key", "peerjs"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start peerjs-server (is node installed?)");
+        let server = Server { child };
+        wait_port(port).await;
+        let mut pj = drive_peerjs(port, args.pairs, args.duration, server.child.id()).await;
+        print_row("peerjs-server", &mut pj);
+        let ratio = ci.cycles as f64 / pj.cycles.max(1) as f64;
+        let p99 = pct(&mut ci.invite_to_received, 0.99) / pct(&mut pj.invite_to_received, 0.99);
+        println!("\nthroughput ratio callinvite/peerjs: {ratio:.2}×; invite→received p99 ratio: {p99:.2} (below 1 is better)");
+    }
+}
