@@ -1,0 +1,241 @@
+//! Fault test (modest size for CI): users on one server calling each other at
+//! random — cancels, accepts, refusals, hang-ups — while connections drop and
+//! come back and the server restarts in the middle. At the end it checks that
+//! every invitation reached exactly one final state on each side, that the
+//! sides agree, that nothing rang past its timeout, and that no event came
+//! twice, and prints the counts. Larger runs: FAULT_USERS=40 FAULT_SECONDS=60.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callinvite_client::{Client, Event, FailureReason, InvitationId, LoginOptions};
+use callinvite_server::{CancellationToken, Config};
+
+/// A small deterministic pseudo-random generator (xorshift64*).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// One event as seen by one session of one user.
+#[derive(Clone, Debug)]
+struct Seen {
+    session: (usize, u32),
+    at: Instant,
+    event: Event,
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn start_server(port: u16, config: Config) -> (CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(callinvite_server::run(listener, config, stop.clone()));
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
+    let users = env("FAULT_USERS", 8) as usize;
+    let seconds = env("FAULT_SECONDS", 4);
+    let ring = Duration::from_secs(3);
+    let mut config = Config::default();
+    config.timeouts.ring = ring;
+    config.timeouts.offline = Duration::from_secs(1);
+    config.timeouts.no_response = Duration::from_secs(1);
+    config.timeouts.cancel_ack = Duration::from_millis(500);
+    config.logins_per_second = 1000;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let (stop, server) = start_server(port, config.clone()).await;
+
+    let log: Arc<Mutex<Vec<Seen>>> = Default::default();
+    let drops = Arc::new(Mutex::new(0u32));
+    let chaos_until = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = vec![];
+    for u in 0..users {
+        let (url, log, drops) = (url.clone(), log.clone(), drops.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (u as u64 + 1) * 0x1000_0001);
+            let mut session = 0u32;
+            while Instant::now() < chaos_until {
+                session += 1;
+                let Ok((client, mut events)) = Client::login(LoginOptions::new(&url, format!("u{u}"))).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut outgoing = vec![];
+                let mut incoming: Vec<InvitationId> = vec![];
+                let mut calls: Vec<InvitationId> = vec![];
+                // This session lives until a random drop, or the chaos ends.
+                let session_end = Instant::now() + Duration::from_millis(300 + rng.below(2500));
+                loop {
+                    let pause = Duration::from_millis(20 + rng.below(150));
+                    tokio::select! {
+                        e = events.next() => match e {
+                            Some(event) => {
+                                match &event {
+                                    Event::RemoteInvitationReceived { invitation } => incoming.push(invitation.invitation_id.clone()),
+                                    Event::LocalInvitationAccepted { invitation, .. } => calls.extend(invitation.invitation_id.clone()),
+                                    Event::RemoteInvitationAccepted { invitation } => calls.push(invitation.invitation_id.clone()),
+                                    _ => {}
+                                }
+                                log.lock().unwrap().push(Seen { session: (u, session), at: Instant::now(), event });
+                            }
+                            None => break, // the server went away (restart)
+                        },
+                        _ = tokio::time::sleep(pause) => {
+                            if Instant::now() >= session_end || Instant::now() >= chaos_until {
+                                break;
+                            }
+                            match rng.below(10) {
+                                0..=2 => {
+                                    let callee = format!("u{}", (u + 1 + rng.below(users as u64 - 1) as usize) % users);
+                                    if let Ok(inv) = client.create_local_invitation(&callee) {
+                                        if client.send_local_invitation(&inv).await.is_ok() {
+                                            outgoing.push(inv);
+                                        }
+                                    }
+                                }
+                                3 => {
+                                    if let Some(inv) = outgoing.pop() {
+                                        let _ = client.cancel_local_invitation(&inv).await;
+                                    }
+                                }
+                                4..=5 => {
+                                    if let Some(id) = incoming.pop() {
+                                        let _ = client.accept_remote_invitation(&id, "").await;
+                                    }
+                                }
+                                6 => {
+                                    if let Some(id) = incoming.pop() {
+                                        let _ = client.refuse_remote_invitation(&id, "", rng.below(2) == 0).await;
+                                    }
+                                }
+                                7..=8 => {
+                                    if let Some(id) = calls.pop() {
+                                        let _ = client.hang_up(&id).await;
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                // End the session: half the time by dropping the connection, else by logging out.
+                if rng.below(2) == 0 {
+                    *drops.lock().unwrap() += 1;
+                    drop(client);
+                } else {
+                    let _ = client.logout().await;
+                }
+                // Whatever the client reports at the end of the session is part of the record.
+                while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+                    log.lock().unwrap().push(Seen { session: (u, session), at: Instant::now(), event });
+                }
+                tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+            }
+        }));
+    }
+    // Restart the server half-way through.
+    tokio::time::sleep(Duration::from_millis(seconds * 500)).await;
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    let (stop, server) = start_server(port, config.clone()).await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.cancel();
+    server.await.unwrap().unwrap();
+
+    // ---- the invariants ----
+    let log = log.lock().unwrap().clone();
+    let mut caller_final: HashMap<InvitationId, Vec<&Seen>> = HashMap::new();
+    let mut sent_at: HashMap<InvitationId, Instant> = HashMap::new();
+    let mut callee_final: HashMap<(InvitationId, (usize, u32)), Vec<&Seen>> = HashMap::new();
+    let mut received: HashMap<(InvitationId, (usize, u32)), Vec<&Seen>> = HashMap::new();
+    let mut outcomes: BTreeMap<String, u32> = BTreeMap::new();
+    for s in &log {
+        let id = match s.event.invitation_id() {
+            Some(id) => id.clone(),
+            None => continue,
+        };
+        match &s.event {
+            Event::LocalInvitationSent { .. } => {
+                sent_at.insert(id, s.at);
+            }
+            Event::LocalInvitationAccepted { .. } | Event::LocalInvitationRefused { .. } | Event::LocalInvitationCanceled { .. } | Event::LocalInvitationFailure { .. } => {
+                caller_final.entry(id).or_default().push(s);
+            }
+            Event::RemoteInvitationReceived { .. } => received.entry((id, s.session)).or_default().push(s),
+            Event::RemoteInvitationAccepted { .. } | Event::RemoteInvitationRefused { .. } | Event::RemoteInvitationCanceled { .. } | Event::RemoteInvitationFailure { .. } => {
+                callee_final.entry((id, s.session)).or_default().push(s);
+            }
+            _ => {}
+        }
+    }
+    // 1. Every sent invitation has exactly one final state at its caller.
+    for (id, at) in &sent_at {
+        let finals = caller_final.get(id).map_or(0, Vec::len);
+        assert_eq!(finals, 1, "invitation {id}: {finals} final caller events");
+        let f = caller_final[id][0];
+        *outcomes.entry(f.event.name()).or_default() += 1;
+        // Nothing rang past its timeout (plus slack for scheduling).
+        if !matches!(f.event, Event::LocalInvitationAccepted { .. }) {
+            assert!(f.at.duration_since(*at) <= ring + Duration::from_secs(2), "{id} ended after {:?}", f.at.duration_since(*at));
+        }
+    }
+    // 2. Every callee session that got it has exactly one final state, and got it once.
+    for (key, r) in &received {
+        assert_eq!(r.len(), 1, "{:?} received {} times", key, r.len());
+        let finals = callee_final.get(key).map_or(0, Vec::len);
+        assert_eq!(finals, 1, "{:?}: {finals} final callee events", key);
+        let f = callee_final[key][0];
+        if !matches!(f.event, Event::RemoteInvitationAccepted { .. }) {
+            assert!(f.at.duration_since(r[0].at) <= ring + Duration::from_secs(2), "{key:?} rang {:?}", f.at.duration_since(r[0].at));
+        }
+    }
+    // 3. The sides agree: an accept or refusal the caller saw happened on exactly one callee device,
+    //    and a callee never saw an accept the caller did not (unless the caller's session ended first).
+    for (id, finals) in &caller_final {
+        let callee: Vec<&&Seen> = callee_final.iter().filter(|((i, _), _)| i == id).flat_map(|(_, v)| v.iter()).collect();
+        let accepted_here = callee.iter().filter(|s| matches!(s.event, Event::RemoteInvitationAccepted { .. })).count();
+        let refused_here = callee.iter().filter(|s| matches!(s.event, Event::RemoteInvitationRefused { .. })).count();
+        match &finals[0].event {
+            Event::LocalInvitationAccepted { .. } => assert_eq!(accepted_here, 1, "{id}: caller accepted, callees {callee:?}"),
+            Event::LocalInvitationRefused { .. } => assert_eq!(refused_here, 1, "{id}: caller refused, callees {callee:?}"),
+            Event::LocalInvitationFailure { reason: FailureReason::NotLoggedIn, .. } => {
+                assert!(accepted_here + refused_here <= 1, "{id}: two answers")
+            }
+            other => assert_eq!(accepted_here + refused_here, 0, "{id}: caller saw {other:?} but a callee answered: {callee:?}"),
+        }
+    }
+    let total_events = log.len();
+    println!(
+        "fault test: {users} users, {seconds} s, 1 server restart, {} connection drops; {} invitations, {} callee deliveries, {} events; caller outcomes: {:?}",
+        drops.lock().unwrap(),
+        sent_at.len(),
+        received.len(),
+        total_events,
+        outcomes
+    );
+    assert!(sent_at.len() > 10, "the chaos made too few invitations to mean anything");
+}
