@@ -7,14 +7,15 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, MockRuntime, INVOKE_KEY};
 use tauri::webview::InvokeRequest;
-use tauri::{App, Listener, Manager, WebviewWindow, WebviewWindowBuilder};
+use tauri::{App, Listener, WebviewWindow, WebviewWindowBuilder};
 
 use callinvite_client::{Client, Event, EventStream, LoginOptions};
 use callinvite_desktop::{build, store::Store, AppOptions, AppState};
 use callinvite_server::{CancellationToken, Config};
 
 struct Harness {
-    app: App<MockRuntime>,
+    /// Kept alive for the length of the test (dropping it stops the app).
+    _app: App<MockRuntime>,
     webview: WebviewWindow<MockRuntime>,
     states: mpsc::Receiver<Value>,
     outcomes: mpsc::Receiver<Value>,
@@ -57,7 +58,7 @@ fn harness_with(name: &str, config: Config, dir: Option<std::path::PathBuf>) -> 
     app.listen_any("call-outcome", move |e| {
         let _ = tx.send(serde_json::from_str(e.payload()).unwrap_or(Value::Null));
     });
-    Harness { app, webview, states, outcomes, url, dir, _server: stop }
+    Harness { _app: app, webview, states, outcomes, url, dir, _server: stop }
 }
 
 impl Harness {
