@@ -37,6 +37,7 @@ pub(crate) enum Command {
     /// `login_ok` or the error itself, and answers `reply` with the device id.
     Login {
         user: UserId,
+        token: Option<String>,
         req: Option<u64>,
         out: mpsc::Sender<Outbound>,
         kill: CancellationToken,
@@ -146,8 +147,8 @@ impl Hub {
 
     fn handle(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::Login { user, req, out, kill, reply } => {
-                let device = self.login(user, req, out, kill, now);
+            Command::Login { user, token, req, out, kill, reply } => {
+                let device = self.login(user, token, req, out, kill, now);
                 let _ = reply.send(device);
             }
             Command::Request { device, msg } => {
@@ -175,6 +176,7 @@ impl Hub {
     fn login(
         &mut self,
         user: UserId,
+        token: Option<String>,
         req: Option<u64>,
         out: mpsc::Sender<Outbound>,
         kill: CancellationToken,
@@ -198,6 +200,18 @@ impl Hub {
         }
         if self.login_rate.len() > 100_000 {
             self.login_rate.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+        }
+        if let Some(secret) = &self.config.secret {
+            let checked = match token.as_deref() {
+                None | Some("") => Err(crate::auth::TokenError::Missing),
+                Some(t) => crate::auth::verify(secret, user.as_str(), t),
+            };
+            if let Err(e) = checked {
+                info!(%user, error = %e, "login refused");
+                self.config.metrics.login(e.code().as_str());
+                let _ = out.try_send(Outbound::Text(encode(&ServerMessage::error(req, e.code(), e.to_string()))));
+                return None;
+            }
         }
 
         let online = self.users.get(&user).map_or(0, Vec::len);

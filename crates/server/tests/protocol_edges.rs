@@ -16,7 +16,8 @@ use common::*;
 #[tokio::test]
 async fn login_errors_are_distinct() {
     let secret = b"0123456789abcdef-test".to_vec();
-    let server = start(Config { secret: Some(secret.clone()), ..Config::default() }).await;
+    // Many attempts for one user id in a row: the login rate is not under test here.
+    let server = start(Config { secret: Some(secret.clone()), logins_per_second: 100, ..Config::default() }).await;
     let login = |user: &str, token: Option<String>| {
         let mut o = LoginOptions::new(&server.url, user);
         o.token = token;
@@ -307,4 +308,21 @@ async fn slow_login_and_slow_handshake_do_not_hold_a_slot() {
     assert_eq!(n, 0, "closed without a response");
     // A prompt client still gets in.
     server.login("alice").await;
+}
+
+#[tokio::test]
+async fn token_guessing_counts_toward_the_login_rate() {
+    let secret = b"0123456789abcdef-rate".to_vec();
+    let server = start(Config { secret: Some(secret.clone()), logins_per_second: 3, ..Config::default() }).await;
+    let mut codes = vec![];
+    for i in 0..4 {
+        let mut raw = server.raw().await;
+        raw.send(json!({"type": "login", "ref": i, "user": "alice", "token": format!("guess-{i}")})).await;
+        codes.push(raw.recv().await["code"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(codes, ["invalid_token", "invalid_token", "invalid_token", "too_often"]);
+    // Even the right token waits out the window; other users are not affected.
+    let mut bob = server.raw().await;
+    bob.send(json!({"type": "login", "ref": 9, "user": "bob", "token": auth::mint(&secret, "bob", Duration::from_secs(60))})).await;
+    assert_eq!(bob.recv().await["type"], "login_ok");
 }
