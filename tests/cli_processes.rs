@@ -8,9 +8,26 @@ use callinvite_e2e::{binary, cli, named, start_server};
 #[test]
 fn bot_accepts_then_hangs_up() {
     let (_server, url) = start_server(&[]);
-    let mut bob = cli("bob", &url, "bob", &["answer", "--accept", "--response", "hello alice", "--hangup-after", "300ms"]);
+    let mut bob = cli(
+        "bob",
+        &url,
+        "bob",
+        &[
+            "answer",
+            "--accept",
+            "--response",
+            "hello alice",
+            "--hangup-after",
+            "300ms",
+        ],
+    );
     bob.wait_event("connection_state_changed");
-    let alice = cli("alice", &url, "alice", &["call", "bob", "--content", "room-1"]);
+    let alice = cli(
+        "alice",
+        &url,
+        "alice",
+        &["call", "bob", "--content", "room-1"],
+    );
     let (status, events) = alice.finish();
     assert_eq!(status.code(), Some(0), "{events:?}");
     let order: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
@@ -25,9 +42,15 @@ fn bot_accepts_then_hangs_up() {
             "done"
         ]
     );
-    assert_eq!(named(&events, "local_invitation_accepted")[0]["response"], "hello alice");
+    assert_eq!(
+        named(&events, "local_invitation_accepted")[0]["response"],
+        "hello alice"
+    );
     let ended = named(&events, "call_ended")[0];
-    assert_eq!((ended["reason"].as_str(), ended["by"].as_str()), (Some("hangup"), Some("bob")));
+    assert_eq!(
+        (ended["reason"].as_str(), ended["by"].as_str()),
+        (Some("hangup"), Some("bob"))
+    );
 
     let (status, events) = bob.finish();
     assert_eq!(status.code(), Some(0));
@@ -40,21 +63,39 @@ fn bot_accepts_then_hangs_up() {
 #[test]
 fn busy_refusal_and_cancel_have_their_own_exit_statuses() {
     let (_server, url) = start_server(&[]);
-    let mut bob = cli("bob", &url, "bob", &["answer", "--busy", "--response", "in a meeting"]);
+    let mut bob = cli(
+        "bob",
+        &url,
+        "bob",
+        &["answer", "--busy", "--response", "in a meeting"],
+    );
     bob.wait_event("connection_state_changed");
     let (status, events) = cli("alice", &url, "alice", &["call", "bob"]).finish();
     assert_eq!(status.code(), Some(11), "busy: {events:?}");
     let refused = named(&events, "local_invitation_refused")[0];
-    assert_eq!((refused["busy"].as_bool(), refused["response"].as_str()), (Some(true), Some("in a meeting")));
+    assert_eq!(
+        (refused["busy"].as_bool(), refused["response"].as_str()),
+        (Some(true), Some("in a meeting"))
+    );
     assert_eq!(bob.finish().0.code(), Some(0));
 
     let mut carol = cli("carol", &url, "carol", &["answer", "--ignore"]);
     carol.wait_event("connection_state_changed");
-    let (status, events) = cli("alice", &url, "alice", &["call", "carol", "--cancel-after", "300ms"]).finish();
+    let (status, events) = cli(
+        "alice",
+        &url,
+        "alice",
+        &["call", "carol", "--cancel-after", "300ms"],
+    )
+    .finish();
     assert_eq!(status.code(), Some(12), "canceled: {events:?}");
     let (status, events) = carol.finish();
     assert_eq!(status.code(), Some(0));
-    assert_eq!(named(&events, "remote_invitation_canceled").len(), 1, "{events:?}");
+    assert_eq!(
+        named(&events, "remote_invitation_canceled").len(),
+        1,
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -62,9 +103,16 @@ fn offline_callee_fails_after_the_servers_offline_window() {
     let (_server, url) = start_server(&["--offline-window", "1s"]);
     let (status, events) = cli("alice", &url, "alice", &["call", "nobody"]).finish();
     assert_eq!(status.code(), Some(13), "{events:?}");
-    assert_eq!(named(&events, "local_invitation_sent")[0]["callee_online"], false);
-    assert_eq!(named(&events, "local_invitation_failure")[0]["reason"], "peer_offline");
-    let (status, events) = cli("presence", &url, "alice", &["presence", "nobody", "alice"]).finish();
+    assert_eq!(
+        named(&events, "local_invitation_sent")[0]["callee_online"],
+        false
+    );
+    assert_eq!(
+        named(&events, "local_invitation_failure")[0]["reason"],
+        "peer_offline"
+    );
+    let (status, events) =
+        cli("presence", &url, "alice", &["presence", "nobody", "alice"]).finish();
     assert_eq!(status.code(), Some(0));
     let users = &named(&events, "presence")[0]["users"];
     assert_eq!(users[0]["online"], false);
@@ -81,7 +129,15 @@ fn tokens_minted_by_the_server_binary_are_required_and_accepted() {
     let (_server, url) = start_server(&["--secret-file", secret]);
     let mint = |user: &str| {
         let out = Command::new(binary("callinvite-server"))
-            .args(["token", "--user", user, "--ttl", "1h", "--secret-file", secret])
+            .args([
+                "token",
+                "--user",
+                user,
+                "--ttl",
+                "1h",
+                "--secret-file",
+                secret,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -92,14 +148,31 @@ fn tokens_minted_by_the_server_binary_are_required_and_accepted() {
     assert_eq!(named(&events, "error")[0]["code"], "invalid_token");
 
     let bob_token = mint("bob");
-    let mut bob = cli("bob", &url, "bob", &["--token", &bob_token, "answer", "--refuse"]);
+    let mut bob = cli(
+        "bob",
+        &url,
+        "bob",
+        &["--token", &bob_token, "answer", "--refuse"],
+    );
     bob.wait_event("connection_state_changed");
     let alice_token = mint("alice");
-    let (status, events) = cli("alice", &url, "alice", &["--token", &alice_token, "call", "bob"]).finish();
+    let (status, events) = cli(
+        "alice",
+        &url,
+        "alice",
+        &["--token", &alice_token, "call", "bob"],
+    )
+    .finish();
     assert_eq!(status.code(), Some(10), "{events:?}");
     assert_eq!(bob.finish().0.code(), Some(0));
     // Bob's token does not let anyone else in.
-    let (status, _) = cli("mallory", &url, "mallory", &["--token", &bob_token, "presence", "bob"]).finish();
+    let (status, _) = cli(
+        "mallory",
+        &url,
+        "mallory",
+        &["--token", &bob_token, "presence", "bob"],
+    )
+    .finish();
     assert_eq!(status.code(), Some(1));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -111,7 +184,10 @@ fn hangup_from_another_process_of_the_caller_ends_the_call_on_both_sides() {
     bob.wait_event("connection_state_changed");
     let mut alice = cli("alice", &url, "alice", &["call", "bob"]);
     let sent = alice.wait_event("local_invitation_sent");
-    let id = sent["invitation"]["invitation_id"].as_str().expect("invitation id").to_owned();
+    let id = sent["invitation"]["invitation_id"]
+        .as_str()
+        .expect("invitation id")
+        .to_owned();
     alice.wait_event("local_invitation_accepted");
     // A second device of alice's hangs the call up by id.
     let (status, _) = cli("alice-hangup", &url, "alice", &["hangup", &id]).finish();
@@ -131,18 +207,33 @@ fn sigterm_ends_calls_with_a_reason_and_the_server_exits() {
     bob.wait_event("connection_state_changed");
     let mut alice = cli("alice", &url, "alice", &["call", "bob"]);
     alice.wait_event("local_invitation_received_by_peer");
-    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let (status, events) = alice.finish();
     assert_eq!(status.code(), Some(16), "connection lost: {events:?}");
-    assert_eq!(named(&events, "local_invitation_failure")[0]["reason"], "server_shutdown");
+    assert_eq!(
+        named(&events, "local_invitation_failure")[0]["reason"],
+        "server_shutdown"
+    );
     let (_, events) = bob.finish();
-    assert_eq!(named(&events, "remote_invitation_failure")[0]["reason"], "server_shutdown");
+    assert_eq!(
+        named(&events, "remote_invitation_failure")[0]["reason"],
+        "server_shutdown"
+    );
     server.wait_line("stopped");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while server.child.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "the server did not exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit after SIGTERM"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(server.child.try_wait().unwrap().and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        server.child.try_wait().unwrap().and_then(|s| s.code()),
+        Some(0)
+    );
 }

@@ -22,7 +22,11 @@ pub fn binary(name: &str) -> PathBuf {
     // target/<profile>/deps/<test>  →  target/<profile>/<name>
     let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built; run `cargo build --workspace` first", path.display());
+    assert!(
+        path.exists(),
+        "{} not built; run `cargo build --workspace` first",
+        path.display()
+    );
     path
 }
 
@@ -36,7 +40,9 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().expect("stdout");
@@ -55,7 +61,12 @@ impl Proc {
                 let _ = tx2.send(format!("stderr: {line}"));
             }
         });
-        Proc { child, lines, seen: vec![], name: name.to_owned() }
+        Proc {
+            child,
+            lines,
+            seen: vec![],
+            name: name.to_owned(),
+        }
     }
 
     /// Waits for a line containing `needle`; returns it.
@@ -70,7 +81,11 @@ impl Proc {
                         return line;
                     }
                 }
-                Err(_) => panic!("{}: no line containing {needle:?}; saw:\n{}", self.name, self.seen.join("\n")),
+                Err(_) => panic!(
+                    "{}: no line containing {needle:?}; saw:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -79,7 +94,8 @@ impl Proc {
     pub fn wait_event(&mut self, name: &str) -> Value {
         let needle = format!("\"event\":\"{name}\"");
         let line = self.wait_line(&needle);
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: not JSON: {line}: {e}", self.name))
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{}: not JSON: {line}: {e}", self.name))
     }
 
     /// Waits for the process to exit; returns its status and every JSON event it printed.
@@ -99,7 +115,12 @@ impl Proc {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.seen.push(line);
         }
-        let events = self.seen.iter().filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let events = self
+            .seen
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
         (status, events)
     }
 }
@@ -114,7 +135,8 @@ impl Drop for Proc {
 /// Starts `callinvite-server` on a free loopback port; returns it and its ws:// URL.
 pub fn start_server(extra: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new(binary("callinvite-server"));
-    cmd.args(["--listen", "127.0.0.1:0", "--log", "info"]).args(extra);
+    cmd.args(["--listen", "127.0.0.1:0", "--log", "info"])
+        .args(extra);
     let mut server = Proc::spawn("server", cmd);
     let line = server.wait_line("listening");
     let addr = line

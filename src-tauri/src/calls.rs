@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use callinvite_client::{CallEndReason, ConnectionState, Event, FailureReason, InvitationId, LocalInvitation};
+use callinvite_client::{
+    CallEndReason, ConnectionState, Event, FailureReason, InvitationId, LocalInvitation,
+};
 
 use crate::store::{BusyPolicy, HistoryEntry, Settings};
 
@@ -68,7 +70,11 @@ pub enum Effect {
     /// Tell the UI (and the history) how a call went.
     Outcome(CallOutcome),
     /// Raise the incoming-call notification.
-    NotifyIncoming { invitation_id: InvitationId, caller: String, content: String },
+    NotifyIncoming {
+        invitation_id: InvitationId,
+        caller: String,
+        content: String,
+    },
     /// Take the incoming-call notification down.
     Withdraw(InvitationId),
     /// Leave a "missed call" notification.
@@ -137,14 +143,28 @@ impl Calls {
         self.call.as_ref().and_then(|c| c.invitation_id.as_ref()) == Some(id)
     }
 
-    fn record(&mut self, id: Option<&InvitationId>, direction: Direction, peer: &str, at_ms: u64, outcome: &str, missed: bool) {
-        let id = id.map(|i| i.0.clone()).unwrap_or_else(|| format!("local-{at_ms}"));
+    fn record(
+        &mut self,
+        id: Option<&InvitationId>,
+        direction: Direction,
+        peer: &str,
+        at_ms: u64,
+        outcome: &str,
+        missed: bool,
+    ) {
+        let id = id
+            .map(|i| i.0.clone())
+            .unwrap_or_else(|| format!("local-{at_ms}"));
         self.history.retain(|h| h.id != id);
         self.history.insert(
             0,
             HistoryEntry {
                 id,
-                direction: if direction == Direction::Outgoing { "outgoing".into() } else { "incoming".into() },
+                direction: if direction == Direction::Outgoing {
+                    "outgoing".into()
+                } else {
+                    "incoming".into()
+                },
                 peer: peer.to_owned(),
                 at_ms,
                 outcome: outcome.to_owned(),
@@ -156,7 +176,14 @@ impl Calls {
     }
 
     /// Ends the call on screen with `outcome`, recording it.
-    fn finish(&mut self, outcome: &'static str, detail: String, missed: bool, now_ms: u64, fx: &mut Vec<Effect>) {
+    fn finish(
+        &mut self,
+        outcome: &'static str,
+        detail: String,
+        missed: bool,
+        now_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(call) = self.call.take() else { return };
         if let Some(accepted) = call.accepted_ms {
             // It was a call: the history entry made at accept gets its duration.
@@ -166,10 +193,22 @@ impl Calls {
             }
         } else {
             let started = call.phase_since_ms.min(now_ms);
-            self.record(call.invitation_id.as_ref(), call.direction, &call.peer, started, outcome, missed);
+            self.record(
+                call.invitation_id.as_ref(),
+                call.direction,
+                &call.peer,
+                started,
+                outcome,
+                missed,
+            );
         }
         fx.push(Effect::SaveHistory);
-        fx.push(Effect::Outcome(CallOutcome { peer: call.peer, direction: call.direction, outcome, detail }));
+        fx.push(Effect::Outcome(CallOutcome {
+            peer: call.peer,
+            direction: call.direction,
+            outcome,
+            detail,
+        }));
     }
 
     /// Applies one client event; returns what the session must do.
@@ -179,12 +218,23 @@ impl Calls {
             Event::ConnectionStateChanged { state, .. } => {
                 self.connection = match state {
                     ConnectionState::Connected => Connection::Connected,
-                    ConnectionState::Connecting | ConnectionState::Reconnecting => Connection::Connecting,
-                    ConnectionState::Disconnected | ConnectionState::Aborted => Connection::Disconnected,
+                    ConnectionState::Connecting | ConnectionState::Reconnecting => {
+                        Connection::Connecting
+                    }
+                    ConnectionState::Disconnected | ConnectionState::Aborted => {
+                        Connection::Disconnected
+                    }
                 };
             }
-            Event::LocalInvitationSent { invitation, callee_online } => {
-                if let Some(call) = self.call.as_mut().filter(|c| c.direction == Direction::Outgoing && c.invitation_id.is_none()) {
+            Event::LocalInvitationSent {
+                invitation,
+                callee_online,
+            } => {
+                if let Some(call) = self
+                    .call
+                    .as_mut()
+                    .filter(|c| c.direction == Direction::Outgoing && c.invitation_id.is_none())
+                {
                     call.invitation_id = invitation.invitation_id.clone();
                     if !callee_online {
                         call.phase = Phase::WaitingOffline;
@@ -198,14 +248,24 @@ impl Calls {
                     call.phase_since_ms = now_ms;
                 }
             }
-            Event::LocalInvitationAccepted { invitation, response } => {
+            Event::LocalInvitationAccepted {
+                invitation,
+                response,
+            } => {
                 let id = invitation.invitation_id.clone();
                 if let Some(call) = self.current_mut(id.as_ref()) {
                     call.phase = Phase::InCall;
                     call.phase_since_ms = now_ms;
                     call.accepted_ms = Some(now_ms);
                     let (peer, content) = (call.peer.clone(), call.content.clone());
-                    self.record(id.as_ref(), Direction::Outgoing, &peer, now_ms, "accepted", false);
+                    self.record(
+                        id.as_ref(),
+                        Direction::Outgoing,
+                        &peer,
+                        now_ms,
+                        "accepted",
+                        false,
+                    );
                     fx.push(Effect::SaveHistory);
                     fx.push(Effect::Outcome(CallOutcome {
                         peer,
@@ -218,7 +278,11 @@ impl Calls {
                     }
                 }
             }
-            Event::LocalInvitationRefused { invitation, response, busy } => {
+            Event::LocalInvitationRefused {
+                invitation,
+                response,
+                busy,
+            } => {
                 if self.current_outgoing(invitation.invitation_id.as_ref()) {
                     let outcome = if *busy { "busy" } else { "refused" };
                     self.finish(outcome, response.clone(), false, now_ms, &mut fx);
@@ -234,7 +298,9 @@ impl Calls {
                     let outcome = match reason {
                         FailureReason::PeerOffline => "offline",
                         FailureReason::NoResponse | FailureReason::Expired => "no_answer",
-                        FailureReason::NotLoggedIn | FailureReason::ServerShutdown => "connection_lost",
+                        FailureReason::NotLoggedIn | FailureReason::ServerShutdown => {
+                            "connection_lost"
+                        }
                         _ => "failed",
                     };
                     self.finish(outcome, String::new(), false, now_ms, &mut fx);
@@ -255,13 +321,22 @@ impl Calls {
                         local: None,
                         accepted_ms: None,
                     });
-                    fx.push(Effect::NotifyIncoming { invitation_id: id, caller, content });
+                    fx.push(Effect::NotifyIncoming {
+                        invitation_id: id,
+                        caller,
+                        content,
+                    });
                 } else if settings.busy_policy == BusyPolicy::AutoBusy {
                     self.waiting.insert(id.clone(), (caller, content));
                     fx.push(Effect::RefuseBusy(id));
                 } else {
-                    self.waiting.insert(id.clone(), (caller.clone(), content.clone()));
-                    fx.push(Effect::NotifyIncoming { invitation_id: id, caller, content });
+                    self.waiting
+                        .insert(id.clone(), (caller.clone(), content.clone()));
+                    fx.push(Effect::NotifyIncoming {
+                        invitation_id: id,
+                        caller,
+                        content,
+                    });
                 }
             }
             Event::RemoteInvitationAccepted { invitation } => {
@@ -273,7 +348,14 @@ impl Calls {
                     call.answering = false;
                     call.accepted_ms = Some(now_ms);
                     let (peer, content) = (call.peer.clone(), call.content.clone());
-                    self.record(Some(&id), Direction::Incoming, &peer, now_ms, "accepted", false);
+                    self.record(
+                        Some(&id),
+                        Direction::Incoming,
+                        &peer,
+                        now_ms,
+                        "accepted",
+                        false,
+                    );
                     fx.push(Effect::SaveHistory);
                     if let Some(url) = meeting_url(settings, &content) {
                         fx.push(Effect::OpenUrl(url));
@@ -289,7 +371,14 @@ impl Calls {
                 } else if let Some((caller, _)) = self.waiting.remove(&id) {
                     // Refused while we were in another call: the user never saw it ring.
                     let missed = *busy;
-                    self.record(Some(&id), Direction::Incoming, &caller, now_ms, if missed { "missed" } else { outcome }, missed);
+                    self.record(
+                        Some(&id),
+                        Direction::Incoming,
+                        &caller,
+                        now_ms,
+                        if missed { "missed" } else { outcome },
+                        missed,
+                    );
                     fx.push(Effect::SaveHistory);
                     if missed {
                         fx.push(Effect::NotifyMissed(caller.clone()));
@@ -309,23 +398,36 @@ impl Calls {
                 let (outcome, missed) = match reason {
                     FailureReason::AnsweredElsewhere => ("answered_elsewhere", false),
                     FailureReason::DeclinedElsewhere => ("declined_elsewhere", false),
-                    FailureReason::NotLoggedIn | FailureReason::ServerShutdown => ("connection_lost", false),
+                    FailureReason::NotLoggedIn | FailureReason::ServerShutdown => {
+                        ("connection_lost", false)
+                    }
                     FailureReason::AcceptFailure => ("failed", false),
                     // Expired, or the caller went away before anyone answered.
                     _ => ("missed", true),
                 };
                 self.incoming_ended(&invitation.invitation_id, outcome, missed, now_ms, &mut fx);
             }
-            Event::CallEnded { invitation_id, reason, by, .. } => {
+            Event::CallEnded {
+                invitation_id,
+                reason,
+                by,
+                ..
+            } => {
                 if self.is_current(invitation_id) {
                     let me = self.me.clone().unwrap_or_default();
                     let (outcome, detail) = match reason {
-                        CallEndReason::Hangup if by.as_deref() == Some(me.as_str()) => ("hung_up", String::new()),
+                        CallEndReason::Hangup if by.as_deref() == Some(me.as_str()) => {
+                            ("hung_up", String::new())
+                        }
                         CallEndReason::Hangup => ("peer_hung_up", String::new()),
-                        CallEndReason::PeerConnectionLost => ("connection_lost", "their connection was lost".into()),
+                        CallEndReason::PeerConnectionLost => {
+                            ("connection_lost", "their connection was lost".into())
+                        }
                         CallEndReason::PeerLoggedOut => ("peer_hung_up", "they signed out".into()),
                         CallEndReason::NotLoggedIn => ("connection_lost", String::new()),
-                        CallEndReason::ServerShutdown => ("connection_lost", "the server shut down".into()),
+                        CallEndReason::ServerShutdown => {
+                            ("connection_lost", "the server shut down".into())
+                        }
                     };
                     self.finish(outcome, detail, false, now_ms, &mut fx);
                 }
@@ -339,23 +441,46 @@ impl Calls {
     }
 
     fn current_mut(&mut self, id: Option<&InvitationId>) -> Option<&mut ActiveCall> {
-        self.call.as_mut().filter(|c| id.is_some() && c.invitation_id.as_ref() == id)
+        self.call
+            .as_mut()
+            .filter(|c| id.is_some() && c.invitation_id.as_ref() == id)
     }
 
     fn current_outgoing(&self, id: Option<&InvitationId>) -> bool {
-        self.call.as_ref().is_some_and(|c| c.direction == Direction::Outgoing && id.is_some() && c.invitation_id.as_ref() == id)
+        self.call.as_ref().is_some_and(|c| {
+            c.direction == Direction::Outgoing && id.is_some() && c.invitation_id.as_ref() == id
+        })
     }
 
-    fn incoming_ended(&mut self, id: &InvitationId, outcome: &'static str, missed: bool, now_ms: u64, fx: &mut Vec<Effect>) {
+    fn incoming_ended(
+        &mut self,
+        id: &InvitationId,
+        outcome: &'static str,
+        missed: bool,
+        now_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) {
         fx.push(Effect::Withdraw(id.clone()));
         let peer = if self.is_current(id) {
             let peer = self.call.as_ref().map(|c| c.peer.clone());
             self.finish(outcome, String::new(), missed, now_ms, fx);
             peer
         } else if let Some((caller, _)) = self.waiting.remove(id) {
-            self.record(Some(id), Direction::Incoming, &caller, now_ms, outcome, missed);
+            self.record(
+                Some(id),
+                Direction::Incoming,
+                &caller,
+                now_ms,
+                outcome,
+                missed,
+            );
             fx.push(Effect::SaveHistory);
-            fx.push(Effect::Outcome(CallOutcome { peer: caller.clone(), direction: Direction::Incoming, outcome, detail: String::new() }));
+            fx.push(Effect::Outcome(CallOutcome {
+                peer: caller.clone(),
+                direction: Direction::Incoming,
+                outcome,
+                detail: String::new(),
+            }));
             Some(caller)
         } else {
             None
@@ -406,7 +531,9 @@ pub fn meeting_url(settings: &Settings, content: &str) -> Option<String> {
     let encoded: String = channel
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect();

@@ -35,7 +35,12 @@ pub async fn sign_out<R: Runtime>(app: AppHandle<R>) -> Result<(), CommandError>
 }
 
 #[tauri::command]
-pub async fn call<R: Runtime>(app: AppHandle<R>, state: State<'_, AppState>, callee: String, content: Option<String>) -> Result<(), CommandError> {
+pub async fn call<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    callee: String,
+    content: Option<String>,
+) -> Result<(), CommandError> {
     let client = client(&state).await?;
     let local = client
         .create_local_invitation(callee.trim())
@@ -44,14 +49,22 @@ pub async fn call<R: Runtime>(app: AppHandle<R>, state: State<'_, AppState>, cal
     {
         let mut inner = state.inner.lock().await;
         if let Some(c) = &inner.calls.call {
-            return Err(CommandError::new("busy", format!("You are already in a call with {}; end it first.", c.peer)));
+            return Err(CommandError::new(
+                "busy",
+                format!("You are already in a call with {}; end it first.", c.peer),
+            ));
         }
         inner.calls.start_outgoing(local.clone(), now_ms());
     }
     emit_state(&app).await;
     if let Err(e) = client.send_local_invitation(&local).await {
         let mut inner = state.inner.lock().await;
-        if inner.calls.call.as_ref().is_some_and(|c| c.local.as_ref() == Some(&local)) {
+        if inner
+            .calls
+            .call
+            .as_ref()
+            .is_some_and(|c| c.local.as_ref() == Some(&local))
+        {
             inner.calls.call = None;
         }
         drop(inner);
@@ -66,19 +79,34 @@ pub async fn cancel(state: State<'_, AppState>) -> Result<(), CommandError> {
     let client = client(&state).await?;
     let local = {
         let inner = state.inner.lock().await;
-        inner.calls.call.as_ref().filter(|c| c.direction == Direction::Outgoing && c.phase != Phase::InCall).and_then(|c| c.local.clone())
+        inner
+            .calls
+            .call
+            .as_ref()
+            .filter(|c| c.direction == Direction::Outgoing && c.phase != Phase::InCall)
+            .and_then(|c| c.local.clone())
     };
     let local = local.ok_or_else(CommandError::no_call)?;
-    client.cancel_local_invitation(&local).await.map_err(CommandError::from)
+    client
+        .cancel_local_invitation(&local)
+        .await
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
-pub async fn accept<R: Runtime>(app: AppHandle<R>, invitation_id: Option<String>) -> Result<(), CommandError> {
+pub async fn accept<R: Runtime>(
+    app: AppHandle<R>,
+    invitation_id: Option<String>,
+) -> Result<(), CommandError> {
     session::accept(&app, invitation_id.map(InvitationId)).await
 }
 
 #[tauri::command]
-pub async fn refuse<R: Runtime>(app: AppHandle<R>, invitation_id: Option<String>, busy: Option<bool>) -> Result<(), CommandError> {
+pub async fn refuse<R: Runtime>(
+    app: AppHandle<R>,
+    invitation_id: Option<String>,
+    busy: Option<bool>,
+) -> Result<(), CommandError> {
     session::refuse(&app, invitation_id.map(InvitationId), busy.unwrap_or(false)).await
 }
 
@@ -87,24 +115,42 @@ pub async fn hang_up(state: State<'_, AppState>) -> Result<(), CommandError> {
     let client = client(&state).await?;
     let id = {
         let inner = state.inner.lock().await;
-        inner.calls.call.as_ref().filter(|c| c.phase == Phase::InCall).and_then(|c| c.invitation_id.clone())
+        inner
+            .calls
+            .call
+            .as_ref()
+            .filter(|c| c.phase == Phase::InCall)
+            .and_then(|c| c.invitation_id.clone())
     };
     let id = id.ok_or_else(CommandError::no_call)?;
     client.hang_up(&id).await.map_err(CommandError::from)
 }
 
 #[tauri::command]
-pub async fn query_presence(state: State<'_, AppState>, users: Vec<String>) -> Result<Vec<PresenceEntry>, CommandError> {
+pub async fn query_presence(
+    state: State<'_, AppState>,
+    users: Vec<String>,
+) -> Result<Vec<PresenceEntry>, CommandError> {
     let client = client(&state).await?;
     let ids: Vec<&str> = users.iter().map(String::as_str).collect();
-    client.query_presence(&ids).await.map_err(CommandError::from)
+    client
+        .query_presence(&ids)
+        .await
+        .map_err(CommandError::from)
 }
 
 #[tauri::command]
-pub async fn subscribe_presence<R: Runtime>(app: AppHandle<R>, state: State<'_, AppState>, users: Vec<String>) -> Result<Vec<PresenceEntry>, CommandError> {
+pub async fn subscribe_presence<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    users: Vec<String>,
+) -> Result<Vec<PresenceEntry>, CommandError> {
     let client = client(&state).await?;
     let ids: Vec<&str> = users.iter().map(String::as_str).collect();
-    let entries = client.subscribe_presence(&ids).await.map_err(CommandError::from)?;
+    let entries = client
+        .subscribe_presence(&ids)
+        .await
+        .map_err(CommandError::from)?;
     {
         let mut inner = state.inner.lock().await;
         for e in &entries {
@@ -121,9 +167,15 @@ pub async fn get_history(state: State<'_, AppState>) -> Result<Vec<HistoryEntry>
 }
 
 #[tauri::command]
-pub async fn clear_history<R: Runtime>(app: AppHandle<R>, state: State<'_, AppState>) -> Result<(), CommandError> {
+pub async fn clear_history<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+) -> Result<(), CommandError> {
     state.inner.lock().await.calls.history.clear();
-    state.store.save_history(&[]).map_err(|m| CommandError::new("internal", m))?;
+    state
+        .store
+        .save_history(&[])
+        .map_err(|m| CommandError::new("internal", m))?;
     emit_state(&app).await;
     Ok(())
 }
@@ -134,9 +186,18 @@ pub async fn get_settings(state: State<'_, AppState>) -> Result<Settings, Comman
 }
 
 #[tauri::command]
-pub async fn set_settings<R: Runtime>(app: AppHandle<R>, state: State<'_, AppState>, settings: Settings) -> Result<Settings, CommandError> {
-    settings.validate().map_err(|m| CommandError::new("invalid_argument", m))?;
-    state.store.save_settings(&settings).map_err(|m| CommandError::new("internal", m))?;
+pub async fn set_settings<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    settings: Settings,
+) -> Result<Settings, CommandError> {
+    settings
+        .validate()
+        .map_err(|m| CommandError::new("invalid_argument", m))?;
+    state
+        .store
+        .save_settings(&settings)
+        .map_err(|m| CommandError::new("internal", m))?;
     state.inner.lock().await.settings = settings.clone();
     emit_state(&app).await;
     Ok(settings)

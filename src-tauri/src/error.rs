@@ -16,7 +16,10 @@ pub struct CommandError {
 
 impl CommandError {
     pub fn new(kind: &str, message: impl Into<String>) -> Self {
-        CommandError { kind: kind.to_owned(), message: message.into() }
+        CommandError {
+            kind: kind.to_owned(),
+            message: message.into(),
+        }
     }
     pub fn not_signed_in() -> Self {
         Self::new("not_signed_in", "You are not signed in. Sign in first.")
@@ -33,6 +36,9 @@ impl From<ClientError> for CommandError {
             ClientError::NotLoggedIn => "not_signed_in".to_owned(),
             other => other.code().as_str().to_owned(),
         };
-        CommandError { kind, message: e.to_string() }
+        CommandError {
+            kind,
+            message: e.to_string(),
+        }
     }
 }

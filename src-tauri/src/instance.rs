@@ -14,10 +14,16 @@ const HELLO: &str = "callinvite-focus";
 
 /// Asks a running instance of this profile to show itself. True if one answered.
 pub fn focus_running(dir: &Path) -> bool {
-    let Ok(port) = std::fs::read_to_string(dir.join(FILE)) else { return false };
-    let Ok(port) = port.trim().parse::<u16>() else { return false };
+    let Ok(port) = std::fs::read_to_string(dir.join(FILE)) else {
+        return false;
+    };
+    let Ok(port) = port.trim().parse::<u16>() else {
+        return false;
+    };
     let addr = (Ipv4Addr::LOCALHOST, port).into();
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else { return false };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     if writeln!(stream, "{HELLO}").is_err() {
         return false;

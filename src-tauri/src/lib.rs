@@ -58,7 +58,10 @@ pub fn build<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
 pub fn run() {
     let options = AppOptions::from_args();
     let filter = EnvFilter::try_new(&options.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let app = build(tauri::Builder::default())
         .setup(move |app| {
@@ -91,7 +94,14 @@ pub fn run() {
             // Sign in again as the last user, if there was one.
             let again = handle.clone();
             tauri::async_runtime::spawn(async move {
-                let last = again.state::<AppState>().inner.lock().await.settings.last_user.clone();
+                let last = again
+                    .state::<AppState>()
+                    .inner
+                    .lock()
+                    .await
+                    .settings
+                    .last_user
+                    .clone();
                 if !last.is_empty() {
                     if let Err(e) = session::sign_in(&again, last, None, None).await {
                         warn!(error = %e, "automatic sign-in failed");
@@ -121,6 +131,9 @@ fn profile_dir<R: Runtime>(app: &tauri::AppHandle<R>, options: &AppOptions) -> P
     if let Some(dir) = &options.data_dir {
         return dir.clone();
     }
-    let base = app.path().app_data_dir().unwrap_or_else(|_| std::env::temp_dir().join("callinvite"));
+    let base = app
+        .path()
+        .app_data_dir()
+        .unwrap_or_else(|_| std::env::temp_dir().join("callinvite"));
     base.join("profiles").join(&options.profile)
 }

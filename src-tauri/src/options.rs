@@ -8,7 +8,12 @@ use clap::Parser;
 pub const DEFAULT_EMBEDDED_PORT: u16 = 7450;
 
 #[derive(Clone, Debug, Parser)]
-#[command(name = "callinvite-app", version, about = "callinvite desktop app", ignore_errors = true)]
+#[command(
+    name = "callinvite-app",
+    version,
+    about = "callinvite desktop app",
+    ignore_errors = true
+)]
 pub struct AppOptions {
     /// Profile name: each profile has its own settings, history and window.
     /// Run `--profile alice` and `--profile bob` side by side to call yourself.
@@ -33,6 +38,11 @@ impl AppOptions {
 
     /// Options for tests: a profile in `dir`, a given embedded port.
     pub fn for_test(dir: PathBuf, embedded_port: u16) -> Self {
-        AppOptions { profile: "test".into(), data_dir: Some(dir), embedded_port, log: "warn".into() }
+        AppOptions {
+            profile: "test".into(),
+            data_dir: Some(dir),
+            embedded_port,
+            log: "warn".into(),
+        }
     }
 }

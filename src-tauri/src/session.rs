@@ -58,7 +58,10 @@ pub struct Snapshot {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl AppState {
@@ -119,8 +122,15 @@ pub async fn emit_state<R: Runtime>(app: &AppHandle<R>) {
 /// Starts the built-in server on `port`, or finds one already there (another
 /// instance or profile runs it). Returns the URL and a label, and the token
 /// that stops the server if this instance started it.
-async fn ensure_embedded(port: u16, lan: bool) -> Result<(String, String, Option<CancellationToken>), CommandError> {
-    let ip = if lan { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
+async fn ensure_embedded(
+    port: u16,
+    lan: bool,
+) -> Result<(String, String, Option<CancellationToken>), CommandError> {
+    let ip = if lan {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        Ipv4Addr::LOCALHOST
+    };
     let url = format!("ws://127.0.0.1:{port}");
     match tokio::net::TcpListener::bind(SocketAddr::from((ip, port))).await {
         Ok(listener) => {
@@ -132,7 +142,11 @@ async fn ensure_embedded(port: u16, lan: bool) -> Result<(String, String, Option
                     warn!(error = %e, "built-in server stopped");
                 }
             });
-            let label = if lan { format!("embedded, shared on the LAN (port {port})") } else { format!("embedded (127.0.0.1:{port})") };
+            let label = if lan {
+                format!("embedded, shared on the LAN (port {port})")
+            } else {
+                format!("embedded (127.0.0.1:{port})")
+            };
             info!(%label, "started the built-in server");
             Ok((url, label, Some(token)))
         }
@@ -140,18 +154,28 @@ async fn ensure_embedded(port: u16, lan: bool) -> Result<(String, String, Option
             info!(port, "joining the built-in server another instance runs");
             Ok((url, format!("embedded (127.0.0.1:{port}, shared)"), None))
         }
-        Err(e) => Err(CommandError::new("connect", format!("cannot start the built-in server on port {port}: {e}"))),
+        Err(e) => Err(CommandError::new(
+            "connect",
+            format!("cannot start the built-in server on port {port}: {e}"),
+        )),
     }
 }
 
 /// Connects and logs in with the current settings.
-async fn connect<R: Runtime>(app: &AppHandle<R>, user: &str) -> Result<(Client, EventStream), CommandError> {
+async fn connect<R: Runtime>(
+    app: &AppHandle<R>,
+    user: &str,
+) -> Result<(Client, EventStream), CommandError> {
     let state = app.state::<AppState>();
     let settings = state.inner.lock().await.settings.clone();
     let (url, label, embedded) = if settings.server.trim() == "embedded" {
         ensure_embedded(state.options.embedded_port, settings.share_on_lan).await?
     } else {
-        (settings.server.trim().to_owned(), settings.server.trim().to_owned(), None)
+        (
+            settings.server.trim().to_owned(),
+            settings.server.trim().to_owned(),
+            None,
+        )
     };
     let mut login = LoginOptions::new(url, user);
     if !settings.token.trim().is_empty() {
@@ -169,8 +193,14 @@ async fn connect<R: Runtime>(app: &AppHandle<R>, user: &str) -> Result<(Client, 
 }
 
 /// Signs in (replacing any session) and starts the event pump.
-pub async fn sign_in<R: Runtime>(app: &AppHandle<R>, user: String, server: Option<String>, token: Option<String>) -> Result<Snapshot, CommandError> {
-    callinvite_client::UserId::parse(&user).map_err(|e| CommandError::new("invalid_argument", format!("User ID: {e}")))?;
+pub async fn sign_in<R: Runtime>(
+    app: &AppHandle<R>,
+    user: String,
+    server: Option<String>,
+    token: Option<String>,
+) -> Result<Snapshot, CommandError> {
+    callinvite_client::UserId::parse(&user)
+        .map_err(|e| CommandError::new("invalid_argument", format!("User ID: {e}")))?;
     let state = app.state::<AppState>();
     sign_out(app).await;
     let generation = {
@@ -183,7 +213,9 @@ pub async fn sign_in<R: Runtime>(app: &AppHandle<R>, user: String, server: Optio
         if let Some(t) = token {
             settings.token = t;
         }
-        settings.validate().map_err(|m| CommandError::new("invalid_argument", m))?;
+        settings
+            .validate()
+            .map_err(|m| CommandError::new("invalid_argument", m))?;
         settings.last_user = user.clone();
         if let Err(e) = state.store.save_settings(&settings) {
             inner.last_error = Some(e);
@@ -213,7 +245,12 @@ pub async fn sign_in<R: Runtime>(app: &AppHandle<R>, user: String, server: Optio
     }
 }
 
-async fn start_session<R: Runtime>(app: &AppHandle<R>, generation: u64, client: Client, events: EventStream) {
+async fn start_session<R: Runtime>(
+    app: &AppHandle<R>,
+    generation: u64,
+    client: Client,
+    events: EventStream,
+) {
     begin_session(app, client).await;
     tauri::async_runtime::spawn(pump(app.clone(), generation, events));
 }
@@ -310,7 +347,8 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
                     break events;
                 }
                 Err(e) => {
-                    state.inner.lock().await.last_error = Some(format!("reconnecting: {}", e.message));
+                    state.inner.lock().await.last_error =
+                        Some(format!("reconnecting: {}", e.message));
                     emit_state(&app).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
@@ -327,9 +365,16 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
             Effect::Outcome(outcome) => {
                 let _ = app.emit("call-outcome", &outcome);
             }
-            Effect::NotifyIncoming { invitation_id, caller, content } => {
+            Effect::NotifyIncoming {
+                invitation_id,
+                caller,
+                content,
+            } => {
                 if let Some(n) = state.notifier.clone() {
-                    let r = tauri::async_runtime::spawn_blocking(move || n.incoming_call(&invitation_id.0, &caller, &content)).await;
+                    let r = tauri::async_runtime::spawn_blocking(move || {
+                        n.incoming_call(&invitation_id.0, &caller, &content)
+                    })
+                    .await;
                     if let Ok(Err(e)) = r {
                         warn!(error = %e, "no incoming-call notification; the window still rings");
                     }
@@ -342,7 +387,8 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
             }
             Effect::NotifyMissed(peer) => {
                 if let Some(n) = state.notifier.clone() {
-                    let _ = tauri::async_runtime::spawn_blocking(move || n.missed_call(&peer)).await;
+                    let _ =
+                        tauri::async_runtime::spawn_blocking(move || n.missed_call(&peer)).await;
                 }
             }
             Effect::RefuseBusy(id) => {
@@ -373,12 +419,21 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
 
 /// The signed-in client, or `not_signed_in`.
 pub async fn client(state: &AppState) -> Result<Client, CommandError> {
-    state.inner.lock().await.client.clone().ok_or_else(CommandError::not_signed_in)
+    state
+        .inner
+        .lock()
+        .await
+        .client
+        .clone()
+        .ok_or_else(CommandError::not_signed_in)
 }
 
 /// Accepts an incoming call (the one on screen, or another one ringing), from
 /// the window or the notification. A call already up is hung up first.
-pub async fn accept<R: Runtime>(app: &AppHandle<R>, id: Option<InvitationId>) -> Result<(), CommandError> {
+pub async fn accept<R: Runtime>(
+    app: &AppHandle<R>,
+    id: Option<InvitationId>,
+) -> Result<(), CommandError> {
     let state = app.state::<AppState>();
     let client = client(&state).await?;
     let (id, to_hang_up) = {
@@ -386,13 +441,17 @@ pub async fn accept<R: Runtime>(app: &AppHandle<R>, id: Option<InvitationId>) ->
         let current = inner.calls.call.clone();
         let id = match (id, &current) {
             (Some(id), _) => id,
-            (None, Some(c)) if c.phase == Phase::Incoming => c.invitation_id.clone().ok_or_else(CommandError::no_call)?,
+            (None, Some(c)) if c.phase == Phase::Incoming => {
+                c.invitation_id.clone().ok_or_else(CommandError::no_call)?
+            }
             _ => return Err(CommandError::no_call()),
         };
         let mut to_hang_up = None;
         if current.as_ref().and_then(|c| c.invitation_id.as_ref()) != Some(&id) {
             // Answering a call that rang while another was on screen.
-            let Some((caller, content)) = inner.calls.waiting.remove(&id) else { return Err(CommandError::no_call()) };
+            let Some((caller, content)) = inner.calls.waiting.remove(&id) else {
+                return Err(CommandError::no_call());
+            };
             if let Some(c) = current.filter(|c| c.phase == Phase::InCall) {
                 to_hang_up = c.invitation_id;
             }
@@ -419,7 +478,12 @@ pub async fn accept<R: Runtime>(app: &AppHandle<R>, id: Option<InvitationId>) ->
     let result = client.accept_remote_invitation(&id, "").await;
     if result.is_err() {
         let mut inner = state.inner.lock().await;
-        if let Some(c) = inner.calls.call.as_mut().filter(|c| c.invitation_id.as_ref() == Some(&id)) {
+        if let Some(c) = inner
+            .calls
+            .call
+            .as_mut()
+            .filter(|c| c.invitation_id.as_ref() == Some(&id))
+        {
             c.answering = false;
         }
     }
@@ -428,17 +492,30 @@ pub async fn accept<R: Runtime>(app: &AppHandle<R>, id: Option<InvitationId>) ->
 }
 
 /// Refuses an incoming call (the one on screen by default).
-pub async fn refuse<R: Runtime>(app: &AppHandle<R>, id: Option<InvitationId>, busy: bool) -> Result<(), CommandError> {
+pub async fn refuse<R: Runtime>(
+    app: &AppHandle<R>,
+    id: Option<InvitationId>,
+    busy: bool,
+) -> Result<(), CommandError> {
     let state = app.state::<AppState>();
     let client = client(&state).await?;
     let id = match id {
         Some(id) => id,
         None => {
             let inner = state.inner.lock().await;
-            inner.calls.call.as_ref().filter(|c| c.phase == Phase::Incoming).and_then(|c| c.invitation_id.clone()).ok_or_else(CommandError::no_call)?
+            inner
+                .calls
+                .call
+                .as_ref()
+                .filter(|c| c.phase == Phase::Incoming)
+                .and_then(|c| c.invitation_id.clone())
+                .ok_or_else(CommandError::no_call)?
         }
     };
-    client.refuse_remote_invitation(&id, if busy { "busy" } else { "" }, busy).await.map_err(CommandError::from)
+    client
+        .refuse_remote_invitation(&id, if busy { "busy" } else { "" }, busy)
+        .await
+        .map_err(CommandError::from)
 }
 
 /// Handles a button pressed on a notification.
@@ -449,12 +526,15 @@ pub async fn on_notification_action<R: Runtime>(app: &AppHandle<R>, action: Acti
             crate::tray::show_main_window(app);
             if let Err(e) = accept(app, Some(InvitationId(id))).await {
                 warn!(error = %e, "accept from the notification failed");
-                let _ = app.emit("call-outcome", crate::calls::CallOutcome {
-                    peer: String::new(),
-                    direction: Direction::Incoming,
-                    outcome: "failed",
-                    detail: e.message,
-                });
+                let _ = app.emit(
+                    "call-outcome",
+                    crate::calls::CallOutcome {
+                        peer: String::new(),
+                        direction: Direction::Incoming,
+                        outcome: "failed",
+                        detail: e.message,
+                    },
+                );
             }
         }
         Action::Decline(id) => {

@@ -54,14 +54,18 @@ impl Settings {
     pub fn validate(&self) -> Result<(), String> {
         let s = self.server.trim();
         if s != "embedded" && !(s.starts_with("ws://") || s.starts_with("wss://")) {
-            return Err(format!("server must be \"embedded\" or a ws:// or wss:// URL, not {s:?}"));
+            return Err(format!(
+                "server must be \"embedded\" or a ws:// or wss:// URL, not {s:?}"
+            ));
         }
         let t = self.meeting_url_template.trim();
         if !t.is_empty() && !(t.starts_with("https://") || t.starts_with("http://")) {
             return Err("the meeting URL must start with https:// (or http://)".into());
         }
         if !t.is_empty() && !t.contains("{channel}") {
-            return Err("the meeting URL must contain {channel}, where the call's channel goes".into());
+            return Err(
+                "the meeting URL must contain {channel}, where the call's channel goes".into(),
+            );
         }
         Ok(())
     }
@@ -112,7 +116,10 @@ impl Store {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return T::default(),
             Err(e) => {
-                report.problems.push(format!("could not read {}: {e}; using defaults", path.display()));
+                report.problems.push(format!(
+                    "could not read {}: {e}; using defaults",
+                    path.display()
+                ));
                 return T::default();
             }
         };
@@ -121,7 +128,11 @@ impl Store {
             Err(e) => {
                 let aside = path.with_extension("json.corrupt");
                 let _ = std::fs::rename(&path, &aside);
-                let msg = format!("{} was corrupt ({e}); it was moved to {} and replaced with defaults", path.display(), aside.display());
+                let msg = format!(
+                    "{} was corrupt ({e}); it was moved to {} and replaced with defaults",
+                    path.display(),
+                    aside.display()
+                );
                 warn!("{msg}");
                 report.problems.push(msg);
                 T::default()
@@ -130,7 +141,8 @@ impl Store {
     }
 
     fn save<T: Serialize>(&self, name: &str, value: &T) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
@@ -161,7 +173,8 @@ mod tests {
     use super::*;
 
     fn temp_store(name: &str) -> Store {
-        let dir = std::env::temp_dir().join(format!("callinvite-store-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("callinvite-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Store::new(dir)
     }
@@ -173,7 +186,11 @@ mod tests {
         assert_eq!(store.load_settings(&mut report), Settings::default());
         assert!(store.load_history(&mut report).is_empty());
         assert!(report.problems.is_empty());
-        let s = Settings { last_user: "alice".into(), busy_policy: BusyPolicy::Notify, ..Settings::default() };
+        let s = Settings {
+            last_user: "alice".into(),
+            busy_policy: BusyPolicy::Notify,
+            ..Settings::default()
+        };
         store.save_settings(&s).unwrap();
         assert_eq!(store.load_settings(&mut report), s);
     }
@@ -186,21 +203,48 @@ mod tests {
         let mut report = LoadReport::default();
         assert!(store.load_history(&mut report).is_empty());
         assert_eq!(report.problems.len(), 1);
-        assert!(report.problems[0].contains("corrupt"), "{:?}", report.problems);
+        assert!(
+            report.problems[0].contains("corrupt"),
+            "{:?}",
+            report.problems
+        );
         assert!(store.dir().join("history.json.corrupt").exists());
         // Older files with missing fields still load (defaults fill in).
         std::fs::write(store.dir().join("settings.json"), r#"{"last_user":"bob"}"#).unwrap();
         let s = store.load_settings(&mut report);
-        assert_eq!((s.last_user.as_str(), s.server.as_str()), ("bob", "embedded"));
+        assert_eq!(
+            (s.last_user.as_str(), s.server.as_str()),
+            ("bob", "embedded")
+        );
     }
 
     #[test]
     fn settings_validation() {
         let ok = Settings::default();
         assert!(ok.validate().is_ok());
-        assert!(Settings { server: "http://x".into(), ..Settings::default() }.validate().is_err());
-        assert!(Settings { server: "wss://calls.example.org".into(), ..Settings::default() }.validate().is_ok());
-        assert!(Settings { meeting_url_template: "https://meet.example.org/room".into(), ..Settings::default() }.validate().is_err());
-        assert!(Settings { meeting_url_template: "https://meet.example.org/{channel}".into(), ..Settings::default() }.validate().is_ok());
+        assert!(Settings {
+            server: "http://x".into(),
+            ..Settings::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Settings {
+            server: "wss://calls.example.org".into(),
+            ..Settings::default()
+        }
+        .validate()
+        .is_ok());
+        assert!(Settings {
+            meeting_url_template: "https://meet.example.org/room".into(),
+            ..Settings::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Settings {
+            meeting_url_template: "https://meet.example.org/{channel}".into(),
+            ..Settings::default()
+        }
+        .validate()
+        .is_ok());
     }
 }

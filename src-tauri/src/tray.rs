@@ -13,7 +13,11 @@ pub struct TrayStatus<R: Runtime>(pub MenuItem<R>);
 
 /// Creates the main window (hidden to the tray on close).
 pub fn create_main_window<R: Runtime>(app: &AppHandle<R>, profile: &str) -> tauri::Result<()> {
-    let title = if profile == "default" { "callinvite".to_owned() } else { format!("callinvite — {profile}") };
+    let title = if profile == "default" {
+        "callinvite".to_owned()
+    } else {
+        format!("callinvite — {profile}")
+    };
     let window = WebviewWindowBuilder::new(app, "main", WebviewUrl::default())
         .title(title)
         .inner_size(420.0, 720.0)
@@ -43,7 +47,10 @@ pub fn create_tray<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
     let show = MenuItem::with_id(app, "show", "Show callinvite", true, None::<&str>)?;
     let status = MenuItem::with_id(app, "status", "Signed out", false, None::<&str>)?;
     let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
-    let menu = Menu::with_items(app, &[&show, &status, &PredefinedMenuItem::separator(app)?, &quit])?;
+    let menu = Menu::with_items(
+        app,
+        &[&show, &status, &PredefinedMenuItem::separator(app)?, &quit],
+    )?;
     let icon = tauri::image::Image::from_bytes(include_bytes!("../../icons/tray.png"))?;
     TrayIconBuilder::with_id("main")
         .icon(icon)
@@ -61,7 +68,9 @@ pub fn create_tray<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
 
 /// Updates the tray's status line from a snapshot.
 pub fn set_status<R: Runtime>(app: &AppHandle<R>, snap: &Snapshot) {
-    let Some(status) = app.try_state::<TrayStatus<R>>() else { return };
+    let Some(status) = app.try_state::<TrayStatus<R>>() else {
+        return;
+    };
     let text = match (&snap.user, snap.connection) {
         (Some(u), Connection::Connected) => match &snap.call {
             Some(c) => format!("Online as {u} · call with {}", c.peer),

@@ -5,7 +5,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, MockRuntime, INVOKE_KEY};
+use tauri::test::{
+    get_ipc_response, mock_builder, mock_context, noop_assets, MockRuntime, INVOKE_KEY,
+};
 use tauri::webview::InvokeRequest;
 use tauri::{App, Listener, WebviewWindow, WebviewWindowBuilder};
 
@@ -29,7 +31,11 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn harness(name: &str) -> Harness {
@@ -42,14 +48,20 @@ fn harness_with(name: &str, config: Config, dir: Option<std::path::PathBuf>) -> 
     let stop = CancellationToken::new();
     tauri::async_runtime::spawn(callinvite_server::run(listener, config, stop.clone()));
     let dir = dir.unwrap_or_else(|| {
-        let d = std::env::temp_dir().join(format!("callinvite-app-test-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("callinvite-app-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
     });
     let options = AppOptions::for_test(dir.clone(), free_port());
     let state = AppState::new(options, Store::new(dir.clone()), None);
-    let app = build(mock_builder()).manage(state).build(mock_context(noop_assets())).expect("mock app");
-    let webview = WebviewWindowBuilder::new(&app, "main", Default::default()).build().expect("webview");
+    let app = build(mock_builder())
+        .manage(state)
+        .build(mock_context(noop_assets()))
+        .expect("mock app");
+    let webview = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .expect("webview");
     let (tx, states) = mpsc::channel();
     app.listen_any("app-state", move |e| {
         let _ = tx.send(serde_json::from_str(e.payload()).unwrap_or(Value::Null));
@@ -58,7 +70,15 @@ fn harness_with(name: &str, config: Config, dir: Option<std::path::PathBuf>) -> 
     app.listen_any("call-outcome", move |e| {
         let _ = tx.send(serde_json::from_str(e.payload()).unwrap_or(Value::Null));
     });
-    Harness { _app: app, webview, states, outcomes, url, dir, _server: stop }
+    Harness {
+        _app: app,
+        webview,
+        states,
+        outcomes,
+        url,
+        dir,
+        _server: stop,
+    }
 }
 
 impl Harness {
@@ -92,11 +112,17 @@ impl Harness {
     }
 
     fn outcome(&self) -> Value {
-        self.outcomes.recv_timeout(Duration::from_secs(20)).expect("a call-outcome event")
+        self.outcomes
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a call-outcome event")
     }
 
     fn sign_in(&self, user: &str) -> Value {
-        self.invoke("sign_in", json!({"user": user, "server": self.url, "token": null})).expect("sign_in")
+        self.invoke(
+            "sign_in",
+            json!({"user": user, "server": self.url, "token": null}),
+        )
+        .expect("sign_in")
     }
 
     fn bot(&self, user: &str) -> (Client, EventStream) {
@@ -107,7 +133,10 @@ impl Harness {
 fn bot_next(events: &mut EventStream, name: &str) -> Event {
     block(async {
         loop {
-            let e = tokio::time::timeout(Duration::from_secs(20), events.next()).await.expect("bot event").expect("bot stream");
+            let e = tokio::time::timeout(Duration::from_secs(20), events.next())
+                .await
+                .expect("bot event")
+                .expect("bot stream");
             if e.name() == name {
                 return e;
             }
@@ -122,11 +151,21 @@ fn phase(s: &Value) -> &str {
 #[test]
 fn commands_need_a_session_and_say_so() {
     let h = harness("nosession");
-    let err = h.invoke("call", json!({"callee": "bob", "content": null})).unwrap_err();
+    let err = h
+        .invoke("call", json!({"callee": "bob", "content": null}))
+        .unwrap_err();
     assert_eq!(err["kind"], "not_signed_in");
     assert!(err["message"].as_str().unwrap().contains("Sign in"));
-    assert_eq!(h.invoke("hang_up", json!({})).unwrap_err()["kind"], "not_signed_in");
-    let err = h.invoke("sign_in", json!({"user": "null", "server": h.url, "token": null})).unwrap_err();
+    assert_eq!(
+        h.invoke("hang_up", json!({})).unwrap_err()["kind"],
+        "not_signed_in"
+    );
+    let err = h
+        .invoke(
+            "sign_in",
+            json!({"user": "null", "server": h.url, "token": null}),
+        )
+        .unwrap_err();
     assert_eq!(err["kind"], "invalid_argument");
     let state = h.invoke("get_state", json!({})).unwrap();
     assert_eq!(state["connection"], "signed_out");
@@ -137,10 +176,14 @@ fn commands_need_a_session_and_say_so() {
 fn sign_in_call_a_bot_that_accepts_then_hang_up() {
     let h = harness("outgoing");
     let snap = h.sign_in("alice");
-    assert_eq!((snap["user"].as_str(), snap["connection"].as_str()), (Some("alice"), Some("connected")));
+    assert_eq!(
+        (snap["user"].as_str(), snap["connection"].as_str()),
+        (Some("alice"), Some("connected"))
+    );
     let (bot, mut events) = h.bot("bob");
 
-    h.invoke("call", json!({"callee": "bob", "content": "room-1"})).expect("call");
+    h.invoke("call", json!({"callee": "bob", "content": "room-1"}))
+        .expect("call");
     let received = bot_next(&mut events, "remote_invitation_received");
     let id = received.invitation_id().unwrap().clone();
     h.state_until("ringing", |s| phase(s) == "ringing");
@@ -148,11 +191,21 @@ fn sign_in_call_a_bot_that_accepts_then_hang_up() {
     let s = h.state_until("in call", |s| phase(s) == "in_call");
     assert_eq!(s["call"]["peer"], "bob");
     let outcome = h.outcome();
-    assert_eq!((outcome["outcome"].as_str(), outcome["detail"].as_str()), (Some("accepted"), Some("hi")));
+    assert_eq!(
+        (outcome["outcome"].as_str(), outcome["detail"].as_str()),
+        (Some("accepted"), Some("hi"))
+    );
 
     // Misuse while in a call is refused with a clear error.
-    assert_eq!(h.invoke("call", json!({"callee": "carol", "content": null})).unwrap_err()["kind"], "busy");
-    assert_eq!(h.invoke("cancel", json!({})).unwrap_err()["kind"], "no_call");
+    assert_eq!(
+        h.invoke("call", json!({"callee": "carol", "content": null}))
+            .unwrap_err()["kind"],
+        "busy"
+    );
+    assert_eq!(
+        h.invoke("cancel", json!({})).unwrap_err()["kind"],
+        "no_call"
+    );
 
     h.invoke("hang_up", json!({})).expect("hang_up");
     let s = h.state_until("no call", |s| s["call"].is_null());
@@ -162,7 +215,9 @@ fn sign_in_call_a_bot_that_accepts_then_hang_up() {
     assert!(s["history"][0]["duration_s"].is_u64());
     bot_next(&mut events, "call_ended");
     // History is on disk.
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(h.dir.join("history.json")).unwrap()).unwrap();
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(h.dir.join("history.json")).unwrap())
+            .unwrap();
     assert_eq!(saved[0]["peer"], "bob");
 }
 
@@ -171,11 +226,18 @@ fn incoming_call_accepted_from_the_app_and_busy_policy() {
     let h = harness("incoming");
     h.sign_in("alice");
     let (bob, mut b) = h.bot("bob");
-    let inv = bob.create_local_invitation("alice").unwrap().with_content("standup");
+    let inv = bob
+        .create_local_invitation("alice")
+        .unwrap()
+        .with_content("standup");
     block(bob.send_local_invitation(&inv)).unwrap();
     let s = h.state_until("incoming", |s| phase(s) == "incoming");
-    assert_eq!((s["call"]["peer"].as_str(), s["call"]["content"].as_str()), (Some("bob"), Some("standup")));
-    h.invoke("accept", json!({"invitationId": null})).expect("accept");
+    assert_eq!(
+        (s["call"]["peer"].as_str(), s["call"]["content"].as_str()),
+        (Some("bob"), Some("standup"))
+    );
+    h.invoke("accept", json!({"invitationId": null}))
+        .expect("accept");
     h.state_until("in call", |s| phase(s) == "in_call");
     bot_next(&mut b, "local_invitation_accepted");
 
@@ -186,8 +248,15 @@ fn incoming_call_accepted_from_the_app_and_busy_policy() {
         Event::LocalInvitationRefused { busy, .. } => assert!(busy),
         e => panic!("{e:?}"),
     }
-    let missed = h.state_until("missed entry", |s| s["history"].as_array().is_some_and(|h| h.iter().any(|e| e["peer"] == "carol")));
-    assert_eq!(missed["call"]["peer"], "bob", "the call on screen is untouched");
+    let missed = h.state_until("missed entry", |s| {
+        s["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|e| e["peer"] == "carol"))
+    });
+    assert_eq!(
+        missed["call"]["peer"], "bob",
+        "the call on screen is untouched"
+    );
 
     h.invoke("hang_up", json!({})).expect("hang_up");
     h.state_until("call ended", |s| s["call"].is_null());
@@ -214,14 +283,19 @@ fn canceled_incoming_is_a_missed_call_and_refuse_works() {
     let inv = bob.create_local_invitation("alice").unwrap();
     block(bob.send_local_invitation(&inv)).unwrap();
     h.state_until("incoming", |s| phase(s) == "incoming");
-    h.invoke("refuse", json!({"invitationId": null, "busy": true})).expect("refuse");
+    h.invoke("refuse", json!({"invitationId": null, "busy": true}))
+        .expect("refuse");
     match bot_next(&mut b, "local_invitation_refused") {
         Event::LocalInvitationRefused { busy, .. } => assert!(busy),
         e => panic!("{e:?}"),
     }
     // Once the app has taken the call off the screen, there is nothing left to accept.
     h.state_until("no call", |s| s["call"].is_null());
-    assert_eq!(h.invoke("accept", json!({"invitationId": null})).unwrap_err()["kind"], "no_call");
+    assert_eq!(
+        h.invoke("accept", json!({"invitationId": null}))
+            .unwrap_err()["kind"],
+        "no_call"
+    );
 }
 
 #[test]
@@ -230,11 +304,16 @@ fn settings_are_validated_and_persist() {
     let mut settings = h.invoke("get_settings", json!({})).unwrap();
     assert_eq!(settings["server"], "embedded");
     settings["server"] = json!("http://nope");
-    assert_eq!(h.invoke("set_settings", json!({"settings": settings.clone()})).unwrap_err()["kind"], "invalid_argument");
+    assert_eq!(
+        h.invoke("set_settings", json!({"settings": settings.clone()}))
+            .unwrap_err()["kind"],
+        "invalid_argument"
+    );
     settings["server"] = json!("embedded");
     settings["busy_policy"] = json!("notify");
     settings["meeting_url_template"] = json!("https://meet.example.org/{channel}");
-    h.invoke("set_settings", json!({"settings": settings.clone()})).unwrap();
+    h.invoke("set_settings", json!({"settings": settings.clone()}))
+        .unwrap();
     let dir = h.dir.clone();
     drop(h);
     // A corrupt history file next to good settings: reported, replaced, settings kept.
@@ -249,11 +328,22 @@ fn settings_are_validated_and_persist() {
 #[test]
 fn embedded_server_by_default_and_a_bot_can_reach_it() {
     let h = harness("embedded");
-    let snap = h.invoke("sign_in", json!({"user": "alice", "server": null, "token": null})).expect("sign in embedded");
+    let snap = h
+        .invoke(
+            "sign_in",
+            json!({"user": "alice", "server": null, "token": null}),
+        )
+        .expect("sign in embedded");
     let label = snap["server"].as_str().unwrap().to_owned();
     assert!(label.starts_with("embedded (127.0.0.1:"), "{label}");
-    let port = label.trim_start_matches("embedded (127.0.0.1:").trim_end_matches(')');
-    let (bob, _b) = block(Client::login(LoginOptions::new(format!("ws://127.0.0.1:{port}"), "bob"))).expect("bot reaches the embedded server");
+    let port = label
+        .trim_start_matches("embedded (127.0.0.1:")
+        .trim_end_matches(')');
+    let (bob, _b) = block(Client::login(LoginOptions::new(
+        format!("ws://127.0.0.1:{port}"),
+        "bob",
+    )))
+    .expect("bot reaches the embedded server");
     let presence = block(bob.query_presence(&["alice"])).unwrap();
     assert!(presence[0].online);
     h.invoke("sign_out", json!({})).unwrap();

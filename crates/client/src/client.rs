@@ -36,7 +36,13 @@ pub struct LoginOptions {
 
 impl LoginOptions {
     pub fn new(url: impl Into<String>, user: impl Into<String>) -> Self {
-        LoginOptions { url: url.into(), user: user.into(), token: None, login_timeout: Duration::from_secs(10), ca_file: None }
+        LoginOptions {
+            url: url.into(),
+            user: user.into(),
+            token: None,
+            login_timeout: Duration::from_secs(10),
+            ca_file: None,
+        }
     }
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -97,9 +103,14 @@ pub struct Client {
 impl Client {
     /// Connects and logs in. Returns the client and its event stream.
     pub async fn login(options: LoginOptions) -> Result<(Client, EventStream), ClientError> {
-        let user = UserId::parse(&options.user).map_err(|e| ClientError::api(ErrorCode::InvalidArgument, format!("user id: {e}")))?;
+        let user = UserId::parse(&options.user)
+            .map_err(|e| ClientError::api(ErrorCode::InvalidArgument, format!("user id: {e}")))?;
         let (commands, session, events) = driver::start(options, user).await?;
-        let client = Client { commands, session: Arc::new(session), next_handle: Arc::new(AtomicU64::new(1)) };
+        let client = Client {
+            commands,
+            session: Arc::new(session),
+            next_handle: Arc::new(AtomicU64::new(1)),
+        };
         Ok((client, events))
     }
 
@@ -110,58 +121,104 @@ impl Client {
         &self.session.user
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command) -> Result<T, ClientError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).map_err(|_| ClientError::NotLoggedIn)?;
+        self.commands
+            .send(make(tx))
+            .map_err(|_| ClientError::NotLoggedIn)?;
         rx.await.map_err(|_| ClientError::NotLoggedIn)?
     }
 
     /// Agora's `createLocalCallInvitation`: checks the callee id (and that it is
     /// not yourself); nothing is sent yet.
     pub fn create_local_invitation(&self, callee: &str) -> Result<LocalInvitation, ClientError> {
-        let callee = UserId::parse(callee).map_err(|e| ClientError::api(ErrorCode::InvalidArgument, format!("callee: {e}")))?;
+        let callee = UserId::parse(callee)
+            .map_err(|e| ClientError::api(ErrorCode::InvalidArgument, format!("callee: {e}")))?;
         if callee == self.session.user {
-            return Err(ClientError::api(ErrorCode::InvalidArgument, "you cannot call yourself"));
+            return Err(ClientError::api(
+                ErrorCode::InvalidArgument,
+                "you cannot call yourself",
+            ));
         }
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        Ok(LocalInvitation { handle, callee, content: String::new() })
+        Ok(LocalInvitation {
+            handle,
+            callee,
+            content: String::new(),
+        })
     }
 
     /// Agora's `sendLocalInvitation`. Returns the server's invitation id once
     /// the server has it; `already_sent` if this invitation was sent before.
-    pub async fn send_local_invitation(&self, invitation: &LocalInvitation) -> Result<InvitationId, ClientError> {
+    pub async fn send_local_invitation(
+        &self,
+        invitation: &LocalInvitation,
+    ) -> Result<InvitationId, ClientError> {
         if invitation.content.len() > MAX_CONTENT_BYTES {
             return Err(ClientError::api(
                 ErrorCode::InvalidArgument,
-                format!("content is {} bytes; the limit is {MAX_CONTENT_BYTES}", invitation.content.len()),
+                format!(
+                    "content is {} bytes; the limit is {MAX_CONTENT_BYTES}",
+                    invitation.content.len()
+                ),
             ));
         }
         let inv = invitation.clone();
-        self.call(|reply| Command::Send { invitation: inv, reply }).await
+        self.call(|reply| Command::Send {
+            invitation: inv,
+            reply,
+        })
+        .await
     }
 
     /// Agora's `cancelLocalInvitation`. May be called while the send is still
     /// in flight: the cancel then follows as soon as the server has the
     /// invitation. The outcome arrives as `LocalInvitationCanceled` (or
     /// whatever happened first, e.g. `LocalInvitationAccepted`).
-    pub async fn cancel_local_invitation(&self, invitation: &LocalInvitation) -> Result<(), ClientError> {
+    pub async fn cancel_local_invitation(
+        &self,
+        invitation: &LocalInvitation,
+    ) -> Result<(), ClientError> {
         let handle = invitation.handle;
         self.call(|reply| Command::Cancel { handle, reply }).await
     }
 
     /// Agora's `acceptRemoteInvitation`, with an optional `response` (≤ 8 KiB).
-    pub async fn accept_remote_invitation(&self, id: &InvitationId, response: &str) -> Result<(), ClientError> {
+    pub async fn accept_remote_invitation(
+        &self,
+        id: &InvitationId,
+        response: &str,
+    ) -> Result<(), ClientError> {
         check_response(response)?;
         let (id, response) = (id.clone(), response.to_owned());
-        self.call(|reply| Command::Accept { id, response, reply }).await
+        self.call(|reply| Command::Accept {
+            id,
+            response,
+            reply,
+        })
+        .await
     }
 
     /// Agora's `refuseRemoteInvitation`, with an optional `response`; `busy`
     /// tells the caller this is a busy refusal.
-    pub async fn refuse_remote_invitation(&self, id: &InvitationId, response: &str, busy: bool) -> Result<(), ClientError> {
+    pub async fn refuse_remote_invitation(
+        &self,
+        id: &InvitationId,
+        response: &str,
+        busy: bool,
+    ) -> Result<(), ClientError> {
         check_response(response)?;
         let (id, response) = (id.clone(), response.to_owned());
-        self.call(|reply| Command::Refuse { id, response, busy, reply }).await
+        self.call(|reply| Command::Refuse {
+            id,
+            response,
+            busy,
+            reply,
+        })
+        .await
     }
 
     /// Ends an accepted call; both sides get `CallEnded`. Works from any
@@ -174,19 +231,25 @@ impl Client {
     /// Online state of up to 64 users.
     pub async fn query_presence(&self, users: &[&str]) -> Result<Vec<PresenceEntry>, ClientError> {
         let users = users.iter().map(|s| s.to_string()).collect();
-        self.call(|reply| Command::QueryPresence { users, reply }).await
+        self.call(|reply| Command::QueryPresence { users, reply })
+            .await
     }
 
     /// Follow users' presence (≤ 512 in all): returns the snapshot, then
     /// changes arrive as `PresenceChanged` events.
-    pub async fn subscribe_presence(&self, users: &[&str]) -> Result<Vec<PresenceEntry>, ClientError> {
+    pub async fn subscribe_presence(
+        &self,
+        users: &[&str],
+    ) -> Result<Vec<PresenceEntry>, ClientError> {
         let users = users.iter().map(|s| s.to_string()).collect();
-        self.call(|reply| Command::SubscribePresence { users, reply }).await
+        self.call(|reply| Command::SubscribePresence { users, reply })
+            .await
     }
 
     pub async fn unsubscribe_presence(&self, users: &[&str]) -> Result<(), ClientError> {
         let users = users.iter().map(|s| s.to_string()).collect();
-        self.call(|reply| Command::UnsubscribePresence { users, reply }).await
+        self.call(|reply| Command::UnsubscribePresence { users, reply })
+            .await
     }
 
     /// Ends the session. Pending invitations end with `not_logged_in` here
@@ -200,7 +263,10 @@ fn check_response(response: &str) -> Result<(), ClientError> {
     if response.len() > MAX_RESPONSE_BYTES {
         return Err(ClientError::api(
             ErrorCode::InvalidArgument,
-            format!("response is {} bytes; the limit is {MAX_RESPONSE_BYTES}", response.len()),
+            format!(
+                "response is {} bytes; the limit is {MAX_RESPONSE_BYTES}",
+                response.len()
+            ),
         ));
     }
     Ok(())

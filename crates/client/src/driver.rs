@@ -21,7 +21,10 @@ use callinvite_protocol::{ClientMessage, ErrorCode, InvitationId, ServerMessage,
 
 use crate::client::{LocalInvitation, LoginOptions, SessionInfo};
 use crate::error::{misuse_message, ClientError};
-use crate::event::{ConnectionReason, ConnectionState, Event, EventStream, LocalInvitationInfo, RemoteInvitationInfo};
+use crate::event::{
+    ConnectionReason, ConnectionState, Event, EventStream, LocalInvitationInfo,
+    RemoteInvitationInfo,
+};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -30,27 +33,73 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 const KEEP_FINISHED: usize = 256;
 
 pub(crate) enum Command {
-    Send { invitation: LocalInvitation, reply: Reply<InvitationId> },
-    Cancel { handle: u64, reply: Reply<()> },
-    Accept { id: InvitationId, response: String, reply: Reply<()> },
-    Refuse { id: InvitationId, response: String, busy: bool, reply: Reply<()> },
-    Hangup { id: InvitationId, reply: Reply<()> },
-    QueryPresence { users: Vec<String>, reply: Reply<Vec<PresenceEntry>> },
-    SubscribePresence { users: Vec<String>, reply: Reply<Vec<PresenceEntry>> },
-    UnsubscribePresence { users: Vec<String>, reply: Reply<()> },
-    Logout { reply: Reply<()> },
+    Send {
+        invitation: LocalInvitation,
+        reply: Reply<InvitationId>,
+    },
+    Cancel {
+        handle: u64,
+        reply: Reply<()>,
+    },
+    Accept {
+        id: InvitationId,
+        response: String,
+        reply: Reply<()>,
+    },
+    Refuse {
+        id: InvitationId,
+        response: String,
+        busy: bool,
+        reply: Reply<()>,
+    },
+    Hangup {
+        id: InvitationId,
+        reply: Reply<()>,
+    },
+    QueryPresence {
+        users: Vec<String>,
+        reply: Reply<Vec<PresenceEntry>>,
+    },
+    SubscribePresence {
+        users: Vec<String>,
+        reply: Reply<Vec<PresenceEntry>>,
+    },
+    UnsubscribePresence {
+        users: Vec<String>,
+        reply: Reply<()>,
+    },
+    Logout {
+        reply: Reply<()>,
+    },
 }
 
 /// A request waiting for its reply, by `ref`.
 enum Pending {
-    Invite { handle: u64, reply: Reply<InvitationId> },
+    Invite {
+        handle: u64,
+        reply: Reply<InvitationId>,
+    },
     /// `reply` is `None` for a deferred cancel whose caller was already answered.
-    Cancel { reply: Option<Reply<()>> },
-    Accept { id: InvitationId, reply: Reply<()> },
-    Refuse { id: InvitationId, reply: Reply<()> },
-    Done { reply: Reply<()> },
-    Presence { reply: Reply<Vec<PresenceEntry>> },
-    Logout { reply: Reply<()> },
+    Cancel {
+        reply: Option<Reply<()>>,
+    },
+    Accept {
+        id: InvitationId,
+        reply: Reply<()>,
+    },
+    Refuse {
+        id: InvitationId,
+        reply: Reply<()>,
+    },
+    Done {
+        reply: Reply<()>,
+    },
+    Presence {
+        reply: Reply<Vec<PresenceEntry>>,
+    },
+    Logout {
+        reply: Reply<()>,
+    },
 }
 
 impl Pending {
@@ -103,30 +152,70 @@ pub(crate) async fn start(
     user: UserId,
 ) -> Result<(mpsc::UnboundedSender<Command>, SessionInfo, EventStream), ClientError> {
     let url = options.url.clone();
-    let connector = if url.starts_with("wss://") { Some(tls_connector(&options)?) } else { None };
-    let connect = tokio_tungstenite::connect_async_tls_with_config(options.url.as_str(), None, true, connector);
+    let connector = if url.starts_with("wss://") {
+        Some(tls_connector(&options)?)
+    } else {
+        None
+    };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        options.url.as_str(),
+        None,
+        true,
+        connector,
+    );
     let (mut ws, _) = match timeout(options.login_timeout, connect).await {
         Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => return Err(ClientError::Connect { url, reason: e.to_string() }),
+        Ok(Err(e)) => {
+            return Err(ClientError::Connect {
+                url,
+                reason: e.to_string(),
+            })
+        }
         Err(_) => return Err(ClientError::Timeout(options.login_timeout)),
     };
-    let login = ClientMessage::Login { req: Some(0), user: user.to_string(), token: options.token.clone() };
+    let login = ClientMessage::Login {
+        req: Some(0),
+        user: user.to_string(),
+        token: options.token.clone(),
+    };
     ws.send(Message::text(encode(&login)))
         .await
-        .map_err(|e| ClientError::Connect { url: url.clone(), reason: e.to_string() })?;
+        .map_err(|e| ClientError::Connect {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
     let answer = timeout(options.login_timeout, async {
         while let Some(frame) = ws.next().await {
-            let Ok(Message::Text(text)) = frame else { continue };
+            let Ok(Message::Text(text)) = frame else {
+                continue;
+            };
             match serde_json::from_str::<ServerMessage>(text.as_str()) {
-                Ok(ServerMessage::LoginOk { user, device_id, auth, timers, .. }) => {
-                    let user = UserId::parse(&user).map_err(|e| ClientError::api(ErrorCode::Internal, e.to_string()))?;
-                    return Ok(SessionInfo { user, device_id, auth, timers });
+                Ok(ServerMessage::LoginOk {
+                    user,
+                    device_id,
+                    auth,
+                    timers,
+                    ..
+                }) => {
+                    let user = UserId::parse(&user)
+                        .map_err(|e| ClientError::api(ErrorCode::Internal, e.to_string()))?;
+                    return Ok(SessionInfo {
+                        user,
+                        device_id,
+                        auth,
+                        timers,
+                    });
                 }
-                Ok(ServerMessage::Error { code, message, .. }) => return Err(ClientError::Login { code, message }),
+                Ok(ServerMessage::Error { code, message, .. }) => {
+                    return Err(ClientError::Login { code, message })
+                }
                 _ => continue,
             }
         }
-        Err(ClientError::Connect { url: url.clone(), reason: "the server closed the connection during login".into() })
+        Err(ClientError::Connect {
+            url: url.clone(),
+            reason: "the server closed the connection during login".into(),
+        })
     })
     .await
     .map_err(|_| ClientError::Timeout(options.login_timeout))??;
@@ -167,17 +256,30 @@ fn tls_connector(options: &LoginOptions) -> Result<tokio_tungstenite::Connector,
     if let Some(path) = &options.ca_file {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| ClientError::Connect { url: options.url.clone(), reason: format!("cannot read CA file {}: {e}", path.display()) })?;
+            .map_err(|e| ClientError::Connect {
+                url: options.url.clone(),
+                reason: format!("cannot read CA file {}: {e}", path.display()),
+            })?;
         for cert in certs {
-            roots.add(cert).map_err(|e| ClientError::Connect { url: options.url.clone(), reason: format!("bad CA certificate in {}: {e}", path.display()) })?;
+            roots.add(cert).map_err(|e| ClientError::Connect {
+                url: options.url.clone(),
+                reason: format!("bad CA certificate in {}: {e}", path.display()),
+            })?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Connect { url: options.url.clone(), reason: e.to_string() })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ClientError::Connect {
+        url: options.url.clone(),
+        reason: e.to_string(),
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+        config,
+    )))
 }
 
 impl Driver {
@@ -231,11 +333,18 @@ impl Driver {
     }
 
     async fn write(&mut self, msg: &ClientMessage) -> Result<(), ()> {
-        self.ws.send(Message::text(encode(msg))).await.map_err(|e| debug!(error = %e, "write failed"))
+        self.ws
+            .send(Message::text(encode(msg)))
+            .await
+            .map_err(|e| debug!(error = %e, "write failed"))
     }
 
     /// Sends a request and remembers what to do with its reply.
-    async fn request(&mut self, make: impl FnOnce(u64) -> ClientMessage, pending: Pending) -> Result<(), ()> {
+    async fn request(
+        &mut self,
+        make: impl FnOnce(u64) -> ClientMessage,
+        pending: Pending,
+    ) -> Result<(), ()> {
         let req = self.next_ref;
         self.next_ref += 1;
         self.pending.insert(req, pending);
@@ -264,23 +373,39 @@ impl Driver {
     async fn on_command(&mut self, cmd: Command) -> Result<(), ()> {
         match cmd {
             Command::Send { invitation, reply } => {
-                let local = self.locals.entry(invitation.handle).or_insert_with(|| Local {
-                    state: LocalInvitationState::new(),
-                    callee: invitation.callee().clone(),
-                    content: invitation.content().to_owned(),
-                });
+                let local = self
+                    .locals
+                    .entry(invitation.handle)
+                    .or_insert_with(|| Local {
+                        state: LocalInvitationState::new(),
+                        callee: invitation.callee().clone(),
+                        content: invitation.content().to_owned(),
+                    });
                 if let Err(code) = local.state.send() {
                     let _ = reply.send(Err(ClientError::api(code, misuse_message(code))));
                     return Ok(());
                 }
                 local.content = invitation.content().to_owned();
                 let (callee, content) = (local.callee.to_string(), local.content.clone());
-                self.request(|req| ClientMessage::Invite { req, callee, content }, Pending::Invite { handle: invitation.handle, reply })
-                    .await
+                self.request(
+                    |req| ClientMessage::Invite {
+                        req,
+                        callee,
+                        content,
+                    },
+                    Pending::Invite {
+                        handle: invitation.handle,
+                        reply,
+                    },
+                )
+                .await
             }
             Command::Cancel { handle, reply } => {
                 let Some(local) = self.locals.get_mut(&handle) else {
-                    let _ = reply.send(Err(ClientError::api(ErrorCode::InvalidArgument, "this invitation was never sent")));
+                    let _ = reply.send(Err(ClientError::api(
+                        ErrorCode::InvalidArgument,
+                        "this invitation was never sent",
+                    )));
                     return Ok(());
                 };
                 match local.state.cancel() {
@@ -289,9 +414,17 @@ impl Driver {
                         Ok(())
                     }
                     Ok(CancelAction::SendNow) => {
-                        let Some(id) = local.state.id().cloned() else { return Ok(()) };
-                        self.request(|req| ClientMessage::Cancel { req, invitation_id: id }, Pending::Cancel { reply: Some(reply) })
-                            .await
+                        let Some(id) = local.state.id().cloned() else {
+                            return Ok(());
+                        };
+                        self.request(
+                            |req| ClientMessage::Cancel {
+                                req,
+                                invitation_id: id,
+                            },
+                            Pending::Cancel { reply: Some(reply) },
+                        )
+                        .await
                     }
                     Ok(CancelAction::Deferred) | Ok(CancelAction::AlreadyRequested) => {
                         let _ = reply.send(Ok(()));
@@ -299,28 +432,59 @@ impl Driver {
                     }
                 }
             }
-            Command::Accept { id, response, reply } => {
+            Command::Accept {
+                id,
+                response,
+                reply,
+            } => {
                 match self.remotes.get_mut(&id).map(|r| r.state.accept()) {
-                    None => drop(reply.send(Err(ClientError::api(ErrorCode::NotFound, format!("no invitation {id} received here"))))),
-                    Some(Err(code)) => drop(reply.send(Err(ClientError::api(code, misuse_message(code))))),
+                    None => drop(reply.send(Err(ClientError::api(
+                        ErrorCode::NotFound,
+                        format!("no invitation {id} received here"),
+                    )))),
+                    Some(Err(code)) => {
+                        drop(reply.send(Err(ClientError::api(code, misuse_message(code)))))
+                    }
                     Some(Ok(())) => {
                         let invitation_id = id.clone();
                         return self
-                            .request(|req| ClientMessage::Accept { req, invitation_id, response }, Pending::Accept { id, reply })
+                            .request(
+                                |req| ClientMessage::Accept {
+                                    req,
+                                    invitation_id,
+                                    response,
+                                },
+                                Pending::Accept { id, reply },
+                            )
                             .await;
                     }
                 }
                 Ok(())
             }
-            Command::Refuse { id, response, busy, reply } => {
+            Command::Refuse {
+                id,
+                response,
+                busy,
+                reply,
+            } => {
                 match self.remotes.get_mut(&id).map(|r| r.state.refuse(busy)) {
-                    None => drop(reply.send(Err(ClientError::api(ErrorCode::NotFound, format!("no invitation {id} received here"))))),
-                    Some(Err(code)) => drop(reply.send(Err(ClientError::api(code, misuse_message(code))))),
+                    None => drop(reply.send(Err(ClientError::api(
+                        ErrorCode::NotFound,
+                        format!("no invitation {id} received here"),
+                    )))),
+                    Some(Err(code)) => {
+                        drop(reply.send(Err(ClientError::api(code, misuse_message(code)))))
+                    }
                     Some(Ok(())) => {
                         let invitation_id = id.clone();
                         return self
                             .request(
-                                |req| ClientMessage::Refuse { req, invitation_id, response, busy },
+                                |req| ClientMessage::Refuse {
+                                    req,
+                                    invitation_id,
+                                    response,
+                                    busy,
+                                },
                                 Pending::Refuse { id, reply },
                             )
                             .await;
@@ -330,29 +494,59 @@ impl Driver {
             }
             Command::Hangup { id, reply } => {
                 // Known here: check locally. Unknown: it may be a call of another device of this user.
-                let check = match (self.local_ids.get(&id).and_then(|h| self.locals.get(h)), self.remotes.get(&id)) {
+                let check = match (
+                    self.local_ids.get(&id).and_then(|h| self.locals.get(h)),
+                    self.remotes.get(&id),
+                ) {
                     (Some(l), _) => l.state.hang_up(),
                     (None, Some(r)) => r.state.hang_up(),
                     (None, None) => Ok(()),
                 };
                 if let Err(code) = check {
-                    let msg = if code == ErrorCode::InvalidArgument { "the call is not established; cancel or refuse instead" } else { "the call has already ended" };
+                    let msg = if code == ErrorCode::InvalidArgument {
+                        "the call is not established; cancel or refuse instead"
+                    } else {
+                        "the call has already ended"
+                    };
                     let _ = reply.send(Err(ClientError::api(code, msg)));
                     return Ok(());
                 }
-                self.request(|req| ClientMessage::Hangup { req, invitation_id: id }, Pending::Done { reply }).await
+                self.request(
+                    |req| ClientMessage::Hangup {
+                        req,
+                        invitation_id: id,
+                    },
+                    Pending::Done { reply },
+                )
+                .await
             }
             Command::QueryPresence { users, reply } => {
-                self.request(|req| ClientMessage::QueryPresence { req, users }, Pending::Presence { reply }).await
+                self.request(
+                    |req| ClientMessage::QueryPresence { req, users },
+                    Pending::Presence { reply },
+                )
+                .await
             }
             Command::SubscribePresence { users, reply } => {
-                self.request(|req| ClientMessage::SubscribePresence { req, users }, Pending::Presence { reply }).await
+                self.request(
+                    |req| ClientMessage::SubscribePresence { req, users },
+                    Pending::Presence { reply },
+                )
+                .await
             }
             Command::UnsubscribePresence { users, reply } => {
-                self.request(|req| ClientMessage::UnsubscribePresence { req, users }, Pending::Done { reply }).await
+                self.request(
+                    |req| ClientMessage::UnsubscribePresence { req, users },
+                    Pending::Done { reply },
+                )
+                .await
             }
             Command::Logout { reply } => {
-                self.request(|req| ClientMessage::Logout { req: Some(req) }, Pending::Logout { reply }).await
+                self.request(
+                    |req| ClientMessage::Logout { req: Some(req) },
+                    Pending::Logout { reply },
+                )
+                .await
             }
         }
     }
@@ -369,24 +563,38 @@ impl Driver {
         match &msg {
             ServerMessage::Ok { req: Some(req) } => match self.pending.remove(req) {
                 Some(Pending::Accept { id, reply }) => {
-                    let ev = self.remotes.get_mut(&id).and_then(|r| r.state.on_answer_ok());
+                    let ev = self
+                        .remotes
+                        .get_mut(&id)
+                        .and_then(|r| r.state.on_answer_ok());
                     self.emit_remote(&id, ev);
                     let _ = reply.send(Ok(()));
                 }
                 Some(Pending::Refuse { id, reply }) => {
-                    let ev = self.remotes.get_mut(&id).and_then(|r| r.state.on_answer_ok());
+                    let ev = self
+                        .remotes
+                        .get_mut(&id)
+                        .and_then(|r| r.state.on_answer_ok());
                     self.emit_remote(&id, ev);
                     let _ = reply.send(Ok(()));
                 }
-                Some(Pending::Cancel { reply: Some(reply) }) | Some(Pending::Done { reply }) => drop(reply.send(Ok(()))),
+                Some(Pending::Cancel { reply: Some(reply) }) | Some(Pending::Done { reply }) => {
+                    drop(reply.send(Ok(())))
+                }
                 Some(Pending::Logout { reply }) => {
                     self.logged_out = true;
                     let _ = reply.send(Ok(()));
                 }
-                Some(other) => other.fail(|| ClientError::api(ErrorCode::Internal, "unexpected reply")),
+                Some(other) => {
+                    other.fail(|| ClientError::api(ErrorCode::Internal, "unexpected reply"))
+                }
                 None => {}
             },
-            ServerMessage::Error { req: Some(req), code, message } => match self.pending.remove(req) {
+            ServerMessage::Error {
+                req: Some(req),
+                code,
+                message,
+            } => match self.pending.remove(req) {
                 Some(Pending::Invite { handle, reply }) => {
                     if let Some(l) = self.locals.get_mut(&handle) {
                         l.state.send_rejected();
@@ -400,46 +608,86 @@ impl Driver {
                     let _ = reply.send(Err(ClientError::api(*code, message.clone())));
                 }
                 Some(p) => p.fail(|| ClientError::api(*code, message.clone())),
-                None => self.emit(Event::ProtocolError { code: *code, message: message.clone() }),
+                None => self.emit(Event::ProtocolError {
+                    code: *code,
+                    message: message.clone(),
+                }),
             },
-            ServerMessage::Error { req: None, code, message } => {
-                self.emit(Event::ProtocolError { code: *code, message: message.clone() })
-            }
-            ServerMessage::InviteOk { req, invitation_id, callee_online } => {
-                let Some(Pending::Invite { handle, reply }) = self.pending.remove(req) else { return Ok(()) };
-                let Some(local) = self.locals.get_mut(&handle) else { return Ok(()) };
+            ServerMessage::Error {
+                req: None,
+                code,
+                message,
+            } => self.emit(Event::ProtocolError {
+                code: *code,
+                message: message.clone(),
+            }),
+            ServerMessage::InviteOk {
+                req,
+                invitation_id,
+                callee_online,
+            } => {
+                let Some(Pending::Invite { handle, reply }) = self.pending.remove(req) else {
+                    return Ok(());
+                };
+                let Some(local) = self.locals.get_mut(&handle) else {
+                    return Ok(());
+                };
                 let (_, cancel_now) = local.state.on_server(&msg);
                 self.local_ids.insert(invitation_id.clone(), handle);
                 if let Some(invitation) = self.local_info(handle) {
-                    self.emit(Event::LocalInvitationSent { invitation, callee_online: *callee_online });
+                    self.emit(Event::LocalInvitationSent {
+                        invitation,
+                        callee_online: *callee_online,
+                    });
                 }
                 let _ = reply.send(Ok(invitation_id.clone()));
                 if cancel_now {
                     let id = invitation_id.clone();
-                    self.request(|req| ClientMessage::Cancel { req, invitation_id: id }, Pending::Cancel { reply: None })
-                        .await?;
+                    self.request(
+                        |req| ClientMessage::Cancel {
+                            req,
+                            invitation_id: id,
+                        },
+                        Pending::Cancel { reply: None },
+                    )
+                    .await?;
                 }
             }
             ServerMessage::Presence { req, users } => match self.pending.remove(req) {
                 Some(Pending::Presence { reply }) => drop(reply.send(Ok(users.clone()))),
-                Some(other) => other.fail(|| ClientError::api(ErrorCode::Internal, "unexpected reply")),
+                Some(other) => {
+                    other.fail(|| ClientError::api(ErrorCode::Internal, "unexpected reply"))
+                }
                 None => {}
             },
-            ServerMessage::PresenceChanged { user, online } => {
-                self.emit(Event::PresenceChanged { user: user.clone(), online: *online })
-            }
-            ServerMessage::Invitation { invitation_id, caller, content } => {
+            ServerMessage::PresenceChanged { user, online } => self.emit(Event::PresenceChanged {
+                user: user.clone(),
+                online: *online,
+            }),
+            ServerMessage::Invitation {
+                invitation_id,
+                caller,
+                content,
+            } => {
                 if !self.remotes.contains_key(invitation_id) {
                     self.remotes.insert(
                         invitation_id.clone(),
-                        Remote { state: RemoteInvitationState::new(), caller: caller.clone(), content: content.clone() },
+                        Remote {
+                            state: RemoteInvitationState::new(),
+                            caller: caller.clone(),
+                            content: content.clone(),
+                        },
                     );
                     if let Some(invitation) = self.remote_info(invitation_id) {
                         self.emit(Event::RemoteInvitationReceived { invitation });
                     }
                 }
                 // Acknowledge after the app was told: the caller's "received by peer" follows this.
-                self.write(&ClientMessage::Ack { invitation_id: invitation_id.clone(), of: AckOf::Invitation }).await?;
+                self.write(&ClientMessage::Ack {
+                    invitation_id: invitation_id.clone(),
+                    of: AckOf::Invitation,
+                })
+                .await?;
             }
             ServerMessage::ReceivedByPeer { invitation_id }
             | ServerMessage::Accepted { invitation_id, .. }
@@ -449,13 +697,23 @@ impl Driver {
             | ServerMessage::CallEnded { invitation_id, .. } => {
                 let id = invitation_id.clone();
                 if let Some(&handle) = self.local_ids.get(&id) {
-                    let ev = self.locals.get_mut(&handle).and_then(|l| l.state.on_server(&msg).0);
+                    let ev = self
+                        .locals
+                        .get_mut(&handle)
+                        .and_then(|l| l.state.on_server(&msg).0);
                     self.emit_local(handle, ev);
                 } else if self.remotes.contains_key(&id) {
-                    let ev = self.remotes.get_mut(&id).and_then(|r| r.state.on_server(&msg));
+                    let ev = self
+                        .remotes
+                        .get_mut(&id)
+                        .and_then(|r| r.state.on_server(&msg));
                     self.emit_remote(&id, ev);
                     if matches!(msg, ServerMessage::Canceled { .. }) {
-                        self.write(&ClientMessage::Ack { invitation_id: id, of: AckOf::Canceled }).await?;
+                        self.write(&ClientMessage::Ack {
+                            invitation_id: id,
+                            of: AckOf::Canceled,
+                        })
+                        .await?;
                     }
                 }
             }
@@ -469,16 +727,33 @@ impl Driver {
     }
 
     fn emit_local(&mut self, handle: u64, ev: Option<LocalEvent>) {
-        let (Some(ev), Some(invitation)) = (ev, self.local_info(handle)) else { return };
+        let (Some(ev), Some(invitation)) = (ev, self.local_info(handle)) else {
+            return;
+        };
         let event = match ev {
-            LocalEvent::Sent { callee_online, .. } => Event::LocalInvitationSent { invitation, callee_online },
+            LocalEvent::Sent { callee_online, .. } => Event::LocalInvitationSent {
+                invitation,
+                callee_online,
+            },
             LocalEvent::ReceivedByPeer => Event::LocalInvitationReceivedByPeer { invitation },
-            LocalEvent::Accepted { response } => Event::LocalInvitationAccepted { invitation, response },
-            LocalEvent::Refused { response, busy } => Event::LocalInvitationRefused { invitation, response, busy },
+            LocalEvent::Accepted { response } => Event::LocalInvitationAccepted {
+                invitation,
+                response,
+            },
+            LocalEvent::Refused { response, busy } => Event::LocalInvitationRefused {
+                invitation,
+                response,
+                busy,
+            },
             LocalEvent::Canceled => Event::LocalInvitationCanceled { invitation },
             LocalEvent::Failure(reason) => Event::LocalInvitationFailure { invitation, reason },
             LocalEvent::CallEnded { reason, by } => match invitation.invitation_id {
-                Some(invitation_id) => Event::CallEnded { invitation_id, peer: invitation.callee, reason, by },
+                Some(invitation_id) => Event::CallEnded {
+                    invitation_id,
+                    peer: invitation.callee,
+                    reason,
+                    by,
+                },
                 None => return,
             },
         };
@@ -498,15 +773,20 @@ impl Driver {
     }
 
     fn emit_remote(&mut self, id: &InvitationId, ev: Option<RemoteEvent>) {
-        let (Some(ev), Some(invitation)) = (ev, self.remote_info(id)) else { return };
+        let (Some(ev), Some(invitation)) = (ev, self.remote_info(id)) else {
+            return;
+        };
         let event = match ev {
             RemoteEvent::Accepted => Event::RemoteInvitationAccepted { invitation },
             RemoteEvent::Refused { busy } => Event::RemoteInvitationRefused { invitation, busy },
             RemoteEvent::Canceled => Event::RemoteInvitationCanceled { invitation },
             RemoteEvent::Failure(reason) => Event::RemoteInvitationFailure { invitation, reason },
-            RemoteEvent::CallEnded { reason, by } => {
-                Event::CallEnded { invitation_id: id.clone(), peer: invitation.caller, reason, by }
-            }
+            RemoteEvent::CallEnded { reason, by } => Event::CallEnded {
+                invitation_id: id.clone(),
+                peer: invitation.caller,
+                reason,
+                by,
+            },
         };
         self.emit(event);
         if self.remotes.get(id).is_some_and(|r| r.state.is_done()) {
@@ -526,12 +806,18 @@ impl Driver {
         }
         let handles: Vec<u64> = self.locals.keys().copied().collect();
         for handle in handles {
-            let ev = self.locals.get_mut(&handle).and_then(|l| l.state.on_session_lost());
+            let ev = self
+                .locals
+                .get_mut(&handle)
+                .and_then(|l| l.state.on_session_lost());
             self.emit_local(handle, ev);
         }
         let ids: Vec<InvitationId> = self.remotes.keys().cloned().collect();
         for id in ids {
-            let ev = self.remotes.get_mut(&id).and_then(|r| r.state.on_session_lost());
+            let ev = self
+                .remotes
+                .get_mut(&id)
+                .and_then(|r| r.state.on_session_lost());
             self.emit_remote(&id, ev);
         }
         let reason = if self.logged_out {
@@ -541,6 +827,9 @@ impl Driver {
         } else {
             ConnectionReason::Interrupted
         };
-        self.emit(Event::ConnectionStateChanged { state: ConnectionState::Disconnected, reason });
+        self.emit(Event::ConnectionStateChanged {
+            state: ConnectionState::Disconnected,
+            reason,
+        });
     }
 }

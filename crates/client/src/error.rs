@@ -27,7 +27,10 @@ pub enum ClientError {
 
 impl ClientError {
     pub(crate) fn api(code: ErrorCode, message: impl Into<String>) -> Self {
-        ClientError::Api { code, message: message.into() }
+        ClientError::Api {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The protocol error code this corresponds to.
@@ -43,7 +46,9 @@ impl ClientError {
 /// A short explanation of a local misuse code.
 pub(crate) fn misuse_message(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::AlreadySent => "this invitation was already sent; create a new one to call again",
+        ErrorCode::AlreadySent => {
+            "this invitation was already sent; create a new one to call again"
+        }
         ErrorCode::AlreadyAccepted => "the invitation was already accepted",
         ErrorCode::AlreadyRefused => "the invitation was already refused",
         ErrorCode::AlreadyEnded => "the invitation has already ended",

@@ -58,24 +58,67 @@ pub struct RemoteInvitationInfo {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    ConnectionStateChanged { state: ConnectionState, reason: ConnectionReason },
+    ConnectionStateChanged {
+        state: ConnectionState,
+        reason: ConnectionReason,
+    },
     /// The server accepted the invitation (not an Agora callback; tells whether the callee is online).
-    LocalInvitationSent { invitation: LocalInvitationInfo, callee_online: bool },
-    LocalInvitationReceivedByPeer { invitation: LocalInvitationInfo },
-    LocalInvitationAccepted { invitation: LocalInvitationInfo, response: String },
-    LocalInvitationRefused { invitation: LocalInvitationInfo, response: String, busy: bool },
-    LocalInvitationCanceled { invitation: LocalInvitationInfo },
-    LocalInvitationFailure { invitation: LocalInvitationInfo, reason: FailureReason },
-    RemoteInvitationReceived { invitation: RemoteInvitationInfo },
-    RemoteInvitationAccepted { invitation: RemoteInvitationInfo },
-    RemoteInvitationRefused { invitation: RemoteInvitationInfo, busy: bool },
-    RemoteInvitationCanceled { invitation: RemoteInvitationInfo },
-    RemoteInvitationFailure { invitation: RemoteInvitationInfo, reason: FailureReason },
+    LocalInvitationSent {
+        invitation: LocalInvitationInfo,
+        callee_online: bool,
+    },
+    LocalInvitationReceivedByPeer {
+        invitation: LocalInvitationInfo,
+    },
+    LocalInvitationAccepted {
+        invitation: LocalInvitationInfo,
+        response: String,
+    },
+    LocalInvitationRefused {
+        invitation: LocalInvitationInfo,
+        response: String,
+        busy: bool,
+    },
+    LocalInvitationCanceled {
+        invitation: LocalInvitationInfo,
+    },
+    LocalInvitationFailure {
+        invitation: LocalInvitationInfo,
+        reason: FailureReason,
+    },
+    RemoteInvitationReceived {
+        invitation: RemoteInvitationInfo,
+    },
+    RemoteInvitationAccepted {
+        invitation: RemoteInvitationInfo,
+    },
+    RemoteInvitationRefused {
+        invitation: RemoteInvitationInfo,
+        busy: bool,
+    },
+    RemoteInvitationCanceled {
+        invitation: RemoteInvitationInfo,
+    },
+    RemoteInvitationFailure {
+        invitation: RemoteInvitationInfo,
+        reason: FailureReason,
+    },
     /// An accepted call ended (either side). `by` names who hung up, if anyone did.
-    CallEnded { invitation_id: InvitationId, peer: String, reason: CallEndReason, by: Option<String> },
-    PresenceChanged { user: String, online: bool },
+    CallEnded {
+        invitation_id: InvitationId,
+        peer: String,
+        reason: CallEndReason,
+        by: Option<String>,
+    },
+    PresenceChanged {
+        user: String,
+        online: bool,
+    },
     /// The server reported a problem not tied to a request.
-    ProtocolError { code: ErrorCode, message: String },
+    ProtocolError {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Event {

@@ -34,4 +34,7 @@ pub use callinvite_protocol::invitation::caller::LocalState;
 pub use callinvite_protocol::{CallEndReason, ErrorCode, FailureReason, InvitationId, UserId};
 pub use client::{Client, LocalInvitation, LoginOptions};
 pub use error::ClientError;
-pub use event::{ConnectionReason, ConnectionState, Event, EventStream, LocalInvitationInfo, RemoteInvitationInfo};
+pub use event::{
+    ConnectionReason, ConnectionState, Event, EventStream, LocalInvitationInfo,
+    RemoteInvitationInfo,
+};

@@ -11,13 +11,24 @@ use clap::{ArgGroup, Parser, Subcommand};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
-use callinvite_client::{Client, ClientError, Event, EventStream, FailureReason, InvitationId, LoginOptions};
+use callinvite_client::{
+    Client, ClientError, Event, EventStream, FailureReason, InvitationId, LoginOptions,
+};
 
 #[derive(Parser)]
-#[command(name = "callinvite", version, about = "Call-invitation command-line client")]
+#[command(
+    name = "callinvite",
+    version,
+    about = "Call-invitation command-line client"
+)]
 struct Cli {
     /// Server URL.
-    #[arg(long, global = true, default_value = "ws://127.0.0.1:7450", env = "CALLINVITE_SERVER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "ws://127.0.0.1:7450",
+        env = "CALLINVITE_SERVER"
+    )]
     server: String,
     /// Your user id.
     #[arg(long, global = true, env = "CALLINVITE_USER", default_value = "")]
@@ -144,10 +155,15 @@ fn print_error(e: &ClientError) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -182,10 +198,22 @@ fn main() -> ExitCode {
 
 async fn run(command: Cmd, client: &Client, events: &mut EventStream) -> Outcome {
     match command {
-        Cmd::Call { callee, content, cancel_after, hangup_after } => {
-            call(client, events, &callee, content, cancel_after, hangup_after).await
-        }
-        Cmd::Answer { accept, refuse: _, busy, ignore, response, after, count, hangup_after } => {
+        Cmd::Call {
+            callee,
+            content,
+            cancel_after,
+            hangup_after,
+        } => call(client, events, &callee, content, cancel_after, hangup_after).await,
+        Cmd::Answer {
+            accept,
+            refuse: _,
+            busy,
+            ignore,
+            response,
+            after,
+            count,
+            hangup_after,
+        } => {
             let how = if accept {
                 Answer::Accept
             } else if busy {
@@ -306,8 +334,14 @@ async fn answer(
     let mut in_call: std::collections::BTreeSet<InvitationId> = Default::default();
     let mut ended = 0u64;
     loop {
-        let next_answer = to_answer.iter().min_by_key(|(_, t)| **t).map(|(id, t)| (id.clone(), *t));
-        let next_hangup = to_hang_up.iter().min_by_key(|(_, t)| **t).map(|(id, t)| (id.clone(), *t));
+        let next_answer = to_answer
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(id, t)| (id.clone(), *t));
+        let next_hangup = to_hang_up
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(id, t)| (id.clone(), *t));
         tokio::select! {
             event = events.next() => {
                 let Some(event) = event else { return Outcome::ConnectionLost };
@@ -370,7 +404,12 @@ async fn answer(
     }
 }
 
-async fn presence(client: &Client, events: &mut EventStream, users: &[String], watch: Option<Duration>) -> Outcome {
+async fn presence(
+    client: &Client,
+    events: &mut EventStream,
+    users: &[String],
+    watch: Option<Duration>,
+) -> Outcome {
     let ids: Vec<&str> = users.iter().map(String::as_str).collect();
     let result = match watch {
         None => client.query_presence(&ids).await,

@@ -21,7 +21,10 @@ use tokio_tungstenite::tungstenite::Message;
 use callinvite_client::{Client, Event, LoginOptions};
 
 #[derive(Parser)]
-#[command(name = "callinvite-load", about = "Invitation-cycle benchmark against callinvite-server and peerjs-server")]
+#[command(
+    name = "callinvite-load",
+    about = "Invitation-cycle benchmark against callinvite-server and peerjs-server"
+)]
 struct Args {
     /// Concurrent caller/callee pairs.
     #[arg(long, default_value_t = 50)]
@@ -65,23 +68,39 @@ fn pct(samples: &mut [Duration], p: f64) -> f64 {
 
 /// utime+stime of a process, in seconds (Linux /proc).
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(47_123)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(47_123)
 }
 
 struct Server {
@@ -97,7 +116,10 @@ impl Drop for Server {
 
 async fn wait_port(port: u16) {
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -116,8 +138,18 @@ async fn start_callinvite(args: &Args) -> (Server, u16) {
     let port = free_port();
     let child = Command::new(server_bin(args))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
-        .args(["--messages-per-second", "1000000", "--logins-per-second", "1000000"])
-        .args(["--max-outgoing-invitations", "1000000", "--max-devices-per-user", "1000000"])
+        .args([
+            "--messages-per-second",
+            "1000000",
+            "--logins-per-second",
+            "1000000",
+        ])
+        .args([
+            "--max-outgoing-invitations",
+            "1000000",
+            "--max-devices-per-user",
+            "1000000",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -137,16 +169,28 @@ async fn drive_callinvite(port: u16, pairs: usize, duration: Duration, pid: u32)
     let cpu0 = cpu_seconds(pid);
     let (mut callers, mut callees) = (vec![], vec![]);
     for i in 0..pairs {
-        let (bob, mut bob_events) = Client::login(LoginOptions::new(&url, format!("bob{i}"))).await.expect("bob login");
-        let (alice, mut alice_events) = Client::login(LoginOptions::new(&url, format!("alice{i}"))).await.expect("alice login");
+        let (bob, mut bob_events) = Client::login(LoginOptions::new(&url, format!("bob{i}")))
+            .await
+            .expect("bob login");
+        let (alice, mut alice_events) = Client::login(LoginOptions::new(&url, format!("alice{i}")))
+            .await
+            .expect("alice login");
         let (received2, accepted2) = (received.clone(), accepted_at.clone());
         callees.push(tokio::spawn(async move {
             while let Some(e) = bob_events.next().await {
                 if let Event::RemoteInvitationReceived { invitation } = e {
                     let now = Instant::now();
-                    received2.lock().unwrap().insert(invitation.content.clone(), now);
-                    accepted2.lock().unwrap().insert(invitation.content.clone(), Instant::now());
-                    let _ = bob.accept_remote_invitation(&invitation.invitation_id, "").await;
+                    received2
+                        .lock()
+                        .unwrap()
+                        .insert(invitation.content.clone(), now);
+                    accepted2
+                        .lock()
+                        .unwrap()
+                        .insert(invitation.content.clone(), Instant::now());
+                    let _ = bob
+                        .accept_remote_invitation(&invitation.invitation_id, "")
+                        .await;
                 }
             }
         }));
@@ -157,14 +201,22 @@ async fn drive_callinvite(port: u16, pairs: usize, duration: Duration, pid: u32)
             while Instant::now() < stop_at {
                 let key = format!("{i}-{n}");
                 n += 1;
-                let inv = alice.create_local_invitation(&format!("bob{i}")).expect("callee").with_content(key.clone());
+                let inv = alice
+                    .create_local_invitation(&format!("bob{i}"))
+                    .expect("callee")
+                    .with_content(key.clone());
                 sent2.lock().unwrap().insert(key.clone(), Instant::now());
-                let Ok(id) = alice.send_local_invitation(&inv).await else { break };
+                let Ok(id) = alice.send_local_invitation(&inv).await else {
+                    break;
+                };
                 loop {
                     match tokio::time::timeout(Duration::from_secs(10), alice_events.next()).await {
                         Ok(Some(Event::LocalInvitationAccepted { .. })) => {
                             let now = Instant::now();
-                            if let (Some(s), Some(r)) = (sent2.lock().unwrap().remove(&key), received3.lock().unwrap().remove(&key)) {
+                            if let (Some(s), Some(r)) = (
+                                sent2.lock().unwrap().remove(&key),
+                                received3.lock().unwrap().remove(&key),
+                            ) {
                                 samples.0.push(r.saturating_duration_since(s));
                             }
                             if let Some(a) = accepted3.lock().unwrap().remove(&key) {
@@ -178,7 +230,9 @@ async fn drive_callinvite(port: u16, pairs: usize, duration: Duration, pid: u32)
                 }
                 let _ = alice.hang_up(&id).await;
                 // Wait for our call_ended so the next cycle starts clean.
-                while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(10), alice_events.next()).await {
+                while let Ok(Some(e)) =
+                    tokio::time::timeout(Duration::from_secs(10), alice_events.next()).await
+                {
                     if matches!(e, Event::CallEnded { .. }) {
                         break;
                     }
@@ -197,7 +251,9 @@ async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> 
     let (mut callers, mut callees) = (vec![], vec![]);
     let open = |id: String| async move {
         let url = format!("ws://127.0.0.1:{port}/peerjs?key=peerjs&id={id}&token=t{id}");
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("peerjs connect");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("peerjs connect");
         // The server greets with OPEN.
         while let Some(Ok(m)) = ws.next().await {
             if let Message::Text(t) = m {
@@ -218,7 +274,9 @@ async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> 
         callees.push(tokio::spawn(async move {
             while let Some(Ok(m)) = bob.next().await {
                 let Message::Text(t) = m else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                    continue;
+                };
                 if v["type"] == "OFFER" {
                     let seq = v["payload"]["seq"].as_u64().unwrap_or(0);
                     let now = Instant::now();
@@ -276,7 +334,9 @@ async fn collect(
     let mut run = Run::default();
     for caller in callers {
         // A caller stuck past the run's end plus a generous margin is counted as it stands: nothing.
-        if let Ok(Ok((_started, (a, b)))) = tokio::time::timeout(duration + Duration::from_secs(15), caller).await {
+        if let Ok(Ok((_started, (a, b)))) =
+            tokio::time::timeout(duration + Duration::from_secs(15), caller).await
+        {
             // Every completed cycle left one invite→received sample.
             run.cycles += a.len() as u64;
             run.invite_to_received.extend(a);
@@ -294,8 +354,16 @@ async fn collect(
 
 fn print_row(name: &str, run: &mut Run) {
     let rate = run.cycles as f64 / run.elapsed.as_secs_f64();
-    let (a50, a99, a999) = (pct(&mut run.invite_to_received, 0.5), pct(&mut run.invite_to_received, 0.99), pct(&mut run.invite_to_received, 0.999));
-    let (b50, b99, b999) = (pct(&mut run.accept_to_accepted, 0.5), pct(&mut run.accept_to_accepted, 0.99), pct(&mut run.accept_to_accepted, 0.999));
+    let (a50, a99, a999) = (
+        pct(&mut run.invite_to_received, 0.5),
+        pct(&mut run.invite_to_received, 0.99),
+        pct(&mut run.invite_to_received, 0.999),
+    );
+    let (b50, b99, b999) = (
+        pct(&mut run.accept_to_accepted, 0.5),
+        pct(&mut run.accept_to_accepted, 0.99),
+        pct(&mut run.accept_to_accepted, 0.999),
+    );
     println!(
         "| {name} | {rate:.0} | {a50:.2} / {a99:.2} / {a999:.2} | {b50:.2} / {b99:.2} / {b999:.2} | {:.0}% | {} MiB |",
         run.cpu_seconds / run.elapsed.as_secs_f64() * 100.0,
@@ -307,9 +375,19 @@ fn ensure_peerjs(dir: &Path) -> PathBuf {
     let script = dir.join("node_modules/peer/dist/bin/peerjs.js");
     if !script.exists() {
         std::fs::create_dir_all(dir).expect("npm dir");
-        eprintln!("installing peerjs-server: npm install --prefix {} peer@1", dir.display());
-        let ok = Command::new("npm").args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"]).arg(dir).arg("peer@1").status();
-        assert!(ok.map(|s| s.success()).unwrap_or(false), "npm install peer failed");
+        eprintln!(
+            "installing peerjs-server: npm install --prefix {} peer@1",
+            dir.display()
+        );
+        let ok = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(dir)
+            .arg("peer@1")
+            .status();
+        assert!(
+            ok.map(|s| s.success()).unwrap_or(false),
+            "npm install peer failed"
+        );
     }
     script
 }
@@ -321,7 +399,11 @@ async fn idle_memory(port: u16, pid: u32, n: usize) {
         let url = format!("ws://127.0.0.1:{port}");
         match tokio_tungstenite::connect_async(url.as_str()).await {
             Ok((mut ws, _)) => {
-                let _ = ws.send(Message::text(json!({"type": "login", "user": format!("idle{i}")}).to_string())).await;
+                let _ = ws
+                    .send(Message::text(
+                        json!({"type": "login", "user": format!("idle{i}")}).to_string(),
+                    ))
+                    .await;
                 let _ = ws.next().await;
                 conns.push(ws);
             }
@@ -334,13 +416,24 @@ async fn idle_memory(port: u16, pid: u32, n: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid);
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
-    println!("idle connections: {} held; server RSS {} → {} MiB; {:.1} KiB per idle connection", conns.len(), before / 1024, after / 1024, per / 1024.0);
+    println!(
+        "idle connections: {} held; server RSS {} → {} MiB; {:.1} KiB per idle connection",
+        conns.len(),
+        before / 1024,
+        after / 1024,
+        per / 1024.0
+    );
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    println!("{} pairs, {:?} per server, on {} cores", args.pairs, args.duration, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "{} pairs, {:?} per server, on {} cores",
+        args.pairs,
+        args.duration,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("\n| server | cycles/s | invite→received p50/p99/p999 ms | accept→accepted p50/p99/p999 ms | server CPU | server RSS |\n|---|---|---|---|---|---|");
     let (server, port) = start_callinvite(&args).await;
     let pid = server.child.id();
@@ -355,7 +448,13 @@ async fn main() {
     if args.peerjs {
         let script = ensure_peerjs(&args.npm_dir);
         let port = free_port();
-        let child = Command::new("node").arg(&script).args(["--port", &port.to_string(), "--key", "peerjs"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start peerjs-server (is node installed?)");
+        let child = Command::new("node")
+            .arg(&script)
+            .args(["--port", &port.to_string(), "--key", "peerjs"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start peerjs-server (is node installed?)");
         let server = Server { child };
         wait_port(port).await;
         let mut pj = drive_peerjs(port, args.pairs, args.duration, server.child.id()).await;

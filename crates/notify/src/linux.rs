@@ -122,7 +122,10 @@ impl Backend {
         match rx.recv_timeout(PROBE_TIMEOUT) {
             Ok(Ok(capabilities)) => {
                 tracing::debug!(?capabilities, "notification service capabilities");
-                self.body_markup.store(capabilities.iter().any(|c| c == "body-markup"), Ordering::SeqCst);
+                self.body_markup.store(
+                    capabilities.iter().any(|c| c == "body-markup"),
+                    Ordering::SeqCst,
+                );
                 capabilities.iter().any(|c| c == "actions")
             }
             Ok(Err(e)) => {
@@ -145,7 +148,11 @@ impl Backend {
         let mut n = Notification::new();
         n.appname(&self.app_name)
             .summary(&incoming_summary(caller))
-            .body(&if self.body_markup.load(Ordering::SeqCst) { escape_markup(content) } else { content.to_owned() })
+            .body(&if self.body_markup.load(Ordering::SeqCst) {
+                escape_markup(content)
+            } else {
+                content.to_owned()
+            })
             .action(ACCEPT, "Accept")
             .action(DECLINE, "Decline")
             .hint(Hint::Category("call.incoming".to_owned()))
@@ -444,13 +451,18 @@ fn classify(error: &notify_rust::error::Error) -> NotifyError {
 /// Escapes the characters that body markup would interpret, so the caller's
 /// text is shown as typed.
 fn escape_markup(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
 mod markup_tests {
     #[test]
     fn markup_is_escaped() {
-        assert_eq!(super::escape_markup("<a href=\"x\">A & B</a>"), "&lt;a href=\"x\"&gt;A &amp; B&lt;/a&gt;");
+        assert_eq!(
+            super::escape_markup("<a href=\"x\">A & B</a>"),
+            "&lt;a href=\"x\"&gt;A &amp; B&lt;/a&gt;"
+        );
     }
 }

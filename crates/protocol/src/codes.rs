@@ -154,7 +154,9 @@ impl FailureReason {
             FailureReason::AcceptFailure => Some(2),
             FailureReason::Expired => Some(3),
             FailureReason::NotLoggedIn => Some(4),
-            FailureReason::AnsweredElsewhere | FailureReason::DeclinedElsewhere | FailureReason::ServerShutdown => None,
+            FailureReason::AnsweredElsewhere
+            | FailureReason::DeclinedElsewhere
+            | FailureReason::ServerShutdown => None,
         }
     }
 }
@@ -211,10 +213,16 @@ mod tests {
             ErrorCode::BinaryNotSupported,
             ErrorCode::TooOften,
         ] {
-            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
         }
         for r in [FailureReason::PeerOffline, FailureReason::AnsweredElsewhere] {
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
         assert_eq!(
             serde_json::to_string(&CallEndReason::PeerConnectionLost).unwrap(),

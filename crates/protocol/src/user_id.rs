@@ -27,7 +27,9 @@ pub enum UserIdError {
     Null,
     #[error("user id must not start with a space")]
     LeadingSpace,
-    #[error("user id contains {0:?}; allowed are a-z A-Z 0-9, space and !#$%&()+-:;<=.>?@[]^_{{}}|~,")]
+    #[error(
+        "user id contains {0:?}; allowed are a-z A-Z 0-9, space and !#$%&()+-:;<=.>?@[]^_{{}}|~,"
+    )]
     BadChar(char),
 }
 
@@ -103,9 +105,15 @@ mod tests {
     #[test]
     fn rejects_each_rule() {
         assert_eq!(UserId::parse(""), Err(UserIdError::Empty));
-        assert_eq!(UserId::parse(&"x".repeat(65)), Err(UserIdError::TooLong(65)));
+        assert_eq!(
+            UserId::parse(&"x".repeat(65)),
+            Err(UserIdError::TooLong(65))
+        );
         assert_eq!(UserId::parse("null"), Err(UserIdError::Null));
-        assert!(UserId::parse("Null").is_ok(), "only the exact lowercase literal is reserved");
+        assert!(
+            UserId::parse("Null").is_ok(),
+            "only the exact lowercase literal is reserved"
+        );
         assert_eq!(UserId::parse(" bob"), Err(UserIdError::LeadingSpace));
         assert!(UserId::parse("bob smith").is_ok());
         assert_eq!(UserId::parse("bob/x"), Err(UserIdError::BadChar('/')));

@@ -261,7 +261,11 @@ pub enum ServerMessage {
 
 impl ServerMessage {
     pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { req, code, message: message.into() }
+        ServerMessage::Error {
+            req,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -303,13 +307,23 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeEr
     if !CLIENT_MESSAGE_TYPES.contains(&kind.as_str()) {
         return Err((req, DecodeError::UnknownType(kind)));
     }
-    serde_json::from_value(value).map_err(|e| (req, DecodeError::BadFields { kind, detail: e.to_string() }))
+    serde_json::from_value(value).map_err(|e| {
+        (
+            req,
+            DecodeError::BadFields {
+                kind,
+                detail: e.to_string(),
+            },
+        )
+    })
 }
 
 /// Encodes a message as the text of one frame.
 pub fn encode<T: Serialize>(msg: &T) -> String {
     // Serialising these plain structs cannot fail: no maps with non-string keys, no floats.
-    serde_json::to_string(msg).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"code\":\"internal\",\"message\":\"encode: {e}\"}}"))
+    serde_json::to_string(msg).unwrap_or_else(|e| {
+        format!("{{\"type\":\"error\",\"code\":\"internal\",\"message\":\"encode: {e}\"}}")
+    })
 }
 
 #[cfg(test)]
@@ -336,19 +350,36 @@ mod tests {
     fn optional_fields_default() {
         assert_eq!(
             decode_client(r#"{"type":"invite","ref":1,"callee":"bob"}"#),
-            Ok(ClientMessage::Invite { req: 1, callee: "bob".into(), content: String::new() })
+            Ok(ClientMessage::Invite {
+                req: 1,
+                callee: "bob".into(),
+                content: String::new()
+            })
         );
         assert_eq!(
             decode_client(r#"{"type":"login","user":"a","extra":1}"#),
-            Ok(ClientMessage::Login { req: None, user: "a".into(), token: None })
+            Ok(ClientMessage::Login {
+                req: None,
+                user: "a".into(),
+                token: None
+            })
         );
     }
 
     #[test]
     fn decode_errors_are_precise() {
-        assert!(matches!(decode_client("{nope"), Err((None, DecodeError::NotJson(_)))));
-        assert!(matches!(decode_client("[1]"), Err((None, DecodeError::NotJson(_)))));
-        assert_eq!(decode_client(r#"{"ref":3}"#), Err((Some(3), DecodeError::MissingType)));
+        assert!(matches!(
+            decode_client("{nope"),
+            Err((None, DecodeError::NotJson(_)))
+        ));
+        assert!(matches!(
+            decode_client("[1]"),
+            Err((None, DecodeError::NotJson(_)))
+        ));
+        assert_eq!(
+            decode_client(r#"{"ref":3}"#),
+            Err((Some(3), DecodeError::MissingType))
+        );
         assert_eq!(
             decode_client(r#"{"type":"dance","ref":4}"#),
             Err((Some(4), DecodeError::UnknownType("dance".into())))
@@ -360,8 +391,14 @@ mod tests {
 
     #[test]
     fn server_messages_are_tagged() {
-        let m = ServerMessage::Failed { invitation_id: InvitationId("x".into()), reason: FailureReason::NoResponse };
-        assert_eq!(encode(&m), r#"{"type":"failed","invitation_id":"x","reason":"no_response"}"#);
+        let m = ServerMessage::Failed {
+            invitation_id: InvitationId("x".into()),
+            reason: FailureReason::NoResponse,
+        };
+        assert_eq!(
+            encode(&m),
+            r#"{"type":"failed","invitation_id":"x","reason":"no_response"}"#
+        );
         let back: ServerMessage = serde_json::from_str(&encode(&m)).unwrap();
         assert_eq!(back, m);
     }

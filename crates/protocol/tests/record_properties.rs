@@ -58,11 +58,20 @@ fn deliver(fx: Vec<Effect>, inbox: &mut Inbox) {
 }
 
 fn is_final_for_caller(m: &ServerMessage) -> bool {
-    matches!(m, ServerMessage::Accepted { .. } | ServerMessage::Refused { .. } | ServerMessage::Canceled { .. } | ServerMessage::Failed { .. })
+    matches!(
+        m,
+        ServerMessage::Accepted { .. }
+            | ServerMessage::Refused { .. }
+            | ServerMessage::Canceled { .. }
+            | ServerMessage::Failed { .. }
+    )
 }
 
 fn is_final_for_callee(m: &ServerMessage) -> bool {
-    matches!(m, ServerMessage::Canceled { .. } | ServerMessage::Failed { .. })
+    matches!(
+        m,
+        ServerMessage::Canceled { .. } | ServerMessage::Failed { .. }
+    )
 }
 
 proptest! {

@@ -48,7 +48,10 @@ impl TokenError {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn mac(secret: &[u8]) -> HmacSha256 {
@@ -63,8 +66,16 @@ pub fn mint(secret: &[u8], user: &str, ttl: Duration) -> String {
 
 /// Mints a token with an explicit expiry (Unix seconds). Tests use it for expired tokens.
 pub fn mint_with_expiry(secret: &[u8], user: &str, exp: u64) -> String {
-    let claims = serde_json::to_string(&Claims { sub: user.to_owned(), exp }).unwrap_or_default();
-    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER), URL_SAFE_NO_PAD.encode(claims));
+    let claims = serde_json::to_string(&Claims {
+        sub: user.to_owned(),
+        exp,
+    })
+    .unwrap_or_default();
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(HEADER),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
     let mut m = mac(secret);
     m.update(signing_input.as_bytes());
     let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
@@ -74,24 +85,32 @@ pub fn mint_with_expiry(secret: &[u8], user: &str, exp: u64) -> String {
 /// Checks that `token` was signed with `secret`, names `user`, and has not expired.
 pub fn verify(secret: &[u8], user: &str, token: &str) -> Result<(), TokenError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(claims), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(header), Some(claims), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(TokenError::Malformed("expected three dot-separated parts"));
     };
-    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
     let mut m = mac(secret);
     m.update(header.as_bytes());
     m.update(b".");
     m.update(claims.as_bytes());
     m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
-    let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenError::Malformed("header is not base64url"))?;
+    let header = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| TokenError::Malformed("header is not base64url"))?;
     let header: serde_json::Value =
         serde_json::from_slice(&header).map_err(|_| TokenError::Malformed("header is not JSON"))?;
     if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
         return Err(TokenError::Malformed("alg must be HS256"));
     }
-    let claims = URL_SAFE_NO_PAD.decode(claims).map_err(|_| TokenError::Malformed("claims are not base64url"))?;
-    let claims: Claims =
-        serde_json::from_slice(&claims).map_err(|_| TokenError::Malformed("claims need string sub and integer exp"))?;
+    let claims = URL_SAFE_NO_PAD
+        .decode(claims)
+        .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
+    let claims: Claims = serde_json::from_slice(&claims)
+        .map_err(|_| TokenError::Malformed("claims need string sub and integer exp"))?;
     if claims.sub != user {
         return Err(TokenError::WrongUser(claims.sub));
     }
@@ -112,22 +131,40 @@ mod tests {
     fn minted_token_verifies_for_its_user_only() {
         let t = mint(S, "alice", Duration::from_secs(60));
         assert_eq!(verify(S, "alice", &t), Ok(()));
-        assert_eq!(verify(S, "bob", &t), Err(TokenError::WrongUser("alice".into())));
+        assert_eq!(
+            verify(S, "bob", &t),
+            Err(TokenError::WrongUser("alice".into()))
+        );
         assert_eq!(verify(b"other", "alice", &t), Err(TokenError::BadSignature));
     }
 
     #[test]
     fn expired_and_forged_tokens_are_rejected() {
         let t = mint_with_expiry(S, "alice", unix_now() - 10);
-        assert!(matches!(verify(S, "alice", &t), Err(TokenError::Expired(_))));
-        assert_eq!(verify(S, "alice", &t).unwrap_err().code(), ErrorCode::TokenExpired);
+        assert!(matches!(
+            verify(S, "alice", &t),
+            Err(TokenError::Expired(_))
+        ));
+        assert_eq!(
+            verify(S, "alice", &t).unwrap_err().code(),
+            ErrorCode::TokenExpired
+        );
         // Re-signing the claims with another secret, or editing them, breaks the signature.
         let good = mint(S, "alice", Duration::from_secs(60));
         let mut parts: Vec<&str> = good.split('.').collect();
         let forged_claims = URL_SAFE_NO_PAD.encode(r#"{"sub":"mallory","exp":9999999999}"#);
         parts[1] = &forged_claims;
-        assert_eq!(verify(S, "mallory", &parts.join(".")), Err(TokenError::BadSignature));
-        assert!(matches!(verify(S, "alice", "abc"), Err(TokenError::Malformed(_))));
-        assert!(matches!(verify(S, "alice", "a.b.!!"), Err(TokenError::Malformed(_))));
+        assert_eq!(
+            verify(S, "mallory", &parts.join(".")),
+            Err(TokenError::BadSignature)
+        );
+        assert!(matches!(
+            verify(S, "alice", "abc"),
+            Err(TokenError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(S, "alice", "a.b.!!"),
+            Err(TokenError::Malformed(_))
+        ));
     }
 }

@@ -141,7 +141,14 @@ pub(crate) async fn serve<S>(
 
     let mut bucket = TokenBucket::new(config.messages_per_second);
     let login_deadline = tokio::time::Instant::now() + config.login_timeout;
-    let mut conn = Conn { peer, hub, out: out.clone(), kill: kill.clone(), config, session: None };
+    let mut conn = Conn {
+        peer,
+        hub,
+        out: out.clone(),
+        kill: kill.clone(),
+        config,
+        session: None,
+    };
     let mut cause = GoneCause::ConnectionLost;
     loop {
         let frame = tokio::select! {
@@ -170,12 +177,19 @@ pub(crate) async fn serve<S>(
             Ok(None) => break,
             Ok(Some(Err(WsError::Capacity(e)))) => {
                 warn!(%peer, error = %e, "frame too big: closing with 1009");
-                let _ = out.send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big")).await;
+                let _ = out
+                    .send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+                    .await;
                 break;
             }
             Ok(Some(Err(WsError::Utf8(e)))) => {
                 info!(%peer, error = %e, "text frame is not UTF-8: closing with 1007");
-                let _ = out.send(Outbound::Close(CLOSE_INVALID_PAYLOAD, "text frames must be UTF-8")).await;
+                let _ = out
+                    .send(Outbound::Close(
+                        CLOSE_INVALID_PAYLOAD,
+                        "text frames must be UTF-8",
+                    ))
+                    .await;
                 break;
             }
             Ok(Some(Err(e))) => {
@@ -226,7 +240,10 @@ pub(crate) async fn serve<S>(
 }
 
 fn close_frame(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
 }
 
 /// Messages allowed per second on one connection: a bucket of `rate` tokens
@@ -240,7 +257,11 @@ struct TokenBucket {
 impl TokenBucket {
     fn new(rate: u32) -> Self {
         let rate = f64::from(rate.max(1));
-        TokenBucket { rate, tokens: rate, last: tokio::time::Instant::now() }
+        TokenBucket {
+            rate,
+            tokens: rate,
+            last: tokio::time::Instant::now(),
+        }
     }
 
     fn take(&mut self, now: tokio::time::Instant) -> bool {
@@ -277,17 +298,28 @@ impl Conn {
             Ok(msg) => msg,
             Err((req, e)) => {
                 debug!(peer = %self.peer, error = %e, "bad frame");
-                self.reply(ServerMessage::error(req, e.code(), e.to_string())).await;
+                self.reply(ServerMessage::error(req, e.code(), e.to_string()))
+                    .await;
                 return false;
             }
         };
         match (msg, &self.session) {
             (ClientMessage::Login { req, .. }, Some(_)) => {
-                self.reply(ServerMessage::error(req, ErrorCode::AlreadyLoggedIn, "this connection is already logged in; log out first")).await;
+                self.reply(ServerMessage::error(
+                    req,
+                    ErrorCode::AlreadyLoggedIn,
+                    "this connection is already logged in; log out first",
+                ))
+                .await;
             }
             (ClientMessage::Login { req, user, token }, None) => self.login(req, user, token).await,
             (msg, None) => {
-                self.reply(ServerMessage::error(msg.req(), ErrorCode::NotLoggedIn, "log in first")).await;
+                self.reply(ServerMessage::error(
+                    msg.req(),
+                    ErrorCode::NotLoggedIn,
+                    "log in first",
+                ))
+                .await;
             }
             (msg @ ClientMessage::Logout { .. }, Some((device, _))) => {
                 let device = *device;
@@ -296,7 +328,13 @@ impl Conn {
                 return true;
             }
             (msg, Some((device, _))) => {
-                let _ = self.hub.send(Command::Request { device: *device, msg }).await;
+                let _ = self
+                    .hub
+                    .send(Command::Request {
+                        device: *device,
+                        msg,
+                    })
+                    .await;
             }
         }
         false
@@ -307,15 +345,34 @@ impl Conn {
             Ok(u) => u,
             Err(e) => {
                 self.config.metrics.login("invalid_argument");
-                return self.reply(ServerMessage::error(req, ErrorCode::InvalidArgument, format!("user id: {e}"))).await;
+                return self
+                    .reply(ServerMessage::error(
+                        req,
+                        ErrorCode::InvalidArgument,
+                        format!("user id: {e}"),
+                    ))
+                    .await;
             }
         };
         // The hub checks the login rate first and then the token, so failed
         // token guesses count toward the rate like any other login.
         let (reply, answer) = oneshot::channel();
-        let cmd = Command::Login { user: user.clone(), token, req, out: self.out.clone(), kill: self.kill.clone(), reply };
+        let cmd = Command::Login {
+            user: user.clone(),
+            token,
+            req,
+            out: self.out.clone(),
+            kill: self.kill.clone(),
+            reply,
+        };
         if self.hub.send(cmd).await.is_err() {
-            return self.reply(ServerMessage::error(req, ErrorCode::Rejected, "the server is shutting down")).await;
+            return self
+                .reply(ServerMessage::error(
+                    req,
+                    ErrorCode::Rejected,
+                    "the server is shutting down",
+                ))
+                .await;
         }
         if let Ok(Some(device)) = answer.await {
             self.session = Some((device, user));

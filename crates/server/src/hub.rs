@@ -17,10 +17,13 @@ use tracing::{debug, info, warn};
 
 use callinvite_protocol::invitation::{GoneCause, Input, Party, Record};
 use callinvite_protocol::limits::{
-    CLOSE_GOING_AWAY, CLOSE_NORMAL, MAX_CONTENT_BYTES, MAX_PRESENCE_QUERY, MAX_PRESENCE_SUBSCRIPTIONS, MAX_RESPONSE_BYTES,
+    CLOSE_GOING_AWAY, CLOSE_NORMAL, MAX_CONTENT_BYTES, MAX_PRESENCE_QUERY,
+    MAX_PRESENCE_SUBSCRIPTIONS, MAX_RESPONSE_BYTES,
 };
 use callinvite_protocol::wire::{encode, AuthMode, PresenceEntry, TimersMs};
-use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId};
+use callinvite_protocol::{
+    ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId,
+};
 
 use crate::config::Config;
 
@@ -44,7 +47,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Option<DeviceId>>,
     },
     /// Any request of a logged-in device other than login.
-    Request { device: DeviceId, msg: ClientMessage },
+    Request {
+        device: DeviceId,
+        msg: ClientMessage,
+    },
     /// The device's connection is gone.
     Gone { device: DeviceId, cause: GoneCause },
 }
@@ -87,7 +93,11 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-pub(crate) async fn run(mut hub: Hub, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    mut hub: Hub,
+    mut rx: mpsc::Receiver<Command>,
+    shutdown: CancellationToken,
+) {
     loop {
         let next = hub.timers.first().map(|(t, _)| *t);
         tokio::select! {
@@ -125,7 +135,10 @@ fn invalid(message: impl Into<String>) -> (ErrorCode, String) {
 
 /// Validates a list of user ids for presence requests.
 fn parse_users(users: &[String]) -> Result<Vec<UserId>, (ErrorCode, String)> {
-    users.iter().map(|u| UserId::parse(u).map_err(|e| invalid(format!("{u:?}: {e}")))).collect()
+    users
+        .iter()
+        .map(|u| UserId::parse(u).map_err(|e| invalid(format!("{u:?}: {e}"))))
+        .collect()
 }
 
 impl Hub {
@@ -147,7 +160,14 @@ impl Hub {
 
     fn handle(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::Login { user, token, req, out, kill, reply } => {
+            Command::Login {
+                user,
+                token,
+                req,
+                out,
+                kill,
+                reply,
+            } => {
                 let device = self.login(user, token, req, out, kill, now);
                 let _ = reply.send(device);
             }
@@ -162,7 +182,9 @@ impl Hub {
     }
 
     fn send(&self, device: DeviceId, msg: &ServerMessage) {
-        let Some(d) = self.devices.get(&device) else { return };
+        let Some(d) = self.devices.get(&device) else {
+            return;
+        };
         match d.out.try_send(Outbound::Text(encode(msg))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -193,13 +215,17 @@ impl Hub {
             let msg = ServerMessage::error(
                 req,
                 ErrorCode::TooOften,
-                format!("more than {} logins per second for this user id; wait a second", self.config.logins_per_second),
+                format!(
+                    "more than {} logins per second for this user id; wait a second",
+                    self.config.logins_per_second
+                ),
             );
             let _ = out.try_send(Outbound::Text(encode(&msg)));
             return None;
         }
         if self.login_rate.len() > 100_000 {
-            self.login_rate.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+            self.login_rate
+                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
         }
         if let Some(secret) = &self.config.secret {
             let checked = match token.as_deref() {
@@ -209,7 +235,11 @@ impl Hub {
             if let Err(e) = checked {
                 info!(%user, error = %e, "login refused");
                 self.config.metrics.login(e.code().as_str());
-                let _ = out.try_send(Outbound::Text(encode(&ServerMessage::error(req, e.code(), e.to_string()))));
+                let _ = out.try_send(Outbound::Text(encode(&ServerMessage::error(
+                    req,
+                    e.code(),
+                    e.to_string(),
+                ))));
                 return None;
             }
         }
@@ -221,7 +251,9 @@ impl Hub {
             let msg = ServerMessage::error(
                 req,
                 ErrorCode::TooManyDevices,
-                format!("{user} already has {online} devices logged in (the limit); log one out first"),
+                format!(
+                    "{user} already has {online} devices logged in (the limit); log one out first"
+                ),
             );
             let _ = out.try_send(Outbound::Text(encode(&msg)));
             return None;
@@ -230,7 +262,13 @@ impl Hub {
         self.next_device += 1;
         self.devices.insert(
             device,
-            Device { user: user.clone(), out, kill, subscriptions: HashSet::new(), invitations: HashSet::new() },
+            Device {
+                user: user.clone(),
+                out,
+                kill,
+                subscriptions: HashSet::new(),
+                invitations: HashSet::new(),
+            },
         );
         let devices = self.users.entry(user.clone()).or_default();
         let came_online = devices.is_empty();
@@ -242,7 +280,11 @@ impl Hub {
                 req,
                 user: user.to_string(),
                 device_id: device,
-                auth: if self.config.secret.is_some() { AuthMode::Token } else { AuthMode::Open },
+                auth: if self.config.secret.is_some() {
+                    AuthMode::Token
+                } else {
+                    AuthMode::Open
+                },
                 timers: TimersMs {
                     offline_ms: t.offline.as_millis() as u64,
                     no_response_ms: t.no_response.as_millis() as u64,
@@ -258,21 +300,35 @@ impl Hub {
             self.notify_presence(&user, true);
         }
         // Every invitation still ringing for this user rings on the new device too.
-        let pending: Vec<InvitationId> =
-            self.ringing_for.get(&user).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let pending: Vec<InvitationId> = self
+            .ringing_for
+            .get(&user)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         for id in pending {
             self.drive(&id, Input::CalleeDeviceOnline(device), now);
         }
         Some(device)
     }
 
-    fn request(&mut self, device: DeviceId, msg: ClientMessage, now: Instant) -> Result<(), (ErrorCode, String)> {
-        let Some(d) = self.devices.get(&device) else { return Ok(()) };
-        let party = Party { user: d.user.clone(), device };
+    fn request(
+        &mut self,
+        device: DeviceId,
+        msg: ClientMessage,
+        now: Instant,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(d) = self.devices.get(&device) else {
+            return Ok(());
+        };
+        let party = Party {
+            user: d.user.clone(),
+            device,
+        };
         match msg {
-            ClientMessage::Login { .. } => {
-                Err((ErrorCode::AlreadyLoggedIn, "this connection is already logged in; log out first".into()))
-            }
+            ClientMessage::Login { .. } => Err((
+                ErrorCode::AlreadyLoggedIn,
+                "this connection is already logged in; log out first".into(),
+            )),
             ClientMessage::Logout { req } => {
                 self.send(device, &ServerMessage::Ok { req });
                 if let Some(d) = self.devices.get(&device) {
@@ -281,7 +337,11 @@ impl Hub {
                 self.gone(device, GoneCause::Logout, now);
                 Ok(())
             }
-            ClientMessage::Invite { req, callee, content } => {
+            ClientMessage::Invite {
+                req,
+                callee,
+                content,
+            } => {
                 let callee = UserId::parse(&callee).map_err(|e| invalid(format!("callee: {e}")))?;
                 if callee == party.user {
                     return Err(invalid("you cannot call yourself"));
@@ -302,10 +362,24 @@ impl Hub {
                 let id = InvitationId(uuid::Uuid::new_v4().to_string());
                 let online: Vec<DeviceId> = self.users.get(&callee).cloned().unwrap_or_default();
                 info!(invitation = %id, caller = %party.user, %device, %callee, callee_devices = online.len(), "invitation sent");
-                let (record, effects) =
-                    Record::new(id.clone(), party, req, callee.clone(), content, &online, self.config.timeouts, now);
-                self.ringing_for.entry(callee).or_default().insert(id.clone());
-                self.ringing_from.entry(record.caller().user.clone()).or_default().insert(id.clone());
+                let (record, effects) = Record::new(
+                    id.clone(),
+                    party,
+                    req,
+                    callee.clone(),
+                    content,
+                    &online,
+                    self.config.timeouts,
+                    now,
+                );
+                self.ringing_for
+                    .entry(callee)
+                    .or_default()
+                    .insert(id.clone());
+                self.ringing_from
+                    .entry(record.caller().user.clone())
+                    .or_default()
+                    .insert(id.clone());
                 self.records.insert(id.clone(), record);
                 self.apply(&id, "new", effects, now);
                 Ok(())
@@ -313,13 +387,39 @@ impl Hub {
             ClientMessage::Cancel { req, invitation_id } => {
                 self.drive_request(&invitation_id, Input::Cancel { from: party, req }, now)
             }
-            ClientMessage::Accept { req, invitation_id, response } => {
+            ClientMessage::Accept {
+                req,
+                invitation_id,
+                response,
+            } => {
                 check_response(&response)?;
-                self.drive_request(&invitation_id, Input::Accept { from: party, req, response }, now)
+                self.drive_request(
+                    &invitation_id,
+                    Input::Accept {
+                        from: party,
+                        req,
+                        response,
+                    },
+                    now,
+                )
             }
-            ClientMessage::Refuse { req, invitation_id, response, busy } => {
+            ClientMessage::Refuse {
+                req,
+                invitation_id,
+                response,
+                busy,
+            } => {
                 check_response(&response)?;
-                self.drive_request(&invitation_id, Input::Refuse { from: party, req, response, busy }, now)
+                self.drive_request(
+                    &invitation_id,
+                    Input::Refuse {
+                        from: party,
+                        req,
+                        response,
+                        busy,
+                    },
+                    now,
+                )
             }
             ClientMessage::Hangup { req, invitation_id } => {
                 self.drive_request(&invitation_id, Input::Hangup { from: party, req }, now)
@@ -330,7 +430,9 @@ impl Hub {
             }
             ClientMessage::QueryPresence { req, users } => {
                 if users.is_empty() || users.len() > MAX_PRESENCE_QUERY {
-                    return Err(invalid(format!("query 1 to {MAX_PRESENCE_QUERY} user ids at once")));
+                    return Err(invalid(format!(
+                        "query 1 to {MAX_PRESENCE_QUERY} user ids at once"
+                    )));
                 }
                 let users = parse_users(&users)?;
                 let users = self.presence_of(&users);
@@ -343,20 +445,34 @@ impl Hub {
                 }
                 let users = parse_users(&users)?;
                 let subs = &self.devices[&device].subscriptions;
-                let total = subs.len() + users.iter().filter(|u| !subs.contains(*u)).collect::<HashSet<_>>().len();
+                let total = subs.len()
+                    + users
+                        .iter()
+                        .filter(|u| !subs.contains(*u))
+                        .collect::<HashSet<_>>()
+                        .len();
                 if total > MAX_PRESENCE_SUBSCRIPTIONS {
                     return Err(invalid(format!(
                         "a device may follow at most {MAX_PRESENCE_SUBSCRIPTIONS} users; this would make {total}"
                     )));
                 }
                 for u in &users {
-                    self.subscribers.entry(u.clone()).or_default().insert(device);
+                    self.subscribers
+                        .entry(u.clone())
+                        .or_default()
+                        .insert(device);
                 }
                 if let Some(d) = self.devices.get_mut(&device) {
                     d.subscriptions.extend(users.iter().cloned());
                 }
                 let snapshot = self.presence_of(&users);
-                self.send(device, &ServerMessage::Presence { req, users: snapshot });
+                self.send(
+                    device,
+                    &ServerMessage::Presence {
+                        req,
+                        users: snapshot,
+                    },
+                );
                 Ok(())
             }
             ClientMessage::UnsubscribePresence { req, users } => {
@@ -379,7 +495,10 @@ impl Hub {
     fn presence_of(&self, users: &[UserId]) -> Vec<PresenceEntry> {
         users
             .iter()
-            .map(|u| PresenceEntry { user: u.to_string(), online: self.users.contains_key(u) })
+            .map(|u| PresenceEntry {
+                user: u.to_string(),
+                online: self.users.contains_key(u),
+            })
             .collect()
     }
 
@@ -393,15 +512,25 @@ impl Hub {
     }
 
     fn notify_presence(&self, user: &UserId, online: bool) {
-        let Some(subs) = self.subscribers.get(user) else { return };
-        let msg = ServerMessage::PresenceChanged { user: user.to_string(), online };
+        let Some(subs) = self.subscribers.get(user) else {
+            return;
+        };
+        let msg = ServerMessage::PresenceChanged {
+            user: user.to_string(),
+            online,
+        };
         for &d in subs {
             self.send(d, &msg);
         }
     }
 
     /// Feeds an input from a request to a record; unknown ids are `not_found`.
-    fn drive_request(&mut self, id: &InvitationId, input: Input, now: Instant) -> Result<(), (ErrorCode, String)> {
+    fn drive_request(
+        &mut self,
+        id: &InvitationId,
+        input: Input,
+        now: Instant,
+    ) -> Result<(), (ErrorCode, String)> {
         if !self.records.contains_key(id) {
             return Err((ErrorCode::NotFound, format!("no invitation {id} for you")));
         }
@@ -410,17 +539,29 @@ impl Hub {
     }
 
     fn drive(&mut self, id: &InvitationId, input: Input, now: Instant) {
-        let Some(record) = self.records.get_mut(id) else { return };
+        let Some(record) = self.records.get_mut(id) else {
+            return;
+        };
         let before = record.phase_name();
         let effects = record.handle(input, now);
         self.apply(id, before, effects, now);
     }
 
     /// Sends a record's effects in order, then updates the indexes and timers.
-    fn apply(&mut self, id: &InvitationId, before: &'static str, effects: Vec<callinvite_protocol::invitation::Effect>, now: Instant) {
+    fn apply(
+        &mut self,
+        id: &InvitationId,
+        before: &'static str,
+        effects: Vec<callinvite_protocol::invitation::Effect>,
+        now: Instant,
+    ) {
         // Index the invitation under the devices taking part in it (not, say, a
         // stranger who was told `not_found`), so their departure reaches it.
-        let parties: HashSet<DeviceId> = self.records.get(id).map(|r| r.devices().collect()).unwrap_or_default();
+        let parties: HashSet<DeviceId> = self
+            .records
+            .get(id)
+            .map(|r| r.devices().collect())
+            .unwrap_or_default();
         for e in &effects {
             if parties.contains(&e.to) {
                 if let Some(d) = self.devices.get_mut(&e.to) {
@@ -429,7 +570,9 @@ impl Hub {
             }
             self.send(e.to, &e.msg);
         }
-        let Some(record) = self.records.get(id) else { return };
+        let Some(record) = self.records.get(id) else {
+            return;
+        };
         let after = record.phase_name();
         self.count(record, before, after, &effects, now);
         if before != after {
@@ -441,7 +584,10 @@ impl Hub {
             }
         }
         if !record.is_ringing() {
-            for (index, user) in [(&mut self.ringing_for, record.callee()), (&mut self.ringing_from, &record.caller().user)] {
+            for (index, user) in [
+                (&mut self.ringing_for, record.callee()),
+                (&mut self.ringing_from, &record.caller().user),
+            ] {
                 if let Some(set) = index.get_mut(user) {
                     set.remove(id);
                     if set.is_empty() {
@@ -475,23 +621,41 @@ impl Hub {
     /// each connection.
     fn shutdown(&mut self, now: Instant) {
         let ids: Vec<InvitationId> = self.records.keys().cloned().collect();
-        info!(invitations = ids.len(), devices = self.devices.len(), "shutting down: ending invitations and closing connections");
+        info!(
+            invitations = ids.len(),
+            devices = self.devices.len(),
+            "shutting down: ending invitations and closing connections"
+        );
         for id in ids {
             self.drive(&id, Input::Shutdown, now);
         }
-        let bye = ServerMessage::GoingAway { reason: "the server is shutting down".into() };
+        let bye = ServerMessage::GoingAway {
+            reason: "the server is shutting down".into(),
+        };
         for (&device, d) in &self.devices {
             self.send(device, &bye);
-            let _ = d.out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
+            let _ = d
+                .out
+                .try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
         }
     }
 
     /// Metrics for one step of a record: outcomes and latencies.
-    fn count(&self, record: &Record, before: &str, after: &str, effects: &[callinvite_protocol::invitation::Effect], now: Instant) {
+    fn count(
+        &self,
+        record: &Record,
+        before: &str,
+        after: &str,
+        effects: &[callinvite_protocol::invitation::Effect],
+        now: Instant,
+    ) {
         use callinvite_protocol::invitation::Outcome;
         let m = &self.config.metrics;
         let since = now.saturating_duration_since(record.created_at());
-        if effects.iter().any(|e| matches!(e.msg, ServerMessage::ReceivedByPeer { .. })) {
+        if effects
+            .iter()
+            .any(|e| matches!(e.msg, ServerMessage::ReceivedByPeer { .. }))
+        {
             crate::metrics::Metrics::observe(&m.delivery_seconds, since);
         }
         if before == after || before == "in_call" {
@@ -525,7 +689,9 @@ impl Hub {
     }
 
     fn gone(&mut self, device: DeviceId, cause: GoneCause, now: Instant) {
-        let Some(d) = self.devices.remove(&device) else { return };
+        let Some(d) = self.devices.remove(&device) else {
+            return;
+        };
         info!(user = %d.user, %device, ?cause, "device gone");
         self.config.metrics.devices.dec();
         for u in &d.subscriptions {
@@ -552,7 +718,10 @@ impl Hub {
 
 fn check_response(response: &str) -> Result<(), (ErrorCode, String)> {
     if response.len() > MAX_RESPONSE_BYTES {
-        return Err(invalid(format!("response is {} bytes; the limit is {MAX_RESPONSE_BYTES}", response.len())));
+        return Err(invalid(format!(
+            "response is {} bytes; the limit is {MAX_RESPONSE_BYTES}",
+            response.len()
+        )));
     }
     Ok(())
 }

@@ -36,7 +36,11 @@ pub mod tls;
 pub use config::Config;
 
 /// Serves connections on `listener` until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     info!(%addr, scheme, "serving");
@@ -47,7 +51,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     }
     let config = Arc::new(config);
     let (hub_tx, hub_rx) = mpsc::channel(4096);
-    let hub = tokio::spawn(hub::run(hub::Hub::new((*config).clone()), hub_rx, shutdown.clone()));
+    let hub = tokio::spawn(hub::run(
+        hub::Hub::new((*config).clone()),
+        hub_rx,
+        shutdown.clone(),
+    ));
     let connections = TaskTracker::new();
     let stop_connections = CancellationToken::new();
     loop {
@@ -87,7 +95,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     info!("shutting down");
     let _ = hub.await;
     connections.close();
-    if tokio::time::timeout(config.shutdown_grace, connections.wait()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, connections.wait())
+        .await
+        .is_err()
+    {
         stop_connections.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), connections.wait()).await;
     }

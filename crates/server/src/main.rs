@@ -14,7 +14,11 @@ use callinvite_server::{auth, run, CancellationToken, Config};
 const DEFAULT_LISTEN: &str = "127.0.0.1:7450";
 
 #[derive(Parser)]
-#[command(name = "callinvite-server", version, about = "Self-hosted call-invitation signaling server")]
+#[command(
+    name = "callinvite-server",
+    version,
+    about = "Self-hosted call-invitation signaling server"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -99,12 +103,17 @@ struct ServeArgs {
 }
 
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
     // The secret is the file's bytes as they are, less surrounding ASCII white space
     // (a trailing newline from an editor), so other JWT tools can use the same file.
     let trimmed = bytes.trim_ascii().to_vec();
     if trimmed.len() < 16 {
-        return Err(format!("secret file {} holds {} bytes; use at least 16 random bytes", path.display(), trimmed.len()));
+        return Err(format!(
+            "secret file {} holds {} bytes; use at least 16 random bytes",
+            path.display(),
+            trimmed.len()
+        ));
     }
     Ok(trimmed)
 }
@@ -112,7 +121,11 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Token { user, ttl, secret_file }) => {
+        Some(Cmd::Token {
+            user,
+            ttl,
+            secret_file,
+        }) => {
             if let Err(e) = callinvite_protocol::UserId::parse(&user) {
                 eprintln!("error: --user: {e}");
                 return ExitCode::from(2);
@@ -134,7 +147,9 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if args.heartbeat < Duration::from_secs(1) {
@@ -158,7 +173,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         },
         _ => None,
     };
-    let mut config = Config { secret, tls, heartbeat: args.heartbeat, max_frame_bytes: args.max_frame_bytes, ..Config::default() };
+    let mut config = Config {
+        secret,
+        tls,
+        heartbeat: args.heartbeat,
+        max_frame_bytes: args.max_frame_bytes,
+        ..Config::default()
+    };
     config.logins_per_second = args.logins_per_second;
     config.messages_per_second = args.messages_per_second;
     config.max_devices_per_user = args.max_devices_per_user;

@@ -58,21 +58,49 @@ impl Metrics {
         // 0.1 ms … ~3.3 s for delivery; 10 ms … ~5.5 min for answers.
         let delivery_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let answer_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 16));
-        registry.register("connections", "Open WebSocket connections", connections.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
         registry.register("devices", "Logged-in devices", devices.clone());
         registry.register("logins", "Login attempts by result", logins.clone());
         registry.register("invitations", "Invitations by outcome", invitations.clone());
-        registry.register("invitation_delivery_seconds", "Time from invite to the callee's acknowledgement", delivery_seconds.clone());
-        registry.register("invitation_answer_seconds", "Time from invite to accept or refuse", answer_seconds.clone());
-        Metrics { registry, connections, devices, logins, invitations, delivery_seconds, answer_seconds }
+        registry.register(
+            "invitation_delivery_seconds",
+            "Time from invite to the callee's acknowledgement",
+            delivery_seconds.clone(),
+        );
+        registry.register(
+            "invitation_answer_seconds",
+            "Time from invite to accept or refuse",
+            answer_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            connections,
+            devices,
+            logins,
+            invitations,
+            delivery_seconds,
+            answer_seconds,
+        }
     }
 
     pub fn login(&self, result: &str) {
-        self.logins.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+        self.logins
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn invitation(&self, outcome: &str) {
-        self.invitations.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+        self.invitations
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn observe(histogram: &Histogram, d: Duration) {

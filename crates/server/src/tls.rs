@@ -10,7 +10,9 @@ use tokio_rustls::TlsAcceptor;
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the certificate chain {path}: {detail} (expected PEM `CERTIFICATE` blocks)")]
+    #[error(
+        "cannot read the certificate chain {path}: {detail} (expected PEM `CERTIFICATE` blocks)"
+    )]
     Certificates { path: String, detail: String },
     #[error("cannot read the private key {path}: {detail} (expected a PEM private key)")]
     Key { path: String, detail: String },
@@ -33,22 +35,36 @@ impl Tls {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| TlsError::Certificates { path: cert.display().to_string(), detail: e.to_string() })?;
+            .map_err(|e| TlsError::Certificates {
+                path: cert.display().to_string(),
+                detail: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(TlsError::Certificates { path: cert.display().to_string(), detail: "no certificate found".into() });
+            return Err(TlsError::Certificates {
+                path: cert.display().to_string(),
+                detail: "no certificate found".into(),
+            });
         }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key { path: key.display().to_string(), detail: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+            path: key.display().to_string(),
+            detail: e.to_string(),
+        })?;
         Self::from_der(certs, key)
     }
 
     /// From DER values (tests build them in memory).
-    pub fn from_der(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Tls, TlsError> {
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+    pub fn from_der(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Tls, TlsError> {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(Tls(TlsAcceptor::from(Arc::new(config))))
     }
 }

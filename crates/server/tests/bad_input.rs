@@ -26,14 +26,21 @@ async fn others_can_still_call(server: &TestServer) {
         let url = server.url.clone();
         let t = token(u);
         async move {
-            let (c, mut e) = callinvite_client::Client::login(callinvite_client::LoginOptions::new(url, u).token(t)).await.expect("login");
+            let (c, mut e) = callinvite_client::Client::login(
+                callinvite_client::LoginOptions::new(url, u).token(t),
+            )
+            .await
+            .expect("login");
             expect(&mut e, "connection_state_changed").await;
             (c, e)
         }
     };
     let (alice, mut a) = login("alice").await;
     let (bob, mut b) = login("bob").await;
-    let id = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    let id = alice
+        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+        .await
+        .unwrap();
     until(&mut b, "remote_invitation_received").await;
     bob.accept_remote_invitation(&id, "").await.unwrap();
     until(&mut a, "local_invitation_accepted").await;
@@ -52,7 +59,10 @@ async fn logged_in(server: &TestServer, user: &str) -> Raw {
 
 /// What the server answered: an error code, or a close code.
 async fn answer(raw: &mut Raw) -> String {
-    match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut raw.ws)).await.expect("an answer") {
+    match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut raw.ws))
+        .await
+        .expect("an answer")
+    {
         Some(Ok(Message::Text(t))) => {
             let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
             match v["type"].as_str() {
@@ -61,7 +71,9 @@ async fn answer(raw: &mut Raw) -> String {
                 None => format!("?? {v}"),
             }
         }
-        Some(Ok(Message::Close(f))) => format!("close {}", f.map(|f| u16::from(f.code)).unwrap_or(0)),
+        Some(Ok(Message::Close(f))) => {
+            format!("close {}", f.map(|f| u16::from(f.code)).unwrap_or(0))
+        }
         Some(Ok(other)) => format!("frame {other:?}"),
         Some(Err(e)) => format!("connection error: {e}"),
         None => "connection closed".into(),
@@ -84,20 +96,83 @@ async fn bad_input_table() {
 
     // Rows answered on a connection that stays open.
     let rows: Vec<(&str, String, &str)> = vec![
-        ("malformed JSON", r#"{"type":"invite","ref":1,"callee":"bob""#.to_string(), "error bad_message"),
-        ("not an object", r#"[1,2,3]"#.to_string(), "error bad_message"),
-        ("wrong type of field", r#"{"type":"invite","ref":1,"callee":12}"#.to_string(), "error bad_message"),
-        ("wrong type of ref", r#"{"type":"invite","ref":"one","callee":"bob"}"#.to_string(), "error bad_message"),
-        ("huge number", r#"{"type":"invite","ref":18446744073709551616,"callee":"bob"}"#.to_string(), "error bad_message"),
-        ("negative number", r#"{"type":"cancel","ref":-1,"invitation_id":"x"}"#.to_string(), "error bad_message"),
-        ("unknown type", r#"{"type":"dance","ref":1}"#.to_string(), "error unknown_type"),
-        ("unknown fields are ignored", r#"{"type":"query_presence","ref":1,"users":["bob"],"color":"blue"}"#.to_string(), "reply presence"),
-        ("lone surrogate in an id", r#"{"type":"invite","ref":1,"callee":"\udc80"}"#.to_string(), "error bad_message"),
-        ("id with a bad character", r#"{"type":"invite","ref":1,"callee":"bob\u0000"}"#.to_string(), "error invalid_argument"),
-        ("id too long", format!(r#"{{"type":"invite","ref":1,"callee":"{}"}}"#, "x".repeat(65)), "error invalid_argument"),
-        ("content too large", format!(r#"{{"type":"invite","ref":1,"callee":"bob","content":"{}"}}"#, "x".repeat(8193)), "error invalid_argument"),
-        ("acting on an invitation that is not yours", r#"{"type":"accept","ref":1,"invitation_id":"00000000-0000-0000-0000-000000000000"}"#.to_string(), "error not_found"),
-        ("logging in twice", r#"{"type":"login","ref":1,"user":"mallory"}"#.to_string(), "error already_logged_in"),
+        (
+            "malformed JSON",
+            r#"{"type":"invite","ref":1,"callee":"bob""#.to_string(),
+            "error bad_message",
+        ),
+        (
+            "not an object",
+            r#"[1,2,3]"#.to_string(),
+            "error bad_message",
+        ),
+        (
+            "wrong type of field",
+            r#"{"type":"invite","ref":1,"callee":12}"#.to_string(),
+            "error bad_message",
+        ),
+        (
+            "wrong type of ref",
+            r#"{"type":"invite","ref":"one","callee":"bob"}"#.to_string(),
+            "error bad_message",
+        ),
+        (
+            "huge number",
+            r#"{"type":"invite","ref":18446744073709551616,"callee":"bob"}"#.to_string(),
+            "error bad_message",
+        ),
+        (
+            "negative number",
+            r#"{"type":"cancel","ref":-1,"invitation_id":"x"}"#.to_string(),
+            "error bad_message",
+        ),
+        (
+            "unknown type",
+            r#"{"type":"dance","ref":1}"#.to_string(),
+            "error unknown_type",
+        ),
+        (
+            "unknown fields are ignored",
+            r#"{"type":"query_presence","ref":1,"users":["bob"],"color":"blue"}"#.to_string(),
+            "reply presence",
+        ),
+        (
+            "lone surrogate in an id",
+            r#"{"type":"invite","ref":1,"callee":"\udc80"}"#.to_string(),
+            "error bad_message",
+        ),
+        (
+            "id with a bad character",
+            r#"{"type":"invite","ref":1,"callee":"bob\u0000"}"#.to_string(),
+            "error invalid_argument",
+        ),
+        (
+            "id too long",
+            format!(
+                r#"{{"type":"invite","ref":1,"callee":"{}"}}"#,
+                "x".repeat(65)
+            ),
+            "error invalid_argument",
+        ),
+        (
+            "content too large",
+            format!(
+                r#"{{"type":"invite","ref":1,"callee":"bob","content":"{}"}}"#,
+                "x".repeat(8193)
+            ),
+            "error invalid_argument",
+        ),
+        (
+            "acting on an invitation that is not yours",
+            r#"{"type":"accept","ref":1,"invitation_id":"00000000-0000-0000-0000-000000000000"}"#
+                .to_string(),
+            "error not_found",
+        ),
+        (
+            "logging in twice",
+            r#"{"type":"login","ref":1,"user":"mallory"}"#.to_string(),
+            "error already_logged_in",
+        ),
     ];
     for (name, frame, expected) in rows {
         let mut raw = logged_in(&server, "mallory").await;
@@ -110,7 +185,10 @@ async fn bad_input_table() {
 
     // Binary frame.
     let mut raw = logged_in(&server, "mallory").await;
-    raw.ws.send(Message::binary(vec![0u8, 159, 146, 150])).await.unwrap();
+    raw.ws
+        .send(Message::binary(vec![0u8, 159, 146, 150]))
+        .await
+        .unwrap();
     let got = answer(&mut raw).await;
     assert_eq!(got, "error binary_not_supported");
     others_can_still_call(&server).await;
@@ -127,7 +205,10 @@ async fn bad_input_table() {
 
     // Oversize frame.
     let mut raw = logged_in(&server, "mallory").await;
-    raw.send(json!({"type": "invite", "ref": 1, "callee": "bob", "content": "x".repeat(70 * 1024)})).await;
+    raw.send(
+        json!({"type": "invite", "ref": 1, "callee": "bob", "content": "x".repeat(70 * 1024)}),
+    )
+    .await;
     let got = answer(&mut raw).await;
     assert_eq!(got, "close 1009");
     others_can_still_call(&server).await;
@@ -135,21 +216,38 @@ async fn bad_input_table() {
 
     // Before login.
     let mut raw = server.raw().await;
-    raw.send(json!({"type": "invite", "ref": 1, "callee": "bob"})).await;
+    raw.send(json!({"type": "invite", "ref": 1, "callee": "bob"}))
+        .await;
     let got = answer(&mut raw).await;
     assert_eq!(got, "error not_logged_in");
     table.push(("message before login", got));
 
     // Tokens: expired (replayed), forged, for another user, none.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     for (name, token, expected) in [
-        ("replayed expired token", auth::mint_with_expiry(SECRET, "mallory", now - 60), "error token_expired"),
-        ("forged token", auth::mint(b"guessed-secret", "mallory", Duration::from_secs(60)), "error invalid_token"),
-        ("another user's token", auth::mint(SECRET, "alice", Duration::from_secs(60)), "error invalid_token"),
+        (
+            "replayed expired token",
+            auth::mint_with_expiry(SECRET, "mallory", now - 60),
+            "error token_expired",
+        ),
+        (
+            "forged token",
+            auth::mint(b"guessed-secret", "mallory", Duration::from_secs(60)),
+            "error invalid_token",
+        ),
+        (
+            "another user's token",
+            auth::mint(SECRET, "alice", Duration::from_secs(60)),
+            "error invalid_token",
+        ),
         ("no token", String::new(), "error invalid_token"),
     ] {
         let mut raw = server.raw().await;
-        raw.send(json!({"type": "login", "ref": 1, "user": "mallory", "token": token})).await;
+        raw.send(json!({"type": "login", "ref": 1, "user": "mallory", "token": token}))
+            .await;
         let got = answer(&mut raw).await;
         assert_eq!(got, expected, "row {name:?}");
         others_can_still_call(&server).await;
@@ -159,7 +257,12 @@ async fn bad_input_table() {
     // Flood: 100 messages at once on one connection (limit 20/s).
     let mut raw = logged_in(&server, "mallory").await;
     for i in 0..100u64 {
-        raw.ws.feed(Message::text(json!({"type": "query_presence", "ref": i, "users": ["bob"]}).to_string())).await.unwrap();
+        raw.ws
+            .feed(Message::text(
+                json!({"type": "query_presence", "ref": i, "users": ["bob"]}).to_string(),
+            ))
+            .await
+            .unwrap();
     }
     raw.ws.flush().await.unwrap();
     let mut limited = 0;
@@ -170,7 +273,10 @@ async fn bad_input_table() {
     }
     assert!(limited >= 50, "{limited} of 100 rate_limited");
     others_can_still_call(&server).await;
-    table.push(("flood (100 at once, limit 20/s)", format!("error rate_limited ×{limited}, the rest answered")));
+    table.push((
+        "flood (100 at once, limit 20/s)",
+        format!("error rate_limited ×{limited}, the rest answered"),
+    ));
 
     // Slow login and slow handshake.
     let mut raw = server.raw().await;
@@ -180,7 +286,10 @@ async fn bad_input_table() {
     let addr = server.url.trim_start_matches("ws://").to_owned();
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tcp, &mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0);
     others_can_still_call(&server).await;
     table.push(("slow handshake", "connection closed".into()));

@@ -37,10 +37,19 @@ struct Seen {
 }
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
-async fn start_server(port: u16, config: Config) -> (CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+async fn start_server(
+    port: u16,
+    config: Config,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = loop {
         match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
             Ok(l) => break l,
@@ -63,7 +72,11 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
     config.timeouts.no_response = Duration::from_secs(1);
     config.timeouts.cancel_ack = Duration::from_millis(500);
     config.logins_per_second = 1000;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("ws://127.0.0.1:{port}");
     let (stop, server) = start_server(port, config.clone()).await;
 
@@ -182,11 +195,19 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
             Event::LocalInvitationSent { .. } => {
                 sent_at.insert(id, s.at);
             }
-            Event::LocalInvitationAccepted { .. } | Event::LocalInvitationRefused { .. } | Event::LocalInvitationCanceled { .. } | Event::LocalInvitationFailure { .. } => {
+            Event::LocalInvitationAccepted { .. }
+            | Event::LocalInvitationRefused { .. }
+            | Event::LocalInvitationCanceled { .. }
+            | Event::LocalInvitationFailure { .. } => {
                 caller_final.entry(id).or_default().push(s);
             }
-            Event::RemoteInvitationReceived { .. } => received.entry((id, s.session)).or_default().push(s),
-            Event::RemoteInvitationAccepted { .. } | Event::RemoteInvitationRefused { .. } | Event::RemoteInvitationCanceled { .. } | Event::RemoteInvitationFailure { .. } => {
+            Event::RemoteInvitationReceived { .. } => {
+                received.entry((id, s.session)).or_default().push(s)
+            }
+            Event::RemoteInvitationAccepted { .. }
+            | Event::RemoteInvitationRefused { .. }
+            | Event::RemoteInvitationCanceled { .. }
+            | Event::RemoteInvitationFailure { .. } => {
                 callee_final.entry((id, s.session)).or_default().push(s);
             }
             _ => {}
@@ -200,7 +221,11 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
         *outcomes.entry(f.event.name()).or_default() += 1;
         // Nothing rang past its timeout (plus slack for scheduling).
         if !matches!(f.event, Event::LocalInvitationAccepted { .. }) {
-            assert!(f.at.duration_since(*at) <= ring + Duration::from_secs(2), "{id} ended after {:?}", f.at.duration_since(*at));
+            assert!(
+                f.at.duration_since(*at) <= ring + Duration::from_secs(2),
+                "{id} ended after {:?}",
+                f.at.duration_since(*at)
+            );
         }
     }
     // 2. Every callee session that got it has exactly one final state, and got it once.
@@ -210,22 +235,48 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
         assert_eq!(finals, 1, "{:?}: {finals} final callee events", key);
         let f = callee_final[key][0];
         if !matches!(f.event, Event::RemoteInvitationAccepted { .. }) {
-            assert!(f.at.duration_since(r[0].at) <= ring + Duration::from_secs(2), "{key:?} rang {:?}", f.at.duration_since(r[0].at));
+            assert!(
+                f.at.duration_since(r[0].at) <= ring + Duration::from_secs(2),
+                "{key:?} rang {:?}",
+                f.at.duration_since(r[0].at)
+            );
         }
     }
     // 3. The sides agree: an accept or refusal the caller saw happened on exactly one callee device,
     //    and a callee never saw an accept the caller did not (unless the caller's session ended first).
     for (id, finals) in &caller_final {
-        let callee: Vec<&&Seen> = callee_final.iter().filter(|((i, _), _)| i == id).flat_map(|(_, v)| v.iter()).collect();
-        let accepted_here = callee.iter().filter(|s| matches!(s.event, Event::RemoteInvitationAccepted { .. })).count();
-        let refused_here = callee.iter().filter(|s| matches!(s.event, Event::RemoteInvitationRefused { .. })).count();
+        let callee: Vec<&&Seen> = callee_final
+            .iter()
+            .filter(|((i, _), _)| i == id)
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        let accepted_here = callee
+            .iter()
+            .filter(|s| matches!(s.event, Event::RemoteInvitationAccepted { .. }))
+            .count();
+        let refused_here = callee
+            .iter()
+            .filter(|s| matches!(s.event, Event::RemoteInvitationRefused { .. }))
+            .count();
         match &finals[0].event {
-            Event::LocalInvitationAccepted { .. } => assert_eq!(accepted_here, 1, "{id}: caller accepted, callees {callee:?}"),
-            Event::LocalInvitationRefused { .. } => assert_eq!(refused_here, 1, "{id}: caller refused, callees {callee:?}"),
-            Event::LocalInvitationFailure { reason: FailureReason::NotLoggedIn, .. } => {
+            Event::LocalInvitationAccepted { .. } => assert_eq!(
+                accepted_here, 1,
+                "{id}: caller accepted, callees {callee:?}"
+            ),
+            Event::LocalInvitationRefused { .. } => {
+                assert_eq!(refused_here, 1, "{id}: caller refused, callees {callee:?}")
+            }
+            Event::LocalInvitationFailure {
+                reason: FailureReason::NotLoggedIn,
+                ..
+            } => {
                 assert!(accepted_here + refused_here <= 1, "{id}: two answers")
             }
-            other => assert_eq!(accepted_here + refused_here, 0, "{id}: caller saw {other:?} but a callee answered: {callee:?}"),
+            other => assert_eq!(
+                accepted_here + refused_here,
+                0,
+                "{id}: caller saw {other:?} but a callee answered: {callee:?}"
+            ),
         }
     }
     let total_events = log.len();
@@ -237,5 +288,8 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
         total_events,
         outcomes
     );
-    assert!(sent_at.len() > 10, "the chaos made too few invitations to mean anything");
+    assert!(
+        sent_at.len() > 10,
+        "the chaos made too few invitations to mean anything"
+    );
 }

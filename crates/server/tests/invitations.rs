@@ -16,7 +16,10 @@ use common::*;
 /// Raw test clients read only when the test tells them to; a long heartbeat
 /// keeps the server from (rightly) dropping them as dead meanwhile.
 fn patient() -> Config {
-    Config { heartbeat: Duration::from_secs(3600), ..Config::default() }
+    Config {
+        heartbeat: Duration::from_secs(3600),
+        ..Config::default()
+    }
 }
 
 #[tokio::test]
@@ -25,10 +28,16 @@ async fn call_accept_and_hang_up_with_content_and_response() {
     let (alice, mut a) = server.login("alice").await;
     let (bob, mut b) = server.login("bob").await;
 
-    let inv = alice.create_local_invitation("bob").unwrap().with_content("channel-7");
+    let inv = alice
+        .create_local_invitation("bob")
+        .unwrap()
+        .with_content("channel-7");
     let id = alice.send_local_invitation(&inv).await.unwrap();
     match expect(&mut a, "local_invitation_sent").await {
-        Event::LocalInvitationSent { invitation, callee_online } => {
+        Event::LocalInvitationSent {
+            invitation,
+            callee_online,
+        } => {
             assert!(callee_online);
             assert_eq!(invitation.state, LocalState::SentToRemote);
             assert_eq!(invitation.invitation_id.as_ref(), Some(&id));
@@ -48,7 +57,10 @@ async fn call_accept_and_hang_up_with_content_and_response() {
     bob.accept_remote_invitation(&id, "see you").await.unwrap();
     expect(&mut b, "remote_invitation_accepted").await;
     match expect(&mut a, "local_invitation_accepted").await {
-        Event::LocalInvitationAccepted { response, invitation } => {
+        Event::LocalInvitationAccepted {
+            response,
+            invitation,
+        } => {
             assert_eq!(response, "see you");
             assert_eq!(invitation.state, LocalState::AcceptedByRemote);
         }
@@ -58,7 +70,12 @@ async fn call_accept_and_hang_up_with_content_and_response() {
     alice.hang_up(&id).await.unwrap();
     for (events, peer) in [(&mut b, "alice"), (&mut a, "bob")] {
         match expect(events, "call_ended").await {
-            Event::CallEnded { reason, by, peer: p, .. } => {
+            Event::CallEnded {
+                reason,
+                by,
+                peer: p,
+                ..
+            } => {
                 assert_eq!(reason, CallEndReason::Hangup);
                 assert_eq!(by.as_deref(), Some("alice"));
                 assert_eq!(p, peer);
@@ -67,7 +84,10 @@ async fn call_accept_and_hang_up_with_content_and_response() {
         }
     }
     // Hanging up twice is misuse.
-    assert_eq!(bob.hang_up(&id).await.unwrap_err().code(), ErrorCode::AlreadyEnded);
+    assert_eq!(
+        bob.hang_up(&id).await.unwrap_err().code(),
+        ErrorCode::AlreadyEnded
+    );
 }
 
 #[tokio::test]
@@ -81,13 +101,22 @@ async fn callee_hears_of_send_and_cancel_before_the_caller() {
     expect(&mut a, "local_invitation_received_by_peer").await;
     // Bob's event was emitted before his client acknowledged, which is what
     // released Alice's: so it must already be waiting in Bob's stream.
-    assert_eq!(b.try_next().map(|e| e.name()).as_deref(), Some("remote_invitation_received"));
+    assert_eq!(
+        b.try_next().map(|e| e.name()).as_deref(),
+        Some("remote_invitation_received")
+    );
 
     alice.cancel_local_invitation(&inv).await.unwrap();
     expect(&mut a, "local_invitation_canceled").await;
-    assert_eq!(b.try_next().map(|e| e.name()).as_deref(), Some("remote_invitation_canceled"));
+    assert_eq!(
+        b.try_next().map(|e| e.name()).as_deref(),
+        Some("remote_invitation_canceled")
+    );
     // A canceled invitation cannot be sent again; a new one can.
-    assert_eq!(alice.send_local_invitation(&inv).await.unwrap_err().code(), ErrorCode::AlreadySent);
+    assert_eq!(
+        alice.send_local_invitation(&inv).await.unwrap_err().code(),
+        ErrorCode::AlreadySent
+    );
     let again = alice.create_local_invitation("bob").unwrap();
     alice.send_local_invitation(&again).await.unwrap();
     until(&mut b, "remote_invitation_received").await;
@@ -102,23 +131,43 @@ async fn refuse_with_response_and_busy() {
         let inv = alice.create_local_invitation("bob").unwrap();
         let id = alice.send_local_invitation(&inv).await.unwrap();
         until(&mut b, "remote_invitation_received").await;
-        bob.refuse_remote_invitation(&id, "not now", busy).await.unwrap();
+        bob.refuse_remote_invitation(&id, "not now", busy)
+            .await
+            .unwrap();
         match expect(&mut b, "remote_invitation_refused").await {
-            Event::RemoteInvitationRefused { busy: b2, invitation } => {
+            Event::RemoteInvitationRefused {
+                busy: b2,
+                invitation,
+            } => {
                 assert_eq!(b2, busy);
                 assert_eq!(invitation.state, RemoteState::Refused);
             }
             e => panic!("{e:?}"),
         }
         match until(&mut a, "local_invitation_refused").await {
-            Event::LocalInvitationRefused { response, busy: b2, .. } => {
+            Event::LocalInvitationRefused {
+                response, busy: b2, ..
+            } => {
                 assert_eq!(response, "not now");
                 assert_eq!(b2, busy);
             }
             e => panic!("{e:?}"),
         }
-        assert_eq!(bob.accept_remote_invitation(&id, "").await.unwrap_err().code(), ErrorCode::AlreadyRefused);
-        assert_eq!(alice.cancel_local_invitation(&inv).await.unwrap_err().code(), ErrorCode::AlreadyRefused);
+        assert_eq!(
+            bob.accept_remote_invitation(&id, "")
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::AlreadyRefused
+        );
+        assert_eq!(
+            alice
+                .cancel_local_invitation(&inv)
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::AlreadyRefused
+        );
     }
 }
 
@@ -136,7 +185,10 @@ async fn peer_offline_after_the_offline_window() {
     match e {
         Event::LocalInvitationFailure { reason, invitation } => {
             assert_eq!(reason, FailureReason::PeerOffline);
-            assert_eq!(invitation.state, LocalState::Failure(FailureReason::PeerOffline));
+            assert_eq!(
+                invitation.state,
+                LocalState::Failure(FailureReason::PeerOffline)
+            );
         }
         e => panic!("{e:?}"),
     }
@@ -147,13 +199,18 @@ async fn peer_offline_after_the_offline_window() {
 async fn offline_callee_logging_in_within_the_window_gets_the_call() {
     let server = start_default().await;
     let (alice, mut a) = server.login("alice").await;
-    let inv = alice.create_local_invitation("carol").unwrap().with_content("hi carol");
+    let inv = alice
+        .create_local_invitation("carol")
+        .unwrap()
+        .with_content("hi carol");
     let id = alice.send_local_invitation(&inv).await.unwrap();
     expect(&mut a, "local_invitation_sent").await;
     virtual_sleep(Duration::from_secs(20)).await;
     let (carol, mut c) = server.login("carol").await;
     match expect(&mut c, "remote_invitation_received").await {
-        Event::RemoteInvitationReceived { invitation } => assert_eq!(invitation.content, "hi carol"),
+        Event::RemoteInvitationReceived { invitation } => {
+            assert_eq!(invitation.content, "hi carol")
+        }
         e => panic!("{e:?}"),
     }
     expect(&mut a, "local_invitation_received_by_peer").await;
@@ -162,7 +219,9 @@ async fn offline_callee_logging_in_within_the_window_gets_the_call() {
     expect(&mut c2, "remote_invitation_received").await;
     carol.accept_remote_invitation(&id, "").await.unwrap();
     match expect(&mut c2, "remote_invitation_failure").await {
-        Event::RemoteInvitationFailure { reason, .. } => assert_eq!(reason, FailureReason::AnsweredElsewhere),
+        Event::RemoteInvitationFailure { reason, .. } => {
+            assert_eq!(reason, FailureReason::AnsweredElsewhere)
+        }
         e => panic!("{e:?}"),
     }
     expect(&mut a, "local_invitation_accepted").await;
@@ -180,7 +239,9 @@ async fn no_response_when_the_callee_never_acknowledges() {
     expect(&mut a, "local_invitation_sent").await;
     let (e, waited) = virtual_until(&mut a, "local_invitation_failure").await;
     match e {
-        Event::LocalInvitationFailure { reason, .. } => assert_eq!(reason, FailureReason::NoResponse),
+        Event::LocalInvitationFailure { reason, .. } => {
+            assert_eq!(reason, FailureReason::NoResponse)
+        }
         e => panic!("{e:?}"),
     }
     assert_window(waited, 30);
@@ -208,7 +269,13 @@ async fn expired_when_nobody_answers_within_the_ring_timeout() {
         Event::LocalInvitationFailure { reason, .. } => assert_eq!(reason, FailureReason::Expired),
         e => panic!("{e:?}"),
     }
-    assert_eq!(bob.accept_remote_invitation(&id, "").await.unwrap_err().code(), ErrorCode::AlreadyEnded);
+    assert_eq!(
+        bob.accept_remote_invitation(&id, "")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::AlreadyEnded
+    );
 }
 
 #[tokio::test]
@@ -218,7 +285,10 @@ async fn timers_are_configurable() {
     let server = start(config).await;
     let (alice, mut a) = server.login("alice").await;
     let (_bob, _b) = server.login("bob").await;
-    alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    alice
+        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+        .await
+        .unwrap();
     until(&mut a, "local_invitation_received_by_peer").await;
     let (_, waited) = virtual_until(&mut a, "local_invitation_failure").await;
     assert_window(waited, 5);
@@ -229,21 +299,44 @@ async fn caller_logging_out_ends_both_sides() {
     let server = start_default().await;
     let (alice, mut a) = server.login("alice").await;
     let (bob, mut b) = server.login("bob").await;
-    let id = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    let id = alice
+        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+        .await
+        .unwrap();
     until(&mut b, "remote_invitation_received").await;
     alice.logout().await.unwrap();
     match until(&mut a, "local_invitation_failure").await {
-        Event::LocalInvitationFailure { reason, .. } => assert_eq!(reason, FailureReason::NotLoggedIn),
+        Event::LocalInvitationFailure { reason, .. } => {
+            assert_eq!(reason, FailureReason::NotLoggedIn)
+        }
         e => panic!("{e:?}"),
     }
     match until(&mut b, "remote_invitation_failure").await {
-        Event::RemoteInvitationFailure { reason, .. } => assert_eq!(reason, FailureReason::PeerOffline),
+        Event::RemoteInvitationFailure { reason, .. } => {
+            assert_eq!(reason, FailureReason::PeerOffline)
+        }
         e => panic!("{e:?}"),
     }
-    assert_eq!(bob.accept_remote_invitation(&id, "").await.unwrap_err().code(), ErrorCode::AlreadyEnded);
+    assert_eq!(
+        bob.accept_remote_invitation(&id, "")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::AlreadyEnded
+    );
     // After logout, calls on the old session fail clearly.
-    assert_eq!(alice.create_local_invitation("bob").map(|_| ()).err().map(|e| e.code()), None);
-    let err = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap_err();
+    assert_eq!(
+        alice
+            .create_local_invitation("bob")
+            .map(|_| ())
+            .err()
+            .map(|e| e.code()),
+        None
+    );
+    let err = alice
+        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotLoggedIn);
 }
 
@@ -252,15 +345,25 @@ async fn accept_arriving_after_the_caller_left_is_already_ended() {
     let server = start(patient()).await;
     let mut alice = server.raw_login("alice").await;
     let mut bob = server.raw_login("bob").await;
-    alice.send(json!({"type": "invite", "ref": 1, "callee": "bob"})).await;
+    alice
+        .send(json!({"type": "invite", "ref": 1, "callee": "bob"}))
+        .await;
     let id = alice.recv_type("invite_ok").await["invitation_id"].clone();
     bob.recv_type("invitation").await;
     drop(alice);
     let failed = bob.recv_type("failed").await;
     assert_eq!(failed["reason"], "peer_offline");
-    bob.send(json!({"type": "accept", "ref": 2, "invitation_id": id})).await;
+    bob.send(json!({"type": "accept", "ref": 2, "invitation_id": id}))
+        .await;
     let err = bob.recv().await;
-    assert_eq!((err["type"].as_str(), err["code"].as_str(), err["ref"].as_u64()), (Some("error"), Some("already_ended"), Some(2)));
+    assert_eq!(
+        (
+            err["type"].as_str(),
+            err["code"].as_str(),
+            err["ref"].as_u64()
+        ),
+        (Some("error"), Some("already_ended"), Some(2))
+    );
 }
 
 #[tokio::test]
@@ -279,13 +382,31 @@ async fn every_device_rings_first_answer_wins() {
         } else {
             bob2.refuse_remote_invitation(&id, "", false).await.unwrap();
         }
-        let expected = if accept { FailureReason::AnsweredElsewhere } else { FailureReason::DeclinedElsewhere };
+        let expected = if accept {
+            FailureReason::AnsweredElsewhere
+        } else {
+            FailureReason::DeclinedElsewhere
+        };
         match expect(&mut b1, "remote_invitation_failure").await {
             Event::RemoteInvitationFailure { reason, .. } => assert_eq!(reason, expected),
             e => panic!("{e:?}"),
         }
-        assert_eq!(bob1.accept_remote_invitation(&id, "").await.unwrap_err().code(), ErrorCode::AlreadyEnded);
-        let outcome = until(&mut a, if accept { "local_invitation_accepted" } else { "local_invitation_refused" }).await;
+        assert_eq!(
+            bob1.accept_remote_invitation(&id, "")
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::AlreadyEnded
+        );
+        let outcome = until(
+            &mut a,
+            if accept {
+                "local_invitation_accepted"
+            } else {
+                "local_invitation_refused"
+            },
+        )
+        .await;
         assert_eq!(outcome.invitation_id(), Some(&id));
         if accept {
             bob2.hang_up(&id).await.unwrap();
@@ -304,19 +425,30 @@ async fn two_devices_accepting_at_once_only_one_wins() {
     let mut alice = server.raw_login("alice").await;
     let mut b1 = server.raw_login("bob").await;
     let mut b2 = server.raw_login("bob").await;
-    alice.send(json!({"type": "invite", "ref": 1, "callee": "bob"})).await;
+    alice
+        .send(json!({"type": "invite", "ref": 1, "callee": "bob"}))
+        .await;
     let id = alice.recv_type("invite_ok").await["invitation_id"].clone();
     b1.recv_type("invitation").await;
     b2.recv_type("invitation").await;
-    b1.send(json!({"type": "accept", "ref": 5, "invitation_id": id})).await;
-    b2.send(json!({"type": "accept", "ref": 6, "invitation_id": id})).await;
+    b1.send(json!({"type": "accept", "ref": 5, "invitation_id": id}))
+        .await;
+    b2.send(json!({"type": "accept", "ref": 6, "invitation_id": id}))
+        .await;
     let r1 = b1.recv().await;
     let r2 = b2.recv().await;
     let oks = [&r1, &r2].iter().filter(|r| r["type"] == "ok").count();
     assert_eq!(oks, 1, "exactly one device wins: {r1} {r2}");
     // The loser learns it was answered elsewhere, then its own accept is refused.
-    let (loser, first) = if r1["type"] == "ok" { (&mut b2, r2) } else { (&mut b1, r1) };
-    assert_eq!((first["type"].as_str(), first["reason"].as_str()), (Some("failed"), Some("answered_elsewhere")));
+    let (loser, first) = if r1["type"] == "ok" {
+        (&mut b2, r2)
+    } else {
+        (&mut b1, r1)
+    };
+    assert_eq!(
+        (first["type"].as_str(), first["reason"].as_str()),
+        (Some("failed"), Some("answered_elsewhere"))
+    );
     let refused = loser.recv().await;
     assert_eq!(refused["code"], "already_ended", "{refused}");
     assert_eq!(alice.recv_type("accepted").await["invitation_id"], id);
@@ -330,10 +462,13 @@ async fn cancel_racing_accept_both_sides_agree() {
     let mut bob = server.raw_login("bob").await;
     let (mut accepted_rounds, mut canceled_rounds) = (0, 0);
     for round in 0..20u64 {
-        alice.send(json!({"type": "invite", "ref": round * 10, "callee": "bob"})).await;
+        alice
+            .send(json!({"type": "invite", "ref": round * 10, "callee": "bob"}))
+            .await;
         let id = alice.recv_type("invite_ok").await["invitation_id"].clone();
         bob.recv_type("invitation").await;
-        bob.send(json!({"type": "ack", "invitation_id": id, "of": "invitation"})).await;
+        bob.send(json!({"type": "ack", "invitation_id": id, "of": "invitation"}))
+            .await;
         let cancel = json!({"type": "cancel", "ref": round * 10 + 1, "invitation_id": id});
         let accept = json!({"type": "accept", "ref": round * 10 + 2, "invitation_id": id});
         // Accept clearly first, cancel clearly first, or both at once.
@@ -361,19 +496,33 @@ async fn cancel_racing_accept_both_sides_agree() {
             while alice_saw.len() < 2 {
                 let m = alice.recv().await;
                 if m["type"] != "received_by_peer" {
-                    alice_saw.push(format!("{}{}", m["type"].as_str().unwrap_or(""), m["code"].as_str().map(|c| format!(":{c}")).unwrap_or_default()));
+                    alice_saw.push(format!(
+                        "{}{}",
+                        m["type"].as_str().unwrap_or(""),
+                        m["code"]
+                            .as_str()
+                            .map(|c| format!(":{c}"))
+                            .unwrap_or_default()
+                    ));
                 }
             }
             alice_saw.sort();
-            assert_eq!(alice_saw, ["accepted", "error:already_accepted"], "round {round}");
-            alice.send(json!({"type": "hangup", "ref": 999, "invitation_id": id})).await;
+            assert_eq!(
+                alice_saw,
+                ["accepted", "error:already_accepted"],
+                "round {round}"
+            );
+            alice
+                .send(json!({"type": "hangup", "ref": 999, "invitation_id": id}))
+                .await;
             alice.recv_type("call_ended").await;
             bob.recv_type("call_ended").await;
         } else {
             // Cancel won: Bob hears canceled, acks it, and his accept is refused; Alice's cancel completes.
             canceled_rounds += 1;
             assert_eq!(first["type"], "canceled", "round {round}: {first}");
-            bob.send(json!({"type": "ack", "invitation_id": id, "of": "canceled"})).await;
+            bob.send(json!({"type": "ack", "invitation_id": id, "of": "canceled"}))
+                .await;
             assert_eq!(bob.recv().await["code"], "already_ended", "round {round}");
             while alice_saw.len() < 2 {
                 let m = alice.recv().await;
@@ -385,7 +534,10 @@ async fn cancel_racing_accept_both_sides_agree() {
         }
     }
     println!("cancel vs accept: accept won {accepted_rounds} rounds, cancel won {canceled_rounds}");
-    assert!(accepted_rounds >= 7 && canceled_rounds >= 7, "both orders were exercised");
+    assert!(
+        accepted_rounds >= 7 && canceled_rounds >= 7,
+        "both orders were exercised"
+    );
 }
 
 #[tokio::test]
@@ -393,7 +545,10 @@ async fn hang_up_by_callee_and_from_another_device() {
     let server = start_default().await;
     let (alice, mut a) = server.login("alice").await;
     let (bob, mut b) = server.login("bob").await;
-    let id = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    let id = alice
+        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+        .await
+        .unwrap();
     until(&mut b, "remote_invitation_received").await;
     bob.accept_remote_invitation(&id, "").await.unwrap();
     until(&mut a, "local_invitation_accepted").await;
@@ -415,9 +570,15 @@ async fn hang_up_by_callee_and_from_another_device() {
 async fn lost_connection_or_logout_ends_the_call_for_the_peer() {
     let server = start_default().await;
     let (alice, mut a) = server.login("alice").await;
-    for (logout, expected) in [(true, CallEndReason::PeerLoggedOut), (false, CallEndReason::PeerConnectionLost)] {
+    for (logout, expected) in [
+        (true, CallEndReason::PeerLoggedOut),
+        (false, CallEndReason::PeerConnectionLost),
+    ] {
         let (bob, mut b) = server.login("bob").await;
-        let id = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+        let id = alice
+            .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+            .await
+            .unwrap();
         until(&mut b, "remote_invitation_received").await;
         bob.accept_remote_invitation(&id, "").await.unwrap();
         until(&mut a, "local_invitation_accepted").await;
@@ -450,24 +611,67 @@ async fn misuse_is_refused_and_changes_nothing() {
         r.map(|_| ()).unwrap_err().code()
     }
     // Invalid arguments, caught before sending.
-    assert_eq!(code(alice.create_local_invitation("alice")), ErrorCode::InvalidArgument);
-    assert_eq!(code(alice.create_local_invitation("null")), ErrorCode::InvalidArgument);
-    assert_eq!(code(alice.create_local_invitation("bad/id")), ErrorCode::InvalidArgument);
-    let big = alice.create_local_invitation("bob").unwrap().with_content("x".repeat(8 * 1024 + 1));
-    assert_eq!(code(alice.send_local_invitation(&big).await), ErrorCode::InvalidArgument);
-    let exactly = alice.create_local_invitation("bob").unwrap().with_content("é".repeat(4 * 1024));
+    assert_eq!(
+        code(alice.create_local_invitation("alice")),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(alice.create_local_invitation("null")),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(alice.create_local_invitation("bad/id")),
+        ErrorCode::InvalidArgument
+    );
+    let big = alice
+        .create_local_invitation("bob")
+        .unwrap()
+        .with_content("x".repeat(8 * 1024 + 1));
+    assert_eq!(
+        code(alice.send_local_invitation(&big).await),
+        ErrorCode::InvalidArgument
+    );
+    let exactly = alice
+        .create_local_invitation("bob")
+        .unwrap()
+        .with_content("é".repeat(4 * 1024));
     let id = alice.send_local_invitation(&exactly).await.unwrap();
-    assert_eq!(code(alice.send_local_invitation(&exactly).await), ErrorCode::AlreadySent);
+    assert_eq!(
+        code(alice.send_local_invitation(&exactly).await),
+        ErrorCode::AlreadySent
+    );
     until(&mut b, "remote_invitation_received").await;
-    assert_eq!(code(bob.accept_remote_invitation(&id, &"r".repeat(8 * 1024 + 1)).await), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(
+            bob.accept_remote_invitation(&id, &"r".repeat(8 * 1024 + 1))
+                .await
+        ),
+        ErrorCode::InvalidArgument
+    );
     let unknown = callinvite_client::InvitationId("no-such-id".into());
-    assert_eq!(code(bob.accept_remote_invitation(&unknown, "").await), ErrorCode::NotFound);
-    assert_eq!(code(alice.hang_up(&id).await), ErrorCode::InvalidArgument, "not in a call yet");
+    assert_eq!(
+        code(bob.accept_remote_invitation(&unknown, "").await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(alice.hang_up(&id).await),
+        ErrorCode::InvalidArgument,
+        "not in a call yet"
+    );
     bob.accept_remote_invitation(&id, "").await.unwrap();
-    assert_eq!(code(bob.accept_remote_invitation(&id, "").await), ErrorCode::AlreadyAccepted);
-    assert_eq!(code(bob.refuse_remote_invitation(&id, "", false).await), ErrorCode::AlreadyAccepted);
+    assert_eq!(
+        code(bob.accept_remote_invitation(&id, "").await),
+        ErrorCode::AlreadyAccepted
+    );
+    assert_eq!(
+        code(bob.refuse_remote_invitation(&id, "", false).await),
+        ErrorCode::AlreadyAccepted
+    );
     until(&mut a, "local_invitation_accepted").await;
-    assert_eq!(code(alice.cancel_local_invitation(&exactly).await), ErrorCode::AlreadyAccepted);
+    assert_eq!(
+        code(alice.cancel_local_invitation(&exactly).await),
+        ErrorCode::AlreadyAccepted
+    );
     // None of that disturbed the call.
     alice.hang_up(&id).await.unwrap();
     until(&mut b, "call_ended").await;
@@ -480,42 +684,77 @@ async fn server_checks_do_not_trust_the_client() {
     let mut mallory = server.raw_login("mallory").await;
     let _bob = server.raw_login("bob").await;
     for (msg, code) in [
-        (json!({"type": "invite", "ref": 1, "callee": "alice"}), "invalid_argument"),
-        (json!({"type": "invite", "ref": 2, "callee": "null"}), "invalid_argument"),
-        (json!({"type": "invite", "ref": 3, "callee": "bob", "content": "x".repeat(8193)}), "invalid_argument"),
-        (json!({"type": "query_presence", "ref": 4, "users": (0..65).map(|i| format!("u{i}")).collect::<Vec<_>>()}), "invalid_argument"),
-        (json!({"type": "query_presence", "ref": 5, "users": []}), "invalid_argument"),
-        (json!({"type": "login", "ref": 6, "user": "alice"}), "already_logged_in"),
-        (json!({"type": "cancel", "ref": 7, "invitation_id": "nope"}), "not_found"),
+        (
+            json!({"type": "invite", "ref": 1, "callee": "alice"}),
+            "invalid_argument",
+        ),
+        (
+            json!({"type": "invite", "ref": 2, "callee": "null"}),
+            "invalid_argument",
+        ),
+        (
+            json!({"type": "invite", "ref": 3, "callee": "bob", "content": "x".repeat(8193)}),
+            "invalid_argument",
+        ),
+        (
+            json!({"type": "query_presence", "ref": 4, "users": (0..65).map(|i| format!("u{i}")).collect::<Vec<_>>()}),
+            "invalid_argument",
+        ),
+        (
+            json!({"type": "query_presence", "ref": 5, "users": []}),
+            "invalid_argument",
+        ),
+        (
+            json!({"type": "login", "ref": 6, "user": "alice"}),
+            "already_logged_in",
+        ),
+        (
+            json!({"type": "cancel", "ref": 7, "invitation_id": "nope"}),
+            "not_found",
+        ),
     ] {
         alice.send(msg).await;
         let reply = alice.recv().await;
         assert_eq!(reply["code"], code, "{reply}");
     }
     // Mallory cannot act on Alice's invitation to Bob, and never sees it.
-    alice.send(json!({"type": "invite", "ref": 10, "callee": "bob", "content": "secret"})).await;
+    alice
+        .send(json!({"type": "invite", "ref": 10, "callee": "bob", "content": "secret"}))
+        .await;
     let id = alice.recv_type("invite_ok").await["invitation_id"].clone();
     for (n, ty) in ["accept", "refuse", "cancel", "hangup"].iter().enumerate() {
-        mallory.send(json!({"type": ty, "ref": n, "invitation_id": id})).await;
+        mallory
+            .send(json!({"type": ty, "ref": n, "invitation_id": id}))
+            .await;
         let reply = mallory.recv().await;
-        assert_eq!((reply["type"].as_str(), reply["code"].as_str()), (Some("error"), Some("not_found")), "{ty}: {reply}");
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("not_found")),
+            "{ty}: {reply}"
+        );
     }
     // The server derives the sender from the session: a forged field changes nothing.
     mallory.send(json!({"type": "cancel", "ref": 20, "invitation_id": id, "user": "alice", "caller": "alice"})).await;
     assert_eq!(mallory.recv().await["code"], "not_found");
 }
 
-
 #[tokio::test]
 async fn shutdown_ends_every_invitation_and_call_then_says_goodbye() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let shutdown = callinvite_server::CancellationToken::new();
-    let server = tokio::spawn(callinvite_server::run(listener, Config::default(), shutdown.clone()));
+    let server = tokio::spawn(callinvite_server::run(
+        listener,
+        Config::default(),
+        shutdown.clone(),
+    ));
     let login = |user: &'static str| {
         let url = url.clone();
         async move {
-            let (c, mut e) = callinvite_client::Client::login(callinvite_client::LoginOptions::new(url, user)).await.unwrap();
+            let (c, mut e) =
+                callinvite_client::Client::login(callinvite_client::LoginOptions::new(url, user))
+                    .await
+                    .unwrap();
             expect(&mut e, "connection_state_changed").await;
             (c, e)
         }
@@ -525,17 +764,27 @@ async fn shutdown_ends_every_invitation_and_call_then_says_goodbye() {
     let (carol, mut c) = login("carol").await;
     let (dave, mut d) = login("dave").await;
     // alice → bob rings; carol ↔ dave are in a call.
-    alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    alice
+        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+        .await
+        .unwrap();
     until(&mut b, "remote_invitation_received").await;
-    let id = carol.send_local_invitation(&carol.create_local_invitation("dave").unwrap()).await.unwrap();
+    let id = carol
+        .send_local_invitation(&carol.create_local_invitation("dave").unwrap())
+        .await
+        .unwrap();
     until(&mut d, "remote_invitation_received").await;
     dave.accept_remote_invitation(&id, "").await.unwrap();
     until(&mut c, "local_invitation_accepted").await;
 
     shutdown.cancel();
-    for (events, name) in [(&mut a, "local_invitation_failure"), (&mut b, "remote_invitation_failure")] {
+    for (events, name) in [
+        (&mut a, "local_invitation_failure"),
+        (&mut b, "remote_invitation_failure"),
+    ] {
         match until(events, name).await {
-            Event::LocalInvitationFailure { reason, .. } | Event::RemoteInvitationFailure { reason, .. } => {
+            Event::LocalInvitationFailure { reason, .. }
+            | Event::RemoteInvitationFailure { reason, .. } => {
                 assert_eq!(reason, FailureReason::ServerShutdown)
             }
             e => panic!("{e:?}"),
@@ -556,5 +805,9 @@ async fn shutdown_ends_every_invitation_and_call_then_says_goodbye() {
         }
     }
     // The server itself finishes (a hang here fails the test through the bound).
-    tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stopped").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
 }

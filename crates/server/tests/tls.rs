@@ -16,13 +16,17 @@ struct Pki {
 impl Pki {
     /// A CA, and a server certificate for `localhost` / 127.0.0.1 signed by it, as PEM files.
     fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("callinvite-tls-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("callinvite-tls-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
         std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
@@ -42,26 +46,42 @@ impl Drop for Pki {
 #[tokio::test]
 async fn wss_with_a_private_ca() {
     let pki = Pki::new("ok");
-    let tls = Tls::from_pem_files(&pki.path("server.pem"), &pki.path("server.key")).expect("load PEM");
-    let server = start(Config { tls: Some(tls), ..Config::default() }).await;
+    let tls =
+        Tls::from_pem_files(&pki.path("server.pem"), &pki.path("server.key")).expect("load PEM");
+    let server = start(Config {
+        tls: Some(tls),
+        ..Config::default()
+    })
+    .await;
     let wss = server.url.replace("ws://127.0.0.1", "wss://localhost");
 
     // Trusting the test CA: a full call over TLS.
-    let login = |user: &str| Client::login(LoginOptions::new(&wss, user).ca_file(pki.path("ca.pem")));
+    let login =
+        |user: &str| Client::login(LoginOptions::new(&wss, user).ca_file(pki.path("ca.pem")));
     let (alice, mut a) = login("alice").await.expect("wss login with the CA");
     let (bob, mut b) = login("bob").await.expect("wss login with the CA");
-    let id = alice.send_local_invitation(&alice.create_local_invitation("bob").unwrap()).await.unwrap();
+    let id = alice
+        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
+        .await
+        .unwrap();
     until(&mut b, "remote_invitation_received").await;
     bob.accept_remote_invitation(&id, "").await.unwrap();
     until(&mut a, "local_invitation_accepted").await;
 
     // Without the CA the certificate is not trusted, and the error says so.
     match Client::login(LoginOptions::new(&wss, "carol")).await {
-        Err(ClientError::Connect { reason, .. }) => assert!(reason.to_lowercase().contains("certificate"), "{reason}"),
-        other => panic!("expected an untrusted-certificate error, got {:?}", other.map(|_| ())),
+        Err(ClientError::Connect { reason, .. }) => {
+            assert!(reason.to_lowercase().contains("certificate"), "{reason}")
+        }
+        other => panic!(
+            "expected an untrusted-certificate error, got {:?}",
+            other.map(|_| ())
+        ),
     }
     // Plain ws:// to a TLS port fails cleanly.
-    assert!(Client::login(LoginOptions::new(&server.url, "dave")).await.is_err());
+    assert!(Client::login(LoginOptions::new(&server.url, "dave"))
+        .await
+        .is_err());
 }
 
 #[test]

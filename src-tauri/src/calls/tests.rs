@@ -1,6 +1,6 @@
 use callinvite_client::{
-    CallEndReason, ConnectionReason, ConnectionState, Event, FailureReason, InvitationId, LocalInvitationInfo, LocalState,
-    RemoteInvitationInfo, RemoteState,
+    CallEndReason, ConnectionReason, ConnectionState, Event, FailureReason, InvitationId,
+    LocalInvitationInfo, LocalState, RemoteInvitationInfo, RemoteState,
 };
 
 use super::*;
@@ -21,13 +21,25 @@ fn local(id: Option<&str>, callee: &str) -> LocalInvitationInfo {
 }
 
 fn remote(id: &str, caller: &str) -> RemoteInvitationInfo {
-    RemoteInvitationInfo { invitation_id: iid(id), caller: caller.into(), content: "room".into(), state: RemoteState::InvitationReceived }
+    RemoteInvitationInfo {
+        invitation_id: iid(id),
+        caller: caller.into(),
+        content: "room".into(),
+        state: RemoteState::InvitationReceived,
+    }
 }
 
 fn signed_in() -> Calls {
     let mut c = Calls::new(vec![]);
     c.me = Some("alice".into());
-    c.on_event(&Event::ConnectionStateChanged { state: ConnectionState::Connected, reason: ConnectionReason::LoginSuccess }, &Settings::default(), 0);
+    c.on_event(
+        &Event::ConnectionStateChanged {
+            state: ConnectionState::Connected,
+            reason: ConnectionReason::LoginSuccess,
+        },
+        &Settings::default(),
+        0,
+    );
     c
 }
 
@@ -44,7 +56,14 @@ fn outgoing(c: &mut Calls, id: &str, online: bool) {
         local: None,
         accepted_ms: None,
     });
-    c.on_event(&Event::LocalInvitationSent { invitation: local(Some(id), "bob"), callee_online: online }, &Settings::default(), 1_000);
+    c.on_event(
+        &Event::LocalInvitationSent {
+            invitation: local(Some(id), "bob"),
+            callee_online: online,
+        },
+        &Settings::default(),
+        1_000,
+    );
 }
 
 fn outcome_of(fx: &[Effect]) -> Option<&'static str> {
@@ -61,16 +80,37 @@ fn outgoing_phases_then_accept_and_hang_up_with_duration() {
     outgoing(&mut c, "i1", true);
     assert_eq!(c.call.as_ref().unwrap().phase, Phase::Calling);
     assert_eq!(c.call.as_ref().unwrap().invitation_id, Some(iid("i1")));
-    c.on_event(&Event::LocalInvitationReceivedByPeer { invitation: local(Some("i1"), "bob") }, &Settings::default(), 1_500);
+    c.on_event(
+        &Event::LocalInvitationReceivedByPeer {
+            invitation: local(Some("i1"), "bob"),
+        },
+        &Settings::default(),
+        1_500,
+    );
     assert_eq!(c.call.as_ref().unwrap().phase, Phase::Ringing);
-    let settings = Settings { meeting_url_template: "https://meet.example.org/{channel}".into(), ..Settings::default() };
-    let fx = c.on_event(&Event::LocalInvitationAccepted { invitation: local(Some("i1"), "bob"), response: "hi".into() }, &settings, 2_000);
+    let settings = Settings {
+        meeting_url_template: "https://meet.example.org/{channel}".into(),
+        ..Settings::default()
+    };
+    let fx = c.on_event(
+        &Event::LocalInvitationAccepted {
+            invitation: local(Some("i1"), "bob"),
+            response: "hi".into(),
+        },
+        &settings,
+        2_000,
+    );
     assert_eq!(outcome_of(&fx), Some("accepted"));
     assert!(fx.contains(&Effect::OpenUrl("https://meet.example.org/room-9".into())));
     assert_eq!(c.call.as_ref().unwrap().phase, Phase::InCall);
     assert_eq!(c.history[0].outcome, "accepted");
     let fx = c.on_event(
-        &Event::CallEnded { invitation_id: iid("i1"), peer: "bob".into(), reason: CallEndReason::Hangup, by: Some("bob".into()) },
+        &Event::CallEnded {
+            invitation_id: iid("i1"),
+            peer: "bob".into(),
+            reason: CallEndReason::Hangup,
+            by: Some("bob".into()),
+        },
         &settings,
         67_000,
     );
@@ -84,13 +124,56 @@ fn outgoing_phases_then_accept_and_hang_up_with_duration() {
 #[test]
 fn outgoing_endings_map_to_outcomes() {
     let cases: Vec<(Event, &str)> = vec![
-        (Event::LocalInvitationRefused { invitation: local(Some("i"), "bob"), response: "no".into(), busy: false }, "refused"),
-        (Event::LocalInvitationRefused { invitation: local(Some("i"), "bob"), response: "busy".into(), busy: true }, "busy"),
-        (Event::LocalInvitationCanceled { invitation: local(Some("i"), "bob") }, "canceled"),
-        (Event::LocalInvitationFailure { invitation: local(Some("i"), "bob"), reason: FailureReason::PeerOffline }, "offline"),
-        (Event::LocalInvitationFailure { invitation: local(Some("i"), "bob"), reason: FailureReason::NoResponse }, "no_answer"),
-        (Event::LocalInvitationFailure { invitation: local(Some("i"), "bob"), reason: FailureReason::Expired }, "no_answer"),
-        (Event::LocalInvitationFailure { invitation: local(Some("i"), "bob"), reason: FailureReason::NotLoggedIn }, "connection_lost"),
+        (
+            Event::LocalInvitationRefused {
+                invitation: local(Some("i"), "bob"),
+                response: "no".into(),
+                busy: false,
+            },
+            "refused",
+        ),
+        (
+            Event::LocalInvitationRefused {
+                invitation: local(Some("i"), "bob"),
+                response: "busy".into(),
+                busy: true,
+            },
+            "busy",
+        ),
+        (
+            Event::LocalInvitationCanceled {
+                invitation: local(Some("i"), "bob"),
+            },
+            "canceled",
+        ),
+        (
+            Event::LocalInvitationFailure {
+                invitation: local(Some("i"), "bob"),
+                reason: FailureReason::PeerOffline,
+            },
+            "offline",
+        ),
+        (
+            Event::LocalInvitationFailure {
+                invitation: local(Some("i"), "bob"),
+                reason: FailureReason::NoResponse,
+            },
+            "no_answer",
+        ),
+        (
+            Event::LocalInvitationFailure {
+                invitation: local(Some("i"), "bob"),
+                reason: FailureReason::Expired,
+            },
+            "no_answer",
+        ),
+        (
+            Event::LocalInvitationFailure {
+                invitation: local(Some("i"), "bob"),
+                reason: FailureReason::NotLoggedIn,
+            },
+            "connection_lost",
+        ),
     ];
     for (event, expected) in cases {
         let mut c = signed_in();
@@ -114,7 +197,13 @@ fn offline_callee_shows_waiting() {
 fn events_of_other_invitations_do_not_touch_the_call() {
     let mut c = signed_in();
     outgoing(&mut c, "mine", true);
-    let fx = c.on_event(&Event::LocalInvitationCanceled { invitation: local(Some("other"), "bob") }, &Settings::default(), 5);
+    let fx = c.on_event(
+        &Event::LocalInvitationCanceled {
+            invitation: local(Some("other"), "bob"),
+        },
+        &Settings::default(),
+        5,
+    );
     assert!(fx.is_empty());
     assert!(c.call.is_some());
 }
@@ -122,14 +211,38 @@ fn events_of_other_invitations_do_not_touch_the_call() {
 #[test]
 fn incoming_rings_notifies_and_accept_withdraws() {
     let mut c = signed_in();
-    let fx = c.on_event(&Event::RemoteInvitationReceived { invitation: remote("r1", "carol") }, &Settings::default(), 10);
-    assert_eq!(fx, vec![Effect::NotifyIncoming { invitation_id: iid("r1"), caller: "carol".into(), content: "room".into() }]);
+    let fx = c.on_event(
+        &Event::RemoteInvitationReceived {
+            invitation: remote("r1", "carol"),
+        },
+        &Settings::default(),
+        10,
+    );
+    assert_eq!(
+        fx,
+        vec![Effect::NotifyIncoming {
+            invitation_id: iid("r1"),
+            caller: "carol".into(),
+            content: "room".into()
+        }]
+    );
     assert_eq!(c.call.as_ref().unwrap().phase, Phase::Incoming);
-    let fx = c.on_event(&Event::RemoteInvitationAccepted { invitation: remote("r1", "carol") }, &Settings::default(), 20);
+    let fx = c.on_event(
+        &Event::RemoteInvitationAccepted {
+            invitation: remote("r1", "carol"),
+        },
+        &Settings::default(),
+        20,
+    );
     assert_eq!(fx[0], Effect::Withdraw(iid("r1")));
     assert_eq!(c.call.as_ref().unwrap().phase, Phase::InCall);
     let fx = c.on_event(
-        &Event::CallEnded { invitation_id: iid("r1"), peer: "carol".into(), reason: CallEndReason::Hangup, by: Some("alice".into()) },
+        &Event::CallEnded {
+            invitation_id: iid("r1"),
+            peer: "carol".into(),
+            reason: CallEndReason::Hangup,
+            by: Some("alice".into()),
+        },
         &Settings::default(),
         30_020,
     );
@@ -140,12 +253,26 @@ fn incoming_rings_notifies_and_accept_withdraws() {
 #[test]
 fn canceled_or_expired_incoming_is_a_missed_call() {
     for event in [
-        Event::RemoteInvitationCanceled { invitation: remote("r", "carol") },
-        Event::RemoteInvitationFailure { invitation: remote("r", "carol"), reason: FailureReason::Expired },
-        Event::RemoteInvitationFailure { invitation: remote("r", "carol"), reason: FailureReason::PeerOffline },
+        Event::RemoteInvitationCanceled {
+            invitation: remote("r", "carol"),
+        },
+        Event::RemoteInvitationFailure {
+            invitation: remote("r", "carol"),
+            reason: FailureReason::Expired,
+        },
+        Event::RemoteInvitationFailure {
+            invitation: remote("r", "carol"),
+            reason: FailureReason::PeerOffline,
+        },
     ] {
         let mut c = signed_in();
-        c.on_event(&Event::RemoteInvitationReceived { invitation: remote("r", "carol") }, &Settings::default(), 10);
+        c.on_event(
+            &Event::RemoteInvitationReceived {
+                invitation: remote("r", "carol"),
+            },
+            &Settings::default(),
+            10,
+        );
         let fx = c.on_event(&event, &Settings::default(), 20);
         assert_eq!(fx[0], Effect::Withdraw(iid("r")));
         assert_eq!(outcome_of(&fx), Some("missed"));
@@ -157,10 +284,26 @@ fn canceled_or_expired_incoming_is_a_missed_call() {
 
 #[test]
 fn answered_elsewhere_is_not_missed() {
-    for (reason, word) in [(FailureReason::AnsweredElsewhere, "answered_elsewhere"), (FailureReason::DeclinedElsewhere, "declined_elsewhere")] {
+    for (reason, word) in [
+        (FailureReason::AnsweredElsewhere, "answered_elsewhere"),
+        (FailureReason::DeclinedElsewhere, "declined_elsewhere"),
+    ] {
         let mut c = signed_in();
-        c.on_event(&Event::RemoteInvitationReceived { invitation: remote("r", "carol") }, &Settings::default(), 10);
-        let fx = c.on_event(&Event::RemoteInvitationFailure { invitation: remote("r", "carol"), reason }, &Settings::default(), 20);
+        c.on_event(
+            &Event::RemoteInvitationReceived {
+                invitation: remote("r", "carol"),
+            },
+            &Settings::default(),
+            10,
+        );
+        let fx = c.on_event(
+            &Event::RemoteInvitationFailure {
+                invitation: remote("r", "carol"),
+                reason,
+            },
+            &Settings::default(),
+            20,
+        );
         assert_eq!(outcome_of(&fx), Some(word));
         assert!(!fx.iter().any(|e| matches!(e, Effect::NotifyMissed(_))));
         assert!(!c.history[0].missed);
@@ -173,15 +316,41 @@ fn busy_policy_refuses_a_second_call_or_lets_it_ring() {
     outgoing(&mut c, "i", true);
     let auto = Settings::default();
     assert_eq!(auto.busy_policy, BusyPolicy::AutoBusy);
-    let fx = c.on_event(&Event::RemoteInvitationReceived { invitation: remote("r2", "dave") }, &auto, 10);
+    let fx = c.on_event(
+        &Event::RemoteInvitationReceived {
+            invitation: remote("r2", "dave"),
+        },
+        &auto,
+        10,
+    );
     assert_eq!(fx, vec![Effect::RefuseBusy(iid("r2"))]);
-    assert_eq!(c.call.as_ref().unwrap().peer, "bob", "the call on screen stays");
-    let fx = c.on_event(&Event::RemoteInvitationRefused { invitation: remote("r2", "dave"), busy: true }, &auto, 11);
+    assert_eq!(
+        c.call.as_ref().unwrap().peer,
+        "bob",
+        "the call on screen stays"
+    );
+    let fx = c.on_event(
+        &Event::RemoteInvitationRefused {
+            invitation: remote("r2", "dave"),
+            busy: true,
+        },
+        &auto,
+        11,
+    );
     assert_eq!(outcome_of(&fx), Some("missed"));
     assert!(c.history[0].missed);
 
-    let notify = Settings { busy_policy: BusyPolicy::Notify, ..Settings::default() };
-    let fx = c.on_event(&Event::RemoteInvitationReceived { invitation: remote("r3", "erin") }, &notify, 12);
+    let notify = Settings {
+        busy_policy: BusyPolicy::Notify,
+        ..Settings::default()
+    };
+    let fx = c.on_event(
+        &Event::RemoteInvitationReceived {
+            invitation: remote("r3", "erin"),
+        },
+        &notify,
+        12,
+    );
     assert!(matches!(&fx[..], [Effect::NotifyIncoming { .. }]));
     assert!(c.waiting.contains_key(&iid("r3")));
 }
@@ -189,7 +358,13 @@ fn busy_policy_refuses_a_second_call_or_lets_it_ring() {
 #[test]
 fn session_over_ends_the_call_and_withdraws() {
     let mut c = signed_in();
-    c.on_event(&Event::RemoteInvitationReceived { invitation: remote("r", "carol") }, &Settings::default(), 10);
+    c.on_event(
+        &Event::RemoteInvitationReceived {
+            invitation: remote("r", "carol"),
+        },
+        &Settings::default(),
+        10,
+    );
     let fx = c.session_over(20);
     assert_eq!(fx[0], Effect::Withdraw(iid("r")));
     assert_eq!(outcome_of(&fx), Some("connection_lost"));
@@ -198,8 +373,14 @@ fn session_over_ends_the_call_and_withdraws() {
 
 #[test]
 fn meeting_url_only_when_configured_and_encoded() {
-    let s = Settings { meeting_url_template: "https://meet.example.org/{channel}".into(), ..Settings::default() };
-    assert_eq!(meeting_url(&s, "a b/c"), Some("https://meet.example.org/a%20b%2Fc".into()));
+    let s = Settings {
+        meeting_url_template: "https://meet.example.org/{channel}".into(),
+        ..Settings::default()
+    };
+    assert_eq!(
+        meeting_url(&s, "a b/c"),
+        Some("https://meet.example.org/a%20b%2Fc".into())
+    );
     assert_eq!(meeting_url(&s, ""), None);
     assert_eq!(meeting_url(&Settings::default(), "room"), None);
 }

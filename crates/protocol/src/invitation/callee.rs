@@ -32,7 +32,13 @@ impl RemoteState {
         }
     }
     pub fn is_final(self) -> bool {
-        matches!(self, RemoteState::Refused | RemoteState::Accepted | RemoteState::Canceled | RemoteState::Failure(_))
+        matches!(
+            self,
+            RemoteState::Refused
+                | RemoteState::Accepted
+                | RemoteState::Canceled
+                | RemoteState::Failure(_)
+        )
     }
 }
 
@@ -40,10 +46,15 @@ impl RemoteState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RemoteEvent {
     Accepted,
-    Refused { busy: bool },
+    Refused {
+        busy: bool,
+    },
     Canceled,
     Failure(FailureReason),
-    CallEnded { reason: CallEndReason, by: Option<String> },
+    CallEnded {
+        reason: CallEndReason,
+        by: Option<String>,
+    },
 }
 
 /// The callee-side state machine of one invitation on one device.
@@ -63,7 +74,11 @@ impl Default for RemoteInvitationState {
 impl RemoteInvitationState {
     /// A freshly received invitation.
     pub fn new() -> Self {
-        RemoteInvitationState { state: RemoteState::InvitationReceived, busy: false, in_call: false }
+        RemoteInvitationState {
+            state: RemoteState::InvitationReceived,
+            busy: false,
+            in_call: false,
+        }
     }
     pub fn state(&self) -> RemoteState {
         self.state
@@ -131,7 +146,10 @@ impl RemoteInvitationState {
     /// The server's `error` to this device's accept or refuse. If no ending
     /// message explained it first, the invitation is still ringing here.
     pub fn on_answer_error(&mut self) {
-        if matches!(self.state, RemoteState::AcceptSentToLocal | RemoteState::RefuseSentToLocal) {
+        if matches!(
+            self.state,
+            RemoteState::AcceptSentToLocal | RemoteState::RefuseSentToLocal
+        ) {
             self.state = RemoteState::InvitationReceived;
         }
     }
@@ -146,7 +164,9 @@ impl RemoteInvitationState {
             }
             ServerMessage::Failed { reason, .. } if pending => {
                 // The caller went away while our accept was in flight: Agora's ACCEPT_FAILURE.
-                let reason = if self.state == RemoteState::AcceptSentToLocal && *reason == FailureReason::PeerOffline {
+                let reason = if self.state == RemoteState::AcceptSentToLocal
+                    && *reason == FailureReason::PeerOffline
+                {
                     FailureReason::AcceptFailure
                 } else {
                     *reason
@@ -156,7 +176,10 @@ impl RemoteInvitationState {
             }
             ServerMessage::CallEnded { reason, by, .. } if self.in_call => {
                 self.in_call = false;
-                Some(RemoteEvent::CallEnded { reason: *reason, by: by.clone() })
+                Some(RemoteEvent::CallEnded {
+                    reason: *reason,
+                    by: by.clone(),
+                })
             }
             _ => None,
         }
@@ -165,7 +188,10 @@ impl RemoteInvitationState {
     pub fn on_session_lost(&mut self) -> Option<RemoteEvent> {
         if self.in_call {
             self.in_call = false;
-            return Some(RemoteEvent::CallEnded { reason: CallEndReason::NotLoggedIn, by: None });
+            return Some(RemoteEvent::CallEnded {
+                reason: CallEndReason::NotLoggedIn,
+                by: None,
+            });
         }
         if !self.state.is_final() {
             self.state = RemoteState::Failure(FailureReason::NotLoggedIn);
@@ -196,8 +222,18 @@ mod tests {
         assert_eq!(s.on_answer_ok(), Some(RemoteEvent::Accepted));
         assert_eq!(s.state(), RemoteState::Accepted);
         assert_eq!(s.hang_up(), Ok(()));
-        let end = ServerMessage::CallEnded { invitation_id: id(), reason: CallEndReason::PeerConnectionLost, by: None };
-        assert_eq!(s.on_server(&end), Some(RemoteEvent::CallEnded { reason: CallEndReason::PeerConnectionLost, by: None }));
+        let end = ServerMessage::CallEnded {
+            invitation_id: id(),
+            reason: CallEndReason::PeerConnectionLost,
+            by: None,
+        };
+        assert_eq!(
+            s.on_server(&end),
+            Some(RemoteEvent::CallEnded {
+                reason: CallEndReason::PeerConnectionLost,
+                by: None
+            })
+        );
         assert!(s.is_done());
         assert_eq!(s.hang_up(), Err(ErrorCode::AlreadyEnded));
     }
@@ -215,13 +251,34 @@ mod tests {
     #[test]
     fn canceled_and_failures_end_it() {
         let mut s = RemoteInvitationState::new();
-        assert_eq!(s.on_server(&ServerMessage::Canceled { invitation_id: id() }), Some(RemoteEvent::Canceled));
+        assert_eq!(
+            s.on_server(&ServerMessage::Canceled {
+                invitation_id: id()
+            }),
+            Some(RemoteEvent::Canceled)
+        );
         assert_eq!(s.accept(), Err(ErrorCode::AlreadyEnded));
-        assert_eq!(s.on_server(&ServerMessage::Canceled { invitation_id: id() }), None);
+        assert_eq!(
+            s.on_server(&ServerMessage::Canceled {
+                invitation_id: id()
+            }),
+            None
+        );
 
-        for reason in [FailureReason::Expired, FailureReason::AnsweredElsewhere, FailureReason::DeclinedElsewhere, FailureReason::PeerOffline] {
+        for reason in [
+            FailureReason::Expired,
+            FailureReason::AnsweredElsewhere,
+            FailureReason::DeclinedElsewhere,
+            FailureReason::PeerOffline,
+        ] {
             let mut s = RemoteInvitationState::new();
-            assert_eq!(s.on_server(&ServerMessage::Failed { invitation_id: id(), reason }), Some(RemoteEvent::Failure(reason)));
+            assert_eq!(
+                s.on_server(&ServerMessage::Failed {
+                    invitation_id: id(),
+                    reason
+                }),
+                Some(RemoteEvent::Failure(reason))
+            );
             assert_eq!(s.refuse(false), Err(ErrorCode::AlreadyEnded));
         }
     }
@@ -230,17 +287,28 @@ mod tests {
     fn caller_gone_while_accepting_is_accept_failure() {
         let mut s = RemoteInvitationState::new();
         s.accept().unwrap();
-        let ev = s.on_server(&ServerMessage::Failed { invitation_id: id(), reason: FailureReason::PeerOffline });
+        let ev = s.on_server(&ServerMessage::Failed {
+            invitation_id: id(),
+            reason: FailureReason::PeerOffline,
+        });
         assert_eq!(ev, Some(RemoteEvent::Failure(FailureReason::AcceptFailure)));
         s.on_answer_error();
-        assert_eq!(s.state(), RemoteState::Failure(FailureReason::AcceptFailure));
+        assert_eq!(
+            s.state(),
+            RemoteState::Failure(FailureReason::AcceptFailure)
+        );
     }
 
     #[test]
     fn cancel_racing_accept_wins_when_it_arrived_first() {
         let mut s = RemoteInvitationState::new();
         s.accept().unwrap();
-        assert_eq!(s.on_server(&ServerMessage::Canceled { invitation_id: id() }), Some(RemoteEvent::Canceled));
+        assert_eq!(
+            s.on_server(&ServerMessage::Canceled {
+                invitation_id: id()
+            }),
+            Some(RemoteEvent::Canceled)
+        );
         s.on_answer_error();
         assert_eq!(s.on_answer_ok(), None);
         assert_eq!(s.state(), RemoteState::Canceled);
@@ -258,7 +326,10 @@ mod tests {
     #[test]
     fn session_loss() {
         let mut s = RemoteInvitationState::new();
-        assert_eq!(s.on_session_lost(), Some(RemoteEvent::Failure(FailureReason::NotLoggedIn)));
+        assert_eq!(
+            s.on_session_lost(),
+            Some(RemoteEvent::Failure(FailureReason::NotLoggedIn))
+        );
         assert_eq!(s.on_session_lost(), None);
     }
 }

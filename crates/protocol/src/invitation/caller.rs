@@ -36,7 +36,10 @@ impl LocalState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            LocalState::AcceptedByRemote | LocalState::RefusedByRemote | LocalState::Canceled | LocalState::Failure(_)
+            LocalState::AcceptedByRemote
+                | LocalState::RefusedByRemote
+                | LocalState::Canceled
+                | LocalState::Failure(_)
         )
     }
 }
@@ -45,13 +48,24 @@ impl LocalState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalEvent {
     /// The server took the invitation (`callee_online`: some device was online).
-    Sent { invitation_id: InvitationId, callee_online: bool },
+    Sent {
+        invitation_id: InvitationId,
+        callee_online: bool,
+    },
     ReceivedByPeer,
-    Accepted { response: String },
-    Refused { response: String, busy: bool },
+    Accepted {
+        response: String,
+    },
+    Refused {
+        response: String,
+        busy: bool,
+    },
     Canceled,
     Failure(FailureReason),
-    CallEnded { reason: CallEndReason, by: Option<String> },
+    CallEnded {
+        reason: CallEndReason,
+        by: Option<String>,
+    },
 }
 
 /// What to do with a `cancel` call.
@@ -85,7 +99,13 @@ impl Default for LocalInvitationState {
 
 impl LocalInvitationState {
     pub fn new() -> Self {
-        LocalInvitationState { state: LocalState::Idle, sending: false, cancel_requested: false, in_call: false, id: None }
+        LocalInvitationState {
+            state: LocalState::Idle,
+            sending: false,
+            cancel_requested: false,
+            in_call: false,
+            id: None,
+        }
     }
     pub fn state(&self) -> LocalState {
         self.state
@@ -121,12 +141,20 @@ impl LocalInvitationState {
         match self.state {
             LocalState::Idle if self.sending => {
                 let first = !std::mem::replace(&mut self.cancel_requested, true);
-                Ok(if first { CancelAction::Deferred } else { CancelAction::AlreadyRequested })
+                Ok(if first {
+                    CancelAction::Deferred
+                } else {
+                    CancelAction::AlreadyRequested
+                })
             }
             LocalState::Idle => Err(ErrorCode::InvalidArgument),
             LocalState::SentToRemote | LocalState::ReceivedByRemote => {
                 let first = !std::mem::replace(&mut self.cancel_requested, true);
-                Ok(if first { CancelAction::SendNow } else { CancelAction::AlreadyRequested })
+                Ok(if first {
+                    CancelAction::SendNow
+                } else {
+                    CancelAction::AlreadyRequested
+                })
             }
             LocalState::AcceptedByRemote => Err(ErrorCode::AlreadyAccepted),
             LocalState::RefusedByRemote => Err(ErrorCode::AlreadyRefused),
@@ -150,11 +178,18 @@ impl LocalInvitationState {
     pub fn on_server(&mut self, msg: &ServerMessage) -> (Option<LocalEvent>, bool) {
         let pending = !self.state.is_final();
         let event = match msg {
-            ServerMessage::InviteOk { invitation_id, callee_online, .. } if self.sending => {
+            ServerMessage::InviteOk {
+                invitation_id,
+                callee_online,
+                ..
+            } if self.sending => {
                 self.sending = false;
                 self.id = Some(invitation_id.clone());
                 self.state = LocalState::SentToRemote;
-                let ev = LocalEvent::Sent { invitation_id: invitation_id.clone(), callee_online: *callee_online };
+                let ev = LocalEvent::Sent {
+                    invitation_id: invitation_id.clone(),
+                    callee_online: *callee_online,
+                };
                 return (Some(ev), self.cancel_requested);
             }
             ServerMessage::ReceivedByPeer { .. } if self.state == LocalState::SentToRemote => {
@@ -164,11 +199,16 @@ impl LocalInvitationState {
             ServerMessage::Accepted { response, .. } if pending => {
                 self.state = LocalState::AcceptedByRemote;
                 self.in_call = true;
-                Some(LocalEvent::Accepted { response: response.clone() })
+                Some(LocalEvent::Accepted {
+                    response: response.clone(),
+                })
             }
             ServerMessage::Refused { response, busy, .. } if pending => {
                 self.state = LocalState::RefusedByRemote;
-                Some(LocalEvent::Refused { response: response.clone(), busy: *busy })
+                Some(LocalEvent::Refused {
+                    response: response.clone(),
+                    busy: *busy,
+                })
             }
             ServerMessage::Canceled { .. } if pending => {
                 self.state = LocalState::Canceled;
@@ -180,7 +220,10 @@ impl LocalInvitationState {
             }
             ServerMessage::CallEnded { reason, by, .. } if self.in_call => {
                 self.in_call = false;
-                Some(LocalEvent::CallEnded { reason: *reason, by: by.clone() })
+                Some(LocalEvent::CallEnded {
+                    reason: *reason,
+                    by: by.clone(),
+                })
             }
             _ => None,
         };
@@ -191,7 +234,10 @@ impl LocalInvitationState {
     pub fn on_session_lost(&mut self) -> Option<LocalEvent> {
         if self.in_call {
             self.in_call = false;
-            return Some(LocalEvent::CallEnded { reason: CallEndReason::NotLoggedIn, by: None });
+            return Some(LocalEvent::CallEnded {
+                reason: CallEndReason::NotLoggedIn,
+                by: None,
+            });
         }
         if self.sending || !(self.state.is_final() || self.state == LocalState::Idle) {
             self.sending = false;
@@ -212,7 +258,11 @@ mod tests {
     fn sent() -> LocalInvitationState {
         let mut s = LocalInvitationState::new();
         s.send().unwrap();
-        s.on_server(&ServerMessage::InviteOk { req: 1, invitation_id: id(), callee_online: true });
+        s.on_server(&ServerMessage::InviteOk {
+            req: 1,
+            invitation_id: id(),
+            callee_online: true,
+        });
         s
     }
 
@@ -222,22 +272,56 @@ mod tests {
         assert_eq!(s.state().agora_code(), 0);
         s.send().unwrap();
         assert_eq!(s.send(), Err(ErrorCode::AlreadySent));
-        let (ev, cancel) = s.on_server(&ServerMessage::InviteOk { req: 1, invitation_id: id(), callee_online: false });
-        assert_eq!(ev, Some(LocalEvent::Sent { invitation_id: id(), callee_online: false }));
+        let (ev, cancel) = s.on_server(&ServerMessage::InviteOk {
+            req: 1,
+            invitation_id: id(),
+            callee_online: false,
+        });
+        assert_eq!(
+            ev,
+            Some(LocalEvent::Sent {
+                invitation_id: id(),
+                callee_online: false
+            })
+        );
         assert!(!cancel);
         assert_eq!(s.state(), LocalState::SentToRemote);
         assert_eq!(s.send(), Err(ErrorCode::AlreadySent));
         assert_eq!(s.hang_up(), Err(ErrorCode::InvalidArgument));
-        assert_eq!(s.on_server(&ServerMessage::ReceivedByPeer { invitation_id: id() }).0, Some(LocalEvent::ReceivedByPeer));
+        assert_eq!(
+            s.on_server(&ServerMessage::ReceivedByPeer {
+                invitation_id: id()
+            })
+            .0,
+            Some(LocalEvent::ReceivedByPeer)
+        );
         assert_eq!(s.state(), LocalState::ReceivedByRemote);
-        let (ev, _) = s.on_server(&ServerMessage::Accepted { invitation_id: id(), response: "hi".into() });
-        assert_eq!(ev, Some(LocalEvent::Accepted { response: "hi".into() }));
+        let (ev, _) = s.on_server(&ServerMessage::Accepted {
+            invitation_id: id(),
+            response: "hi".into(),
+        });
+        assert_eq!(
+            ev,
+            Some(LocalEvent::Accepted {
+                response: "hi".into()
+            })
+        );
         assert_eq!(s.state().agora_code(), 3);
         assert!(s.in_call() && !s.is_done());
         assert_eq!(s.cancel(), Err(ErrorCode::AlreadyAccepted));
         assert_eq!(s.hang_up(), Ok(()));
-        let end = ServerMessage::CallEnded { invitation_id: id(), reason: CallEndReason::Hangup, by: Some("bob".into()) };
-        assert_eq!(s.on_server(&end).0, Some(LocalEvent::CallEnded { reason: CallEndReason::Hangup, by: Some("bob".into()) }));
+        let end = ServerMessage::CallEnded {
+            invitation_id: id(),
+            reason: CallEndReason::Hangup,
+            by: Some("bob".into()),
+        };
+        assert_eq!(
+            s.on_server(&end).0,
+            Some(LocalEvent::CallEnded {
+                reason: CallEndReason::Hangup,
+                by: Some("bob".into())
+            })
+        );
         assert!(s.is_done());
         assert_eq!(s.on_server(&end).0, None, "a duplicate end is ignored");
         assert_eq!(s.hang_up(), Err(ErrorCode::AlreadyEnded));
@@ -246,13 +330,27 @@ mod tests {
     #[test]
     fn cancel_before_invite_ok_is_deferred_then_sent() {
         let mut s = LocalInvitationState::new();
-        assert_eq!(s.cancel(), Err(ErrorCode::InvalidArgument), "cannot cancel what was never sent");
+        assert_eq!(
+            s.cancel(),
+            Err(ErrorCode::InvalidArgument),
+            "cannot cancel what was never sent"
+        );
         s.send().unwrap();
         assert_eq!(s.cancel(), Ok(CancelAction::Deferred));
         assert_eq!(s.cancel(), Ok(CancelAction::AlreadyRequested));
-        let (_, cancel_now) = s.on_server(&ServerMessage::InviteOk { req: 1, invitation_id: id(), callee_online: true });
+        let (_, cancel_now) = s.on_server(&ServerMessage::InviteOk {
+            req: 1,
+            invitation_id: id(),
+            callee_online: true,
+        });
         assert!(cancel_now);
-        assert_eq!(s.on_server(&ServerMessage::Canceled { invitation_id: id() }).0, Some(LocalEvent::Canceled));
+        assert_eq!(
+            s.on_server(&ServerMessage::Canceled {
+                invitation_id: id()
+            })
+            .0,
+            Some(LocalEvent::Canceled)
+        );
         assert_eq!(s.cancel(), Err(ErrorCode::AlreadyEnded));
         assert_eq!(s.send(), Err(ErrorCode::AlreadySent));
     }
@@ -261,16 +359,43 @@ mod tests {
     fn refusal_and_failure_are_final() {
         let mut s = sent();
         assert_eq!(s.cancel(), Ok(CancelAction::SendNow));
-        let (ev, _) = s.on_server(&ServerMessage::Refused { invitation_id: id(), response: "busy".into(), busy: true });
-        assert_eq!(ev, Some(LocalEvent::Refused { response: "busy".into(), busy: true }));
+        let (ev, _) = s.on_server(&ServerMessage::Refused {
+            invitation_id: id(),
+            response: "busy".into(),
+            busy: true,
+        });
+        assert_eq!(
+            ev,
+            Some(LocalEvent::Refused {
+                response: "busy".into(),
+                busy: true
+            })
+        );
         assert_eq!(s.cancel(), Err(ErrorCode::AlreadyRefused));
         // A late cancel confirmation after the refusal won the race changes nothing.
-        assert_eq!(s.on_server(&ServerMessage::Canceled { invitation_id: id() }).0, None);
+        assert_eq!(
+            s.on_server(&ServerMessage::Canceled {
+                invitation_id: id()
+            })
+            .0,
+            None
+        );
         assert_eq!(s.state(), LocalState::RefusedByRemote);
 
-        for reason in [FailureReason::PeerOffline, FailureReason::NoResponse, FailureReason::Expired] {
+        for reason in [
+            FailureReason::PeerOffline,
+            FailureReason::NoResponse,
+            FailureReason::Expired,
+        ] {
             let mut s = sent();
-            assert_eq!(s.on_server(&ServerMessage::Failed { invitation_id: id(), reason }).0, Some(LocalEvent::Failure(reason)));
+            assert_eq!(
+                s.on_server(&ServerMessage::Failed {
+                    invitation_id: id(),
+                    reason
+                })
+                .0,
+                Some(LocalEvent::Failure(reason))
+            );
             assert_eq!(s.state(), LocalState::Failure(reason));
             assert_eq!(s.state().agora_code(), 6);
             assert_eq!(s.cancel(), Err(ErrorCode::AlreadyEnded));
@@ -291,11 +416,23 @@ mod tests {
         let mut idle = LocalInvitationState::new();
         assert_eq!(idle.on_session_lost(), None);
         let mut s = sent();
-        assert_eq!(s.on_session_lost(), Some(LocalEvent::Failure(FailureReason::NotLoggedIn)));
+        assert_eq!(
+            s.on_session_lost(),
+            Some(LocalEvent::Failure(FailureReason::NotLoggedIn))
+        );
         assert_eq!(s.state(), LocalState::Failure(FailureReason::NotLoggedIn));
         let mut c = sent();
-        c.on_server(&ServerMessage::Accepted { invitation_id: id(), response: String::new() });
-        assert_eq!(c.on_session_lost(), Some(LocalEvent::CallEnded { reason: CallEndReason::NotLoggedIn, by: None }));
+        c.on_server(&ServerMessage::Accepted {
+            invitation_id: id(),
+            response: String::new(),
+        });
+        assert_eq!(
+            c.on_session_lost(),
+            Some(LocalEvent::CallEnded {
+                reason: CallEndReason::NotLoggedIn,
+                by: None
+            })
+        );
         assert_eq!(c.on_session_lost(), None);
     }
 }

@@ -79,13 +79,34 @@ pub enum Input {
     /// A device of the callee logged in while the invitation is ringing.
     CalleeDeviceOnline(DeviceId),
     /// A device acknowledged an `invitation` or `canceled` message.
-    Ack { from: DeviceId, of: AckOf },
-    Accept { from: Party, req: u64, response: String },
-    Refuse { from: Party, req: u64, response: String, busy: bool },
-    Cancel { from: Party, req: u64 },
-    Hangup { from: Party, req: u64 },
+    Ack {
+        from: DeviceId,
+        of: AckOf,
+    },
+    Accept {
+        from: Party,
+        req: u64,
+        response: String,
+    },
+    Refuse {
+        from: Party,
+        req: u64,
+        response: String,
+        busy: bool,
+    },
+    Cancel {
+        from: Party,
+        req: u64,
+    },
+    Hangup {
+        from: Party,
+        req: u64,
+    },
     /// A device logged out or lost its connection.
-    DeviceGone { device: DeviceId, cause: GoneCause },
+    DeviceGone {
+        device: DeviceId,
+        cause: GoneCause,
+    },
     /// Time passed; fire whatever deadline is due.
     Tick,
     /// The server is shutting down: end it now, telling everyone involved.
@@ -102,11 +123,17 @@ pub struct Effect {
 /// How an invitation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Refused { by: DeviceId, busy: bool },
+    Refused {
+        by: DeviceId,
+        busy: bool,
+    },
     Canceled,
     Failed(FailureReason),
     /// It was accepted by device `accepted_by`, and the call has since ended.
-    CallEnded { accepted_by: DeviceId, reason: CallEndReason },
+    CallEnded {
+        accepted_by: DeviceId,
+        reason: CallEndReason,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -179,7 +206,11 @@ impl Record {
         };
         let mut fx = vec![Effect {
             to: record.caller.device,
-            msg: ServerMessage::InviteOk { req, invitation_id: id, callee_online: online },
+            msg: ServerMessage::InviteOk {
+                req,
+                invitation_id: id,
+                callee_online: online,
+            },
         }];
         for &d in callee_devices {
             record.deliver(d, &mut fx);
@@ -218,8 +249,15 @@ impl Record {
     /// A short name of the phase, for logs.
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
-            Phase::Ringing { received_by_peer: false, offline_deadline: Some(_), .. } => "waiting_for_callee",
-            Phase::Ringing { received_by_peer: false, .. } => "delivering",
+            Phase::Ringing {
+                received_by_peer: false,
+                offline_deadline: Some(_),
+                ..
+            } => "waiting_for_callee",
+            Phase::Ringing {
+                received_by_peer: false,
+                ..
+            } => "delivering",
             Phase::Ringing { .. } => "ringing",
             Phase::Canceling { .. } => "canceling",
             Phase::InCall { .. } => "in_call",
@@ -234,9 +272,19 @@ impl Record {
     /// The earliest instant at which a `Tick` has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.phase {
-            Phase::Ringing { offline_deadline, no_response_deadline, ring_deadline, .. } => {
-                [*offline_deadline, *no_response_deadline, Some(*ring_deadline)].into_iter().flatten().min()
-            }
+            Phase::Ringing {
+                offline_deadline,
+                no_response_deadline,
+                ring_deadline,
+                ..
+            } => [
+                *offline_deadline,
+                *no_response_deadline,
+                Some(*ring_deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Phase::Canceling { deadline, .. } => Some(*deadline),
             Phase::InCall { .. } => None,
             Phase::Ended { gc_at, .. } => Some(*gc_at),
@@ -253,10 +301,25 @@ impl Record {
         let mut fx = Vec::new();
         match input {
             Input::CalleeDeviceOnline(device) => self.on_callee_online(device, now, &mut fx),
-            Input::Ack { from, of: AckOf::Invitation } => self.on_ack_invitation(from, &mut fx),
-            Input::Ack { from, of: AckOf::Canceled } => self.on_ack_canceled(from, now, &mut fx),
-            Input::Accept { from, req, response } => self.on_accept(from, req, response, &mut fx),
-            Input::Refuse { from, req, response, busy } => self.on_refuse(from, req, response, busy, now, &mut fx),
+            Input::Ack {
+                from,
+                of: AckOf::Invitation,
+            } => self.on_ack_invitation(from, &mut fx),
+            Input::Ack {
+                from,
+                of: AckOf::Canceled,
+            } => self.on_ack_canceled(from, now, &mut fx),
+            Input::Accept {
+                from,
+                req,
+                response,
+            } => self.on_accept(from, req, response, &mut fx),
+            Input::Refuse {
+                from,
+                req,
+                response,
+                busy,
+            } => self.on_refuse(from, req, response, busy, now, &mut fx),
             Input::Cancel { from, req } => self.on_cancel(from, req, now, &mut fx),
             Input::Hangup { from, req } => self.on_hangup(from, req, now, &mut fx),
             Input::DeviceGone { device, cause } => self.on_device_gone(device, cause, now, &mut fx),
@@ -282,21 +345,46 @@ impl Record {
     fn send_callees(&self, except: Option<DeviceId>, msg: ServerMessage, fx: &mut Vec<Effect>) {
         for &d in self.delivered.keys() {
             if Some(d) != except {
-                fx.push(Effect { to: d, msg: msg.clone() });
+                fx.push(Effect {
+                    to: d,
+                    msg: msg.clone(),
+                });
             }
         }
     }
 
     fn end(&mut self, outcome: Outcome, now: Instant) {
-        self.phase = Phase::Ended { outcome, gc_at: now + self.timeouts.retention };
+        self.phase = Phase::Ended {
+            outcome,
+            gc_at: now + self.timeouts.retention,
+        };
     }
 
-    fn fail(&mut self, reason_callee: FailureReason, reason_caller: Option<FailureReason>, now: Instant, fx: &mut Vec<Effect>) {
+    fn fail(
+        &mut self,
+        reason_callee: FailureReason,
+        reason_caller: Option<FailureReason>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let id = self.id.clone();
-        self.send_callees(None, ServerMessage::Failed { invitation_id: id.clone(), reason: reason_callee }, fx);
+        self.send_callees(
+            None,
+            ServerMessage::Failed {
+                invitation_id: id.clone(),
+                reason: reason_callee,
+            },
+            fx,
+        );
         let outcome = match reason_caller {
             Some(reason) => {
-                fx.push(Effect { to: self.caller.device, msg: ServerMessage::Failed { invitation_id: id, reason } });
+                fx.push(Effect {
+                    to: self.caller.device,
+                    msg: ServerMessage::Failed {
+                        invitation_id: id,
+                        reason,
+                    },
+                });
                 reason
             }
             None => reason_callee,
@@ -305,33 +393,64 @@ impl Record {
     }
 
     fn reply(fx: &mut Vec<Effect>, to: DeviceId, req: u64) {
-        fx.push(Effect { to, msg: ServerMessage::Ok { req: Some(req) } });
+        fx.push(Effect {
+            to,
+            msg: ServerMessage::Ok { req: Some(req) },
+        });
     }
 
     fn reject(fx: &mut Vec<Effect>, to: DeviceId, req: u64, code: ErrorCode, message: &str) {
-        fx.push(Effect { to, msg: ServerMessage::error(Some(req), code, message) });
+        fx.push(Effect {
+            to,
+            msg: ServerMessage::error(Some(req), code, message),
+        });
     }
 
     /// The error for acting on an invitation that can no longer take that action.
     fn misuse(&self, device: DeviceId) -> (ErrorCode, &'static str) {
         match self.phase {
-            Phase::Ringing { .. } => (ErrorCode::InvalidArgument, "the invitation has not been answered yet"),
-            Phase::InCall { callee_device } if callee_device == device || self.caller.device == device => {
-                (ErrorCode::AlreadyAccepted, "the invitation was already accepted")
+            Phase::Ringing { .. } => (
+                ErrorCode::InvalidArgument,
+                "the invitation has not been answered yet",
+            ),
+            Phase::InCall { callee_device }
+                if callee_device == device || self.caller.device == device =>
+            {
+                (
+                    ErrorCode::AlreadyAccepted,
+                    "the invitation was already accepted",
+                )
             }
-            Phase::InCall { .. } => (ErrorCode::AlreadyEnded, "the invitation was answered on another device"),
-            Phase::Ended { outcome: Outcome::Refused { by, .. }, .. } if by == device || self.caller.device == device => {
-                (ErrorCode::AlreadyRefused, "the invitation was already refused")
-            }
-            Phase::Ended { outcome: Outcome::CallEnded { accepted_by, .. }, .. } if accepted_by == device => {
-                (ErrorCode::AlreadyAccepted, "the invitation was already accepted (and the call has ended)")
-            }
+            Phase::InCall { .. } => (
+                ErrorCode::AlreadyEnded,
+                "the invitation was answered on another device",
+            ),
+            Phase::Ended {
+                outcome: Outcome::Refused { by, .. },
+                ..
+            } if by == device || self.caller.device == device => (
+                ErrorCode::AlreadyRefused,
+                "the invitation was already refused",
+            ),
+            Phase::Ended {
+                outcome: Outcome::CallEnded { accepted_by, .. },
+                ..
+            } if accepted_by == device => (
+                ErrorCode::AlreadyAccepted,
+                "the invitation was already accepted (and the call has ended)",
+            ),
             _ => (ErrorCode::AlreadyEnded, "the invitation has already ended"),
         }
     }
 
     fn on_callee_online(&mut self, device: DeviceId, now: Instant, fx: &mut Vec<Effect>) {
-        if let Phase::Ringing { received_by_peer, offline_deadline, no_response_deadline, .. } = &mut self.phase {
+        if let Phase::Ringing {
+            received_by_peer,
+            offline_deadline,
+            no_response_deadline,
+            ..
+        } = &mut self.phase
+        {
             if offline_deadline.take().is_some() && !*received_by_peer {
                 *no_response_deadline = Some(now + self.timeouts.no_response);
             }
@@ -340,15 +459,24 @@ impl Record {
     }
 
     fn on_ack_invitation(&mut self, from: DeviceId, fx: &mut Vec<Effect>) {
-        let Some(acked) = self.delivered.get_mut(&from) else { return };
+        let Some(acked) = self.delivered.get_mut(&from) else {
+            return;
+        };
         *acked = true;
-        if let Phase::Ringing { received_by_peer, no_response_deadline, .. } = &mut self.phase {
+        if let Phase::Ringing {
+            received_by_peer,
+            no_response_deadline,
+            ..
+        } = &mut self.phase
+        {
             if !*received_by_peer {
                 *received_by_peer = true;
                 *no_response_deadline = None;
                 fx.push(Effect {
                     to: self.caller.device,
-                    msg: ServerMessage::ReceivedByPeer { invitation_id: self.id.clone() },
+                    msg: ServerMessage::ReceivedByPeer {
+                        invitation_id: self.id.clone(),
+                    },
                 });
             }
         }
@@ -364,24 +492,55 @@ impl Record {
     }
 
     fn finish_cancel(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        fx.push(Effect { to: self.caller.device, msg: ServerMessage::Canceled { invitation_id: self.id.clone() } });
+        fx.push(Effect {
+            to: self.caller.device,
+            msg: ServerMessage::Canceled {
+                invitation_id: self.id.clone(),
+            },
+        });
         self.end(Outcome::Canceled, now);
     }
 
     fn on_accept(&mut self, from: Party, req: u64, response: String, fx: &mut Vec<Effect>) {
         if self.answer(&from, req, FailureReason::AnsweredElsewhere, fx) {
-            fx.push(Effect { to: self.caller.device, msg: ServerMessage::Accepted { invitation_id: self.id.clone(), response } });
-            self.phase = Phase::InCall { callee_device: from.device };
+            fx.push(Effect {
+                to: self.caller.device,
+                msg: ServerMessage::Accepted {
+                    invitation_id: self.id.clone(),
+                    response,
+                },
+            });
+            self.phase = Phase::InCall {
+                callee_device: from.device,
+            };
         }
     }
 
-    fn on_refuse(&mut self, from: Party, req: u64, response: String, busy: bool, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_refuse(
+        &mut self,
+        from: Party,
+        req: u64,
+        response: String,
+        busy: bool,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         if self.answer(&from, req, FailureReason::DeclinedElsewhere, fx) {
             fx.push(Effect {
                 to: self.caller.device,
-                msg: ServerMessage::Refused { invitation_id: self.id.clone(), response, busy },
+                msg: ServerMessage::Refused {
+                    invitation_id: self.id.clone(),
+                    response,
+                    busy,
+                },
             });
-            self.end(Outcome::Refused { by: from.device, busy }, now);
+            self.end(
+                Outcome::Refused {
+                    by: from.device,
+                    busy,
+                },
+                now,
+            );
         }
     }
 
@@ -389,9 +548,21 @@ impl Record {
     /// answer, only while ringing; the answering device gets `ok` and every
     /// other device of the callee gets `failed` with `elsewhere`. Returns
     /// false (after queueing the error) when the answer is refused.
-    fn answer(&mut self, from: &Party, req: u64, elsewhere: FailureReason, fx: &mut Vec<Effect>) -> bool {
+    fn answer(
+        &mut self,
+        from: &Party,
+        req: u64,
+        elsewhere: FailureReason,
+        fx: &mut Vec<Effect>,
+    ) -> bool {
         if from.user != self.callee {
-            Self::reject(fx, from.device, req, ErrorCode::NotFound, "no such invitation for you");
+            Self::reject(
+                fx,
+                from.device,
+                req,
+                ErrorCode::NotFound,
+                "no such invitation for you",
+            );
             return false;
         }
         if !self.is_ringing() {
@@ -401,7 +572,10 @@ impl Record {
         }
         self.answered_by(from.device, fx);
         Self::reply(fx, from.device, req);
-        let msg = ServerMessage::Failed { invitation_id: self.id.clone(), reason: elsewhere };
+        let msg = ServerMessage::Failed {
+            invitation_id: self.id.clone(),
+            reason: elsewhere,
+        };
         self.send_callees(Some(from.device), msg, fx);
         true
     }
@@ -411,13 +585,20 @@ impl Record {
     fn answered_by(&mut self, device: DeviceId, fx: &mut Vec<Effect>) {
         // A device that logged in after delivery but raced its own invitation message still counts.
         self.delivered.insert(device, true);
-        if let Phase::Ringing { received_by_peer, no_response_deadline, .. } = &mut self.phase {
+        if let Phase::Ringing {
+            received_by_peer,
+            no_response_deadline,
+            ..
+        } = &mut self.phase
+        {
             if !*received_by_peer {
                 *received_by_peer = true;
                 *no_response_deadline = None;
                 fx.push(Effect {
                     to: self.caller.device,
-                    msg: ServerMessage::ReceivedByPeer { invitation_id: self.id.clone() },
+                    msg: ServerMessage::ReceivedByPeer {
+                        invitation_id: self.id.clone(),
+                    },
                 });
             }
         }
@@ -425,40 +606,73 @@ impl Record {
 
     fn on_cancel(&mut self, from: Party, req: u64, now: Instant, fx: &mut Vec<Effect>) {
         if from.user != self.caller.user {
-            return Self::reject(fx, from.device, req, ErrorCode::NotFound, "no such invitation for you");
+            return Self::reject(
+                fx,
+                from.device,
+                req,
+                ErrorCode::NotFound,
+                "no such invitation for you",
+            );
         }
         if !self.is_ringing() {
             let (code, msg) = match self.phase {
-                Phase::InCall { .. } => (ErrorCode::AlreadyAccepted, "the invitation was already accepted; hang up instead"),
-                Phase::Ended { outcome: Outcome::CallEnded { .. }, .. } => {
-                    (ErrorCode::AlreadyAccepted, "the invitation was already accepted")
-                }
-                Phase::Ended { outcome: Outcome::Refused { .. }, .. } => {
-                    (ErrorCode::AlreadyRefused, "the invitation was already refused")
-                }
+                Phase::InCall { .. } => (
+                    ErrorCode::AlreadyAccepted,
+                    "the invitation was already accepted; hang up instead",
+                ),
+                Phase::Ended {
+                    outcome: Outcome::CallEnded { .. },
+                    ..
+                } => (
+                    ErrorCode::AlreadyAccepted,
+                    "the invitation was already accepted",
+                ),
+                Phase::Ended {
+                    outcome: Outcome::Refused { .. },
+                    ..
+                } => (
+                    ErrorCode::AlreadyRefused,
+                    "the invitation was already refused",
+                ),
                 _ => (ErrorCode::AlreadyEnded, "the invitation has already ended"),
             };
             return Self::reject(fx, from.device, req, code, msg);
         }
         Self::reply(fx, from.device, req);
-        self.send_callees(None, ServerMessage::Canceled { invitation_id: self.id.clone() }, fx);
+        self.send_callees(
+            None,
+            ServerMessage::Canceled {
+                invitation_id: self.id.clone(),
+            },
+            fx,
+        );
         let awaiting: BTreeSet<DeviceId> = self.delivered.keys().copied().collect();
         if awaiting.is_empty() {
             self.finish_cancel(now, fx);
         } else {
-            self.phase = Phase::Canceling { awaiting, deadline: now + self.timeouts.cancel_ack };
+            self.phase = Phase::Canceling {
+                awaiting,
+                deadline: now + self.timeouts.cancel_ack,
+            };
         }
     }
 
     fn on_hangup(&mut self, from: Party, req: u64, now: Instant, fx: &mut Vec<Effect>) {
         if from.user != self.caller.user && from.user != self.callee {
-            return Self::reject(fx, from.device, req, ErrorCode::NotFound, "no such invitation for you");
+            return Self::reject(
+                fx,
+                from.device,
+                req,
+                ErrorCode::NotFound,
+                "no such invitation for you",
+            );
         }
         let Phase::InCall { callee_device } = self.phase else {
             let (code, msg) = match self.phase {
-                Phase::Ringing { .. } => {
-                    (ErrorCode::InvalidArgument, "the call is not established; cancel or refuse the invitation instead")
-                }
+                Phase::Ringing { .. } => (
+                    ErrorCode::InvalidArgument,
+                    "the call is not established; cancel or refuse the invitation instead",
+                ),
                 _ => (ErrorCode::AlreadyEnded, "the call has already ended"),
             };
             return Self::reject(fx, from.device, req, code, msg);
@@ -475,15 +689,35 @@ impl Record {
         } else {
             (callee_device, self.caller.device)
         };
-        fx.push(Effect { to: first, msg: msg.clone() });
+        fx.push(Effect {
+            to: first,
+            msg: msg.clone(),
+        });
         fx.push(Effect { to: second, msg });
-        self.end(Outcome::CallEnded { accepted_by: callee_device, reason: CallEndReason::Hangup }, now);
+        self.end(
+            Outcome::CallEnded {
+                accepted_by: callee_device,
+                reason: CallEndReason::Hangup,
+            },
+            now,
+        );
     }
 
-    fn on_device_gone(&mut self, device: DeviceId, cause: GoneCause, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_device_gone(
+        &mut self,
+        device: DeviceId,
+        cause: GoneCause,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let id = self.id.clone();
         match &mut self.phase {
-            Phase::Ringing { received_by_peer, offline_deadline, no_response_deadline, .. } => {
+            Phase::Ringing {
+                received_by_peer,
+                offline_deadline,
+                no_response_deadline,
+                ..
+            } => {
                 if device == self.caller.device {
                     // The caller's own client reports not_logged_in; its callee devices learn the caller is gone.
                     self.fail(FailureReason::PeerOffline, None, now, fx);
@@ -520,8 +754,21 @@ impl Record {
                     GoneCause::Logout => CallEndReason::PeerLoggedOut,
                     GoneCause::ConnectionLost => CallEndReason::PeerConnectionLost,
                 };
-                fx.push(Effect { to: other, msg: ServerMessage::CallEnded { invitation_id: id, reason, by: None } });
-                self.end(Outcome::CallEnded { accepted_by: callee_device, reason }, now);
+                fx.push(Effect {
+                    to: other,
+                    msg: ServerMessage::CallEnded {
+                        invitation_id: id,
+                        reason,
+                        by: None,
+                    },
+                });
+                self.end(
+                    Outcome::CallEnded {
+                        accepted_by: callee_device,
+                        reason,
+                    },
+                    now,
+                );
             }
             Phase::Ended { .. } => {}
         }
@@ -530,16 +777,35 @@ impl Record {
     fn on_shutdown(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let id = self.id.clone();
         match self.phase {
-            Phase::Ringing { .. } => {
-                self.fail(FailureReason::ServerShutdown, Some(FailureReason::ServerShutdown), now, fx)
-            }
+            Phase::Ringing { .. } => self.fail(
+                FailureReason::ServerShutdown,
+                Some(FailureReason::ServerShutdown),
+                now,
+                fx,
+            ),
             // The callees were told; the caller's cancel completes.
             Phase::Canceling { .. } => self.finish_cancel(now, fx),
             Phase::InCall { callee_device } => {
-                let msg = ServerMessage::CallEnded { invitation_id: id, reason: CallEndReason::ServerShutdown, by: None };
-                fx.push(Effect { to: callee_device, msg: msg.clone() });
-                fx.push(Effect { to: self.caller.device, msg });
-                self.end(Outcome::CallEnded { accepted_by: callee_device, reason: CallEndReason::ServerShutdown }, now);
+                let msg = ServerMessage::CallEnded {
+                    invitation_id: id,
+                    reason: CallEndReason::ServerShutdown,
+                    by: None,
+                };
+                fx.push(Effect {
+                    to: callee_device,
+                    msg: msg.clone(),
+                });
+                fx.push(Effect {
+                    to: self.caller.device,
+                    msg,
+                });
+                self.end(
+                    Outcome::CallEnded {
+                        accepted_by: callee_device,
+                        reason: CallEndReason::ServerShutdown,
+                    },
+                    now,
+                );
             }
             Phase::Ended { .. } => {}
         }
@@ -547,7 +813,12 @@ impl Record {
 
     fn on_tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         match &self.phase {
-            Phase::Ringing { offline_deadline, no_response_deadline, ring_deadline, .. } => {
+            Phase::Ringing {
+                offline_deadline,
+                no_response_deadline,
+                ring_deadline,
+                ..
+            } => {
                 // Fire the earliest due deadline; ring expiry wins ties.
                 let due = [
                     (Some(*ring_deadline), FailureReason::Expired),
@@ -558,10 +829,18 @@ impl Record {
                 .filter_map(|(d, r)| d.filter(|d| *d <= now).map(|d| (d, r)))
                 .min_by_key(|(d, _)| *d);
                 match due {
-                    Some((_, FailureReason::Expired)) => self.fail(FailureReason::Expired, Some(FailureReason::Expired), now, fx),
-                    Some((_, FailureReason::PeerOffline)) => {
-                        self.fail(FailureReason::Expired, Some(FailureReason::PeerOffline), now, fx)
-                    }
+                    Some((_, FailureReason::Expired)) => self.fail(
+                        FailureReason::Expired,
+                        Some(FailureReason::Expired),
+                        now,
+                        fx,
+                    ),
+                    Some((_, FailureReason::PeerOffline)) => self.fail(
+                        FailureReason::Expired,
+                        Some(FailureReason::PeerOffline),
+                        now,
+                        fx,
+                    ),
                     Some((_, reason)) => self.fail(FailureReason::Expired, Some(reason), now, fx),
                     None => {}
                 }
@@ -582,42 +861,76 @@ mod tests {
     const MALLORY_DEV: DeviceId = DeviceId(99);
 
     fn alice() -> Party {
-        Party { user: UserId::parse("alice").unwrap(), device: CALLER_DEV }
+        Party {
+            user: UserId::parse("alice").unwrap(),
+            device: CALLER_DEV,
+        }
     }
     fn bob(device: DeviceId) -> Party {
-        Party { user: UserId::parse("bob").unwrap(), device }
+        Party {
+            user: UserId::parse("bob").unwrap(),
+            device,
+        }
     }
     fn mallory() -> Party {
-        Party { user: UserId::parse("mallory").unwrap(), device: MALLORY_DEV }
+        Party {
+            user: UserId::parse("mallory").unwrap(),
+            device: MALLORY_DEV,
+        }
     }
     fn iid() -> InvitationId {
         InvitationId("inv".into())
     }
     fn new(devices: &[DeviceId], t0: Instant) -> (Record, Vec<Effect>) {
-        Record::new(iid(), alice(), 1, UserId::parse("bob").unwrap(), "hello".into(), devices, Timeouts::default(), t0)
+        Record::new(
+            iid(),
+            alice(),
+            1,
+            UserId::parse("bob").unwrap(),
+            "hello".into(),
+            devices,
+            Timeouts::default(),
+            t0,
+        )
     }
     fn to(to: DeviceId, msg: ServerMessage) -> Effect {
         Effect { to, msg }
     }
     fn failed(reason: FailureReason) -> ServerMessage {
-        ServerMessage::Failed { invitation_id: iid(), reason }
+        ServerMessage::Failed {
+            invitation_id: iid(),
+            reason,
+        }
     }
     fn ok(req: u64) -> ServerMessage {
         ServerMessage::Ok { req: Some(req) }
     }
     fn err_code(fx: &[Effect]) -> ErrorCode {
         match fx {
-            [Effect { msg: ServerMessage::Error { code, .. }, .. }] => *code,
+            [Effect {
+                msg: ServerMessage::Error { code, .. },
+                ..
+            }] => *code,
             other => panic!("expected one error, got {other:?}"),
         }
     }
     fn invitation() -> ServerMessage {
-        ServerMessage::Invitation { invitation_id: iid(), caller: "alice".into(), content: "hello".into() }
+        ServerMessage::Invitation {
+            invitation_id: iid(),
+            caller: "alice".into(),
+            content: "hello".into(),
+        }
     }
     /// Delivered to B1 and B2, acked by B1: ringing.
     fn ringing(t0: Instant) -> Record {
         let (mut r, _) = new(&[B1, B2], t0);
-        r.handle(Input::Ack { from: B1, of: AckOf::Invitation }, t0);
+        r.handle(
+            Input::Ack {
+                from: B1,
+                of: AckOf::Invitation,
+            },
+            t0,
+        );
         assert_eq!(r.phase_name(), "ringing");
         r
     }
@@ -632,7 +945,14 @@ mod tests {
         assert_eq!(
             fx,
             vec![
-                to(CALLER_DEV, ServerMessage::InviteOk { req: 1, invitation_id: iid(), callee_online: true }),
+                to(
+                    CALLER_DEV,
+                    ServerMessage::InviteOk {
+                        req: 1,
+                        invitation_id: iid(),
+                        callee_online: true
+                    }
+                ),
                 to(B1, invitation()),
                 to(B2, invitation()),
             ]
@@ -640,34 +960,123 @@ mod tests {
         assert_eq!(r.phase_name(), "delivering");
         assert_eq!(r.deadline(), Some(t0 + secs(30)), "no-response window runs");
         // The first ack tells the caller; the callee's app had it before acking.
-        let fx = r.handle(Input::Ack { from: B2, of: AckOf::Invitation }, t0 + secs(1));
-        assert_eq!(fx, vec![to(CALLER_DEV, ServerMessage::ReceivedByPeer { invitation_id: iid() })]);
-        assert_eq!(r.handle(Input::Ack { from: B1, of: AckOf::Invitation }, t0 + secs(1)), vec![]);
-        assert_eq!(r.deadline(), Some(t0 + secs(60)), "only the ring timeout is left");
+        let fx = r.handle(
+            Input::Ack {
+                from: B2,
+                of: AckOf::Invitation,
+            },
+            t0 + secs(1),
+        );
+        assert_eq!(
+            fx,
+            vec![to(
+                CALLER_DEV,
+                ServerMessage::ReceivedByPeer {
+                    invitation_id: iid()
+                }
+            )]
+        );
+        assert_eq!(
+            r.handle(
+                Input::Ack {
+                    from: B1,
+                    of: AckOf::Invitation
+                },
+                t0 + secs(1)
+            ),
+            vec![]
+        );
+        assert_eq!(
+            r.deadline(),
+            Some(t0 + secs(60)),
+            "only the ring timeout is left"
+        );
         // Acks from a device that never got it are ignored.
-        assert_eq!(r.handle(Input::Ack { from: MALLORY_DEV, of: AckOf::Invitation }, t0), vec![]);
+        assert_eq!(
+            r.handle(
+                Input::Ack {
+                    from: MALLORY_DEV,
+                    of: AckOf::Invitation
+                },
+                t0
+            ),
+            vec![]
+        );
     }
 
     #[test]
     fn accept_wins_and_other_devices_hear_answered_elsewhere() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        let fx = r.handle(Input::Accept { from: bob(B2), req: 5, response: "on my way".into() }, t0 + secs(3));
+        let fx = r.handle(
+            Input::Accept {
+                from: bob(B2),
+                req: 5,
+                response: "on my way".into(),
+            },
+            t0 + secs(3),
+        );
         assert_eq!(
             fx,
             vec![
                 to(B2, ok(5)),
                 to(B1, failed(FailureReason::AnsweredElsewhere)),
-                to(CALLER_DEV, ServerMessage::Accepted { invitation_id: iid(), response: "on my way".into() }),
+                to(
+                    CALLER_DEV,
+                    ServerMessage::Accepted {
+                        invitation_id: iid(),
+                        response: "on my way".into()
+                    }
+                ),
             ]
         );
         assert!(r.is_in_call());
         assert_eq!(r.deadline(), None, "a call has no timer");
         // The losing device's accept, arriving later, is told it was answered elsewhere.
-        assert_eq!(err_code(&r.handle(Input::Accept { from: bob(B1), req: 6, response: String::new() }, t0)), ErrorCode::AlreadyEnded);
-        assert_eq!(err_code(&r.handle(Input::Accept { from: bob(B2), req: 7, response: String::new() }, t0)), ErrorCode::AlreadyAccepted);
-        assert_eq!(err_code(&r.handle(Input::Refuse { from: bob(B2), req: 8, response: String::new(), busy: false }, t0)), ErrorCode::AlreadyAccepted);
-        assert_eq!(err_code(&r.handle(Input::Cancel { from: alice(), req: 9 }, t0)), ErrorCode::AlreadyAccepted);
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Accept {
+                    from: bob(B1),
+                    req: 6,
+                    response: String::new()
+                },
+                t0
+            )),
+            ErrorCode::AlreadyEnded
+        );
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Accept {
+                    from: bob(B2),
+                    req: 7,
+                    response: String::new()
+                },
+                t0
+            )),
+            ErrorCode::AlreadyAccepted
+        );
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Refuse {
+                    from: bob(B2),
+                    req: 8,
+                    response: String::new(),
+                    busy: false
+                },
+                t0
+            )),
+            ErrorCode::AlreadyAccepted
+        );
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Cancel {
+                    from: alice(),
+                    req: 9
+                },
+                t0
+            )),
+            ErrorCode::AlreadyAccepted
+        );
         // Nothing expires during a call.
         assert_eq!(r.handle(Input::Tick, t0 + secs(3600)), vec![]);
     }
@@ -676,92 +1085,307 @@ mod tests {
     fn answer_without_ack_still_tells_the_caller_it_was_received_first() {
         let t0 = Instant::now();
         let (mut r, _) = new(&[B1], t0);
-        let fx = r.handle(Input::Accept { from: bob(B1), req: 3, response: String::new() }, t0);
-        assert_eq!(fx[0], to(CALLER_DEV, ServerMessage::ReceivedByPeer { invitation_id: iid() }));
-        assert_eq!(fx.last(), Some(&to(CALLER_DEV, ServerMessage::Accepted { invitation_id: iid(), response: String::new() })));
+        let fx = r.handle(
+            Input::Accept {
+                from: bob(B1),
+                req: 3,
+                response: String::new(),
+            },
+            t0,
+        );
+        assert_eq!(
+            fx[0],
+            to(
+                CALLER_DEV,
+                ServerMessage::ReceivedByPeer {
+                    invitation_id: iid()
+                }
+            )
+        );
+        assert_eq!(
+            fx.last(),
+            Some(&to(
+                CALLER_DEV,
+                ServerMessage::Accepted {
+                    invitation_id: iid(),
+                    response: String::new()
+                }
+            ))
+        );
     }
 
     #[test]
     fn refuse_busy_reaches_caller_and_other_devices_hear_declined_elsewhere() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        let fx = r.handle(Input::Refuse { from: bob(B1), req: 4, response: "busy".into(), busy: true }, t0);
+        let fx = r.handle(
+            Input::Refuse {
+                from: bob(B1),
+                req: 4,
+                response: "busy".into(),
+                busy: true,
+            },
+            t0,
+        );
         assert_eq!(
             fx,
             vec![
                 to(B1, ok(4)),
                 to(B2, failed(FailureReason::DeclinedElsewhere)),
-                to(CALLER_DEV, ServerMessage::Refused { invitation_id: iid(), response: "busy".into(), busy: true }),
+                to(
+                    CALLER_DEV,
+                    ServerMessage::Refused {
+                        invitation_id: iid(),
+                        response: "busy".into(),
+                        busy: true
+                    }
+                ),
             ]
         );
         assert_eq!(r.outcome(), Some(Outcome::Refused { by: B1, busy: true }));
-        assert_eq!(err_code(&r.handle(Input::Refuse { from: bob(B1), req: 5, response: String::new(), busy: false }, t0)), ErrorCode::AlreadyRefused);
-        assert_eq!(err_code(&r.handle(Input::Accept { from: bob(B2), req: 6, response: String::new() }, t0)), ErrorCode::AlreadyEnded);
-        assert_eq!(err_code(&r.handle(Input::Cancel { from: alice(), req: 7 }, t0)), ErrorCode::AlreadyRefused);
-        assert_eq!(err_code(&r.handle(Input::Hangup { from: alice(), req: 8 }, t0)), ErrorCode::AlreadyEnded);
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Refuse {
+                    from: bob(B1),
+                    req: 5,
+                    response: String::new(),
+                    busy: false
+                },
+                t0
+            )),
+            ErrorCode::AlreadyRefused
+        );
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Accept {
+                    from: bob(B2),
+                    req: 6,
+                    response: String::new()
+                },
+                t0
+            )),
+            ErrorCode::AlreadyEnded
+        );
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Cancel {
+                    from: alice(),
+                    req: 7
+                },
+                t0
+            )),
+            ErrorCode::AlreadyRefused
+        );
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Hangup {
+                    from: alice(),
+                    req: 8
+                },
+                t0
+            )),
+            ErrorCode::AlreadyEnded
+        );
     }
 
     #[test]
     fn cancel_tells_callees_first_and_caller_after_their_acks() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        let fx = r.handle(Input::Cancel { from: alice(), req: 3 }, t0);
-        let canceled = ServerMessage::Canceled { invitation_id: iid() };
-        assert_eq!(fx, vec![to(CALLER_DEV, ok(3)), to(B1, canceled.clone()), to(B2, canceled.clone())]);
+        let fx = r.handle(
+            Input::Cancel {
+                from: alice(),
+                req: 3,
+            },
+            t0,
+        );
+        let canceled = ServerMessage::Canceled {
+            invitation_id: iid(),
+        };
+        assert_eq!(
+            fx,
+            vec![
+                to(CALLER_DEV, ok(3)),
+                to(B1, canceled.clone()),
+                to(B2, canceled.clone())
+            ]
+        );
         assert_eq!(r.phase_name(), "canceling");
-        assert_eq!(r.handle(Input::Ack { from: B1, of: AckOf::Canceled }, t0), vec![]);
+        assert_eq!(
+            r.handle(
+                Input::Ack {
+                    from: B1,
+                    of: AckOf::Canceled
+                },
+                t0
+            ),
+            vec![]
+        );
         // An accept arriving after the cancel loses: the cancel came first.
-        assert_eq!(err_code(&r.handle(Input::Accept { from: bob(B2), req: 4, response: String::new() }, t0)), ErrorCode::AlreadyEnded);
-        let fx = r.handle(Input::Ack { from: B2, of: AckOf::Canceled }, t0);
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Accept {
+                    from: bob(B2),
+                    req: 4,
+                    response: String::new()
+                },
+                t0
+            )),
+            ErrorCode::AlreadyEnded
+        );
+        let fx = r.handle(
+            Input::Ack {
+                from: B2,
+                of: AckOf::Canceled,
+            },
+            t0,
+        );
         assert_eq!(fx, vec![to(CALLER_DEV, canceled)]);
         assert_eq!(r.outcome(), Some(Outcome::Canceled));
-        assert_eq!(err_code(&r.handle(Input::Cancel { from: alice(), req: 5 }, t0)), ErrorCode::AlreadyEnded);
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Cancel {
+                    from: alice(),
+                    req: 5
+                },
+                t0
+            )),
+            ErrorCode::AlreadyEnded
+        );
     }
 
     #[test]
     fn cancel_does_not_wait_forever_for_acks() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        r.handle(Input::Cancel { from: alice(), req: 3 }, t0);
+        r.handle(
+            Input::Cancel {
+                from: alice(),
+                req: 3,
+            },
+            t0,
+        );
         assert_eq!(r.deadline(), Some(t0 + secs(2)));
         assert_eq!(r.handle(Input::Tick, t0 + secs(1)), vec![]);
         let fx = r.handle(Input::Tick, t0 + secs(2));
-        assert_eq!(fx, vec![to(CALLER_DEV, ServerMessage::Canceled { invitation_id: iid() })]);
+        assert_eq!(
+            fx,
+            vec![to(
+                CALLER_DEV,
+                ServerMessage::Canceled {
+                    invitation_id: iid()
+                }
+            )]
+        );
     }
 
     #[test]
     fn cancel_while_callee_offline_completes_at_once() {
         let t0 = Instant::now();
         let (mut r, _) = new(&[], t0);
-        let fx = r.handle(Input::Cancel { from: alice(), req: 2 }, t0);
-        assert_eq!(fx, vec![to(CALLER_DEV, ok(2)), to(CALLER_DEV, ServerMessage::Canceled { invitation_id: iid() })]);
+        let fx = r.handle(
+            Input::Cancel {
+                from: alice(),
+                req: 2,
+            },
+            t0,
+        );
+        assert_eq!(
+            fx,
+            vec![
+                to(CALLER_DEV, ok(2)),
+                to(
+                    CALLER_DEV,
+                    ServerMessage::Canceled {
+                        invitation_id: iid()
+                    }
+                )
+            ]
+        );
     }
 
     #[test]
     fn cancel_ack_wait_ends_when_device_goes_away() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        r.handle(Input::Cancel { from: alice(), req: 3 }, t0);
-        r.handle(Input::Ack { from: B1, of: AckOf::Canceled }, t0);
-        let fx = r.handle(Input::DeviceGone { device: B2, cause: GoneCause::ConnectionLost }, t0);
-        assert_eq!(fx, vec![to(CALLER_DEV, ServerMessage::Canceled { invitation_id: iid() })]);
+        r.handle(
+            Input::Cancel {
+                from: alice(),
+                req: 3,
+            },
+            t0,
+        );
+        r.handle(
+            Input::Ack {
+                from: B1,
+                of: AckOf::Canceled,
+            },
+            t0,
+        );
+        let fx = r.handle(
+            Input::DeviceGone {
+                device: B2,
+                cause: GoneCause::ConnectionLost,
+            },
+            t0,
+        );
+        assert_eq!(
+            fx,
+            vec![to(
+                CALLER_DEV,
+                ServerMessage::Canceled {
+                    invitation_id: iid()
+                }
+            )]
+        );
     }
 
     #[test]
     fn offline_callee_gets_it_on_login_within_the_window() {
         let t0 = Instant::now();
         let (mut r, fx) = new(&[], t0);
-        assert_eq!(fx, vec![to(CALLER_DEV, ServerMessage::InviteOk { req: 1, invitation_id: iid(), callee_online: false })]);
+        assert_eq!(
+            fx,
+            vec![to(
+                CALLER_DEV,
+                ServerMessage::InviteOk {
+                    req: 1,
+                    invitation_id: iid(),
+                    callee_online: false
+                }
+            )]
+        );
         assert_eq!(r.phase_name(), "waiting_for_callee");
         assert_eq!(r.deadline(), Some(t0 + secs(30)));
         let fx = r.handle(Input::CalleeDeviceOnline(B1), t0 + secs(20));
         assert_eq!(fx, vec![to(B1, invitation())]);
-        assert_eq!(r.deadline(), Some(t0 + secs(50)), "no-response window starts at delivery");
-        let fx = r.handle(Input::Ack { from: B1, of: AckOf::Invitation }, t0 + secs(21));
-        assert_eq!(fx, vec![to(CALLER_DEV, ServerMessage::ReceivedByPeer { invitation_id: iid() })]);
+        assert_eq!(
+            r.deadline(),
+            Some(t0 + secs(50)),
+            "no-response window starts at delivery"
+        );
+        let fx = r.handle(
+            Input::Ack {
+                from: B1,
+                of: AckOf::Invitation,
+            },
+            t0 + secs(21),
+        );
+        assert_eq!(
+            fx,
+            vec![to(
+                CALLER_DEV,
+                ServerMessage::ReceivedByPeer {
+                    invitation_id: iid()
+                }
+            )]
+        );
         assert_eq!(r.deadline(), Some(t0 + secs(60)));
         // A second device of the callee logging in also rings.
-        assert_eq!(r.handle(Input::CalleeDeviceOnline(B2), t0 + secs(22)), vec![to(B2, invitation())]);
+        assert_eq!(
+            r.handle(Input::CalleeDeviceOnline(B2), t0 + secs(22)),
+            vec![to(B2, invitation())]
+        );
     }
 
     #[test]
@@ -771,12 +1395,18 @@ mod tests {
         assert_eq!(r.handle(Input::Tick, t0 + secs(29)), vec![]);
         let fx = r.handle(Input::Tick, t0 + secs(30));
         assert_eq!(fx, vec![to(CALLER_DEV, failed(FailureReason::PeerOffline))]);
-        assert_eq!(r.outcome(), Some(Outcome::Failed(FailureReason::PeerOffline)));
+        assert_eq!(
+            r.outcome(),
+            Some(Outcome::Failed(FailureReason::PeerOffline))
+        );
         // Kept for the retention time, then collectable.
         assert!(!r.is_finished(t0 + secs(89)));
         assert!(r.is_finished(t0 + secs(90)));
         // A device logging in after the end gets nothing.
-        assert_eq!(r.handle(Input::CalleeDeviceOnline(B1), t0 + secs(31)), vec![]);
+        assert_eq!(
+            r.handle(Input::CalleeDeviceOnline(B1), t0 + secs(31)),
+            vec![]
+        );
     }
 
     #[test]
@@ -784,7 +1414,13 @@ mod tests {
         let t0 = Instant::now();
         let (mut r, _) = new(&[B1], t0);
         let fx = r.handle(Input::Tick, t0 + secs(30));
-        assert_eq!(fx, vec![to(B1, failed(FailureReason::Expired)), to(CALLER_DEV, failed(FailureReason::NoResponse))]);
+        assert_eq!(
+            fx,
+            vec![
+                to(B1, failed(FailureReason::Expired)),
+                to(CALLER_DEV, failed(FailureReason::NoResponse))
+            ]
+        );
     }
 
     #[test]
@@ -802,14 +1438,31 @@ mod tests {
             ]
         );
         // Expiry vs accept: the expiry was processed first, so the accept is too late.
-        assert_eq!(err_code(&r.handle(Input::Accept { from: bob(B1), req: 9, response: String::new() }, t0 + secs(60))), ErrorCode::AlreadyEnded);
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Accept {
+                    from: bob(B1),
+                    req: 9,
+                    response: String::new()
+                },
+                t0 + secs(60)
+            )),
+            ErrorCode::AlreadyEnded
+        );
     }
 
     #[test]
     fn accept_just_before_expiry_wins() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        r.handle(Input::Accept { from: bob(B1), req: 9, response: String::new() }, t0 + secs(59));
+        r.handle(
+            Input::Accept {
+                from: bob(B1),
+                req: 9,
+                response: String::new(),
+            },
+            t0 + secs(59),
+        );
         assert_eq!(r.handle(Input::Tick, t0 + secs(60)), vec![]);
         assert!(r.is_in_call());
     }
@@ -820,7 +1473,10 @@ mod tests {
         let (mut r, _) = new(&[B1], t0);
         // Ticked only after both no-response (30 s) and ring (60 s) passed: no_response is what happened first.
         let fx = r.handle(Input::Tick, t0 + secs(100));
-        assert_eq!(fx.last(), Some(&to(CALLER_DEV, failed(FailureReason::NoResponse))));
+        assert_eq!(
+            fx.last(),
+            Some(&to(CALLER_DEV, failed(FailureReason::NoResponse)))
+        );
     }
 
     #[test]
@@ -828,20 +1484,53 @@ mod tests {
         let t0 = Instant::now();
         let mut r = ringing(t0);
         for input in [
-            Input::Accept { from: mallory(), req: 1, response: String::new() },
-            Input::Refuse { from: mallory(), req: 1, response: String::new(), busy: false },
-            Input::Cancel { from: mallory(), req: 1 },
-            Input::Hangup { from: mallory(), req: 1 },
+            Input::Accept {
+                from: mallory(),
+                req: 1,
+                response: String::new(),
+            },
+            Input::Refuse {
+                from: mallory(),
+                req: 1,
+                response: String::new(),
+                busy: false,
+            },
+            Input::Cancel {
+                from: mallory(),
+                req: 1,
+            },
+            Input::Hangup {
+                from: mallory(),
+                req: 1,
+            },
             // The callee cannot cancel, the caller cannot accept.
-            Input::Cancel { from: bob(B1), req: 1 },
-            Input::Accept { from: alice(), req: 1, response: String::new() },
+            Input::Cancel {
+                from: bob(B1),
+                req: 1,
+            },
+            Input::Accept {
+                from: alice(),
+                req: 1,
+                response: String::new(),
+            },
         ] {
             let fx = r.handle(input, t0);
             assert_eq!(err_code(&fx), ErrorCode::NotFound);
-            assert!(fx.iter().all(|e| e.to != CALLER_DEV || matches!(e.msg, ServerMessage::Error { .. })));
+            assert!(fx
+                .iter()
+                .all(|e| e.to != CALLER_DEV || matches!(e.msg, ServerMessage::Error { .. })));
         }
         assert_eq!(r.phase_name(), "ringing", "nothing changed");
-        assert_eq!(err_code(&r.handle(Input::Hangup { from: alice(), req: 2 }, t0)), ErrorCode::InvalidArgument);
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Hangup {
+                    from: alice(),
+                    req: 2
+                },
+                t0
+            )),
+            ErrorCode::InvalidArgument
+        );
     }
 
     #[test]
@@ -849,13 +1538,46 @@ mod tests {
         let t0 = Instant::now();
         for (hanger, first, second) in [(bob(B1), CALLER_DEV, B1), (alice(), B1, CALLER_DEV)] {
             let mut r = ringing(t0);
-            r.handle(Input::Accept { from: bob(B1), req: 2, response: String::new() }, t0);
+            r.handle(
+                Input::Accept {
+                    from: bob(B1),
+                    req: 2,
+                    response: String::new(),
+                },
+                t0,
+            );
             let who = hanger.user.to_string();
             let hanger_dev = hanger.device;
-            let fx = r.handle(Input::Hangup { from: hanger, req: 3 }, t0);
-            let ended = ServerMessage::CallEnded { invitation_id: iid(), reason: CallEndReason::Hangup, by: Some(who) };
-            assert_eq!(fx, vec![to(hanger_dev, ok(3)), to(first, ended.clone()), to(second, ended)]);
-            assert_eq!(err_code(&r.handle(Input::Hangup { from: alice(), req: 4 }, t0)), ErrorCode::AlreadyEnded);
+            let fx = r.handle(
+                Input::Hangup {
+                    from: hanger,
+                    req: 3,
+                },
+                t0,
+            );
+            let ended = ServerMessage::CallEnded {
+                invitation_id: iid(),
+                reason: CallEndReason::Hangup,
+                by: Some(who),
+            };
+            assert_eq!(
+                fx,
+                vec![
+                    to(hanger_dev, ok(3)),
+                    to(first, ended.clone()),
+                    to(second, ended)
+                ]
+            );
+            assert_eq!(
+                err_code(&r.handle(
+                    Input::Hangup {
+                        from: alice(),
+                        req: 4
+                    },
+                    t0
+                )),
+                ErrorCode::AlreadyEnded
+            );
         }
     }
 
@@ -863,8 +1585,21 @@ mod tests {
     fn hang_up_from_another_device_of_a_party() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        r.handle(Input::Accept { from: bob(B1), req: 2, response: String::new() }, t0);
-        let fx = r.handle(Input::Hangup { from: bob(B2), req: 3 }, t0);
+        r.handle(
+            Input::Accept {
+                from: bob(B1),
+                req: 2,
+                response: String::new(),
+            },
+            t0,
+        );
+        let fx = r.handle(
+            Input::Hangup {
+                from: bob(B2),
+                req: 3,
+            },
+            t0,
+        );
         assert_eq!(fx.len(), 3);
         assert_eq!(fx[0], to(B2, ok(3)));
         assert!(r.outcome().is_some());
@@ -874,15 +1609,51 @@ mod tests {
     fn party_gone_ends_the_call_with_the_cause() {
         let t0 = Instant::now();
         for (gone, other, cause, reason) in [
-            (CALLER_DEV, B1, GoneCause::ConnectionLost, CallEndReason::PeerConnectionLost),
-            (B1, CALLER_DEV, GoneCause::Logout, CallEndReason::PeerLoggedOut),
+            (
+                CALLER_DEV,
+                B1,
+                GoneCause::ConnectionLost,
+                CallEndReason::PeerConnectionLost,
+            ),
+            (
+                B1,
+                CALLER_DEV,
+                GoneCause::Logout,
+                CallEndReason::PeerLoggedOut,
+            ),
         ] {
             let mut r = ringing(t0);
-            r.handle(Input::Accept { from: bob(B1), req: 2, response: String::new() }, t0);
+            r.handle(
+                Input::Accept {
+                    from: bob(B1),
+                    req: 2,
+                    response: String::new(),
+                },
+                t0,
+            );
             // A device not in the call leaving changes nothing.
-            assert_eq!(r.handle(Input::DeviceGone { device: B2, cause }, t0), vec![]);
-            let fx = r.handle(Input::DeviceGone { device: gone, cause }, t0);
-            assert_eq!(fx, vec![to(other, ServerMessage::CallEnded { invitation_id: iid(), reason, by: None })]);
+            assert_eq!(
+                r.handle(Input::DeviceGone { device: B2, cause }, t0),
+                vec![]
+            );
+            let fx = r.handle(
+                Input::DeviceGone {
+                    device: gone,
+                    cause,
+                },
+                t0,
+            );
+            assert_eq!(
+                fx,
+                vec![to(
+                    other,
+                    ServerMessage::CallEnded {
+                        invitation_id: iid(),
+                        reason,
+                        by: None
+                    }
+                )]
+            );
         }
     }
 
@@ -890,20 +1661,54 @@ mod tests {
     fn caller_gone_while_ringing_tells_every_callee_device() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        let fx = r.handle(Input::DeviceGone { device: CALLER_DEV, cause: GoneCause::Logout }, t0);
-        assert_eq!(fx, vec![to(B1, failed(FailureReason::PeerOffline)), to(B2, failed(FailureReason::PeerOffline))]);
+        let fx = r.handle(
+            Input::DeviceGone {
+                device: CALLER_DEV,
+                cause: GoneCause::Logout,
+            },
+            t0,
+        );
+        assert_eq!(
+            fx,
+            vec![
+                to(B1, failed(FailureReason::PeerOffline)),
+                to(B2, failed(FailureReason::PeerOffline))
+            ]
+        );
         // The accept that was in flight is answered with already_ended (the client reports accept_failure).
-        assert_eq!(err_code(&r.handle(Input::Accept { from: bob(B1), req: 2, response: String::new() }, t0)), ErrorCode::AlreadyEnded);
+        assert_eq!(
+            err_code(&r.handle(
+                Input::Accept {
+                    from: bob(B1),
+                    req: 2,
+                    response: String::new()
+                },
+                t0
+            )),
+            ErrorCode::AlreadyEnded
+        );
     }
 
     #[test]
     fn all_callee_devices_gone_before_ack_restarts_offline_window() {
         let t0 = Instant::now();
         let (mut r, _) = new(&[B1], t0);
-        assert_eq!(r.handle(Input::DeviceGone { device: B1, cause: GoneCause::ConnectionLost }, t0 + secs(5)), vec![]);
+        assert_eq!(
+            r.handle(
+                Input::DeviceGone {
+                    device: B1,
+                    cause: GoneCause::ConnectionLost
+                },
+                t0 + secs(5)
+            ),
+            vec![]
+        );
         assert_eq!(r.phase_name(), "waiting_for_callee");
         assert_eq!(r.deadline(), Some(t0 + secs(35)));
-        assert_eq!(r.handle(Input::Tick, t0 + secs(35)), vec![to(CALLER_DEV, failed(FailureReason::PeerOffline))]);
+        assert_eq!(
+            r.handle(Input::Tick, t0 + secs(35)),
+            vec![to(CALLER_DEV, failed(FailureReason::PeerOffline))]
+        );
     }
 
     #[test]
@@ -912,26 +1717,82 @@ mod tests {
         let mut ringing_rec = ringing(t0);
         let fx = ringing_rec.handle(Input::Shutdown, t0);
         let down = failed(FailureReason::ServerShutdown);
-        assert_eq!(fx, vec![to(B1, down.clone()), to(B2, down.clone()), to(CALLER_DEV, down)]);
+        assert_eq!(
+            fx,
+            vec![
+                to(B1, down.clone()),
+                to(B2, down.clone()),
+                to(CALLER_DEV, down)
+            ]
+        );
 
         let mut call = ringing(t0);
-        call.handle(Input::Accept { from: bob(B1), req: 2, response: String::new() }, t0);
+        call.handle(
+            Input::Accept {
+                from: bob(B1),
+                req: 2,
+                response: String::new(),
+            },
+            t0,
+        );
         let fx = call.handle(Input::Shutdown, t0);
-        let ended = ServerMessage::CallEnded { invitation_id: iid(), reason: CallEndReason::ServerShutdown, by: None };
+        let ended = ServerMessage::CallEnded {
+            invitation_id: iid(),
+            reason: CallEndReason::ServerShutdown,
+            by: None,
+        };
         assert_eq!(fx, vec![to(B1, ended.clone()), to(CALLER_DEV, ended)]);
 
         let mut canceling = ringing(t0);
-        canceling.handle(Input::Cancel { from: alice(), req: 3 }, t0);
-        assert_eq!(canceling.handle(Input::Shutdown, t0), vec![to(CALLER_DEV, ServerMessage::Canceled { invitation_id: iid() })]);
-        assert_eq!(canceling.handle(Input::Shutdown, t0), vec![], "an ended record stays quiet");
+        canceling.handle(
+            Input::Cancel {
+                from: alice(),
+                req: 3,
+            },
+            t0,
+        );
+        assert_eq!(
+            canceling.handle(Input::Shutdown, t0),
+            vec![to(
+                CALLER_DEV,
+                ServerMessage::Canceled {
+                    invitation_id: iid()
+                }
+            )]
+        );
+        assert_eq!(
+            canceling.handle(Input::Shutdown, t0),
+            vec![],
+            "an ended record stays quiet"
+        );
     }
 
     #[test]
     fn callee_device_gone_after_ack_keeps_ringing_other_devices() {
         let t0 = Instant::now();
         let mut r = ringing(t0);
-        assert_eq!(r.handle(Input::DeviceGone { device: B1, cause: GoneCause::ConnectionLost }, t0), vec![]);
-        let fx = r.handle(Input::Accept { from: bob(B2), req: 2, response: String::new() }, t0);
-        assert_eq!(fx.len(), 2, "ok to B2 and accepted to the caller; B1 is gone: {fx:?}");
+        assert_eq!(
+            r.handle(
+                Input::DeviceGone {
+                    device: B1,
+                    cause: GoneCause::ConnectionLost
+                },
+                t0
+            ),
+            vec![]
+        );
+        let fx = r.handle(
+            Input::Accept {
+                from: bob(B2),
+                req: 2,
+                response: String::new(),
+            },
+            t0,
+        );
+        assert_eq!(
+            fx.len(),
+            2,
+            "ok to B2 and accepted to the caller; B1 is gone: {fx:?}"
+        );
     }
 }

@@ -29,7 +29,9 @@ impl Drop for TestServer {
 }
 
 pub async fn start(config: Config) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let url = format!("ws://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
     tokio::spawn(run(listener, config, shutdown.clone()));
@@ -42,19 +44,27 @@ pub async fn start_default() -> TestServer {
 
 impl TestServer {
     pub async fn login(&self, user: &str) -> (Client, EventStream) {
-        let (client, mut events) = Client::login(LoginOptions::new(&self.url, user)).await.expect("login");
-        assert!(matches!(events.next().await, Some(Event::ConnectionStateChanged { .. })));
+        let (client, mut events) = Client::login(LoginOptions::new(&self.url, user))
+            .await
+            .expect("login");
+        assert!(matches!(
+            events.next().await,
+            Some(Event::ConnectionStateChanged { .. })
+        ));
         (client, events)
     }
 
     pub async fn raw(&self) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(self.url.as_str()).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::connect_async(self.url.as_str())
+            .await
+            .expect("connect");
         Raw { ws }
     }
 
     pub async fn raw_login(&self, user: &str) -> Raw {
         let mut raw = self.raw().await;
-        raw.send(json!({"type": "login", "ref": 0, "user": user})).await;
+        raw.send(json!({"type": "login", "ref": 0, "user": user}))
+            .await;
         let reply = raw.recv().await;
         assert_eq!(reply["type"], "login_ok", "{reply}");
         raw
@@ -63,7 +73,10 @@ impl TestServer {
 
 /// The next event, failing the test if none comes.
 pub async fn next(events: &mut EventStream) -> Event {
-    tokio::time::timeout(WAIT, events.next()).await.expect("timed out waiting for an event").expect("event stream ended")
+    tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("event stream ended")
 }
 
 /// Skips events until one named `name` arrives (e.g. "remote_invitation_received").
@@ -98,19 +111,31 @@ pub struct Raw {
 
 impl Raw {
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.expect("send");
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.ws.send(Message::text(s.to_owned())).await.expect("send");
+        self.ws
+            .send(Message::text(s.to_owned()))
+            .await
+            .expect("send");
     }
 
     /// Next text frame as JSON (pings are answered by the library and skipped).
     pub async fn recv(&mut self) -> Value {
         loop {
-            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out").expect("closed").expect("error");
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out")
+                .expect("closed")
+                .expect("error");
             match frame {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("server sent JSON"),
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("server sent JSON")
+                }
                 Message::Close(c) => panic!("closed: {c:?}"),
                 _ => continue,
             }
@@ -130,7 +155,10 @@ impl Raw {
     /// Waits for the connection to close; returns the close code.
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out") {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out")
+            {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
@@ -189,5 +217,8 @@ pub async fn virtual_sleep(d: Duration) {
 /// virtual time, to the step.
 pub fn assert_window(waited: Duration, secs: u64) {
     let due = Duration::from_secs(secs);
-    assert!(waited >= due && waited <= due + STEP, "fired after {waited:?} of virtual time; the window is {due:?}");
+    assert!(
+        waited >= due && waited <= due + STEP,
+        "fired after {waited:?} of virtual time; the window is {due:?}"
+    );
 }
