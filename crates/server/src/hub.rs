@@ -557,13 +557,12 @@ impl Hub {
     ) {
         // Index the invitation under the devices taking part in it (not, say, a
         // stranger who was told `not_found`), so their departure reaches it.
-        let parties: HashSet<DeviceId> = self
-            .records
-            .get(id)
-            .map(|r| r.devices().collect())
-            .unwrap_or_default();
         for e in &effects {
-            if parties.contains(&e.to) {
+            let party = self
+                .records
+                .get(id)
+                .is_some_and(|r| r.devices().any(|d| d == e.to));
+            if party {
                 if let Some(d) = self.devices.get_mut(&e.to) {
                     d.invitations.insert(id.clone());
                 }

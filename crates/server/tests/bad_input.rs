@@ -37,13 +37,7 @@ async fn others_can_still_call(server: &TestServer) {
     };
     let (alice, mut a) = login("alice").await;
     let (bob, mut b) = login("bob").await;
-    let id = alice
-        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
-        .await
-        .unwrap();
-    until(&mut b, "remote_invitation_received").await;
-    bob.accept_remote_invitation(&id, "").await.unwrap();
-    until(&mut a, "local_invitation_accepted").await;
+    let id = establish_call(&alice, &mut a, &bob, &mut b).await;
     alice.hang_up(&id).await.unwrap();
     until(&mut b, "call_ended").await;
     alice.logout().await.unwrap();

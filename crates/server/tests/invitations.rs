@@ -545,13 +545,7 @@ async fn hang_up_by_callee_and_from_another_device() {
     let server = start_default().await;
     let (alice, mut a) = server.login("alice").await;
     let (bob, mut b) = server.login("bob").await;
-    let id = alice
-        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
-        .await
-        .unwrap();
-    until(&mut b, "remote_invitation_received").await;
-    bob.accept_remote_invitation(&id, "").await.unwrap();
-    until(&mut a, "local_invitation_accepted").await;
+    let id = establish_call(&alice, &mut a, &bob, &mut b).await;
     // Bob's other device (which never saw the call) hangs it up, like `callinvite hangup ID`.
     let (bob_cli, _) = server.login("bob").await;
     bob_cli.hang_up(&id).await.unwrap();
@@ -575,13 +569,7 @@ async fn lost_connection_or_logout_ends_the_call_for_the_peer() {
         (false, CallEndReason::PeerConnectionLost),
     ] {
         let (bob, mut b) = server.login("bob").await;
-        let id = alice
-            .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
-            .await
-            .unwrap();
-        until(&mut b, "remote_invitation_received").await;
-        bob.accept_remote_invitation(&id, "").await.unwrap();
-        until(&mut a, "local_invitation_accepted").await;
+        establish_call(&alice, &mut a, &bob, &mut b).await;
         if logout {
             bob.logout().await.unwrap();
             match until(&mut b, "call_ended").await {
@@ -769,13 +757,7 @@ async fn shutdown_ends_every_invitation_and_call_then_says_goodbye() {
         .await
         .unwrap();
     until(&mut b, "remote_invitation_received").await;
-    let id = carol
-        .send_local_invitation(&carol.create_local_invitation("dave").unwrap())
-        .await
-        .unwrap();
-    until(&mut d, "remote_invitation_received").await;
-    dave.accept_remote_invitation(&id, "").await.unwrap();
-    until(&mut c, "local_invitation_accepted").await;
+    establish_call(&carol, &mut c, &dave, &mut d).await;
 
     shutdown.cancel();
     for (events, name) in [

@@ -48,13 +48,7 @@ async fn healthz_and_metrics_count_logins_invitations_and_latency() {
     let (alice, mut a) = server.login("alice").await;
     let (bob, mut b) = server.login("bob").await;
     // accepted
-    let id = alice
-        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
-        .await
-        .unwrap();
-    until(&mut b, "remote_invitation_received").await;
-    bob.accept_remote_invitation(&id, "").await.unwrap();
-    until(&mut a, "local_invitation_accepted").await;
+    let id = establish_call(&alice, &mut a, &bob, &mut b).await;
     alice.hang_up(&id).await.unwrap();
     until(&mut b, "call_ended").await;
     // busy

@@ -238,13 +238,7 @@ async fn oversize_frame_closes_with_1009_and_others_are_unaffected() {
     raw.send(huge).await;
     assert_eq!(raw.closed().await, Some(1009));
     // Alice and Bob still call each other.
-    let id = alice
-        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
-        .await
-        .unwrap();
-    until(&mut b, "remote_invitation_received").await;
-    bob.accept_remote_invitation(&id, "").await.unwrap();
-    until(&mut a, "local_invitation_accepted").await;
+    establish_call(&alice, &mut a, &bob, &mut b).await;
 }
 
 #[tokio::test]
@@ -401,13 +395,7 @@ async fn flood_is_rate_limited_per_connection_and_others_are_unaffected() {
         "{answered} answered, {limited} limited"
     );
     // Meanwhile alice and bob call each other as usual.
-    let id = alice
-        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
-        .await
-        .unwrap();
-    until(&mut b, "remote_invitation_received").await;
-    bob.accept_remote_invitation(&id, "").await.unwrap();
-    until(&mut a, "local_invitation_accepted").await;
+    establish_call(&alice, &mut a, &bob, &mut b).await;
 }
 
 #[tokio::test]

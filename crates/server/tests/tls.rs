@@ -60,13 +60,7 @@ async fn wss_with_a_private_ca() {
         |user: &str| Client::login(LoginOptions::new(&wss, user).ca_file(pki.path("ca.pem")));
     let (alice, mut a) = login("alice").await.expect("wss login with the CA");
     let (bob, mut b) = login("bob").await.expect("wss login with the CA");
-    let id = alice
-        .send_local_invitation(&alice.create_local_invitation("bob").unwrap())
-        .await
-        .unwrap();
-    until(&mut b, "remote_invitation_received").await;
-    bob.accept_remote_invitation(&id, "").await.unwrap();
-    until(&mut a, "local_invitation_accepted").await;
+    establish_call(&alice, &mut a, &bob, &mut b).await;
 
     // Without the CA the certificate is not trusted, and the error says so.
     match Client::login(LoginOptions::new(&wss, "carol")).await {

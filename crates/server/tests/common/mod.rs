@@ -222,3 +222,27 @@ pub fn assert_window(waited: Duration, secs: u64) {
         "fired after {waited:?} of virtual time; the window is {due:?}"
     );
 }
+
+/// Places a call from `caller` to `callee` and has it accepted; returns its id
+/// once both sides have seen it (callee: received; caller: accepted).
+pub async fn establish_call(
+    caller: &Client,
+    caller_events: &mut EventStream,
+    callee: &Client,
+    callee_events: &mut EventStream,
+) -> callinvite_client::InvitationId {
+    let invitation = caller
+        .create_local_invitation(callee.user().as_str())
+        .expect("callee id");
+    let id = caller
+        .send_local_invitation(&invitation)
+        .await
+        .expect("send");
+    until(callee_events, "remote_invitation_received").await;
+    callee
+        .accept_remote_invitation(&id, "")
+        .await
+        .expect("accept");
+    until(caller_events, "local_invitation_accepted").await;
+    id
+}
