@@ -721,7 +721,9 @@ impl Driver {
                 debug!(%reason, "the server is going away");
                 self.server_going_away = true;
             }
-            ServerMessage::LoginOk { .. } | ServerMessage::Ok { req: None } => {}
+            ServerMessage::LoginOk { .. }
+            | ServerMessage::Resumed { .. }
+            | ServerMessage::Ok { req: None } => {}
         }
         Ok(())
     }

@@ -39,6 +39,9 @@ pub enum ErrorCode {
     AlreadyLoggedIn,
     /// The server refused the login for its own reason (see `message`).
     Rejected,
+    /// `resume` named a session the server no longer has (its grace window
+    /// passed, it was logged out, or the server restarted); log in again.
+    SessionExpired,
     // --- limits ---
     /// More messages per second than the server allows on one connection; the message was dropped. Slow down.
     RateLimited,
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::TooOften => "too_often",
             ErrorCode::AlreadyLoggedIn => "already_logged_in",
             ErrorCode::Rejected => "rejected",
+            ErrorCode::SessionExpired => "session_expired",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyDevices => "too_many_devices",
             ErrorCode::TooManyInvitations => "too_many_invitations",

@@ -110,13 +110,27 @@ pub enum ClientMessage {
         req: u64,
         users: Vec<String>,
     },
+    /// Instead of `login` on a new connection: continue the session named by
+    /// `session` (from `login_ok`). `last_seq` is the highest `seq` this client
+    /// has processed; the server replays every later message, then carries on.
+    Resume {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        session: String,
+        last_seq: u64,
+    },
+    /// Cumulative acknowledgement: every message up to `seq` was processed, so
+    /// the server may forget them (it keeps unacknowledged ones for a resume).
+    Seen { seq: u64 },
 }
 
 impl ClientMessage {
     /// The request's `ref`, if it has one (for error replies).
     pub fn req(&self) -> Option<u64> {
         match self {
-            ClientMessage::Login { req, .. } | ClientMessage::Logout { req } => *req,
+            ClientMessage::Login { req, .. }
+            | ClientMessage::Logout { req }
+            | ClientMessage::Resume { req, .. } => *req,
             ClientMessage::Invite { req, .. }
             | ClientMessage::Cancel { req, .. }
             | ClientMessage::Accept { req, .. }
@@ -125,7 +139,7 @@ impl ClientMessage {
             | ClientMessage::QueryPresence { req, .. }
             | ClientMessage::SubscribePresence { req, .. }
             | ClientMessage::UnsubscribePresence { req, .. } => Some(*req),
-            ClientMessage::Ack { .. } => None,
+            ClientMessage::Ack { .. } | ClientMessage::Seen { .. } => None,
         }
     }
 }
@@ -143,6 +157,8 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "query_presence",
     "subscribe_presence",
     "unsubscribe_presence",
+    "resume",
+    "seen",
 ];
 
 /// How the server checks logins; reported in `login_ok` and in the server log.
@@ -169,6 +185,10 @@ pub struct TimersMs {
     pub no_response_ms: u64,
     pub ring_ms: u64,
     pub heartbeat_ms: u64,
+    /// How long the server keeps a session whose connection dropped, waiting
+    /// for a `resume` (0: sessions end with their connection).
+    #[serde(default)]
+    pub resume_ms: u64,
 }
 
 /// Messages the server sends.
@@ -183,6 +203,22 @@ pub enum ServerMessage {
         device_id: DeviceId,
         auth: AuthMode,
         timers: TimersMs,
+        /// The secret that lets a new connection `resume` this session.
+        #[serde(default)]
+        session: String,
+    },
+    /// Reply to `resume`: the session continues on this connection. Every
+    /// message with `seq` greater than the `last_seq` the client sent follows,
+    /// in order, then new ones.
+    Resumed {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        device_id: DeviceId,
+        /// The highest request `ref` of this session the server has applied:
+        /// requests with a higher `ref` never arrived and should be sent again.
+        last_ref: u64,
+        /// The `seq` of the last message the server has sent in this session.
+        seq: u64,
     },
     /// Reply to `logout`, `cancel`, `accept`, `refuse`, `hangup`, `unsubscribe_presence`.
     Ok {
@@ -318,6 +354,36 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeEr
     })
 }
 
+/// Encodes a session message with its sequence number as the first field:
+/// `{"seq":7,"type":...}`. Clients process each `seq` once, in order.
+pub fn encode_seq(seq: u64, msg: &ServerMessage) -> String {
+    let body = encode(msg);
+    // `encode` of a tagged enum always yields an object: `{"type":...}`.
+    let rest = body.strip_prefix('{').unwrap_or(&body);
+    let mut out = String::with_capacity(body.len() + 24);
+    out.push_str("{\"seq\":");
+    out.push_str(itoa::Buffer::new().format(seq));
+    out.push(',');
+    out.push_str(rest);
+    out
+}
+
+/// Decodes one server frame, with its `seq` if it has one (messages about the
+/// connection itself, such as `login_ok` or a rate-limit error, have none).
+pub fn decode_server(text: &str) -> Result<(Option<u64>, ServerMessage), serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: Option<u64>,
+    }
+    let msg: ServerMessage = serde_json::from_str(text)?;
+    let seq = if text.starts_with("{\"seq\":") {
+        serde_json::from_str::<Seq>(text)?.seq
+    } else {
+        None
+    };
+    Ok((seq, msg))
+}
+
 /// Encodes a message as the text of one frame.
 pub fn encode<T: Serialize>(msg: &T) -> String {
     // Serialising these plain structs cannot fail: no maps with non-string keys, no floats.
@@ -387,6 +453,20 @@ mod tests {
         let e = decode_client(r#"{"type":"invite","ref":5,"callee":12}"#).unwrap_err();
         assert_eq!(e.0, Some(5));
         assert_eq!(e.1.code(), ErrorCode::BadMessage);
+    }
+
+    #[test]
+    fn sequenced_messages_put_seq_first_and_decode_back() {
+        let m = ServerMessage::ReceivedByPeer {
+            invitation_id: InvitationId("x".into()),
+        };
+        let text = encode_seq(42, &m);
+        assert_eq!(
+            text,
+            r#"{"seq":42,"type":"received_by_peer","invitation_id":"x"}"#
+        );
+        assert_eq!(decode_server(&text).unwrap(), (Some(42), m.clone()));
+        assert_eq!(decode_server(&encode(&m)).unwrap(), (None, m));
     }
 
     #[test]

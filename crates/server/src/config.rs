@@ -43,6 +43,13 @@ pub struct Config {
     pub tls: Option<crate::tls::Tls>,
     /// Where the server counts things; serve it with [`crate::http::serve`].
     pub metrics: Arc<Metrics>,
+    /// How long a device whose connection dropped (without a close frame or a
+    /// logout) keeps its session, invitations, calls and presence while it
+    /// may `resume` on a new connection. Zero ends sessions with their connection.
+    pub resume_grace: Duration,
+    /// Unacknowledged messages kept per device for a resume; a device that
+    /// falls further behind cannot resume and must log in again.
+    pub resume_buffer: usize,
     /// At shutdown, how long clients get to read their `going_away` and close
     /// before the remaining connections are closed.
     pub shutdown_grace: Duration,
@@ -65,6 +72,8 @@ impl Default for Config {
             max_devices_per_user: 10,
             max_outgoing_invitations: 10,
             login_timeout: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(10),
+            resume_buffer: 1024,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! connection's queue and sends heartbeat pings, and the dead-peer check.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +16,15 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use callinvite_protocol::invitation::GoneCause;
 use callinvite_protocol::limits::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG};
 use callinvite_protocol::wire::{decode_client, encode};
 use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
 
 use crate::config::Config;
-use crate::hub::{Command, Outbound};
+use crate::hub::{Command, Departure, Outbound};
+
+/// Numbers connections, so the hub can tell a session's current connection from a stale one.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// WebSocket close code 1007: a text frame that is not UTF-8.
 const CLOSE_INVALID_PAYLOAD: u16 = 1007;
@@ -148,8 +151,10 @@ pub(crate) async fn serve<S>(
         kill: kill.clone(),
         config,
         session: None,
+        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
     };
-    let mut cause = GoneCause::ConnectionLost;
+    // A connection that just stops (no close frame) may come back and resume.
+    let mut how = Departure::Lost;
     loop {
         let frame = tokio::select! {
             f = timeout(conn.config.heartbeat, frames.next()) => f,
@@ -166,6 +171,7 @@ pub(crate) async fn serve<S>(
             // The hub has said goodbye to logged-in devices; whoever is still here is closed now.
             _ = stop.cancelled() => {
                 let _ = out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
+                how = Departure::Closed;
                 break;
             }
         };
@@ -180,6 +186,7 @@ pub(crate) async fn serve<S>(
                 let _ = out
                     .send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
                     .await;
+                how = Departure::Closed;
                 break;
             }
             Ok(Some(Err(WsError::Utf8(e)))) => {
@@ -190,6 +197,7 @@ pub(crate) async fn serve<S>(
                         "text frames must be UTF-8",
                     ))
                     .await;
+                how = Departure::Closed;
                 break;
             }
             Ok(Some(Err(e))) => {
@@ -210,7 +218,7 @@ pub(crate) async fn serve<S>(
                 }
                 if conn.on_text(text.as_str()).await {
                     // Logged out: the hub sends `ok` and a close frame; nothing more is read.
-                    cause = GoneCause::Logout;
+                    how = Departure::Logout;
                     break;
                 }
             }
@@ -222,12 +230,23 @@ pub(crate) async fn serve<S>(
                 ))
                 .await;
             }
-            Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Ok(Message::Close(_)))) => {
+                // The client meant to leave: its session ends now, no resume.
+                how = Departure::Closed;
+                break;
+            }
             Ok(Some(Ok(_))) => {} // ping, pong: liveness only
         }
     }
     if let Some((device, _)) = conn.session.take() {
-        let _ = conn.hub.send(Command::Gone { device, cause }).await;
+        let _ = conn
+            .hub
+            .send(Command::Gone {
+                device,
+                conn: conn.id,
+                how,
+            })
+            .await;
     }
     conn.config.metrics.connections.dec();
     drop(conn);
@@ -283,13 +302,15 @@ struct Conn {
     out: mpsc::Sender<Outbound>,
     kill: CancellationToken,
     config: Arc<Config>,
-    /// Set once logged in.
+    /// Set once logged in (or resumed).
     session: Option<(DeviceId, UserId)>,
+    /// This connection's number.
+    id: u64,
 }
 
 impl Conn {
     async fn reply(&self, msg: ServerMessage) {
-        let _ = self.out.send(Outbound::Text(encode(&msg))).await;
+        let _ = self.out.send(Outbound::Text(encode(&msg).into())).await;
     }
 
     /// Handles one text frame. Returns true when it was a logout.
@@ -304,7 +325,7 @@ impl Conn {
             }
         };
         match (msg, &self.session) {
-            (ClientMessage::Login { req, .. }, Some(_)) => {
+            (ClientMessage::Login { req, .. } | ClientMessage::Resume { req, .. }, Some(_)) => {
                 self.reply(ServerMessage::error(
                     req,
                     ErrorCode::AlreadyLoggedIn,
@@ -313,6 +334,14 @@ impl Conn {
                 .await;
             }
             (ClientMessage::Login { req, user, token }, None) => self.login(req, user, token).await,
+            (
+                ClientMessage::Resume {
+                    req,
+                    session,
+                    last_seq,
+                },
+                None,
+            ) => self.resume(req, session, last_seq).await,
             (msg, None) => {
                 self.reply(ServerMessage::error(
                     msg.req(),
@@ -324,7 +353,8 @@ impl Conn {
             (msg @ ClientMessage::Logout { .. }, Some((device, _))) => {
                 let device = *device;
                 self.session = None;
-                let _ = self.hub.send(Command::Request { device, msg }).await;
+                let conn = self.id;
+                let _ = self.hub.send(Command::Request { device, conn, msg }).await;
                 return true;
             }
             (msg, Some((device, _))) => {
@@ -332,6 +362,7 @@ impl Conn {
                     .hub
                     .send(Command::Request {
                         device: *device,
+                        conn: self.id,
                         msg,
                     })
                     .await;
@@ -361,6 +392,7 @@ impl Conn {
             user: user.clone(),
             token,
             req,
+            conn: self.id,
             out: self.out.clone(),
             kill: self.kill.clone(),
             reply,
@@ -376,6 +408,31 @@ impl Conn {
         }
         if let Ok(Some(device)) = answer.await {
             self.session = Some((device, user));
+        }
+    }
+
+    async fn resume(&mut self, req: Option<u64>, session: String, last_seq: u64) {
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command::Resume {
+            session,
+            last_seq,
+            req,
+            conn: self.id,
+            out: self.out.clone(),
+            kill: self.kill.clone(),
+            reply,
+        };
+        if self.hub.send(cmd).await.is_err() {
+            return self
+                .reply(ServerMessage::error(
+                    req,
+                    ErrorCode::Rejected,
+                    "the server is shutting down",
+                ))
+                .await;
+        }
+        if let Ok(Some(session)) = answer.await {
+            self.session = Some(session);
         }
     }
 }

@@ -7,11 +7,20 @@
 //!
 //! The hub never blocks on a connection: messages go to a bounded queue per
 //! connection, and a connection whose queue is full is closed as too slow.
+//!
+//! Sessions survive their connection: every message to a device carries a
+//! sequence number and stays in the device's outbox until the client says it
+//! has `seen` it. A connection that drops without a close frame or a logout
+//! leaves its device *detached* for the resume grace window: it stays online,
+//! its invitations and calls go on, and its messages wait in the outbox. A
+//! `resume` on a new connection reattaches it and replays what it missed;
+//! when the window passes, the device is gone as if the connection had closed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -20,7 +29,7 @@ use callinvite_protocol::limits::{
     CLOSE_GOING_AWAY, CLOSE_NORMAL, MAX_CONTENT_BYTES, MAX_PRESENCE_QUERY,
     MAX_PRESENCE_SUBSCRIPTIONS, MAX_RESPONSE_BYTES,
 };
-use callinvite_protocol::wire::{encode, AuthMode, PresenceEntry, TimersMs};
+use callinvite_protocol::wire::{encode, encode_seq, AuthMode, PresenceEntry, TimersMs};
 use callinvite_protocol::{
     ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId,
 };
@@ -30,8 +39,33 @@ use crate::config::Config;
 /// What the hub asks a connection's writer to do.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    Text(String),
+    Text(Utf8Bytes),
     Close(u16, &'static str),
+}
+
+/// Close code for a connection whose session was resumed on another one.
+const CLOSE_TAKEN_OVER: u16 = 4001;
+
+/// How a connection ended, as its task saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// The client logged out.
+    Logout,
+    /// The client closed the WebSocket (a close frame): it meant to leave.
+    Closed,
+    /// The transport failed, the heartbeat was missed, or the connection was
+    /// too slow: the client may come back and `resume`.
+    Lost,
+}
+
+/// The connection a device is attached to.
+struct Link {
+    /// Which connection (so a stale connection's requests are ignored after a resume).
+    conn: u64,
+    /// Its writer's queue.
+    out: mpsc::Sender<Outbound>,
+    /// Cancelled to make the connection close itself (too slow).
+    kill: CancellationToken,
 }
 
 /// What connections tell the hub.
@@ -42,26 +76,51 @@ pub(crate) enum Command {
         user: UserId,
         token: Option<String>,
         req: Option<u64>,
+        conn: u64,
         out: mpsc::Sender<Outbound>,
         kill: CancellationToken,
         reply: oneshot::Sender<Option<DeviceId>>,
     },
+    /// A new connection wants to continue a session. The hub sends `resumed`
+    /// and the missed messages, or the error, and answers `reply`.
+    Resume {
+        session: String,
+        last_seq: u64,
+        req: Option<u64>,
+        conn: u64,
+        out: mpsc::Sender<Outbound>,
+        kill: CancellationToken,
+        reply: oneshot::Sender<Option<(DeviceId, UserId)>>,
+    },
     /// Any request of a logged-in device other than login.
     Request {
         device: DeviceId,
+        conn: u64,
         msg: ClientMessage,
     },
     /// The device's connection is gone.
-    Gone { device: DeviceId, cause: GoneCause },
+    Gone {
+        device: DeviceId,
+        conn: u64,
+        how: Departure,
+    },
 }
 
-/// A logged-in connection.
+/// A logged-in session ("device"), attached to a connection or waiting for a resume.
 struct Device {
     user: UserId,
-    /// Its writer's queue.
-    out: mpsc::Sender<Outbound>,
-    /// Cancelled to make the connection close itself (too slow).
-    kill: CancellationToken,
+    /// The connection it is attached to; `None` while detached.
+    link: Option<Link>,
+    /// The secret a `resume` must name.
+    session: String,
+    /// When a detached device is given up (gone for good).
+    detached_until: Option<Instant>,
+    /// The `seq` of the last message sent to it.
+    seq: u64,
+    /// Messages it has not acknowledged (`seen`), oldest first, for a resume.
+    outbox: VecDeque<(u64, Utf8Bytes)>,
+    /// The highest request `ref` applied for it (reported on resume).
+    last_ref: u64,
     /// Users whose presence it follows.
     subscriptions: HashSet<UserId>,
     /// Invitations that have sent it something, so its departure reaches them.
@@ -86,6 +145,10 @@ pub(crate) struct Hub {
     subscribers: HashMap<UserId, HashSet<DeviceId>>,
     /// Login rate per user id: (window start, logins in window).
     login_rate: HashMap<UserId, (Instant, u32)>,
+    /// Device of each session secret.
+    sessions: HashMap<String, DeviceId>,
+    /// Detached devices by the time their grace window ends.
+    detached: BTreeSet<(Instant, DeviceId)>,
 }
 
 /// The hub's clock. `tokio::time::Instant` so tests can pause time.
@@ -99,7 +162,11 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
-        let next = hub.timers.first().map(|(t, _)| *t);
+        let next = match (hub.timers.first(), hub.detached.first()) {
+            (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
+            (Some((a, _)), None) | (None, Some((a, _))) => Some(*a),
+            (None, None) => None,
+        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -155,6 +222,8 @@ impl Hub {
             scheduled: HashMap::new(),
             subscribers: HashMap::new(),
             login_rate: HashMap::new(),
+            sessions: HashMap::new(),
+            detached: BTreeSet::new(),
         }
     }
 
@@ -164,35 +233,190 @@ impl Hub {
                 user,
                 token,
                 req,
+                conn,
                 out,
                 kill,
                 reply,
             } => {
-                let device = self.login(user, token, req, out, kill, now);
+                let link = Link { conn, out, kill };
+                let device = self.login(user, token, req, link, now);
                 let _ = reply.send(device);
             }
-            Command::Request { device, msg } => {
+            Command::Resume {
+                session,
+                last_seq,
+                req,
+                conn,
+                out,
+                kill,
+                reply,
+            } => {
+                let link = Link { conn, out, kill };
+                let _ = reply.send(self.resume(&session, last_seq, req, link, now));
+            }
+            Command::Request { device, conn, msg } => {
+                if !self.attached(device, conn) {
+                    // A connection that lost its session to a resume elsewhere.
+                    return;
+                }
                 let req = msg.req();
+                if let (Some(r), Some(d)) = (req, self.devices.get_mut(&device)) {
+                    d.last_ref = d.last_ref.max(r);
+                }
                 if let Err((code, message)) = self.request(device, msg, now) {
                     self.send(device, &ServerMessage::error(req, code, message));
                 }
             }
-            Command::Gone { device, cause } => self.gone(device, cause, now),
+            Command::Gone { device, conn, how } => {
+                if !self.attached(device, conn) {
+                    return;
+                }
+                match how {
+                    Departure::Lost if !self.config.resume_grace.is_zero() => {
+                        self.detach(device, now)
+                    }
+                    Departure::Logout => self.gone(device, GoneCause::Logout, now),
+                    _ => self.gone(device, GoneCause::ConnectionLost, now),
+                }
+            }
         }
     }
 
-    fn send(&self, device: DeviceId, msg: &ServerMessage) {
-        let Some(d) = self.devices.get(&device) else {
+    /// Whether `device` is attached to connection `conn`.
+    fn attached(&self, device: DeviceId, conn: u64) -> bool {
+        self.devices
+            .get(&device)
+            .and_then(|d| d.link.as_ref())
+            .is_some_and(|l| l.conn == conn)
+    }
+
+    /// Sends one message of the device's session: numbered, kept until seen
+    /// (when sessions can resume), and written if a connection is attached.
+    fn send(&mut self, device: DeviceId, msg: &ServerMessage) {
+        let keep = !self.config.resume_grace.is_zero();
+        let limit = self.config.resume_buffer;
+        let Some(d) = self.devices.get_mut(&device) else {
             return;
         };
-        match d.out.try_send(Outbound::Text(encode(msg))) {
+        d.seq += 1;
+        let text = Utf8Bytes::from(encode_seq(d.seq, msg));
+        if keep {
+            d.outbox.push_back((d.seq, text.clone()));
+            if d.outbox.len() > limit {
+                // Too far behind to resume from the start; a resume from
+                // before the oldest kept message is refused.
+                d.outbox.pop_front();
+            }
+        }
+        let Some(link) = &d.link else {
+            return;
+        };
+        match link.out.try_send(Outbound::Text(text)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!(%device, user = %d.user, "outbound queue full: closing the connection as too slow");
-                d.kill.cancel();
+                link.kill.cancel();
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// The connection of `device` dropped: keep the session for the grace window.
+    fn detach(&mut self, device: DeviceId, now: Instant) {
+        let until = now + self.config.resume_grace;
+        let Some(d) = self.devices.get_mut(&device) else {
+            return;
+        };
+        d.link = None;
+        d.detached_until = Some(until);
+        self.detached.insert((until, device));
+        info!(user = %d.user, %device, grace = ?self.config.resume_grace, unseen = d.outbox.len(), "connection lost: session kept for a resume");
+    }
+
+    fn resume(
+        &mut self,
+        session: &str,
+        last_seq: u64,
+        req: Option<u64>,
+        link: Link,
+        now: Instant,
+    ) -> Option<(DeviceId, UserId)> {
+        let refuse = |link: &Link, code, message: String| {
+            let msg = ServerMessage::error(req, code, message);
+            let _ = link.out.try_send(Outbound::Text(encode(&msg).into()));
+            None
+        };
+        let Some(&device) = self.sessions.get(session) else {
+            self.config.metrics.login("resume_session_expired");
+            return refuse(
+                &link,
+                ErrorCode::SessionExpired,
+                "no such session here (its grace window passed, it logged out, or the server restarted); log in again".into(),
+            );
+        };
+        let d = &self.devices[&device];
+        if last_seq > d.seq {
+            self.config.metrics.login("resume_invalid");
+            return refuse(
+                &link,
+                ErrorCode::InvalidArgument,
+                format!("last_seq {last_seq} is ahead of this session's {}", d.seq),
+            );
+        }
+        let oldest = d.outbox.front().map_or(d.seq + 1, |(s, _)| *s);
+        if last_seq + 1 < oldest {
+            // Messages it never saw are gone from the outbox: it cannot catch up.
+            let missed = oldest - last_seq - 1;
+            info!(user = %d.user, %device, missed, "resume refused: too far behind; the session ends");
+            self.config.metrics.login("resume_too_far_behind");
+            self.gone(device, GoneCause::ConnectionLost, now);
+            return refuse(
+                &link,
+                ErrorCode::SessionExpired,
+                format!("{missed} messages of this session are no longer kept; log in again"),
+            );
+        }
+        let Some(d) = self.devices.get_mut(&device) else {
+            return None;
+        };
+        if let Some(old) = d.link.take() {
+            info!(user = %d.user, %device, "session resumed on a new connection: closing the old one");
+            if old
+                .out
+                .try_send(Outbound::Close(
+                    CLOSE_TAKEN_OVER,
+                    "session resumed on another connection",
+                ))
+                .is_err()
+            {
+                old.kill.cancel();
+            }
+        }
+        if let Some(until) = d.detached_until.take() {
+            self.detached.remove(&(until, device));
+        }
+        while d.outbox.front().is_some_and(|(s, _)| *s <= last_seq) {
+            d.outbox.pop_front();
+        }
+        let resumed = ServerMessage::Resumed {
+            req,
+            device_id: device,
+            last_ref: d.last_ref,
+            seq: d.seq,
+        };
+        let _ = link.out.try_send(Outbound::Text(encode(&resumed).into()));
+        let replay = d.outbox.len();
+        for (_, text) in &d.outbox {
+            if link.out.try_send(Outbound::Text(text.clone())).is_err() {
+                link.kill.cancel();
+                break;
+            }
+        }
+        info!(user = %d.user, %device, last_seq, replay, "session resumed");
+        self.config.metrics.login("resumed");
+        let user = d.user.clone();
+        d.link = Some(link);
+        Some((device, user))
     }
 
     fn login(
@@ -200,10 +424,10 @@ impl Hub {
         user: UserId,
         token: Option<String>,
         req: Option<u64>,
-        out: mpsc::Sender<Outbound>,
-        kill: CancellationToken,
+        link: Link,
         now: Instant,
     ) -> Option<DeviceId> {
+        let out = &link.out;
         let window = self.login_rate.entry(user.clone()).or_insert((now, 0));
         if now.duration_since(window.0) >= Duration::from_secs(1) {
             *window = (now, 0);
@@ -220,7 +444,7 @@ impl Hub {
                     self.config.logins_per_second
                 ),
             );
-            let _ = out.try_send(Outbound::Text(encode(&msg)));
+            let _ = out.try_send(Outbound::Text(encode(&msg).into()));
             return None;
         }
         if self.login_rate.len() > 100_000 {
@@ -235,16 +459,28 @@ impl Hub {
             if let Err(e) = checked {
                 info!(%user, error = %e, "login refused");
                 self.config.metrics.login(e.code().as_str());
-                let _ = out.try_send(Outbound::Text(encode(&ServerMessage::error(
-                    req,
-                    e.code(),
-                    e.to_string(),
-                ))));
+                let _ = out.try_send(Outbound::Text(
+                    encode(&ServerMessage::error(req, e.code(), e.to_string())).into(),
+                ));
                 return None;
             }
         }
 
-        let online = self.users.get(&user).map_or(0, Vec::len);
+        let mut online = self.users.get(&user).map_or(0, Vec::len);
+        if online >= self.config.max_devices_per_user {
+            // A detached device is most likely this one coming back without
+            // its session (say, the app restarted): it gives up its place.
+            let oldest = self.users.get(&user).and_then(|list| {
+                list.iter()
+                    .filter_map(|id| Some((self.devices.get(id)?.detached_until?, *id)))
+                    .min()
+            });
+            if let Some((_, old)) = oldest {
+                info!(%user, device = %old, "device limit reached: ending a detached session to make room");
+                self.gone(old, GoneCause::ConnectionLost, now);
+                online -= 1;
+            }
+        }
         if online >= self.config.max_devices_per_user {
             info!(%user, online, "login refused: too many devices");
             self.config.metrics.login("too_many_devices");
@@ -255,17 +491,44 @@ impl Hub {
                     "{user} already has {online} devices logged in (the limit); log one out first"
                 ),
             );
-            let _ = out.try_send(Outbound::Text(encode(&msg)));
+            let _ = out.try_send(Outbound::Text(encode(&msg).into()));
             return None;
         }
         let device = DeviceId(self.next_device);
         self.next_device += 1;
+        let session = uuid::Uuid::new_v4().simple().to_string();
+        // login_ok is about this connection, so it is sent before the session's numbered messages.
+        let t = &self.config.timeouts;
+        let ok = ServerMessage::LoginOk {
+            req,
+            user: user.to_string(),
+            device_id: device,
+            auth: if self.config.secret.is_some() {
+                AuthMode::Token
+            } else {
+                AuthMode::Open
+            },
+            timers: TimersMs {
+                offline_ms: t.offline.as_millis() as u64,
+                no_response_ms: t.no_response.as_millis() as u64,
+                ring_ms: t.ring.as_millis() as u64,
+                heartbeat_ms: self.config.heartbeat.as_millis() as u64,
+                resume_ms: self.config.resume_grace.as_millis() as u64,
+            },
+            session: session.clone(),
+        };
+        let _ = out.try_send(Outbound::Text(encode(&ok).into()));
+        self.sessions.insert(session.clone(), device);
         self.devices.insert(
             device,
             Device {
                 user: user.clone(),
-                out,
-                kill,
+                link: Some(link),
+                session,
+                detached_until: None,
+                seq: 0,
+                outbox: VecDeque::new(),
+                last_ref: req.unwrap_or(0),
                 subscriptions: HashSet::new(),
                 invitations: HashSet::new(),
             },
@@ -273,26 +536,6 @@ impl Hub {
         let devices = self.users.entry(user.clone()).or_default();
         let came_online = devices.is_empty();
         devices.push(device);
-        let t = &self.config.timeouts;
-        self.send(
-            device,
-            &ServerMessage::LoginOk {
-                req,
-                user: user.to_string(),
-                device_id: device,
-                auth: if self.config.secret.is_some() {
-                    AuthMode::Token
-                } else {
-                    AuthMode::Open
-                },
-                timers: TimersMs {
-                    offline_ms: t.offline.as_millis() as u64,
-                    no_response_ms: t.no_response.as_millis() as u64,
-                    ring_ms: t.ring.as_millis() as u64,
-                    heartbeat_ms: self.config.heartbeat.as_millis() as u64,
-                },
-            },
-        );
         info!(%user, %device, devices = self.users.get(&user).map_or(0, Vec::len), "logged in");
         self.config.metrics.login("ok");
         self.config.metrics.devices.inc();
@@ -325,14 +568,22 @@ impl Hub {
             device,
         };
         match msg {
-            ClientMessage::Login { .. } => Err((
+            ClientMessage::Login { .. } | ClientMessage::Resume { .. } => Err((
                 ErrorCode::AlreadyLoggedIn,
                 "this connection is already logged in; log out first".into(),
             )),
+            ClientMessage::Seen { seq } => {
+                if let Some(d) = self.devices.get_mut(&device) {
+                    while d.outbox.front().is_some_and(|(s, _)| *s <= seq) {
+                        d.outbox.pop_front();
+                    }
+                }
+                Ok(())
+            }
             ClientMessage::Logout { req } => {
                 self.send(device, &ServerMessage::Ok { req });
-                if let Some(d) = self.devices.get(&device) {
-                    let _ = d.out.try_send(Outbound::Close(CLOSE_NORMAL, "logged out"));
+                if let Some(l) = self.devices.get(&device).and_then(|d| d.link.as_ref()) {
+                    let _ = l.out.try_send(Outbound::Close(CLOSE_NORMAL, "logged out"));
                 }
                 self.gone(device, GoneCause::Logout, now);
                 Ok(())
@@ -511,15 +762,16 @@ impl Hub {
         }
     }
 
-    fn notify_presence(&self, user: &UserId, online: bool) {
+    fn notify_presence(&mut self, user: &UserId, online: bool) {
         let Some(subs) = self.subscribers.get(user) else {
             return;
         };
+        let subs: Vec<DeviceId> = subs.iter().copied().collect();
         let msg = ServerMessage::PresenceChanged {
             user: user.to_string(),
             online,
         };
-        for &d in subs {
+        for d in subs {
             self.send(d, &msg);
         }
     }
@@ -631,11 +883,14 @@ impl Hub {
         let bye = ServerMessage::GoingAway {
             reason: "the server is shutting down".into(),
         };
-        for (&device, d) in &self.devices {
+        let devices: Vec<DeviceId> = self.devices.keys().copied().collect();
+        for device in devices {
             self.send(device, &bye);
-            let _ = d
-                .out
-                .try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
+            if let Some(l) = self.devices.get(&device).and_then(|d| d.link.as_ref()) {
+                let _ = l
+                    .out
+                    .try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
+            }
         }
     }
 
@@ -677,6 +932,14 @@ impl Hub {
     }
 
     fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(t, device)) = self.detached.first() {
+            if t > now {
+                break;
+            }
+            self.detached.pop_first();
+            info!(%device, "no resume within the grace window: the device is gone");
+            self.gone(device, GoneCause::ConnectionLost, now);
+        }
         while let Some((t, id)) = self.timers.first().cloned() {
             if t > now {
                 break;
@@ -691,6 +954,10 @@ impl Hub {
         let Some(d) = self.devices.remove(&device) else {
             return;
         };
+        self.sessions.remove(&d.session);
+        if let Some(until) = d.detached_until {
+            self.detached.remove(&(until, device));
+        }
         info!(user = %d.user, %device, ?cause, "device gone");
         self.config.metrics.devices.dec();
         for u in &d.subscriptions {

@@ -47,7 +47,8 @@ async fn others_can_still_call(server: &TestServer) {
 async fn logged_in(server: &TestServer, user: &str) -> Raw {
     let mut raw = server.raw().await;
     raw.send(json!({"type": "login", "ref": 0, "user": user, "token": auth::mint(SECRET, user, Duration::from_secs(60))})).await;
-    assert_eq!(raw.recv().await["type"], "login_ok");
+    let answer = raw.recv().await;
+    assert_eq!(answer["type"], "login_ok", "{answer}");
     raw
 }
 
