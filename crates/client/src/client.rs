@@ -32,6 +32,9 @@ pub struct LoginOptions {
     /// For `wss://`: a PEM file of extra CA certificates to trust besides the
     /// system's (a private CA, or a self-signed server certificate).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Reconnect and resume the session after a dropped connection (default
+    /// true). When false, a drop ends the session at once.
+    pub resume: bool,
 }
 
 impl LoginOptions {
@@ -42,6 +45,7 @@ impl LoginOptions {
             token: None,
             login_timeout: Duration::from_secs(10),
             ca_file: None,
+            resume: true,
         }
     }
     pub fn token(mut self, token: impl Into<String>) -> Self {

@@ -2,8 +2,17 @@
 //! the caller/callee state machine of every invitation this device knows,
 //! acknowledges deliveries (`ack`), correlates replies by `ref`, and emits
 //! [`Event`]s in the order the server's messages arrive.
+//!
+//! When the connection drops, the driver reconnects with exponential backoff
+//! and jitter and `resume`s the session: the server replays what this client
+//! has not processed (each message's `seq` is processed once), requests the
+//! server never applied are sent again, and the app sees only
+//! `reconnecting` → `connected`. Past the server's grace window the session
+//! is over and every invitation ends with `not_logged_in`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,7 +25,7 @@ use tracing::{debug, warn};
 
 use callinvite_protocol::invitation::callee::{RemoteEvent, RemoteInvitationState};
 use callinvite_protocol::invitation::caller::{CancelAction, LocalEvent, LocalInvitationState};
-use callinvite_protocol::wire::{encode, AckOf, PresenceEntry};
+use callinvite_protocol::wire::{decode_server, encode, AckOf, PresenceEntry};
 use callinvite_protocol::{ClientMessage, ErrorCode, InvitationId, ServerMessage, UserId};
 
 use crate::client::{LocalInvitation, LoginOptions, SessionInfo};
@@ -31,6 +40,16 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 /// How many finished invitations are remembered (to answer late calls with `already_*`).
 const KEEP_FINISHED: usize = 256;
+
+/// Acknowledge processed messages (`seen`) after this many, or after [`SEEN_DELAY`].
+const SEEN_EVERY: u64 = 32;
+const SEEN_DELAY: Duration = Duration::from_millis(500);
+/// Recent `ack`s, sent again after a resume in case the old connection lost them
+/// (the server ignores duplicates).
+const KEEP_ACKS: usize = 64;
+/// Reconnect backoff: the first wait, the cap.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
 
 pub(crate) enum Command {
     Send {
@@ -129,8 +148,47 @@ struct Remote {
     content: String,
 }
 
+/// Whether the session may continue on a new connection after this one ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The connection failed; try to resume.
+    Lost,
+    /// The session is over; report this.
+    Over(ConnectionState, ConnectionReason),
+}
+
+/// How one resume attempt went.
+enum Attempt {
+    Resumed {
+        ws: Ws,
+        last_ref: u64,
+    },
+    /// The server answered: the session is gone.
+    Refused(ErrorCode, String),
+    /// No answer (network, timeout): try again later.
+    Failed(String),
+}
+
+type AttemptFuture = Pin<Box<dyn Future<Output = Attempt> + Send>>;
+
 struct Driver {
-    ws: Ws,
+    /// `None` while reconnecting.
+    ws: Option<Ws>,
+    options: LoginOptions,
+    connector: Option<tokio_tungstenite::Connector>,
+    /// The secret for `resume`; empty when the server does not offer resume.
+    session: String,
+    /// How long the server keeps the session after a drop (0: no resume).
+    resume_window: Duration,
+    /// The `seq` of the last server message processed.
+    last_seq: u64,
+    /// The `seq` last acknowledged with `seen`, and when the next `seen` is due.
+    seen_sent: u64,
+    seen_due: Option<Instant>,
+    /// Requests awaiting a reply, as sent, for sending again after a resume.
+    unanswered: BTreeMap<u64, ClientMessage>,
+    /// Recent `ack`s, sent again after a resume.
+    recent_acks: VecDeque<ClientMessage>,
     events: mpsc::UnboundedSender<Event>,
     next_ref: u64,
     pending: HashMap<u64, Pending>,
@@ -161,7 +219,7 @@ pub(crate) async fn start(
         options.url.as_str(),
         None,
         true,
-        connector,
+        connector.clone(),
     );
     let (mut ws, _) = match timeout(options.login_timeout, connect).await {
         Ok(Ok(ok)) => ok,
@@ -195,16 +253,20 @@ pub(crate) async fn start(
                     device_id,
                     auth,
                     timers,
+                    session,
                     ..
                 }) => {
                     let user = UserId::parse(&user)
                         .map_err(|e| ClientError::api(ErrorCode::Internal, e.to_string()))?;
-                    return Ok(SessionInfo {
-                        user,
-                        device_id,
-                        auth,
-                        timers,
-                    });
+                    return Ok((
+                        SessionInfo {
+                            user,
+                            device_id,
+                            auth,
+                            timers,
+                        },
+                        session,
+                    ));
                 }
                 Ok(ServerMessage::Error { code, message, .. }) => {
                     return Err(ClientError::Login { code, message })
@@ -219,6 +281,7 @@ pub(crate) async fn start(
     })
     .await
     .map_err(|_| ClientError::Timeout(options.login_timeout))??;
+    let (answer, session) = answer;
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (events, rx) = mpsc::unbounded_channel();
@@ -226,8 +289,22 @@ pub(crate) async fn start(
         state: ConnectionState::Connected,
         reason: ConnectionReason::LoginSuccess,
     });
+    let resume_window = if options.resume && !session.is_empty() {
+        Duration::from_millis(answer.timers.resume_ms)
+    } else {
+        Duration::ZERO
+    };
     let driver = Driver {
-        ws,
+        ws: Some(ws),
+        options,
+        connector,
+        session,
+        resume_window,
+        last_seq: 0,
+        seen_sent: 0,
+        seen_due: None,
+        unanswered: BTreeMap::new(),
+        recent_acks: VecDeque::new(),
         events,
         next_ref: 1,
         pending: HashMap::new(),
@@ -284,59 +361,263 @@ fn tls_connector(options: &LoginOptions) -> Result<tokio_tungstenite::Connector,
 
 impl Driver {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let ending = loop {
+            let ending = match self.ws.is_some() {
+                true => self.connected(&mut commands).await,
+                false => Ending::Lost,
+            };
+            match ending {
+                Ending::Over(state, reason) => break (state, reason),
+                Ending::Lost if self.logged_out => {
+                    break (ConnectionState::Disconnected, ConnectionReason::Logout)
+                }
+                Ending::Lost if self.server_going_away => {
+                    break (
+                        ConnectionState::Disconnected,
+                        ConnectionReason::ServerShutdown,
+                    )
+                }
+                Ending::Lost if self.resume_window.is_zero() => {
+                    break (ConnectionState::Disconnected, ConnectionReason::Interrupted)
+                }
+                Ending::Lost => {
+                    self.ws = None;
+                    if let Some(over) = self.reconnect(&mut commands).await {
+                        break over;
+                    }
+                }
+            }
+        };
+        self.end_session(ending);
+    }
+
+    /// Serves the live connection until it ends.
+    async fn connected(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Ending {
         let mut last_heard = Instant::now();
         loop {
+            let Some(ws) = self.ws.as_mut() else {
+                return Ending::Lost;
+            };
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => {
                         if self.on_command(cmd).await.is_err() {
-                            break;
+                            return Ending::Lost;
                         }
                     }
                     None => {
                         // Every Client handle was dropped: leave politely.
-                        let _ = self.ws.close(None).await;
-                        break;
+                        if let Some(ws) = self.ws.as_mut() {
+                            let _ = ws.close(None).await;
+                        }
+                        return Ending::Over(ConnectionState::Disconnected, ConnectionReason::Logout);
                     }
                 },
-                frame = self.ws.next() => {
+                frame = ws.next() => {
                     last_heard = Instant::now();
                     match frame {
                         Some(Ok(Message::Text(text))) => {
                             if self.on_text(text.as_str()).await.is_err() {
-                                break;
+                                return Ending::Lost;
                             }
                         }
                         Some(Ok(Message::Close(frame))) => {
                             debug!(?frame, "server closed the connection");
-                            break;
+                            let code = frame.map(|f| u16::from(f.code));
+                            return match code {
+                                // The session went on on another connection.
+                                Some(4001) => Ending::Over(ConnectionState::Aborted, ConnectionReason::TakenOver),
+                                // The server found this client broken (bad frames): no resume.
+                                Some(1007 | 1009) => Ending::Over(ConnectionState::Aborted, ConnectionReason::Interrupted),
+                                _ => Ending::Lost,
+                            };
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             debug!(error = %e, "connection error");
-                            break;
+                            return Ending::Lost;
                         }
-                        None => break,
+                        None => return Ending::Lost,
                     }
                 }
                 _ = sleep_until(last_heard + self.heartbeat) => {
                     warn!("nothing heard from the server within {:?}: connection lost", self.heartbeat);
-                    break;
+                    return Ending::Lost;
+                }
+                _ = sleep_until(self.seen_due.unwrap_or_else(far_future)), if self.seen_due.is_some() => {
+                    if self.send_seen().await.is_err() {
+                        return Ending::Lost;
+                    }
                 }
             }
         }
-        self.end_session();
+    }
+
+    /// Reconnects with backoff and jitter and resumes the session. Returns
+    /// how the session ended if it could not be resumed; `None` once resumed.
+    async fn reconnect(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Option<(ConnectionState, ConnectionReason)> {
+        self.emit(Event::ConnectionStateChanged {
+            state: ConnectionState::Reconnecting,
+            reason: ConnectionReason::Interrupted,
+        });
+        // The server notices the drop within a heartbeat and then keeps the
+        // session for its resume window; after both, it is certainly gone.
+        let give_up = Instant::now() + self.heartbeat + self.resume_window;
+        let mut delay = BACKOFF_FIRST;
+        let mut attempts = 0u32;
+        let mut attempt: AttemptFuture = Box::pin(self.attempt(jitter(delay)));
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    // Requests are kept and sent once resumed.
+                    Some(cmd) => { let _ = self.on_command(cmd).await; }
+                    None => return Some((ConnectionState::Disconnected, ConnectionReason::Logout)),
+                },
+                result = &mut attempt => {
+                    attempts += 1;
+                    match result {
+                        Attempt::Resumed { ws, last_ref } => {
+                            debug!(attempts, last_ref, "session resumed");
+                            self.ws = Some(ws);
+                            self.emit(Event::ConnectionStateChanged {
+                                state: ConnectionState::Connected,
+                                reason: ConnectionReason::Resumed,
+                            });
+                            if self.after_resume(last_ref).await.is_err() {
+                                // Lost again at once: the run loop tries again.
+                                self.ws = None;
+                                return Box::pin(self.reconnect(commands)).await;
+                            }
+                            return None;
+                        }
+                        Attempt::Refused(code, message) => {
+                            warn!(%code, %message, "the server refused to resume the session");
+                            return Some((ConnectionState::Aborted, ConnectionReason::SessionExpired));
+                        }
+                        Attempt::Failed(why) => {
+                            debug!(attempts, %why, "reconnect attempt failed");
+                            if self.logged_out {
+                                return Some((ConnectionState::Disconnected, ConnectionReason::Logout));
+                            }
+                            if Instant::now() >= give_up {
+                                warn!(attempts, "could not reconnect within the resume window: the session is over");
+                                return Some((ConnectionState::Disconnected, ConnectionReason::Interrupted));
+                            }
+                            delay = (delay * 2).min(BACKOFF_MAX);
+                            let wait = jitter(delay).min(give_up.saturating_duration_since(Instant::now()));
+                            attempt = Box::pin(self.attempt(wait));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One resume attempt after `wait`: connect, send `resume`, read the answer.
+    fn attempt(&self, wait: Duration) -> impl Future<Output = Attempt> + Send + 'static {
+        let url = self.options.url.clone();
+        let connector = self.connector.clone();
+        let limit = self.options.login_timeout;
+        let resume = ClientMessage::Resume {
+            req: None,
+            session: self.session.clone(),
+            last_seq: self.last_seq,
+        };
+        async move {
+            tokio::time::sleep(wait).await;
+            let work = async {
+                let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+                    url.as_str(),
+                    None,
+                    true,
+                    connector,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                ws.send(Message::text(encode(&resume)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                while let Some(frame) = ws.next().await {
+                    let Ok(Message::Text(text)) = frame else {
+                        continue;
+                    };
+                    match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                        Ok(ServerMessage::Resumed { last_ref, .. }) => {
+                            return Ok(Attempt::Resumed { ws, last_ref })
+                        }
+                        Ok(ServerMessage::Error { code, message, .. }) => {
+                            return Ok(Attempt::Refused(code, message))
+                        }
+                        _ => continue,
+                    }
+                }
+                Err("closed during resume".to_string())
+            };
+            match timeout(limit, work).await {
+                Ok(Ok(a)) => a,
+                Ok(Err(e)) => Attempt::Failed(e),
+                Err(_) => Attempt::Failed("timed out".into()),
+            }
+        }
+    }
+
+    /// Sends again what the old connection may have lost: requests the server
+    /// never applied (ref above `last_ref`), and recent acks.
+    async fn after_resume(&mut self, last_ref: u64) -> Result<(), ()> {
+        let again: Vec<ClientMessage> = self
+            .unanswered
+            .range(last_ref + 1..)
+            .map(|(_, m)| m.clone())
+            .collect();
+        let acks: Vec<ClientMessage> = self.recent_acks.iter().cloned().collect();
+        debug!(
+            requests = again.len(),
+            acks = acks.len(),
+            "sending again after resume"
+        );
+        for m in again.iter().chain(acks.iter()) {
+            self.send_frame(m).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_seen(&mut self) -> Result<(), ()> {
+        self.seen_due = None;
+        if self.last_seq > self.seen_sent {
+            self.seen_sent = self.last_seq;
+            let seen = ClientMessage::Seen { seq: self.last_seq };
+            return self.send_frame(&seen).await;
+        }
+        Ok(())
     }
 
     fn emit(&self, event: Event) {
         let _ = self.events.send(event);
     }
 
-    async fn write(&mut self, msg: &ClientMessage) -> Result<(), ()> {
-        self.ws
-            .send(Message::text(encode(msg)))
+    /// Writes one frame if connected; while reconnecting, requests and acks
+    /// are kept and sent after the resume.
+    async fn send_frame(&mut self, msg: &ClientMessage) -> Result<(), ()> {
+        let Some(ws) = self.ws.as_mut() else {
+            return Ok(());
+        };
+        ws.send(Message::text(encode(msg)))
             .await
             .map_err(|e| debug!(error = %e, "write failed"))
+    }
+
+    /// Sends a message that expects no reply (`ack`), remembering it for a resume.
+    async fn write(&mut self, msg: &ClientMessage) -> Result<(), ()> {
+        if matches!(msg, ClientMessage::Ack { .. }) {
+            self.recent_acks.push_back(msg.clone());
+            if self.recent_acks.len() > KEEP_ACKS {
+                self.recent_acks.pop_front();
+            }
+        }
+        self.send_frame(msg).await
     }
 
     /// Sends a request and remembers what to do with its reply.
@@ -348,7 +629,11 @@ impl Driver {
         let req = self.next_ref;
         self.next_ref += 1;
         self.pending.insert(req, pending);
-        self.write(&make(req)).await
+        let msg = make(req);
+        if !self.resume_window.is_zero() {
+            self.unanswered.insert(req, msg.clone());
+        }
+        self.send_frame(&msg).await
     }
 
     fn local_info(&self, handle: u64) -> Option<LocalInvitationInfo> {
@@ -552,7 +837,7 @@ impl Driver {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), ()> {
-        let msg: ServerMessage = match serde_json::from_str(text) {
+        let (seq, msg) = match decode_server(text) {
             Ok(m) => m,
             Err(e) => {
                 // A newer server may send messages this client does not know; skip them.
@@ -560,6 +845,35 @@ impl Driver {
                 return Ok(());
             }
         };
+        if let Some(seq) = seq {
+            if seq <= self.last_seq {
+                // Replayed after a resume, but already processed.
+                debug!(seq, "skipping a message already processed");
+                return Ok(());
+            }
+            if seq != self.last_seq + 1 {
+                warn!(
+                    seq,
+                    expected = self.last_seq + 1,
+                    "gap in the server's message sequence"
+                );
+            }
+            self.last_seq = seq;
+            if !self.resume_window.is_zero() {
+                if seq - self.seen_sent >= SEEN_EVERY {
+                    self.send_seen().await?;
+                } else if self.seen_due.is_none() {
+                    self.seen_due = Some(Instant::now() + SEEN_DELAY);
+                }
+            }
+        }
+        if let ServerMessage::Ok { req: Some(r) }
+        | ServerMessage::Error { req: Some(r), .. }
+        | ServerMessage::InviteOk { req: r, .. }
+        | ServerMessage::Presence { req: r, .. } = &msg
+        {
+            self.unanswered.remove(r);
+        }
         match &msg {
             ServerMessage::Ok { req: Some(req) } => match self.pending.remove(req) {
                 Some(Pending::Accept { id, reply }) => {
@@ -802,7 +1116,7 @@ impl Driver {
     }
 
     /// The session is over: every pending thing ends here, with a reason.
-    fn end_session(mut self) {
+    fn end_session(mut self, (state, reason): (ConnectionState, ConnectionReason)) {
         for (_, p) in self.pending.drain() {
             p.fail(|| ClientError::NotLoggedIn);
         }
@@ -827,11 +1141,18 @@ impl Driver {
         } else if self.server_going_away {
             ConnectionReason::ServerShutdown
         } else {
-            ConnectionReason::Interrupted
+            reason
         };
-        self.emit(Event::ConnectionStateChanged {
-            state: ConnectionState::Disconnected,
-            reason,
-        });
+        self.emit(Event::ConnectionStateChanged { state, reason });
     }
+}
+
+/// A wait of between half and all of `d`, so clients cut off together do not
+/// all come back at the same instant.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
 }

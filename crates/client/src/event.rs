@@ -30,6 +30,13 @@ pub enum ConnectionReason {
     Logout,
     /// The server said it is shutting down (`going_away`).
     ServerShutdown,
+    /// The connection came back and the session resumed: nothing was lost.
+    Resumed,
+    /// The server no longer had the session when the client came back (its
+    /// grace window passed, or the server restarted); log in again.
+    SessionExpired,
+    /// The session was resumed on another connection (Agora: REMOTE_LOGIN).
+    TakenOver,
 }
 
 /// A snapshot of an invitation this device sent.

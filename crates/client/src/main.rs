@@ -287,7 +287,7 @@ async fn call(
                     Event::CallEnded { invitation_id, reason, .. } if *invitation_id == id => {
                         return if *reason == callinvite_client::CallEndReason::NotLoggedIn { Outcome::ConnectionLost } else { Outcome::Ok };
                     }
-                    Event::ConnectionStateChanged { state: callinvite_client::ConnectionState::Disconnected, .. } if !accepted => {
+                    Event::ConnectionStateChanged { state: callinvite_client::ConnectionState::Disconnected | callinvite_client::ConnectionState::Aborted, .. } if !accepted => {
                         return Outcome::ConnectionLost
                     }
                     _ => {}
@@ -368,7 +368,7 @@ async fn answer(
                         to_hang_up.remove(invitation_id);
                         finished = in_call.remove(invitation_id);
                     }
-                    Event::ConnectionStateChanged { state: callinvite_client::ConnectionState::Disconnected, .. } => {
+                    Event::ConnectionStateChanged { state: callinvite_client::ConnectionState::Disconnected | callinvite_client::ConnectionState::Aborted, .. } => {
                         return Outcome::ConnectionLost
                     }
                     _ => {}

@@ -1,9 +1,12 @@
 //! Fault test (modest size for CI): users on one server calling each other at
-//! random — cancels, accepts, refusals, hang-ups — while connections drop and
-//! come back and the server restarts in the middle. At the end it checks that
+//! random — cancels, accepts, refusals, hang-ups — while the network between
+//! them and the server fails: short cuts (the clients resume their sessions),
+//! an outage longer than the resume grace window (sessions end), clients that
+//! vanish, and a server restart in the middle. At the end it checks that
 //! every invitation reached exactly one final state on each side, that the
-//! sides agree, that nothing rang past its timeout, and that no event came
-//! twice, and prints the counts. Larger runs: FAULT_USERS=40 FAULT_SECONDS=60.
+//! sides agree, that nothing rang past its timeout, that no event came twice,
+//! and that every short cut was survived; it prints the counts. Larger runs:
+//! FAULT_USERS=40 FAULT_SECONDS=60.
 
 mod common;
 
@@ -11,7 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callinvite_client::{Client, Event, FailureReason, InvitationId, LoginOptions};
+use callinvite_client::{
+    Client, ConnectionReason, ConnectionState, Event, FailureReason, InvitationId, LoginOptions,
+};
 use callinvite_server::{CancellationToken, Config};
 
 /// A small deterministic pseudo-random generator (xorshift64*).
@@ -64,7 +69,7 @@ async fn start_server(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
     let users = env("FAULT_USERS", 8) as usize;
-    let seconds = env("FAULT_SECONDS", 4);
+    let seconds = env("FAULT_SECONDS", 6);
     let ring = Duration::from_secs(3);
     let mut config = Config::default();
     config.timeouts.ring = ring;
@@ -72,6 +77,8 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
     config.timeouts.no_response = Duration::from_secs(1);
     config.timeouts.cancel_ack = Duration::from_millis(500);
     config.logins_per_second = 1000;
+    let grace = Duration::from_secs(1);
+    config.resume_grace = grace;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -79,6 +86,9 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
         .port();
     let url = format!("ws://127.0.0.1:{port}");
     let (stop, server) = start_server(port, config.clone()).await;
+    // Clients reach the server through a proxy that cuts the network.
+    let proxy = Arc::new(common::Proxy::start(&url).await);
+    let url = proxy.url.clone();
 
     let log: Arc<Mutex<Vec<Seen>>> = Default::default();
     let drops = Arc::new(Mutex::new(0u32));
@@ -168,11 +178,36 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
             }
         }));
     }
+    // The network: short cuts every few hundred milliseconds; at a quarter of
+    // the run an outage longer than the grace window.
+    let cuts = Arc::new(Mutex::new(0u32));
+    let network = tokio::spawn({
+        let (proxy, cuts) = (proxy.clone(), cuts.clone());
+        async move {
+            let mut rng = Rng(0xC0FFEE);
+            let outage_at = Instant::now() + Duration::from_millis(seconds * 250);
+            let mut outage_done = false;
+            while Instant::now() < chaos_until {
+                tokio::time::sleep(Duration::from_millis(200 + rng.below(600))).await;
+                if !outage_done && Instant::now() >= outage_at {
+                    outage_done = true;
+                    proxy.block(true);
+                    proxy.cut();
+                    tokio::time::sleep(grace + Duration::from_millis(700)).await;
+                    proxy.block(false);
+                } else {
+                    proxy.cut();
+                    *cuts.lock().unwrap() += 1;
+                }
+            }
+        }
+    });
     // Restart the server half-way through.
     tokio::time::sleep(Duration::from_millis(seconds * 500)).await;
     stop.cancel();
     server.await.unwrap().unwrap();
     let (stop, server) = start_server(port, config.clone()).await;
+    network.await.unwrap();
     for t in tasks {
         t.await.unwrap();
     }
@@ -218,7 +253,11 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
         let finals = caller_final.get(id).map_or(0, Vec::len);
         assert_eq!(finals, 1, "invitation {id}: {finals} final caller events");
         let f = caller_final[id][0];
-        *outcomes.entry(f.event.name()).or_default() += 1;
+        let outcome = match &f.event {
+            Event::LocalInvitationFailure { reason, .. } => format!("failure:{reason}"),
+            e => e.name().trim_start_matches("local_invitation_").to_string(),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
         // Nothing rang past its timeout (plus slack for scheduling).
         if !matches!(f.event, Event::LocalInvitationAccepted { .. }) {
             assert!(
@@ -279,9 +318,59 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
             ),
         }
     }
+    // 4. No event came twice to one session, and every session that was cut
+    //    either resumed or ended with a reason (never hung in `reconnecting`).
+    let mut by_session: BTreeMap<(usize, u32), Vec<&Event>> = BTreeMap::new();
+    for s in &log {
+        by_session.entry(s.session).or_default().push(&s.event);
+    }
+    let (mut resumed, mut expired) = (0u32, 0u32);
+    for (session, events) in &by_session {
+        let mut seen = std::collections::HashSet::new();
+        for e in events {
+            if !matches!(
+                e,
+                Event::ConnectionStateChanged { .. } | Event::PresenceChanged { .. }
+            ) {
+                assert!(seen.insert(format!("{e:?}")), "{session:?} got {e:?} twice");
+            }
+        }
+        let states: Vec<(ConnectionState, ConnectionReason)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ConnectionStateChanged { state, reason } => Some((*state, *reason)),
+                _ => None,
+            })
+            .collect();
+        for w in states.windows(2) {
+            if w[0].0 == ConnectionState::Reconnecting {
+                assert_ne!(
+                    w[1].0,
+                    ConnectionState::Reconnecting,
+                    "{session:?}: {states:?}"
+                );
+            }
+        }
+        if let Some(last) = states.last() {
+            assert_ne!(
+                last.0,
+                ConnectionState::Reconnecting,
+                "{session:?} still reconnecting"
+            );
+        }
+        resumed += states
+            .iter()
+            .filter(|s| s.1 == ConnectionReason::Resumed)
+            .count() as u32;
+        expired += states
+            .iter()
+            .filter(|s| s.1 == ConnectionReason::SessionExpired)
+            .count() as u32;
+    }
     let total_events = log.len();
     println!(
-        "fault test: {users} users, {seconds} s, 1 server restart, {} connection drops; {} invitations, {} callee deliveries, {} events; caller outcomes: {:?}",
+        "fault test: {users} users, {seconds} s, 1 server restart, {} network cuts, 1 outage longer than the {grace:?} grace window, {} clients vanished; {resumed} sessions resumed, {expired} expired; {} invitations, {} callee deliveries, {} events; caller outcomes: {:?}",
+        cuts.lock().unwrap(),
         drops.lock().unwrap(),
         sent_at.len(),
         received.len(),
@@ -291,5 +380,9 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
     assert!(
         sent_at.len() > 10,
         "the chaos made too few invitations to mean anything"
+    );
+    assert!(
+        resumed > 0,
+        "no session was resumed: the cuts tested nothing"
     );
 }

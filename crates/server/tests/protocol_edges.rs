@@ -310,7 +310,7 @@ async fn logout_closes_the_connection_and_nothing_more_is_read() {
     // A login sent right behind the logout is not processed: the session is over.
     raw.send(json!({"type": "login", "ref": 2, "user": "alice"}))
         .await;
-    assert_eq!(raw.recv().await, json!({"type": "ok", "ref": 1}));
+    assert_eq!(raw.recv().await, json!({"seq": 1, "type": "ok", "ref": 1}));
     assert_eq!(raw.closed().await, Some(1000));
     assert_eq!(
         next(&mut w).await,

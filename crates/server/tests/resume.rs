@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use callinvite_client::{CallEndReason, Event};
+use callinvite_client::{
+    CallEndReason, Client, ConnectionReason, ConnectionState, Event, LoginOptions,
+};
 use callinvite_server::Config;
 use common::*;
 
@@ -249,4 +251,144 @@ async fn resume_and_login_are_refused_on_a_logged_in_connection() {
     assert_eq!(e["code"], "already_logged_in");
     // Connection-level replies are not numbered.
     assert!(e.get("seq").is_none(), "{e}");
+}
+
+// ---- the client library over a network that fails ----
+
+fn is_state(e: &Event, want: ConnectionState, why: ConnectionReason) -> bool {
+    matches!(e, Event::ConnectionStateChanged { state, reason } if *state == want && *reason == why)
+}
+
+#[tokio::test]
+async fn the_client_reconnects_resumes_and_misses_nothing_after_a_network_cut() {
+    let server = start_default().await;
+    let proxy = Proxy::start(&server.url).await;
+    let (alice, mut a) = server.login("alice").await;
+    let (bob, mut b) = Client::login(LoginOptions::new(&proxy.url, "bob"))
+        .await
+        .unwrap();
+    assert!(is_state(
+        &next(&mut b).await,
+        ConnectionState::Connected,
+        ConnectionReason::LoginSuccess
+    ));
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    expect(&mut b, "remote_invitation_received").await;
+    until(&mut a, "local_invitation_received_by_peer").await;
+
+    // The network drops; while bob is away alice cancels, and bob asks for presence.
+    proxy.cut();
+    assert!(is_state(
+        &next(&mut b).await,
+        ConnectionState::Reconnecting,
+        ConnectionReason::Interrupted
+    ));
+    alice.cancel_local_invitation(&inv).await.unwrap();
+    let presence = tokio::spawn({
+        let bob = bob.clone();
+        async move { bob.query_presence(&["alice"]).await }
+    });
+
+    // bob is back within the backoff; the cancel arrives once, then alice hears it.
+    assert!(is_state(
+        &next(&mut b).await,
+        ConnectionState::Connected,
+        ConnectionReason::Resumed
+    ));
+    let e = expect(&mut b, "remote_invitation_canceled").await;
+    assert_eq!(e.invitation_id(), Some(&id));
+    expect(&mut a, "local_invitation_canceled").await;
+    let p = presence
+        .await
+        .unwrap()
+        .expect("the request made while away is answered");
+    assert!(p[0].online);
+    assert!(proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+
+    // Another cut in the middle of a call: the call survives it.
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    expect(&mut b, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&id, "").await.unwrap();
+    expect(&mut b, "remote_invitation_accepted").await;
+    until(&mut a, "local_invitation_accepted").await;
+    proxy.cut();
+    expect(&mut b, "connection_state_changed").await;
+    expect(&mut b, "connection_state_changed").await;
+    alice.hang_up(&id).await.unwrap();
+    let e = expect(&mut b, "call_ended").await;
+    assert!(
+        matches!(
+            e,
+            Event::CallEnded {
+                reason: CallEndReason::Hangup,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Nothing twice, nothing more.
+    settle().await;
+    assert_eq!(b.try_next(), None);
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_grace_window_ends_the_session_with_defined_reasons() {
+    let server = start(Config {
+        resume_grace: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await;
+    let proxy = Proxy::start(&server.url).await;
+    let (alice, mut a) = server.login("alice").await;
+    let (bob, mut b) = Client::login(LoginOptions::new(&proxy.url, "bob"))
+        .await
+        .unwrap();
+    next(&mut b).await;
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    expect(&mut b, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&id, "").await.unwrap();
+    expect(&mut b, "remote_invitation_accepted").await;
+    until(&mut a, "local_invitation_accepted").await;
+
+    proxy.block(true);
+    proxy.cut();
+    expect(&mut b, "connection_state_changed").await;
+    // The server gives bob 1 s, then ends the call for alice.
+    let e = until(&mut a, "call_ended").await;
+    assert!(
+        matches!(
+            e,
+            Event::CallEnded {
+                reason: CallEndReason::PeerConnectionLost,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    proxy.block(false);
+    // bob comes back too late: its call ends locally, and the session is over.
+    let e = expect(&mut b, "call_ended").await;
+    assert!(
+        matches!(
+            e,
+            Event::CallEnded {
+                reason: CallEndReason::NotLoggedIn,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(is_state(
+        &next(&mut b).await,
+        ConnectionState::Aborted,
+        ConnectionReason::SessionExpired
+    ));
+    assert_eq!(
+        b.next().await,
+        None,
+        "the event stream ends with the session"
+    );
 }

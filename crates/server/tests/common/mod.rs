@@ -246,3 +246,71 @@ pub async fn establish_call(
     until(caller_events, "local_invitation_accepted").await;
     id
 }
+
+/// A TCP proxy in front of the server that can cut every connection through
+/// it (a network drop: no close frame) and refuse new ones for a while (an
+/// outage), so clients can be tested against the real network failures.
+pub struct Proxy {
+    /// `ws://` address of the proxy.
+    pub url: String,
+    cut: std::sync::Arc<std::sync::Mutex<CancellationToken>>,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections made through the proxy so far.
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    /// Starts a proxy to the server at `url` (`ws://host:port`).
+    pub async fn start(url: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let target = url.trim_start_matches("ws://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let url = format!("ws://{}", listener.local_addr().expect("local addr"));
+        let proxy = Proxy {
+            url,
+            cut: Default::default(),
+            blocked: Default::default(),
+            accepted: Default::default(),
+        };
+        let (cut, blocked, accepted) = (
+            proxy.cut.clone(),
+            proxy.blocked.clone(),
+            proxy.accepted.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if blocked.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let token = cut.lock().expect("proxy lock").clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Drops every connection through the proxy, as a network failure would.
+    pub fn cut(&self) {
+        let mut token = self.cut.lock().expect("proxy lock");
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    /// While on, new connections are closed as soon as they arrive.
+    pub fn block(&self, on: bool) {
+        self.blocked.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
