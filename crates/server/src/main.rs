@@ -88,6 +88,12 @@ struct ServeArgs {
     /// At shutdown, how long clients get to leave before their connections are closed.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// How long a device whose connection dropped keeps its session for a resume (0s: off).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    resume_grace: Duration,
+    /// Unacknowledged messages kept per device for a resume.
+    #[arg(long, default_value_t = 1024)]
+    resume_buffer: usize,
     /// Certificate chain (PEM) to serve wss:// (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -187,6 +193,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.handshake_timeout = args.handshake_timeout;
     config.login_timeout = args.login_timeout;
     config.shutdown_grace = args.shutdown_grace;
+    config.resume_grace = args.resume_grace;
+    config.resume_buffer = args.resume_buffer.max(1);
     config.timeouts.offline = args.offline_window;
     config.timeouts.no_response = args.no_response_window;
     config.timeouts.ring = args.ring_timeout;
