@@ -135,8 +135,15 @@ impl Drop for Proc {
 /// Starts `callinvite-server` on a free loopback port; returns it and its ws:// URL.
 pub fn start_server(extra: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new(binary("callinvite-server"));
-    cmd.args(["--listen", "127.0.0.1:0", "--log", "info"])
-        .args(extra);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "info",
+        "--data-dir",
+        "-",
+    ])
+    .args(extra);
     let mut server = Proc::spawn("server", cmd);
     let line = server.wait_line("listening");
     let addr = line

@@ -85,6 +85,8 @@ pub enum Effect {
     OpenUrl(String),
     /// History changed: save it.
     SaveHistory,
+    /// These missed calls are in the history now: the server may forget them.
+    ClearMissed(Vec<InvitationId>),
 }
 
 /// Connection as the UI shows it.
@@ -225,6 +227,29 @@ impl Calls {
                         Connection::Disconnected
                     }
                 };
+            }
+            Event::MissedCalls { calls } => {
+                // Calls that came while no device of ours was online: into the
+                // history in time order, one notification each, then cleared.
+                for c in calls {
+                    if self.history.iter().any(|h| h.id == c.invitation_id.0) {
+                        continue;
+                    }
+                    self.record(
+                        Some(&c.invitation_id),
+                        Direction::Incoming,
+                        &c.caller,
+                        c.at_ms,
+                        "missed",
+                        true,
+                    );
+                    fx.push(Effect::NotifyMissed(c.caller.clone()));
+                }
+                self.history.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+                fx.push(Effect::SaveHistory);
+                fx.push(Effect::ClearMissed(
+                    calls.iter().map(|c| c.invitation_id.clone()).collect(),
+                ));
             }
             Event::LocalInvitationSent {
                 invitation,

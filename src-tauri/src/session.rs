@@ -125,6 +125,7 @@ pub async fn emit_state<R: Runtime>(app: &AppHandle<R>) {
 async fn ensure_embedded(
     port: u16,
     lan: bool,
+    data_dir: &std::path::Path,
 ) -> Result<(String, String, Option<CancellationToken>), CommandError> {
     let ip = if lan {
         Ipv4Addr::UNSPECIFIED
@@ -135,7 +136,9 @@ async fn ensure_embedded(
     match tokio::net::TcpListener::bind(SocketAddr::from((ip, port))).await {
         Ok(listener) => {
             let token = CancellationToken::new();
-            let config = callinvite_server::Config::default();
+            let mut config = callinvite_server::Config::default();
+            // Missed calls of users who are offline survive a restart of the app.
+            config.missed.file = Some(data_dir.join("server-missed-calls.json"));
             let stop = token.clone();
             tokio::spawn(async move {
                 if let Err(e) = callinvite_server::run(listener, config, stop).await {
@@ -169,7 +172,12 @@ async fn connect<R: Runtime>(
     let state = app.state::<AppState>();
     let settings = state.inner.lock().await.settings.clone();
     let (url, label, embedded) = if settings.server.trim() == "embedded" {
-        ensure_embedded(state.options.embedded_port, settings.share_on_lan).await?
+        ensure_embedded(
+            state.options.embedded_port,
+            settings.share_on_lan,
+            state.store.dir(),
+        )
+        .await?
     } else {
         (
             settings.server.trim().to_owned(),
@@ -397,6 +405,15 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
                     info!(invitation = %id, "in a call: answering busy");
                     if let Err(e) = client.refuse_remote_invitation(&id, "busy", true).await {
                         warn!(error = %e, "busy refusal failed");
+                    }
+                }
+            }
+            Effect::ClearMissed(ids) => {
+                let client = state.inner.lock().await.client.clone();
+                if let Some(client) = client {
+                    if let Err(e) = client.clear_missed_calls(&ids).await {
+                        // They come again at the next login, and are not recorded twice.
+                        warn!(error = %e, "cannot clear missed calls on the server");
                     }
                 }
             }

@@ -101,7 +101,7 @@ function windowVisible() {
 
 before(async () => {
   // A real server with a short offline window so the offline flow ends quickly.
-  server = spawn(join(BIN, 'callinvite-server'), ['--listen', '127.0.0.1:0', '--offline-window', '4s', '--log', 'info'], {
+  server = spawn(join(BIN, 'callinvite-server'), ['--listen', '127.0.0.1:0', '--offline-window', '4s', '--log', 'info', '--data-dir', '-'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   children.push(server);

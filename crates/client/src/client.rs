@@ -256,6 +256,13 @@ impl Client {
             .await
     }
 
+    /// Forgets these missed calls on the server, for every device of this user.
+    pub async fn clear_missed_calls(&self, ids: &[InvitationId]) -> Result<(), ClientError> {
+        let ids = ids.to_vec();
+        self.call(|reply| Command::ClearMissedCalls { ids, reply })
+            .await
+    }
+
     /// Ends the session. Pending invitations end with `not_logged_in` here
     /// and a defined reason on the other side.
     pub async fn logout(&self) -> Result<(), ClientError> {

@@ -87,6 +87,10 @@ pub(crate) enum Command {
         users: Vec<String>,
         reply: Reply<()>,
     },
+    ClearMissedCalls {
+        ids: Vec<InvitationId>,
+        reply: Reply<()>,
+    },
     Logout {
         reply: Reply<()>,
     },
@@ -826,6 +830,16 @@ impl Driver {
                 )
                 .await
             }
+            Command::ClearMissedCalls { ids, reply } => {
+                self.request(
+                    |req| ClientMessage::ClearMissedCalls {
+                        req,
+                        invitation_ids: ids,
+                    },
+                    Pending::Done { reply },
+                )
+                .await
+            }
             Command::Logout { reply } => {
                 self.request(
                     |req| ClientMessage::Logout { req: Some(req) },
@@ -974,6 +988,9 @@ impl Driver {
                 }
                 None => {}
             },
+            ServerMessage::MissedCalls { calls } => self.emit(Event::MissedCalls {
+                calls: calls.clone(),
+            }),
             ServerMessage::PresenceChanged { user, online } => self.emit(Event::PresenceChanged {
                 user: user.clone(),
                 online: *online,

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use callinvite_protocol::invitation::callee::RemoteState;
 use callinvite_protocol::invitation::caller::LocalState;
+use callinvite_protocol::wire::MissedCall;
 use callinvite_protocol::{CallEndReason, ErrorCode, FailureReason, InvitationId};
 
 /// Agora's CONNECTION_STATE.
@@ -120,6 +121,12 @@ pub enum Event {
     PresenceChanged {
         user: String,
         online: bool,
+    },
+    /// Calls this user missed while it had no device online, oldest first
+    /// (after login; again at every login until cleared with
+    /// [`crate::Client::clear_missed_calls`]).
+    MissedCalls {
+        calls: Vec<MissedCall>,
     },
     /// The server reported a problem not tied to a request.
     ProtocolError {

@@ -31,6 +31,7 @@ pub mod event;
 
 pub use callinvite_protocol::invitation::callee::RemoteState;
 pub use callinvite_protocol::invitation::caller::LocalState;
+pub use callinvite_protocol::wire::{MissedCall, MissedReason};
 pub use callinvite_protocol::{CallEndReason, ErrorCode, FailureReason, InvitationId, UserId};
 pub use client::{Client, LocalInvitation, LoginOptions};
 pub use error::ClientError;

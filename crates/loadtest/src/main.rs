@@ -138,6 +138,7 @@ async fn start_callinvite(args: &Args) -> (Server, u16) {
     let port = free_port();
     let child = Command::new(server_bin(args))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .args(["--data-dir", "-"])
         .args([
             "--messages-per-second",
             "1000000",

@@ -122,6 +122,13 @@ pub enum ClientMessage {
     /// Cumulative acknowledgement: every message up to `seq` was processed, so
     /// the server may forget them (it keeps unacknowledged ones for a resume).
     Seen { seq: u64 },
+    /// The user has seen these missed calls: the server forgets them (for
+    /// every device of the user).
+    ClearMissedCalls {
+        #[serde(rename = "ref")]
+        req: u64,
+        invitation_ids: Vec<InvitationId>,
+    },
 }
 
 impl ClientMessage {
@@ -138,7 +145,8 @@ impl ClientMessage {
             | ClientMessage::Hangup { req, .. }
             | ClientMessage::QueryPresence { req, .. }
             | ClientMessage::SubscribePresence { req, .. }
-            | ClientMessage::UnsubscribePresence { req, .. } => Some(*req),
+            | ClientMessage::UnsubscribePresence { req, .. }
+            | ClientMessage::ClearMissedCalls { req, .. } => Some(*req),
             ClientMessage::Ack { .. } | ClientMessage::Seen { .. } => None,
         }
     }
@@ -159,6 +167,7 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "unsubscribe_presence",
     "resume",
     "seen",
+    "clear_missed_calls",
 ];
 
 /// How the server checks logins; reported in `login_ok` and in the server log.
@@ -176,6 +185,34 @@ pub enum AuthMode {
 pub struct PresenceEntry {
     pub user: String,
     pub online: bool,
+}
+
+/// How a missed call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedReason {
+    /// The caller canceled it.
+    Canceled,
+    /// No device of the callee came online within the offline window.
+    PeerOffline,
+    /// It was delivered but not acknowledged in time.
+    NoResponse,
+    /// Nobody answered within the ring timeout.
+    Expired,
+    /// The server shut down while it rang.
+    ServerShutdown,
+}
+
+/// An invitation that ended unanswered while the callee had no device
+/// online. Kept by the server and delivered at the callee's next login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedCall {
+    pub invitation_id: InvitationId,
+    pub caller: String,
+    pub content: String,
+    /// When it was sent, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub reason: MissedReason,
 }
 
 /// The server's timers, reported in `login_ok` so a client can show them.
@@ -249,6 +286,9 @@ pub enum ServerMessage {
     },
     /// A subscribed user went online or offline.
     PresenceChanged { user: String, online: bool },
+    /// Calls this user missed while none of its devices was online, oldest
+    /// first. Sent after `login_ok` until cleared with `clear_missed_calls`.
+    MissedCalls { calls: Vec<MissedCall> },
 
     // ---- to the callee's devices ----
     /// A new invitation for this user. The client must answer with `ack` (`of: invitation`).

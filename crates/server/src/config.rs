@@ -50,6 +50,8 @@ pub struct Config {
     /// Unacknowledged messages kept per device for a resume; a device that
     /// falls further behind cannot resume and must log in again.
     pub resume_buffer: usize,
+    /// Where and how many missed calls are kept.
+    pub missed: crate::missed::MissedConfig,
     /// At shutdown, how long clients get to read their `going_away` and close
     /// before the remaining connections are closed.
     pub shutdown_grace: Duration,
@@ -74,6 +76,7 @@ impl Default for Config {
             login_timeout: Duration::from_secs(10),
             resume_grace: Duration::from_secs(10),
             resume_buffer: 1024,
+            missed: Default::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ use callinvite_protocol::{
 };
 
 use crate::config::Config;
+use crate::missed::MissedCalls;
 
 /// What the hub asks a connection's writer to do.
 #[derive(Debug)]
@@ -149,6 +150,8 @@ pub(crate) struct Hub {
     sessions: HashMap<String, DeviceId>,
     /// Detached devices by the time their grace window ends.
     detached: BTreeSet<(Instant, DeviceId)>,
+    /// Calls users missed while offline.
+    missed: MissedCalls,
 }
 
 /// The hub's clock. `tokio::time::Instant` so tests can pause time.
@@ -186,6 +189,7 @@ pub(crate) async fn run(
             _ = sleep_until(next) => hub.fire_timers(now()),
         }
     }
+    hub.missed.close().await;
     debug!("hub stopped");
 }
 
@@ -209,7 +213,7 @@ fn parse_users(users: &[String]) -> Result<Vec<UserId>, (ErrorCode, String)> {
 }
 
 impl Hub {
-    pub(crate) fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config, missed: MissedCalls) -> Self {
         Hub {
             config,
             next_device: 1,
@@ -224,6 +228,7 @@ impl Hub {
             login_rate: HashMap::new(),
             sessions: HashMap::new(),
             detached: BTreeSet::new(),
+            missed,
         }
     }
 
@@ -542,6 +547,10 @@ impl Hub {
         if came_online {
             self.notify_presence(&user, true);
         }
+        let missed = self.missed.of(&user);
+        if !missed.is_empty() {
+            self.send(device, &ServerMessage::MissedCalls { calls: missed });
+        }
         // Every invitation still ringing for this user rings on the new device too.
         let pending: Vec<InvitationId> = self
             .ringing_for
@@ -572,6 +581,14 @@ impl Hub {
                 ErrorCode::AlreadyLoggedIn,
                 "this connection is already logged in; log out first".into(),
             )),
+            ClientMessage::ClearMissedCalls {
+                req,
+                invitation_ids,
+            } => {
+                self.missed.clear(&party.user, &invitation_ids);
+                self.send(device, &ServerMessage::Ok { req: Some(req) });
+                Ok(())
+            }
             ClientMessage::Seen { seq } => {
                 if let Some(d) = self.devices.get_mut(&device) {
                     while d.outbox.front().is_some_and(|(s, _)| *s <= seq) {
@@ -826,6 +843,44 @@ impl Hub {
         };
         let after = record.phase_name();
         self.count(record, before, after, &effects, now);
+        if before != after && !self.users.contains_key(record.callee()) {
+            use callinvite_protocol::invitation::Outcome;
+            use callinvite_protocol::wire::{MissedCall, MissedReason};
+            let reason = match record.outcome() {
+                Some(Outcome::Canceled) => Some(MissedReason::Canceled),
+                Some(Outcome::Failed(r)) => match r {
+                    callinvite_protocol::FailureReason::PeerOffline => {
+                        Some(MissedReason::PeerOffline)
+                    }
+                    callinvite_protocol::FailureReason::NoResponse => {
+                        Some(MissedReason::NoResponse)
+                    }
+                    callinvite_protocol::FailureReason::Expired => Some(MissedReason::Expired),
+                    callinvite_protocol::FailureReason::ServerShutdown => {
+                        Some(MissedReason::ServerShutdown)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                let age = now
+                    .saturating_duration_since(record.created_at())
+                    .as_millis() as u64;
+                let call = MissedCall {
+                    invitation_id: id.clone(),
+                    caller: record.caller().user.to_string(),
+                    content: record.content().to_owned(),
+                    at_ms: crate::missed::now_ms().saturating_sub(age),
+                    reason,
+                };
+                let callee = record.callee().clone();
+                self.missed.record(&callee, call);
+            }
+        }
+        let Some(record) = self.records.get(id) else {
+            return;
+        };
         if before != after {
             match record.outcome() {
                 Some(outcome) if before != "new" => {

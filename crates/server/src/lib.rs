@@ -12,7 +12,9 @@
 //!   heartbeat, writer queue.
 //! - [`metrics`] and [`http`]: Prometheus metrics and `/healthz` on an operations port.
 //! - `hub`: one task that owns all shared state and applies requests in
-//!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s.
+//!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s;
+//!   it also keeps sessions (numbered messages, resume).
+//! - [`missed`]: missed calls of offline users, optionally kept in a file.
 //!
 //! Start it with [`run`], giving it a bound listener (tests bind
 //! `127.0.0.1:0`) and a [`CancellationToken`] that stops it.
@@ -31,6 +33,7 @@ mod connection;
 pub mod http;
 mod hub;
 pub mod metrics;
+pub mod missed;
 pub mod tls;
 
 pub use config::Config;
@@ -51,8 +54,9 @@ pub async fn run(
     }
     let config = Arc::new(config);
     let (hub_tx, hub_rx) = mpsc::channel(4096);
+    let missed = missed::MissedCalls::open(config.missed.clone()).map_err(std::io::Error::other)?;
     let hub = tokio::spawn(hub::run(
-        hub::Hub::new((*config).clone()),
+        hub::Hub::new((*config).clone(), missed),
         hub_rx,
         shutdown.clone(),
     ));

@@ -94,6 +94,17 @@ struct ServeArgs {
     /// Unacknowledged messages kept per device for a resume.
     #[arg(long, default_value_t = 1024)]
     resume_buffer: usize,
+    /// Where missed calls are kept across restarts (missed-calls.json).
+    /// Default: $XDG_DATA_HOME/callinvite-server, or ~/.local/share/callinvite-server.
+    /// "-" keeps them in memory only.
+    #[arg(long, env = "CALLINVITE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Missed calls kept per user (the oldest go first).
+    #[arg(long, default_value_t = 50)]
+    missed_calls_per_user: usize,
+    /// Missed calls older than this are dropped.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+    missed_calls_max_age: Duration,
     /// Certificate chain (PEM) to serve wss:// (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -194,6 +205,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.login_timeout = args.login_timeout;
     config.shutdown_grace = args.shutdown_grace;
     config.resume_grace = args.resume_grace;
+    config.missed.per_user = args.missed_calls_per_user.max(1);
+    config.missed.max_age = args.missed_calls_max_age;
+    config.missed.file = match &args.data_dir {
+        Some(d) if d.as_os_str() == "-" => None,
+        Some(d) => Some(d.join("missed-calls.json")),
+        None => std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .map(|d| d.join("callinvite-server").join("missed-calls.json")),
+    };
     config.resume_buffer = args.resume_buffer.max(1);
     config.timeouts.offline = args.offline_window;
     config.timeouts.no_response = args.no_response_window;

@@ -402,3 +402,57 @@ fn recent_peers_are_unique_newest_first() {
     assert_eq!(c.recent_peers(2), ["bob", "carol"]);
     assert_eq!(c.recent_peers(10), ["bob", "carol", "dave"]);
 }
+
+#[test]
+fn missed_calls_from_the_server_join_the_history_in_time_order_once_and_are_cleared() {
+    use callinvite_client::{MissedCall, MissedReason};
+    let mut c = signed_in();
+    c.history.push(crate::store::HistoryEntry {
+        id: "recent".into(),
+        direction: "outgoing".into(),
+        peer: "dave".into(),
+        at_ms: 5_000,
+        outcome: "accepted".into(),
+        duration_s: Some(3),
+        missed: false,
+    });
+    let missed = |id: &str, caller: &str, at_ms| MissedCall {
+        invitation_id: iid(id),
+        caller: caller.into(),
+        content: String::new(),
+        at_ms,
+        reason: MissedReason::PeerOffline,
+    };
+    let event = Event::MissedCalls {
+        calls: vec![missed("m1", "bob", 1_000), missed("m2", "carol", 9_000)],
+    };
+    let fx = c.on_event(&event, &Settings::default(), 10_000);
+    let order: Vec<(&str, &str)> = c
+        .history
+        .iter()
+        .map(|h| (h.id.as_str(), h.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        vec![("m2", "missed"), ("recent", "accepted"), ("m1", "missed")]
+    );
+    assert!(c
+        .history
+        .iter()
+        .filter(|h| h.id.starts_with('m'))
+        .all(|h| h.missed));
+    assert_eq!(
+        fx,
+        vec![
+            Effect::NotifyMissed("bob".into()),
+            Effect::NotifyMissed("carol".into()),
+            Effect::SaveHistory,
+            Effect::ClearMissed(vec![iid("m1"), iid("m2")]),
+        ]
+    );
+    // Delivered again (the clear did not reach the server): no duplicates, no new notifications.
+    let fx = c.on_event(&event, &Settings::default(), 11_000);
+    assert_eq!(c.history.len(), 3);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::NotifyMissed(_))));
+    assert!(fx.contains(&Effect::ClearMissed(vec![iid("m1"), iid("m2")])));
+}

@@ -231,6 +231,10 @@ impl Record {
     pub fn callee(&self) -> &UserId {
         &self.callee
     }
+    /// The text sent with the invitation.
+    pub fn content(&self) -> &str {
+        &self.content
+    }
     /// Still waiting for an answer (new callee devices should be told).
     pub fn is_ringing(&self) -> bool {
         matches!(self.phase, Phase::Ringing { .. })
