@@ -50,6 +50,8 @@ pub struct Config {
     /// Unacknowledged messages kept per device for a resume; a device that
     /// falls further behind cannot resume and must log in again.
     pub resume_buffer: usize,
+    /// Run as one node of a cluster on Redis; `None` is a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Where and how many missed calls are kept.
     pub missed: crate::missed::MissedConfig,
     /// At shutdown, how long clients get to read their `going_away` and close
@@ -77,6 +79,7 @@ impl Default for Config {
             resume_grace: Duration::from_secs(10),
             resume_buffer: 1024,
             missed: Default::default(),
+            cluster: None,
         }
     }
 }

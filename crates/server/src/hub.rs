@@ -34,6 +34,7 @@ use callinvite_protocol::{
     ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId,
 };
 
+use crate::cluster::{owner_of, Cluster, Envelope, Target};
 use crate::config::Config;
 use crate::missed::MissedCalls;
 
@@ -105,6 +106,8 @@ pub(crate) enum Command {
         conn: u64,
         how: Departure,
     },
+    /// Another node said something.
+    Cluster(Envelope),
 }
 
 /// A logged-in session ("device"), attached to a connection or waiting for a resume.
@@ -124,8 +127,22 @@ struct Device {
     last_ref: u64,
     /// Users whose presence it follows.
     subscriptions: HashSet<UserId>,
-    /// Invitations that have sent it something, so its departure reaches them.
-    invitations: HashSet<InvitationId>,
+}
+
+/// Another node of the cluster.
+struct RemoteNode {
+    last_heard: Instant,
+    /// Its logged-in devices.
+    devices: HashMap<DeviceId, UserId>,
+}
+
+/// An invitation owned by another node that devices here take part in, so
+/// they can be told if that node dies.
+#[derive(Default)]
+struct Foreign {
+    devices: HashSet<DeviceId>,
+    /// Devices in the call (or whose accept is on its way).
+    in_call: HashSet<DeviceId>,
 }
 
 pub(crate) struct Hub {
@@ -152,6 +169,15 @@ pub(crate) struct Hub {
     detached: BTreeSet<(Instant, DeviceId)>,
     /// Calls users missed while offline.
     missed: MissedCalls,
+    /// The cluster, when there is one; `None` is a single node.
+    cluster: Option<Cluster>,
+    /// The other nodes, by number.
+    nodes: HashMap<u32, RemoteNode>,
+    /// Devices (here or on other nodes) taking part in invitations owned
+    /// here, so that their departure reaches those invitations.
+    involved: HashMap<DeviceId, HashSet<InvitationId>>,
+    /// Invitations owned by other nodes that devices here take part in.
+    foreign: HashMap<InvitationId, Foreign>,
 }
 
 /// The hub's clock. `tokio::time::Instant` so tests can pause time.
@@ -164,6 +190,15 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
 ) {
+    let beat = hub
+        .cluster
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |c| c.config.heartbeat_every);
+    let mut heartbeat = tokio::time::interval(beat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let Some(c) = &hub.cluster {
+        c.publish(Target::All, &Envelope::Hello { from: c.node });
+    }
     loop {
         let next = match (hub.timers.first(), hub.detached.first()) {
             (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
@@ -187,6 +222,7 @@ pub(crate) async fn run(
                 None => break,
             },
             _ = sleep_until(next) => hub.fire_timers(now()),
+            _ = heartbeat.tick(), if hub.cluster.is_some() => hub.cluster_tick(now()),
         }
     }
     hub.missed.close().await;
@@ -213,10 +249,12 @@ fn parse_users(users: &[String]) -> Result<Vec<UserId>, (ErrorCode, String)> {
 }
 
 impl Hub {
-    pub(crate) fn new(config: Config, missed: MissedCalls) -> Self {
+    pub(crate) fn new(config: Config, missed: MissedCalls, cluster: Option<Cluster>) -> Self {
         Hub {
             config,
-            next_device: 1,
+            next_device: cluster
+                .as_ref()
+                .map_or(1, |c| crate::cluster::first_device(c.node)),
             devices: HashMap::new(),
             users: HashMap::new(),
             records: HashMap::new(),
@@ -229,6 +267,10 @@ impl Hub {
             sessions: HashMap::new(),
             detached: BTreeSet::new(),
             missed,
+            cluster,
+            nodes: HashMap::new(),
+            involved: HashMap::new(),
+            foreign: HashMap::new(),
         }
     }
 
@@ -272,6 +314,7 @@ impl Hub {
                     self.send(device, &ServerMessage::error(req, code, message));
                 }
             }
+            Command::Cluster(envelope) => self.on_cluster(envelope, now),
             Command::Gone { device, conn, how } => {
                 if !self.attached(device, conn) {
                     return;
@@ -301,6 +344,19 @@ impl Hub {
         let keep = !self.config.resume_grace.is_zero();
         let limit = self.config.resume_buffer;
         let Some(d) = self.devices.get_mut(&device) else {
+            // A device on another node: its node delivers it.
+            if let Some(c) = &self.cluster {
+                let node = crate::cluster::node_of(device);
+                if node != c.node {
+                    c.publish(
+                        Target::Node(node),
+                        &Envelope::Deliver {
+                            device,
+                            msg: msg.clone(),
+                        },
+                    );
+                }
+            }
             return;
         };
         d.seq += 1;
@@ -535,7 +591,6 @@ impl Hub {
                 outbox: VecDeque::new(),
                 last_ref: req.unwrap_or(0),
                 subscriptions: HashSet::new(),
-                invitations: HashSet::new(),
             },
         );
         let devices = self.users.entry(user.clone()).or_default();
@@ -546,6 +601,16 @@ impl Hub {
         self.config.metrics.devices.inc();
         if came_online {
             self.notify_presence(&user, true);
+        }
+        if let Some(c) = &self.cluster {
+            c.publish(
+                Target::All,
+                &Envelope::DeviceOnline {
+                    from: c.node,
+                    user: user.clone(),
+                    device,
+                },
+            );
         }
         let missed = self.missed.of(&user);
         if !missed.is_empty() {
@@ -586,6 +651,21 @@ impl Hub {
                 invitation_ids,
             } => {
                 self.missed.clear(&party.user, &invitation_ids);
+                if let Some(c) = &self.cluster {
+                    c.store_missed(
+                        &party.user,
+                        &self.missed.of(&party.user),
+                        self.config.missed.max_age,
+                    );
+                    c.publish(
+                        Target::All,
+                        &Envelope::MissedCleared {
+                            from: c.node,
+                            user: party.user.clone(),
+                            ids: invitation_ids,
+                        },
+                    );
+                }
                 self.send(device, &ServerMessage::Ok { req: Some(req) });
                 Ok(())
             }
@@ -627,7 +707,11 @@ impl Hub {
                         format!("you already have {ringing} invitations ringing (the limit); cancel one or wait"),
                     ));
                 }
-                let id = InvitationId(uuid::Uuid::new_v4().to_string());
+                let id = match &self.cluster {
+                    // The id names the node that owns it.
+                    Some(c) => InvitationId(format!("n{}.{}", c.node, uuid::Uuid::new_v4())),
+                    None => InvitationId(uuid::Uuid::new_v4().to_string()),
+                };
                 let online: Vec<DeviceId> = self.users.get(&callee).cloned().unwrap_or_default();
                 info!(invitation = %id, caller = %party.user, %device, %callee, callee_devices = online.len(), "invitation sent");
                 let (record, effects) = Record::new(
@@ -693,7 +777,10 @@ impl Hub {
                 self.drive_request(&invitation_id, Input::Hangup { from: party, req }, now)
             }
             ClientMessage::Ack { invitation_id, of } => {
-                self.drive(&invitation_id, Input::Ack { from: device, of }, now);
+                let input = Input::Ack { from: device, of };
+                if !self.forward(&invitation_id, &input, None) {
+                    self.drive(&invitation_id, input, now);
+                }
                 Ok(())
             }
             ClientMessage::QueryPresence { req, users } => {
@@ -800,11 +887,53 @@ impl Hub {
         input: Input,
         now: Instant,
     ) -> Result<(), (ErrorCode, String)> {
+        let reply_to = match &input {
+            Input::Accept { from, req, .. }
+            | Input::Refuse { from, req, .. }
+            | Input::Cancel { from, req }
+            | Input::Hangup { from, req } => Some((from.device, *req)),
+            _ => None,
+        };
+        if let (Input::Accept { from, .. }, Some(c)) = (&input, &self.cluster) {
+            if owner_of(id).is_some_and(|n| n != c.node) {
+                // If that node dies, this device may already be in the call.
+                self.foreign
+                    .entry(id.clone())
+                    .or_default()
+                    .in_call
+                    .insert(from.device);
+            }
+        }
+        if self.forward(id, &input, reply_to) {
+            return Ok(());
+        }
         if !self.records.contains_key(id) {
             return Err((ErrorCode::NotFound, format!("no invitation {id} for you")));
         }
         self.drive(id, input, now);
         Ok(())
+    }
+
+    /// Sends an input to the node that owns the invitation, if that is
+    /// another node. Returns whether it did.
+    fn forward(&self, id: &InvitationId, input: &Input, reply_to: Option<(DeviceId, u64)>) -> bool {
+        let Some(c) = &self.cluster else {
+            return false;
+        };
+        match owner_of(id) {
+            Some(owner) if owner != c.node => {
+                c.publish(
+                    Target::Node(owner),
+                    &Envelope::Drive {
+                        id: id.clone(),
+                        input: input.clone(),
+                        reply_to,
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
     }
 
     fn drive(&mut self, id: &InvitationId, input: Input, now: Instant) {
@@ -832,9 +961,7 @@ impl Hub {
                 .get(id)
                 .is_some_and(|r| r.devices().any(|d| d == e.to));
             if party {
-                if let Some(d) = self.devices.get_mut(&e.to) {
-                    d.invitations.insert(id.clone());
-                }
+                self.involved.entry(e.to).or_default().insert(id.clone());
             }
             self.send(e.to, &e.msg);
         }
@@ -875,7 +1002,24 @@ impl Hub {
                     reason,
                 };
                 let callee = record.callee().clone();
+                if let Some(c) = &self.cluster {
+                    c.publish(
+                        Target::All,
+                        &Envelope::Missed {
+                            from: c.node,
+                            user: callee.clone(),
+                            call: call.clone(),
+                        },
+                    );
+                }
                 self.missed.record(&callee, call);
+                if let Some(c) = &self.cluster {
+                    c.store_missed(
+                        &callee,
+                        &self.missed.of(&callee),
+                        self.config.missed.max_age,
+                    );
+                }
             }
         }
         let Some(record) = self.records.get(id) else {
@@ -910,8 +1054,11 @@ impl Hub {
         if finished {
             if let Some(record) = self.records.remove(id) {
                 for d in record.devices() {
-                    if let Some(dev) = self.devices.get_mut(&d) {
-                        dev.invitations.remove(id);
+                    if let Some(set) = self.involved.get_mut(&d) {
+                        set.remove(id);
+                        if set.is_empty() {
+                            self.involved.remove(&d);
+                        }
                     }
                 }
                 debug!(invitation = %id, "record forgotten");
@@ -934,6 +1081,9 @@ impl Hub {
         );
         for id in ids {
             self.drive(&id, Input::Shutdown, now);
+        }
+        if let Some(c) = &self.cluster {
+            c.publish(Target::All, &Envelope::Bye { from: c.node });
         }
         let bye = ServerMessage::GoingAway {
             reason: "the server is shutting down".into(),
@@ -1028,11 +1178,273 @@ impl Hub {
         if went_offline {
             self.users.remove(&d.user);
         }
-        for id in d.invitations {
-            self.drive(&id, Input::DeviceGone { device, cause }, now);
+        if let Some(c) = &self.cluster {
+            c.publish(
+                Target::All,
+                &Envelope::DeviceOffline {
+                    from: c.node,
+                    user: d.user.clone(),
+                    device,
+                    cause,
+                },
+            );
         }
+        self.device_left(device, cause, now);
+        // Invitations of other nodes it took part in: their nodes hear of it
+        // from the DeviceOffline above.
+        self.foreign.retain(|_, f| {
+            f.devices.remove(&device);
+            f.in_call.remove(&device);
+            !f.devices.is_empty()
+        });
         if went_offline {
             self.notify_presence(&d.user, false);
+        }
+    }
+
+    /// A device (here or elsewhere) is gone: the invitations owned here that
+    /// it took part in hear of it.
+    fn device_left(&mut self, device: DeviceId, cause: GoneCause, now: Instant) {
+        if let Some(ids) = self.involved.remove(&device) {
+            for id in ids {
+                self.drive(&id, Input::DeviceGone { device, cause }, now);
+            }
+        }
+    }
+
+    // ---- the cluster ----
+
+    fn on_cluster(&mut self, envelope: Envelope, now: Instant) {
+        let me = self.cluster.as_ref().map_or(0, |c| c.node);
+        match envelope {
+            Envelope::Hello { from } if from != me => {
+                info!(node = from, "a node joined the cluster");
+                self.heard(from, now);
+                // Tell it who is online here.
+                let mine: Vec<(UserId, DeviceId)> = self
+                    .devices
+                    .iter()
+                    .map(|(id, d)| (d.user.clone(), *id))
+                    .collect();
+                if let Some(c) = &self.cluster {
+                    for (user, device) in mine {
+                        c.publish(
+                            Target::Node(from),
+                            &Envelope::DeviceOnline {
+                                from: me,
+                                user,
+                                device,
+                            },
+                        );
+                    }
+                }
+            }
+            Envelope::Heartbeat { from } if from != me => self.heard(from, now),
+            Envelope::Bye { from } if from != me => {
+                info!(node = from, "a node left the cluster");
+                self.node_gone(from, now);
+            }
+            Envelope::DeviceOnline { from, user, device } if from != me => {
+                self.heard(from, now);
+                if let Some(n) = self.nodes.get_mut(&from) {
+                    n.devices.insert(device, user.clone());
+                }
+                let devices = self.users.entry(user.clone()).or_default();
+                if devices.contains(&device) {
+                    return;
+                }
+                let came_online = devices.is_empty();
+                devices.push(device);
+                if came_online {
+                    self.notify_presence(&user, true);
+                }
+                // Invitations owned here that are ringing for this user ring there too.
+                let pending: Vec<InvitationId> = self
+                    .ringing_for
+                    .get(&user)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                for id in pending {
+                    self.drive(&id, Input::CalleeDeviceOnline(device), now);
+                }
+            }
+            Envelope::DeviceOffline {
+                from,
+                user,
+                device,
+                cause,
+            } if from != me => {
+                if let Some(n) = self.nodes.get_mut(&from) {
+                    n.devices.remove(&device);
+                }
+                self.remote_device_gone(&user, device, cause, now);
+            }
+            Envelope::Deliver { device, msg } => {
+                self.track_foreign(device, &msg);
+                self.send(device, &msg);
+            }
+            Envelope::Drive {
+                id,
+                input,
+                reply_to,
+            } => {
+                if self.records.contains_key(&id) {
+                    self.drive(&id, input, now);
+                } else if let Some((device, req)) = reply_to {
+                    let msg = ServerMessage::error(
+                        Some(req),
+                        ErrorCode::NotFound,
+                        format!("no invitation {id} for you"),
+                    );
+                    self.send(device, &msg);
+                }
+            }
+            Envelope::Missed { from, user, call } if from != me => {
+                self.missed.remember(&user, call)
+            }
+            Envelope::MissedCleared { from, user, ids } if from != me => {
+                self.missed.clear(&user, &ids)
+            }
+            // Our own broadcasts, back from Redis.
+            Envelope::Hello { .. }
+            | Envelope::Heartbeat { .. }
+            | Envelope::Bye { .. }
+            | Envelope::DeviceOnline { .. }
+            | Envelope::DeviceOffline { .. }
+            | Envelope::Missed { .. }
+            | Envelope::MissedCleared { .. } => {}
+        }
+    }
+
+    fn heard(&mut self, node: u32, now: Instant) {
+        self.nodes
+            .entry(node)
+            .or_insert_with(|| RemoteNode {
+                last_heard: now,
+                devices: HashMap::new(),
+            })
+            .last_heard = now;
+    }
+
+    /// A device on another node is gone.
+    fn remote_device_gone(
+        &mut self,
+        user: &UserId,
+        device: DeviceId,
+        cause: GoneCause,
+        now: Instant,
+    ) {
+        let went_offline = match self.users.get_mut(user) {
+            Some(list) => {
+                let before = list.len();
+                list.retain(|x| *x != device);
+                before != list.len() && list.is_empty()
+            }
+            None => false,
+        };
+        if went_offline {
+            self.users.remove(user);
+        }
+        self.device_left(device, cause, now);
+        if went_offline {
+            self.notify_presence(user, false);
+        }
+    }
+
+    /// Notes which invitations of other nodes a device here takes part in.
+    fn track_foreign(&mut self, device: DeviceId, msg: &ServerMessage) {
+        let me = self.cluster.as_ref().map_or(0, |c| c.node);
+        let (id, ends, call) = match msg {
+            ServerMessage::Invitation { invitation_id, .. }
+            | ServerMessage::InviteOk { invitation_id, .. }
+            | ServerMessage::ReceivedByPeer { invitation_id } => (invitation_id, false, false),
+            ServerMessage::Accepted { invitation_id, .. } => (invitation_id, false, true),
+            ServerMessage::Refused { invitation_id, .. }
+            | ServerMessage::Canceled { invitation_id }
+            | ServerMessage::Failed { invitation_id, .. }
+            | ServerMessage::CallEnded { invitation_id, .. } => (invitation_id, true, false),
+            _ => return,
+        };
+        if owner_of(id).is_none_or(|n| n == me) {
+            return;
+        }
+        if ends {
+            if let Some(f) = self.foreign.get_mut(id) {
+                f.devices.remove(&device);
+                f.in_call.remove(&device);
+                if f.devices.is_empty() {
+                    self.foreign.remove(id);
+                }
+            }
+            return;
+        }
+        let f = self.foreign.entry(id.clone()).or_default();
+        f.devices.insert(device);
+        if call {
+            f.in_call.insert(device);
+        }
+    }
+
+    /// Every heartbeat: say we are alive, and find nodes that are not.
+    fn cluster_tick(&mut self, now: Instant) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        c.publish(Target::All, &Envelope::Heartbeat { from: c.node });
+        let timeout = c.config.node_timeout;
+        let dead: Vec<u32> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| now.saturating_duration_since(n.last_heard) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for node in dead {
+            warn!(node, ?timeout, "node not heard from: treating it as dead");
+            self.node_gone(node, now);
+        }
+    }
+
+    /// Another node is gone (dead or shut down): its devices leave, and the
+    /// invitations it owned end for the devices here that took part.
+    fn node_gone(&mut self, node: u32, now: Instant) {
+        let Some(n) = self.nodes.remove(&node) else {
+            return;
+        };
+        for (device, user) in n.devices {
+            self.remote_device_gone(&user, device, GoneCause::ConnectionLost, now);
+        }
+        let owned: Vec<InvitationId> = self
+            .foreign
+            .keys()
+            .filter(|id| owner_of(id) == Some(node))
+            .cloned()
+            .collect();
+        for id in owned {
+            let Some(f) = self.foreign.remove(&id) else {
+                continue;
+            };
+            info!(invitation = %id, node, "the node that owned this invitation is gone: ending it here");
+            for device in f.devices {
+                // A device that may be in the call gets both; its state machine
+                // applies whichever fits (a ringing one takes `failed`).
+                self.send(
+                    device,
+                    &ServerMessage::Failed {
+                        invitation_id: id.clone(),
+                        reason: callinvite_protocol::FailureReason::ServerShutdown,
+                    },
+                );
+                if f.in_call.contains(&device) {
+                    self.send(
+                        device,
+                        &ServerMessage::CallEnded {
+                            invitation_id: id.clone(),
+                            reason: callinvite_protocol::CallEndReason::ServerShutdown,
+                            by: None,
+                        },
+                    );
+                }
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod http;
@@ -54,9 +55,20 @@ pub async fn run(
     }
     let config = Arc::new(config);
     let (hub_tx, hub_rx) = mpsc::channel(4096);
-    let missed = missed::MissedCalls::open(config.missed.clone()).map_err(std::io::Error::other)?;
+    let mut missed =
+        missed::MissedCalls::open(config.missed.clone()).map_err(std::io::Error::other)?;
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let (cluster, snapshot) = cluster::join(c.clone(), hub_tx.clone())
+                .await
+                .map_err(std::io::Error::other)?;
+            missed.seed(snapshot);
+            Some(cluster)
+        }
+        None => None,
+    };
     let hub = tokio::spawn(hub::run(
-        hub::Hub::new((*config).clone(), missed),
+        hub::Hub::new((*config).clone(), missed, cluster),
         hub_rx,
         shutdown.clone(),
     ));

@@ -99,6 +99,13 @@ struct ServeArgs {
     /// "-" keeps them in memory only.
     #[arg(long, env = "CALLINVITE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Run as one node of a cluster that meets on this Redis (redis://host:port).
+    /// All nodes of a cluster name the same Redis; missed calls are kept there.
+    #[arg(long, env = "CALLINVITE_REDIS")]
+    redis: Option<String>,
+    /// With --redis: a node not heard from for this long is treated as dead.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    node_timeout: Duration,
     /// Missed calls kept per user (the oldest go first).
     #[arg(long, default_value_t = 50)]
     missed_calls_per_user: usize,
@@ -207,7 +214,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.resume_grace = args.resume_grace;
     config.missed.per_user = args.missed_calls_per_user.max(1);
     config.missed.max_age = args.missed_calls_max_age;
+    if let Some(url) = &args.redis {
+        let mut cluster = callinvite_server::cluster::ClusterConfig::new(url);
+        cluster.node_timeout = args.node_timeout.max(Duration::from_millis(500));
+        cluster.heartbeat_every = cluster.node_timeout / 3;
+        config.cluster = Some(cluster);
+    }
     config.missed.file = match &args.data_dir {
+        // In a cluster, Redis keeps them.
+        _ if args.redis.is_some() => None,
         Some(d) if d.as_os_str() == "-" => None,
         Some(d) => Some(d.join("missed-calls.json")),
         None => std::env::var_os("XDG_DATA_HOME")

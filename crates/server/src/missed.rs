@@ -151,6 +151,26 @@ impl MissedCalls {
         }
     }
 
+    /// Takes in missed calls kept elsewhere (the cluster's copy in Redis).
+    pub(crate) fn seed(&mut self, snapshot: Vec<(UserId, Vec<MissedCall>)>) {
+        for (user, calls) in snapshot {
+            for call in calls {
+                self.remember(&user, call);
+            }
+        }
+    }
+
+    /// Adds a missed call another node recorded (no log line, no duplicates).
+    pub(crate) fn remember(&mut self, user: &UserId, call: MissedCall) {
+        let list = self.by_user.entry(user.clone()).or_default();
+        if list.iter().any(|c| c.invitation_id == call.invitation_id) {
+            return;
+        }
+        list.push_back(call);
+        self.prune(user);
+        self.save(user);
+    }
+
     pub(crate) fn record(&mut self, user: &UserId, call: MissedCall) {
         info!(%user, invitation = %call.invitation_id, caller = %call.caller, reason = ?call.reason, "missed call recorded");
         self.by_user

@@ -60,21 +60,22 @@ impl Default for Timeouts {
 }
 
 /// Who sent a request: the server derives this from the session, never from the message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Party {
     pub user: UserId,
     pub device: DeviceId,
 }
 
 /// Why a device went away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GoneCause {
     Logout,
     ConnectionLost,
 }
 
-/// Something that happened to this invitation.
-#[derive(Clone, Debug, PartialEq)]
+/// Something that happened to this invitation. Serialisable, so that a
+/// server node can hand it to the node that owns the invitation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// A device of the callee logged in while the invitation is ringing.
     CalleeDeviceOnline(DeviceId),

@@ -314,3 +314,79 @@ impl Proxy {
         self.blocked.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A private `redis-server` on a free loopback port, stopped on drop.
+pub struct Redis {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed: apt-get install -y redis-server");
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Redis {
+                    url: format!("redis://127.0.0.1:{port}"),
+                    child,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server node joined to the cluster on `redis`.
+pub async fn start_node(redis: &Redis, config: Config) -> TestServer {
+    start_node_at(&redis.url, config).await
+}
+
+/// A server node joined to the cluster on the Redis at `redis_url`.
+pub async fn start_node_at(redis_url: &str, mut config: Config) -> TestServer {
+    let mut cluster = callinvite_server::cluster::ClusterConfig::new(redis_url);
+    cluster.heartbeat_every = Duration::from_millis(200);
+    cluster.node_timeout = Duration::from_millis(800);
+    config.cluster = Some(cluster);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let url = format!("ws://{}", listener.local_addr().expect("local addr"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run(listener, config, shutdown.clone()));
+    // Wait until it has joined: it answers a login.
+    let (c, _e) = Client::login(LoginOptions::new(&url, "node-probe"))
+        .await
+        .expect("node answers");
+    c.logout().await.expect("probe logout");
+    TestServer { url, shutdown }
+}
+
+/// Waits until `client` sees every user in `users` online (presence travels between nodes).
+pub async fn until_online(client: &Client, users: &[&str]) {
+    for _ in 0..400 {
+        let p = client.query_presence(users).await.expect("presence");
+        if p.iter().all(|e| e.online) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{users:?} never came online");
+}

@@ -1,0 +1,322 @@
+//! Several server nodes behind one address, on Redis pub/sub (the way
+//! socket.io's Redis adapter and Centrifugo's broker do it).
+//!
+//! Each node keeps its own hub. What the hubs must share travels as
+//! [`Envelope`]s over two kinds of Redis channels:
+//!
+//! - `callinvite:all`: every node hears it. Devices coming online and going
+//!   offline (so every node knows who is online where, for routing, presence
+//!   and multi-device ringing), node heartbeats, hello and goodbye.
+//! - `callinvite:node:<n>`: one node hears it. A message for a device
+//!   connected there ([`Envelope::Deliver`]), or an input for an invitation
+//!   that node owns ([`Envelope::Drive`]).
+//!
+//! An invitation lives on the node of its caller's device (its id says
+//! which: `n<node>.<uuid>`); that node runs its state machine and timers, so
+//! every race still has one arbiter. A device id also names its node (the
+//! top bits), so a node knows where to deliver without asking anyone.
+//!
+//! Order: one node publishes from one connection, and Redis delivers a
+//! publisher's messages to a subscriber in order, so what one node sends to
+//! another arrives in the order sent. The protocol's own orderings (the
+//! callee hears first) are enforced by the state machine's acks.
+//!
+//! A node that stops sending heartbeats for [`ClusterConfig::node_timeout`]
+//! is dead: its devices go offline everywhere (with `connection lost`
+//! effects on invitations and calls), and invitations it owned end with
+//! `server_shutdown` on the devices that took part in them.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use callinvite_protocol::invitation::{GoneCause, Input};
+use callinvite_protocol::wire::MissedCall;
+use callinvite_protocol::{DeviceId, InvitationId, ServerMessage, UserId};
+
+use crate::hub::Command;
+
+/// Where the cluster meets.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `redis://host:port[/db]`.
+    pub redis_url: String,
+    /// How often a node says it is alive.
+    pub heartbeat_every: Duration,
+    /// A node not heard from for this long is dead.
+    pub node_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        ClusterConfig {
+            redis_url: redis_url.into(),
+            heartbeat_every: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why the node could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach Redis at {url}: {source}; check --redis and that redis-server runs")]
+    Redis {
+        url: String,
+        source: redis::RedisError,
+    },
+}
+
+/// What nodes tell each other.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub(crate) enum Envelope {
+    /// A node started: the others tell it about their devices.
+    Hello { from: u32 },
+    /// A node is alive.
+    Heartbeat { from: u32 },
+    /// A node is shutting down: its devices are gone.
+    Bye { from: u32 },
+    DeviceOnline {
+        from: u32,
+        user: UserId,
+        device: DeviceId,
+    },
+    DeviceOffline {
+        from: u32,
+        user: UserId,
+        device: DeviceId,
+        cause: GoneCause,
+    },
+    /// Send this to a device connected to the receiving node.
+    Deliver {
+        device: DeviceId,
+        msg: ServerMessage,
+    },
+    /// Apply this to an invitation the receiving node owns. `reply_to` names
+    /// the device and `ref` to answer `not_found` if there is no such invitation.
+    Drive {
+        id: InvitationId,
+        input: Input,
+        reply_to: Option<(DeviceId, u64)>,
+    },
+    /// A user missed a call (kept by every node, so any node can deliver it).
+    Missed {
+        from: u32,
+        user: UserId,
+        call: MissedCall,
+    },
+    /// A user cleared missed calls.
+    MissedCleared {
+        from: u32,
+        user: UserId,
+        ids: Vec<InvitationId>,
+    },
+}
+
+/// Where an envelope goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Target {
+    All,
+    Node(u32),
+}
+
+const ALL: &str = "callinvite:all";
+fn node_channel(node: u32) -> String {
+    format!("callinvite:node:{node}")
+}
+
+/// What the writer task sends to Redis, in order.
+enum Out {
+    Publish(Target, String),
+    /// Keep a user's missed calls (JSON) under a key that expires; empty deletes it.
+    StoreMissed {
+        user: UserId,
+        calls: String,
+        ttl_ms: u64,
+    },
+}
+
+/// This node's handle on the cluster: its number, and the queue of the task
+/// that writes to Redis in order.
+pub(crate) struct Cluster {
+    pub node: u32,
+    pub config: ClusterConfig,
+    out: mpsc::UnboundedSender<Out>,
+}
+
+impl Cluster {
+    pub(crate) fn publish(&self, target: Target, envelope: &Envelope) {
+        match serde_json::to_string(envelope) {
+            Ok(text) => {
+                let _ = self.out.send(Out::Publish(target, text));
+            }
+            Err(e) => warn!(error = %e, "cannot encode a cluster message"),
+        }
+    }
+
+    /// Saves a user's missed calls in Redis (the cluster's durable copy).
+    pub(crate) fn store_missed(&self, user: &UserId, calls: &[MissedCall], ttl: Duration) {
+        let calls = if calls.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(calls).unwrap_or_default()
+        };
+        let _ = self.out.send(Out::StoreMissed {
+            user: user.clone(),
+            calls,
+            ttl_ms: ttl.as_millis() as u64,
+        });
+    }
+}
+
+fn missed_key(user: &UserId) -> String {
+    format!("callinvite:missed:{user}")
+}
+
+/// Joins the cluster: takes a node number, subscribes, and starts the tasks
+/// that publish and receive. Received envelopes go to the hub as commands.
+/// The missed calls kept in Redis, by user (read when a node starts).
+pub(crate) type MissedSnapshot = Vec<(UserId, Vec<MissedCall>)>;
+
+pub(crate) async fn join(
+    config: ClusterConfig,
+    hub: mpsc::Sender<Command>,
+) -> Result<(Cluster, MissedSnapshot), ClusterError> {
+    let err = |source| ClusterError::Redis {
+        url: config.redis_url.clone(),
+        source,
+    };
+    let client = redis::Client::open(config.redis_url.as_str()).map_err(err)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(err)?;
+    // Node numbers 1, 2, 3, … (0 is a server without a cluster).
+    let node: u32 = redis::cmd("INCR")
+        .arg("callinvite:nodes")
+        .query_async(&mut conn)
+        .await
+        .map_err(err)?;
+    // Missed calls kept by the cluster: read them all once; from now on the
+    // nodes tell each other about changes.
+    let mut missed = MissedSnapshot::new();
+    let keys: Vec<String> = {
+        let mut keys = vec![];
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("callinvite:missed:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            keys.extend(batch);
+            if next == 0 {
+                break keys;
+            }
+            cursor = next;
+        }
+    };
+    for key in keys {
+        let text: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let user = key.trim_start_matches("callinvite:missed:");
+        if let (Ok(user), Some(Ok(calls))) = (
+            UserId::parse(user),
+            text.map(|t| serde_json::from_str::<Vec<MissedCall>>(&t)),
+        ) {
+            missed.push((user, calls));
+        }
+    }
+    let mut pubsub = client.get_async_pubsub().await.map_err(err)?;
+    pubsub.subscribe(ALL).await.map_err(err)?;
+    pubsub.subscribe(node_channel(node)).await.map_err(err)?;
+    info!(node, url = %config.redis_url, "joined the cluster");
+
+    tokio::spawn(async move {
+        let mut messages = pubsub.on_message();
+        while let Some(m) = messages.next().await {
+            let Ok(text) = m.get_payload::<String>() else {
+                continue;
+            };
+            match serde_json::from_str::<Envelope>(&text) {
+                Ok(envelope) => {
+                    if hub.send(Command::Cluster(envelope)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => warn!(error = %e, "ignoring a cluster message this node cannot read"),
+            }
+        }
+        debug!(node, "cluster subscription ended");
+    });
+
+    let (out, mut rx) = mpsc::unbounded_channel::<Out>();
+    tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let sent: Result<(), redis::RedisError> = match out {
+                Out::Publish(target, text) => {
+                    let channel = match target {
+                        Target::All => ALL.to_string(),
+                        Target::Node(n) => node_channel(n),
+                    };
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(&text)
+                        .query_async(&mut conn)
+                        .await
+                }
+                Out::StoreMissed { user, calls, .. } if calls.is_empty() => {
+                    redis::cmd("DEL")
+                        .arg(missed_key(&user))
+                        .query_async(&mut conn)
+                        .await
+                }
+                Out::StoreMissed {
+                    user,
+                    calls,
+                    ttl_ms,
+                } => {
+                    redis::cmd("SET")
+                        .arg(missed_key(&user))
+                        .arg(calls)
+                        .arg("PX")
+                        .arg(ttl_ms.max(1))
+                        .query_async(&mut conn)
+                        .await
+                }
+            };
+            if let Err(e) = sent {
+                warn!(error = %e, "cannot write to Redis");
+            }
+        }
+    });
+    Ok((Cluster { node, config, out }, missed))
+}
+
+/// The node a device is connected to (its id's top bits; 0 without a cluster).
+pub(crate) fn node_of(device: DeviceId) -> u32 {
+    (device.0 >> 40) as u32
+}
+
+/// The first device id of `node`.
+pub(crate) fn first_device(node: u32) -> u64 {
+    ((node as u64) << 40) | 1
+}
+
+/// The node that owns an invitation, from its id (`n<node>.<uuid>`).
+pub(crate) fn owner_of(id: &InvitationId) -> Option<u32> {
+    let rest = id.0.strip_prefix('n')?;
+    let (node, _) = rest.split_once('.')?;
+    node.parse().ok()
+}

@@ -1,0 +1,368 @@
+//! Several nodes on one Redis (a real `redis-server`): a caller on one node
+//! and a callee on another get exactly the behaviour of one node — the
+//! flow, multi-device, presence, busy, races, missed calls — and a node that
+//! goes away takes its users offline and ends what it owned.
+
+mod common;
+
+use std::time::Duration;
+
+use callinvite_client::{CallEndReason, Event, FailureReason, MissedReason};
+use callinvite_server::Config;
+use common::*;
+
+async fn login_at(
+    node: &TestServer,
+    user: &str,
+) -> (callinvite_client::Client, callinvite_client::EventStream) {
+    node.login(user).await
+}
+
+#[tokio::test]
+async fn a_call_across_two_nodes_runs_as_on_one() {
+    let redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    let b = start_node(&redis, Config::default()).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (bob, mut be) = login_at(&b, "bob").await;
+    until_online(&alice, &["bob"]).await;
+
+    let inv = alice
+        .create_local_invitation("bob")
+        .unwrap()
+        .with_content("room-7");
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    assert!(id.0.starts_with('n'), "ids name their node: {id}");
+    let e = expect(&mut ae, "local_invitation_sent").await;
+    assert!(matches!(
+        e,
+        Event::LocalInvitationSent {
+            callee_online: true,
+            ..
+        }
+    ));
+    let e = expect(&mut be, "remote_invitation_received").await;
+    assert!(
+        matches!(&e, Event::RemoteInvitationReceived { invitation } if invitation.content == "room-7" && invitation.caller == "alice")
+    );
+    expect(&mut ae, "local_invitation_received_by_peer").await;
+    bob.accept_remote_invitation(&id, "on my way")
+        .await
+        .unwrap();
+    expect(&mut be, "remote_invitation_accepted").await;
+    let e = expect(&mut ae, "local_invitation_accepted").await;
+    assert!(
+        matches!(&e, Event::LocalInvitationAccepted { response, .. } if response == "on my way")
+    );
+    // bob (node B) hangs up the call owned by node A.
+    bob.hang_up(&id).await.unwrap();
+    for ev in [&mut ae, &mut be] {
+        let e = expect(ev, "call_ended").await;
+        assert!(
+            matches!(&e, Event::CallEnded { reason: CallEndReason::Hangup, by: Some(by), .. } if by == "bob"),
+            "{e:?}"
+        );
+    }
+    // Misuse across nodes answers as on one node.
+    let err = bob.hang_up(&id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("ended") || err.to_string().contains("not_found"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn every_device_rings_on_every_node_and_the_others_stop() {
+    let redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    let b = start_node(&redis, Config::default()).await;
+    let c = start_node(&redis, Config::default()).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (bob_b, mut b1) = login_at(&b, "bob").await;
+    let (_bob_c, mut b2) = login_at(&c, "bob").await;
+    // Both of bob's devices are known on alice's node.
+    for _ in 0..200 {
+        if alice.query_presence(&["bob"]).await.unwrap()[0].online {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    expect(&mut b1, "remote_invitation_received").await;
+    expect(&mut b2, "remote_invitation_received").await;
+    bob_b.accept_remote_invitation(&id, "").await.unwrap();
+    expect(&mut b1, "remote_invitation_accepted").await;
+    let e = expect(&mut b2, "remote_invitation_failure").await;
+    assert!(
+        matches!(
+            e,
+            Event::RemoteInvitationFailure {
+                reason: FailureReason::AnsweredElsewhere,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    until(&mut ae, "local_invitation_accepted").await;
+}
+
+#[tokio::test]
+async fn presence_busy_and_logout_travel_between_nodes() {
+    let redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    let b = start_node(&redis, Config::default()).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    let snapshot = alice.subscribe_presence(&["bob"]).await.unwrap();
+    assert!(!snapshot[0].online);
+    let (bob, mut be) = login_at(&b, "bob").await;
+    assert_eq!(
+        expect(&mut ae, "presence_changed").await,
+        Event::PresenceChanged {
+            user: "bob".into(),
+            online: true
+        }
+    );
+
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    expect(&mut be, "remote_invitation_received").await;
+    bob.refuse_remote_invitation(&id, "in a call", true)
+        .await
+        .unwrap();
+    let e = until(&mut ae, "local_invitation_refused").await;
+    assert!(
+        matches!(&e, Event::LocalInvitationRefused { busy: true, response, .. } if response == "in a call")
+    );
+
+    bob.logout().await.unwrap();
+    assert_eq!(
+        until(&mut ae, "presence_changed").await,
+        Event::PresenceChanged {
+            user: "bob".into(),
+            online: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn cancel_and_accept_racing_across_nodes_have_one_outcome_both_sides_agree_on() {
+    let redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    let b = start_node(&redis, Config::default()).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (bob, mut be) = login_at(&b, "bob").await;
+    until_online(&alice, &["bob"]).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..10 {
+        let inv = alice.create_local_invitation("bob").unwrap();
+        let id = alice.send_local_invitation(&inv).await.unwrap();
+        until(&mut be, "remote_invitation_received").await;
+        // The accept crosses Redis to reach alice's node; the cancel is sent
+        // 0–9 ms after it, so both orders of arrival happen.
+        let delay = Duration::from_millis(round as u64);
+        let (c, acc) = tokio::join!(
+            async {
+                tokio::time::sleep(delay).await;
+                alice.cancel_local_invitation(&inv).await
+            },
+            bob.accept_remote_invitation(&id, "")
+        );
+        let _ = (c, acc);
+        let caller = loop {
+            let e = next(&mut ae).await;
+            if matches!(
+                e,
+                Event::LocalInvitationAccepted { .. } | Event::LocalInvitationCanceled { .. }
+            ) {
+                break e.name();
+            }
+        };
+        let callee = loop {
+            let e = next(&mut be).await;
+            if matches!(
+                e,
+                Event::RemoteInvitationAccepted { .. } | Event::RemoteInvitationCanceled { .. }
+            ) {
+                break e.name();
+            }
+        };
+        assert_eq!(
+            caller.trim_start_matches("local_invitation_"),
+            callee.trim_start_matches("remote_invitation_"),
+            "round {round}: the sides disagree"
+        );
+        if caller.ends_with("accepted") {
+            alice.hang_up(&id).await.unwrap();
+            until(&mut ae, "call_ended").await;
+            until(&mut be, "call_ended").await;
+        }
+        *outcomes.entry(caller).or_insert(0) += 1;
+    }
+    println!("cancel vs accept across nodes, 10 rounds: {outcomes:?}");
+}
+
+#[tokio::test]
+async fn a_node_that_leaves_takes_its_users_offline_and_ends_what_it_owned() {
+    let redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    let b = start_node(&redis, Config::default()).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    alice.subscribe_presence(&["bob", "carol"]).await.unwrap();
+    let (bob, mut be) = login_at(&b, "bob").await;
+    let (carol, _ce) = login_at(&b, "carol").await;
+    until(&mut ae, "presence_changed").await;
+    until(&mut ae, "presence_changed").await;
+    // A call owned by node A (alice called bob), and an invitation owned by node B (carol calls alice).
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let call = alice.send_local_invitation(&inv).await.unwrap();
+    until(&mut be, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&call, "").await.unwrap();
+    until(&mut ae, "local_invitation_accepted").await;
+    let ringing = carol.create_local_invitation("alice").unwrap();
+    let ringing = carol.send_local_invitation(&ringing).await.unwrap();
+    until(&mut ae, "remote_invitation_received").await;
+
+    // Node B goes away.
+    b.shutdown.cancel();
+    let mut got = vec![];
+    while got.len() < 4 {
+        let e = next(&mut ae).await;
+        match &e {
+            Event::CallEnded {
+                invitation_id,
+                reason,
+                ..
+            } if *invitation_id == call => {
+                assert!(
+                    matches!(
+                        reason,
+                        CallEndReason::PeerConnectionLost | CallEndReason::ServerShutdown
+                    ),
+                    "{e:?}"
+                );
+                got.push("call");
+            }
+            Event::RemoteInvitationFailure { invitation, reason }
+                if invitation.invitation_id == ringing =>
+            {
+                assert_eq!(*reason, FailureReason::ServerShutdown);
+                got.push("ringing");
+            }
+            Event::PresenceChanged { online: false, .. } => got.push("offline"),
+            _ => {}
+        }
+    }
+    got.sort();
+    assert_eq!(got, vec!["call", "offline", "offline", "ringing"]);
+}
+
+#[tokio::test]
+async fn a_node_that_dies_silently_is_found_out_within_the_node_timeout() {
+    let redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    // Node B runs in its own runtime on its own thread, so it can die all at
+    // once: dropping the runtime drops its sockets, and it says no goodbye.
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let redis_url = redis.url.clone();
+    let node_b = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let b = rt.block_on(start_node_at(&redis_url, Config::default()));
+        url_tx.send(b.url.clone()).unwrap();
+        let _ = kill_rx.recv();
+        std::mem::forget(b); // no orderly shutdown: the runtime just goes
+        drop(rt);
+    });
+    let b_url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    alice.subscribe_presence(&["bob"]).await.unwrap();
+    let (bob, mut be) =
+        callinvite_client::Client::login(callinvite_client::LoginOptions::new(&b_url, "bob"))
+            .await
+            .unwrap();
+    next(&mut be).await;
+    until(&mut ae, "presence_changed").await;
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let call = alice.send_local_invitation(&inv).await.unwrap();
+    until(&mut be, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&call, "").await.unwrap();
+    until(&mut ae, "local_invitation_accepted").await;
+
+    let started = std::time::Instant::now();
+    kill_tx.send(()).unwrap();
+    tokio::task::spawn_blocking(move || node_b.join().unwrap())
+        .await
+        .unwrap();
+    let e = until(&mut ae, "call_ended").await;
+    assert!(
+        matches!(
+            e,
+            Event::CallEnded {
+                reason: CallEndReason::PeerConnectionLost,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = until(&mut ae, "presence_changed").await;
+    assert_eq!(
+        e,
+        Event::PresenceChanged {
+            user: "bob".into(),
+            online: false
+        }
+    );
+    let waited = started.elapsed();
+    println!("dead node found out after {waited:?} (node timeout 800 ms, heartbeat 200 ms)");
+    // bob's client lost its node; it can log in on the surviving node and be called.
+    let (bob, mut be) = login_at(&a, "bob").await;
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    until(&mut be, "remote_invitation_received").await;
+    bob.refuse_remote_invitation(&id, "", false).await.unwrap();
+    until(&mut ae, "local_invitation_refused").await;
+}
+
+#[tokio::test]
+async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
+    let redis = Redis::start().await;
+    let mut config = Config::default();
+    config.timeouts.offline = Duration::from_millis(300);
+    let a = start_node(&redis, config.clone()).await;
+    let b = start_node(&redis, config.clone()).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    let inv = alice.create_local_invitation("carol").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    let e = until(&mut ae, "local_invitation_failure").await;
+    assert!(matches!(
+        e,
+        Event::LocalInvitationFailure {
+            reason: FailureReason::PeerOffline,
+            ..
+        }
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // carol logs in on the other node, and on a node that started afterwards.
+    let (_c1, mut c1) = login_at(&b, "carol").await;
+    let e = next(&mut c1).await;
+    assert!(
+        matches!(&e, Event::MissedCalls { calls } if calls.len() == 1 && calls[0].invitation_id == id && calls[0].reason == MissedReason::PeerOffline),
+        "{e:?}"
+    );
+    let c = start_node(&redis, config.clone()).await;
+    let (carol, mut c2) = login_at(&c, "carol").await;
+    let e = next(&mut c2).await;
+    assert!(
+        matches!(&e, Event::MissedCalls { calls } if calls.len() == 1),
+        "{e:?}"
+    );
+    carol.clear_missed_calls(&[id]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (probe, mut p) = login_at(&a, "carol").await;
+    probe.query_presence(&["carol"]).await.unwrap();
+    assert_eq!(p.try_next(), None, "cleared everywhere");
+}
