@@ -103,6 +103,36 @@ pub(crate) enum Envelope {
         input: Input,
         reply_to: Option<(DeviceId, u64)>,
     },
+    /// A connection here resumed a session that lives on the receiving node.
+    ResumeVia {
+        node: u32,
+        conn: u64,
+        session: String,
+        last_seq: u64,
+        req: Option<u64>,
+    },
+    /// The answer to [`Envelope::ResumeVia`]: the session, or `None` (the
+    /// error frame was sent to the connection already).
+    ResumeAnswer {
+        conn: u64,
+        answer: Option<(DeviceId, UserId)>,
+    },
+    /// A frame for a connection on the receiving node whose session lives elsewhere.
+    ToConn { conn: u64, frame: Frame },
+    /// A request from such a connection, for the node of its session.
+    FromConn {
+        node: u32,
+        conn: u64,
+        device: DeviceId,
+        msg: callinvite_protocol::ClientMessage,
+    },
+    /// Such a connection ended.
+    ConnGone {
+        node: u32,
+        conn: u64,
+        device: DeviceId,
+        how: crate::hub::Departure,
+    },
     /// A user missed a call (kept by every node, so any node can deliver it).
     Missed {
         from: u32,
@@ -115,6 +145,14 @@ pub(crate) enum Envelope {
         user: UserId,
         ids: Vec<InvitationId>,
     },
+}
+
+/// A WebSocket frame for a connection on another node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Frame {
+    Text(String),
+    Close(u16),
 }
 
 /// Where an envelope goes.

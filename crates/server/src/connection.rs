@@ -431,8 +431,19 @@ impl Conn {
                 ))
                 .await;
         }
-        if let Ok(Some(session)) = answer.await {
-            self.session = Some(session);
+        // A session on another node is answered through the cluster; a node
+        // that died before noticing is not waited for long.
+        match timeout(Duration::from_secs(5), answer).await {
+            Ok(Ok(Some(session))) => self.session = Some(session),
+            Ok(_) => {}
+            Err(_) => {
+                self.reply(ServerMessage::error(
+                    req,
+                    ErrorCode::SessionExpired,
+                    "the node that kept this session did not answer; log in again",
+                ))
+                .await
+            }
         }
     }
 }

@@ -47,9 +47,11 @@ pub(crate) enum Outbound {
 
 /// Close code for a connection whose session was resumed on another one.
 const CLOSE_TAKEN_OVER: u16 = 4001;
+/// Close code 1008: policy violation (here: too slow to keep up).
+const CLOSE_POLICY: u16 = 1008;
 
 /// How a connection ended, as its task saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Departure {
     /// The client logged out.
     Logout,
@@ -62,12 +64,35 @@ pub(crate) enum Departure {
 
 /// The connection a device is attached to.
 struct Link {
-    /// Which connection (so a stale connection's requests are ignored after a resume).
+    /// The node the connection is on, and its number there (so a stale
+    /// connection's requests are ignored after a resume).
+    node: u32,
     conn: u64,
-    /// Its writer's queue.
-    out: mpsc::Sender<Outbound>,
-    /// Cancelled to make the connection close itself (too slow).
-    kill: CancellationToken,
+    via: Via,
+}
+
+/// How to reach a connection.
+enum Via {
+    /// On this node.
+    Local {
+        /// Its writer's queue.
+        out: mpsc::Sender<Outbound>,
+        /// Cancelled to make the connection close itself (too slow).
+        kill: CancellationToken,
+    },
+    /// On another node (the session was resumed there): frames travel as
+    /// [`Envelope::ToConn`].
+    Remote,
+}
+
+/// The reason text sent with a close code.
+pub(crate) fn close_reason(code: u16) -> &'static str {
+    match code {
+        CLOSE_NORMAL => "logged out",
+        CLOSE_GOING_AWAY => "server shutting down",
+        CLOSE_TAKEN_OVER => "session resumed on another connection",
+        _ => "too slow: outbound queue full",
+    }
 }
 
 /// What connections tell the hub.
@@ -178,6 +203,11 @@ pub(crate) struct Hub {
     involved: HashMap<DeviceId, HashSet<InvitationId>>,
     /// Invitations owned by other nodes that devices here take part in.
     foreign: HashMap<InvitationId, Foreign>,
+    /// Connections here whose session lives on another node (resumed here),
+    /// with that node.
+    remote_conns: HashMap<u64, (mpsc::Sender<Outbound>, CancellationToken, u32)>,
+    /// Resumes sent to another node, waiting for its answer.
+    pending_resumes: HashMap<u64, oneshot::Sender<Option<(DeviceId, UserId)>>>,
 }
 
 /// The hub's clock. `tokio::time::Instant` so tests can pause time.
@@ -271,6 +301,8 @@ impl Hub {
             nodes: HashMap::new(),
             involved: HashMap::new(),
             foreign: HashMap::new(),
+            remote_conns: HashMap::new(),
+            pending_resumes: HashMap::new(),
         }
     }
 
@@ -285,8 +317,7 @@ impl Hub {
                 kill,
                 reply,
             } => {
-                let link = Link { conn, out, kill };
-                let device = self.login(user, token, req, link, now);
+                let device = self.login(user, token, req, conn, out, kill, now);
                 let _ = reply.send(device);
             }
             Command::Resume {
@@ -297,45 +328,136 @@ impl Hub {
                 out,
                 kill,
                 reply,
-            } => {
-                let link = Link { conn, out, kill };
-                let _ = reply.send(self.resume(&session, last_seq, req, link, now));
-            }
+            } => match self.resume_here(session, last_seq, req, conn, out, kill, now) {
+                Some(answer) => {
+                    let _ = reply.send(answer);
+                }
+                None => {
+                    self.pending_resumes.insert(conn, reply);
+                }
+            },
             Command::Request { device, conn, msg } => {
-                if !self.attached(device, conn) {
-                    // A connection that lost its session to a resume elsewhere.
+                if !self.devices.contains_key(&device) {
+                    // The session lives on another node: hand the request over.
+                    if let Some(c) = &self.cluster {
+                        c.publish(
+                            Target::Node(crate::cluster::node_of(device)),
+                            &Envelope::FromConn {
+                                node: c.node,
+                                conn,
+                                device,
+                                msg,
+                            },
+                        );
+                    }
                     return;
                 }
-                let req = msg.req();
-                if let (Some(r), Some(d)) = (req, self.devices.get_mut(&device)) {
-                    d.last_ref = d.last_ref.max(r);
-                }
-                if let Err((code, message)) = self.request(device, msg, now) {
-                    self.send(device, &ServerMessage::error(req, code, message));
-                }
+                let me = self.me();
+                self.request_from(me, conn, device, msg, now);
             }
             Command::Cluster(envelope) => self.on_cluster(envelope, now),
             Command::Gone { device, conn, how } => {
-                if !self.attached(device, conn) {
+                if !self.devices.contains_key(&device) {
+                    self.remote_conns.remove(&conn);
+                    if let Some(c) = &self.cluster {
+                        c.publish(
+                            Target::Node(crate::cluster::node_of(device)),
+                            &Envelope::ConnGone {
+                                node: c.node,
+                                conn,
+                                device,
+                                how,
+                            },
+                        );
+                    }
                     return;
                 }
-                match how {
-                    Departure::Lost if !self.config.resume_grace.is_zero() => {
-                        self.detach(device, now)
-                    }
-                    Departure::Logout => self.gone(device, GoneCause::Logout, now),
-                    _ => self.gone(device, GoneCause::ConnectionLost, now),
-                }
+                let me = self.me();
+                self.conn_gone(me, conn, device, how, now);
             }
         }
     }
 
-    /// Whether `device` is attached to connection `conn`.
-    fn attached(&self, device: DeviceId, conn: u64) -> bool {
+    /// This node's number (0 without a cluster).
+    fn me(&self) -> u32 {
+        self.cluster.as_ref().map_or(0, |c| c.node)
+    }
+
+    /// A request from connection `conn` on `node` for `device` (whose session is here).
+    fn request_from(
+        &mut self,
+        node: u32,
+        conn: u64,
+        device: DeviceId,
+        msg: ClientMessage,
+        now: Instant,
+    ) {
+        if !self.attached(device, node, conn) {
+            // A connection that lost its session to a resume elsewhere.
+            return;
+        }
+        let req = msg.req();
+        if let (Some(r), Some(d)) = (req, self.devices.get_mut(&device)) {
+            d.last_ref = d.last_ref.max(r);
+        }
+        if let Err((code, message)) = self.request(device, msg, now) {
+            self.send(device, &ServerMessage::error(req, code, message));
+        }
+    }
+
+    /// Connection `conn` on `node` of `device` (whose session is here) ended.
+    fn conn_gone(&mut self, node: u32, conn: u64, device: DeviceId, how: Departure, now: Instant) {
+        if !self.attached(device, node, conn) {
+            return;
+        }
+        match how {
+            Departure::Lost if !self.config.resume_grace.is_zero() => self.detach(device, now),
+            Departure::Logout => self.gone(device, GoneCause::Logout, now),
+            _ => self.gone(device, GoneCause::ConnectionLost, now),
+        }
+    }
+
+    /// Whether `device` is attached to connection `conn` on `node`.
+    fn attached(&self, device: DeviceId, node: u32, conn: u64) -> bool {
         self.devices
             .get(&device)
             .and_then(|d| d.link.as_ref())
-            .is_some_and(|l| l.conn == conn)
+            .is_some_and(|l| l.conn == conn && l.node == node)
+    }
+
+    /// Queues a frame for a link's connection; false if its queue is full.
+    fn put(&self, link: &Link, frame: Outbound) -> bool {
+        match &link.via {
+            Via::Local { out, .. } => {
+                !matches!(out.try_send(frame), Err(mpsc::error::TrySendError::Full(_)))
+            }
+            Via::Remote => {
+                if let Some(c) = &self.cluster {
+                    let frame = match frame {
+                        Outbound::Text(t) => crate::cluster::Frame::Text(t.as_str().to_owned()),
+                        Outbound::Close(code, _) => crate::cluster::Frame::Close(code),
+                    };
+                    c.publish(
+                        Target::Node(link.node),
+                        &Envelope::ToConn {
+                            conn: link.conn,
+                            frame,
+                        },
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// Makes a link's connection close itself as too slow.
+    fn kill(&self, link: &Link) {
+        match &link.via {
+            Via::Local { kill, .. } => kill.cancel(),
+            Via::Remote => {
+                self.put(link, Outbound::Close(CLOSE_POLICY, ""));
+            }
+        }
     }
 
     /// Sends one message of the device's session: numbered, kept until seen
@@ -369,16 +491,15 @@ impl Hub {
                 d.outbox.pop_front();
             }
         }
+        let Some(d) = self.devices.get(&device) else {
+            return;
+        };
         let Some(link) = &d.link else {
             return;
         };
-        match link.out.try_send(Outbound::Text(text)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(%device, user = %d.user, "outbound queue full: closing the connection as too slow");
-                link.kill.cancel();
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if !self.put(link, Outbound::Text(text)) {
+            warn!(%device, user = %d.user, "outbound queue full: closing the connection as too slow");
+            self.kill(link);
         }
     }
 
@@ -394,6 +515,55 @@ impl Hub {
         info!(user = %d.user, %device, grace = ?self.config.resume_grace, unseen = d.outbox.len(), "connection lost: session kept for a resume");
     }
 
+    /// A `resume` on a connection here: the session is here, or on the node
+    /// its secret names (then that node answers through the cluster).
+    #[allow(clippy::too_many_arguments)]
+    fn resume_here(
+        &mut self,
+        session: String,
+        last_seq: u64,
+        req: Option<u64>,
+        conn: u64,
+        out: mpsc::Sender<Outbound>,
+        kill: CancellationToken,
+        now: Instant,
+    ) -> Option<Option<(DeviceId, UserId)>> {
+        let me = self.me();
+        let home = session
+            .strip_prefix('n')
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(n, _)| n.parse::<u32>().ok());
+        match (&self.cluster, home) {
+            (Some(c), Some(home)) if home != me && self.nodes.contains_key(&home) => {
+                info!(
+                    home,
+                    conn, "resume of a session that lives on another node: asking it"
+                );
+                self.remote_conns.insert(conn, (out, kill, home));
+                c.publish(
+                    Target::Node(home),
+                    &Envelope::ResumeVia {
+                        node: me,
+                        conn,
+                        session,
+                        last_seq,
+                        req,
+                    },
+                );
+                // Answered when that node replies (or the connection gives up).
+                None
+            }
+            _ => {
+                let link = Link {
+                    node: me,
+                    conn,
+                    via: Via::Local { out, kill },
+                };
+                Some(self.resume(&session, last_seq, req, link, now))
+            }
+        }
+    }
+
     fn resume(
         &mut self,
         session: &str,
@@ -402,14 +572,15 @@ impl Hub {
         link: Link,
         now: Instant,
     ) -> Option<(DeviceId, UserId)> {
-        let refuse = |link: &Link, code, message: String| {
+        let refuse = |hub: &Hub, link: &Link, code, message: String| {
             let msg = ServerMessage::error(req, code, message);
-            let _ = link.out.try_send(Outbound::Text(encode(&msg).into()));
+            hub.put(link, Outbound::Text(encode(&msg).into()));
             None
         };
         let Some(&device) = self.sessions.get(session) else {
             self.config.metrics.login("resume_session_expired");
             return refuse(
+                self,
                 &link,
                 ErrorCode::SessionExpired,
                 "no such session here (its grace window passed, it logged out, or the server restarted); log in again".into(),
@@ -419,6 +590,7 @@ impl Hub {
         if last_seq > d.seq {
             self.config.metrics.login("resume_invalid");
             return refuse(
+                self,
                 &link,
                 ErrorCode::InvalidArgument,
                 format!("last_seq {last_seq} is ahead of this session's {}", d.seq),
@@ -432,6 +604,7 @@ impl Hub {
             self.config.metrics.login("resume_too_far_behind");
             self.gone(device, GoneCause::ConnectionLost, now);
             return refuse(
+                self,
                 &link,
                 ErrorCode::SessionExpired,
                 format!("{missed} messages of this session are no longer kept; log in again"),
@@ -440,40 +613,41 @@ impl Hub {
         let Some(d) = self.devices.get_mut(&device) else {
             return None;
         };
-        if let Some(old) = d.link.take() {
-            info!(user = %d.user, %device, "session resumed on a new connection: closing the old one");
-            if old
-                .out
-                .try_send(Outbound::Close(
-                    CLOSE_TAKEN_OVER,
-                    "session resumed on another connection",
-                ))
-                .is_err()
-            {
-                old.kill.cancel();
-            }
-        }
+        let old = d.link.take();
         if let Some(until) = d.detached_until.take() {
             self.detached.remove(&(until, device));
         }
         while d.outbox.front().is_some_and(|(s, _)| *s <= last_seq) {
             d.outbox.pop_front();
         }
+        if let Some(old) = old {
+            info!(%device, "session resumed on a new connection: closing the old one");
+            if !self.put(
+                &old,
+                Outbound::Close(CLOSE_TAKEN_OVER, close_reason(CLOSE_TAKEN_OVER)),
+            ) {
+                self.kill(&old);
+            }
+        }
+        let d = &self.devices[&device];
         let resumed = ServerMessage::Resumed {
             req,
             device_id: device,
             last_ref: d.last_ref,
             seq: d.seq,
         };
-        let _ = link.out.try_send(Outbound::Text(encode(&resumed).into()));
+        self.put(&link, Outbound::Text(encode(&resumed).into()));
         let replay = d.outbox.len();
         for (_, text) in &d.outbox {
-            if link.out.try_send(Outbound::Text(text.clone())).is_err() {
-                link.kill.cancel();
+            if !self.put(&link, Outbound::Text(text.clone())) {
+                self.kill(&link);
                 break;
             }
         }
-        info!(user = %d.user, %device, last_seq, replay, "session resumed");
+        info!(user = %d.user, %device, last_seq, replay, via_node = link.node, "session resumed");
+        let Some(d) = self.devices.get_mut(&device) else {
+            return None;
+        };
         self.config.metrics.login("resumed");
         let user = d.user.clone();
         d.link = Some(link);
@@ -485,10 +659,12 @@ impl Hub {
         user: UserId,
         token: Option<String>,
         req: Option<u64>,
-        link: Link,
+        conn: u64,
+        out: mpsc::Sender<Outbound>,
+        kill: CancellationToken,
         now: Instant,
     ) -> Option<DeviceId> {
-        let out = &link.out;
+        let out = &out;
         let window = self.login_rate.entry(user.clone()).or_insert((now, 0));
         if now.duration_since(window.0) >= Duration::from_secs(1) {
             *window = (now, 0);
@@ -557,7 +733,11 @@ impl Hub {
         }
         let device = DeviceId(self.next_device);
         self.next_device += 1;
-        let session = uuid::Uuid::new_v4().simple().to_string();
+        // In a cluster the secret names its node, so a resume on another node finds it.
+        let session = match &self.cluster {
+            Some(c) => format!("n{}.{}", c.node, uuid::Uuid::new_v4().simple()),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
         // login_ok is about this connection, so it is sent before the session's numbered messages.
         let t = &self.config.timeouts;
         let ok = ServerMessage::LoginOk {
@@ -580,6 +760,14 @@ impl Hub {
         };
         let _ = out.try_send(Outbound::Text(encode(&ok).into()));
         self.sessions.insert(session.clone(), device);
+        let link = Link {
+            node: self.me(),
+            conn,
+            via: Via::Local {
+                out: out.clone(),
+                kill,
+            },
+        };
         self.devices.insert(
             device,
             Device {
@@ -680,7 +868,7 @@ impl Hub {
             ClientMessage::Logout { req } => {
                 self.send(device, &ServerMessage::Ok { req });
                 if let Some(l) = self.devices.get(&device).and_then(|d| d.link.as_ref()) {
-                    let _ = l.out.try_send(Outbound::Close(CLOSE_NORMAL, "logged out"));
+                    self.put(l, Outbound::Close(CLOSE_NORMAL, close_reason(CLOSE_NORMAL)));
                 }
                 self.gone(device, GoneCause::Logout, now);
                 Ok(())
@@ -1092,9 +1280,10 @@ impl Hub {
         for device in devices {
             self.send(device, &bye);
             if let Some(l) = self.devices.get(&device).and_then(|d| d.link.as_ref()) {
-                let _ = l
-                    .out
-                    .try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
+                self.put(
+                    l,
+                    Outbound::Close(CLOSE_GOING_AWAY, close_reason(CLOSE_GOING_AWAY)),
+                );
             }
         }
     }
@@ -1299,6 +1488,64 @@ impl Hub {
                     self.send(device, &msg);
                 }
             }
+            Envelope::ResumeVia {
+                node,
+                conn,
+                session,
+                last_seq,
+                req,
+            } => {
+                let link = Link {
+                    node,
+                    conn,
+                    via: Via::Remote,
+                };
+                let answer = self.resume(&session, last_seq, req, link, now);
+                if let Some(c) = &self.cluster {
+                    c.publish(Target::Node(node), &Envelope::ResumeAnswer { conn, answer });
+                }
+            }
+            Envelope::ResumeAnswer { conn, answer } => {
+                if answer.is_none() {
+                    self.remote_conns.remove(&conn);
+                }
+                if let Some(reply) = self.pending_resumes.remove(&conn) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Envelope::ToConn { conn, frame } => {
+                if let Some((out, kill, _)) = self.remote_conns.get(&conn) {
+                    let frame = match frame {
+                        crate::cluster::Frame::Text(t) => Outbound::Text(t.into()),
+                        crate::cluster::Frame::Close(code) => {
+                            Outbound::Close(code, close_reason(code))
+                        }
+                    };
+                    match out.try_send(frame) {
+                        Err(mpsc::error::TrySendError::Full(_)) => kill.cancel(),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.remote_conns.remove(&conn);
+                        }
+                        Ok(()) => {}
+                    }
+                }
+            }
+            Envelope::FromConn {
+                node,
+                conn,
+                device,
+                msg,
+            } => {
+                if self.devices.contains_key(&device) {
+                    self.request_from(node, conn, device, msg, now);
+                }
+            }
+            Envelope::ConnGone {
+                node,
+                conn,
+                device,
+                how,
+            } => self.conn_gone(node, conn, device, how, now),
             Envelope::Missed { from, user, call } if from != me => {
                 self.missed.remember(&user, call)
             }
@@ -1410,6 +1657,39 @@ impl Hub {
         let Some(n) = self.nodes.remove(&node) else {
             return;
         };
+        // Sessions here whose connection was on that node: detached, as if dropped.
+        let via_dead: Vec<DeviceId> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.link.as_ref().is_some_and(|l| l.node == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for device in via_dead {
+            if self.config.resume_grace.is_zero() {
+                self.gone(device, GoneCause::ConnectionLost, now);
+            } else {
+                self.detach(device, now);
+            }
+        }
+        // Connections here whose session was on that node: the session is
+        // gone; close them so their clients log in again.
+        let homed: Vec<u64> = self
+            .remote_conns
+            .iter()
+            .filter(|(_, (_, _, home))| *home == node)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in homed {
+            if let Some((out, _, _)) = self.remote_conns.remove(&conn) {
+                let _ = out.try_send(Outbound::Close(
+                    CLOSE_GOING_AWAY,
+                    close_reason(CLOSE_GOING_AWAY),
+                ));
+            }
+            if let Some(reply) = self.pending_resumes.remove(&conn) {
+                let _ = reply.send(None);
+            }
+        }
         for (device, user) in n.devices {
             self.remote_device_gone(&user, device, GoneCause::ConnectionLost, now);
         }

@@ -366,3 +366,82 @@ async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
     probe.query_presence(&["carol"]).await.unwrap();
     assert_eq!(p.try_next(), None, "cleared everywhere");
 }
+
+#[tokio::test]
+async fn a_session_resumes_on_another_node_behind_a_load_balancer() {
+    let redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    let b = start_node(&redis, Config::default()).await;
+    // The "load balancer": sends bob to node B now, to node A after the cut.
+    let lb = Proxy::start(&b.url).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (bob, mut be) =
+        callinvite_client::Client::login(callinvite_client::LoginOptions::new(&lb.url, "bob"))
+            .await
+            .unwrap();
+    next(&mut be).await;
+    until_online(&alice, &["bob"]).await;
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let call = alice.send_local_invitation(&inv).await.unwrap();
+    expect(&mut be, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&call, "").await.unwrap();
+    expect(&mut be, "remote_invitation_accepted").await;
+    until(&mut ae, "local_invitation_accepted").await;
+
+    lb.retarget(&a.url);
+    lb.cut();
+    let e = next(&mut be).await;
+    assert!(
+        matches!(
+            e,
+            Event::ConnectionStateChanged {
+                state: callinvite_client::ConnectionState::Reconnecting,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = next(&mut be).await;
+    assert!(
+        matches!(
+            e,
+            Event::ConnectionStateChanged {
+                state: callinvite_client::ConnectionState::Connected,
+                reason: callinvite_client::ConnectionReason::Resumed
+            }
+        ),
+        "{e:?}"
+    );
+    // The session still lives on node B; bob's connection is on node A now.
+    let p = bob.query_presence(&["alice"]).await.unwrap();
+    assert!(p[0].online);
+    alice.hang_up(&call).await.unwrap();
+    let e = expect(&mut be, "call_ended").await;
+    assert!(
+        matches!(
+            e,
+            Event::CallEnded {
+                reason: CallEndReason::Hangup,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // bob calls alice from the resumed session.
+    let inv = bob.create_local_invitation("alice").unwrap();
+    let id = bob.send_local_invitation(&inv).await.unwrap();
+    until(&mut ae, "remote_invitation_received").await;
+    alice
+        .refuse_remote_invitation(&id, "later", false)
+        .await
+        .unwrap();
+    expect(&mut be, "local_invitation_sent").await;
+    expect(&mut be, "local_invitation_received_by_peer").await;
+    let e = expect(&mut be, "local_invitation_refused").await;
+    assert!(matches!(&e, Event::LocalInvitationRefused { response, .. } if response == "later"));
+    // Nothing was lost or repeated, and alice never saw bob go offline.
+    settle().await;
+    assert_eq!(be.try_next(), None);
+    assert!(!std::iter::from_fn(|| ae.try_next())
+        .any(|e| matches!(e, Event::PresenceChanged { online: false, .. })));
+}

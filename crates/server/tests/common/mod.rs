@@ -255,6 +255,8 @@ pub struct Proxy {
     pub url: String,
     cut: std::sync::Arc<std::sync::Mutex<CancellationToken>>,
     blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `host:port` new connections go to (a load balancer may change it).
+    target: std::sync::Arc<std::sync::Mutex<String>>,
     /// Connections made through the proxy so far.
     pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -263,7 +265,9 @@ impl Proxy {
     /// Starts a proxy to the server at `url` (`ws://host:port`).
     pub async fn start(url: &str) -> Proxy {
         use std::sync::atomic::Ordering;
-        let target = url.trim_start_matches("ws://").to_owned();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(
+            url.trim_start_matches("ws://").to_owned(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -273,6 +277,7 @@ impl Proxy {
             cut: Default::default(),
             blocked: Default::default(),
             accepted: Default::default(),
+            target: target.clone(),
         };
         let (cut, blocked, accepted) = (
             proxy.cut.clone(),
@@ -287,7 +292,7 @@ impl Proxy {
                 }
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let token = cut.lock().expect("proxy lock").clone();
-                let target = target.clone();
+                let target = target.lock().expect("proxy lock").clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&target).await else {
                         return;
@@ -307,6 +312,11 @@ impl Proxy {
         let mut token = self.cut.lock().expect("proxy lock");
         token.cancel();
         *token = CancellationToken::new();
+    }
+
+    /// Sends new connections to the server at `url` from now on.
+    pub fn retarget(&self, url: &str) {
+        *self.target.lock().expect("proxy lock") = url.trim_start_matches("ws://").to_owned();
     }
 
     /// While on, new connections are closed as soon as they arrive.
