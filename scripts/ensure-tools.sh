@@ -14,6 +14,8 @@ fi
 
 # What building the desktop app needs (Tauri 2 on Linux).
 APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev"
+# What the server's cluster tests need (they start their own redis-server).
+TEST_PACKAGES="redis-server"
 # What the headless end-to-end tests need.
 E2E_PACKAGES="xvfb xauth x11-utils webkit2gtk-driver dbus dbus-x11 dunst libnotify-bin xdotool curl nodejs"
 

@@ -329,6 +329,8 @@ async fn a_client_that_does_not_keep_up_is_closed_with_1008() {
     let server = start(Config {
         outbound_queue: 1,
         heartbeat: Duration::from_secs(3600),
+        // A client closed as too slow may still resume; offline once this passes.
+        resume_grace: Duration::from_millis(300),
         ..Config::default()
     })
     .await;

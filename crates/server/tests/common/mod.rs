@@ -20,6 +20,16 @@ pub const WAIT: Duration = Duration::from_secs(300);
 pub struct TestServer {
     pub url: String,
     pub shutdown: CancellationToken,
+    /// In cluster mode: more nodes, and the Redis they meet on.
+    pub cluster: Option<TestCluster>,
+}
+
+/// The extra nodes of a server started in cluster mode.
+pub struct TestCluster {
+    pub nodes: Vec<TestServer>,
+    pub redis: Redis,
+    /// Logins go to the nodes in turn.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for TestServer {
@@ -28,14 +38,35 @@ impl Drop for TestServer {
     }
 }
 
+/// Whether the flow tests run against a cluster (`CALLINVITE_TEST_CLUSTER=1`):
+/// two nodes on a private redis-server, users logging in on them in turn.
+pub fn cluster_mode() -> bool {
+    std::env::var_os("CALLINVITE_TEST_CLUSTER").is_some_and(|v| v != "0")
+}
+
 pub async fn start(config: Config) -> TestServer {
+    if cluster_mode() {
+        let redis = Redis::start().await;
+        let mut first = start_node(&redis, config.clone()).await;
+        let second = start_node(&redis, config).await;
+        first.cluster = Some(TestCluster {
+            nodes: vec![second],
+            redis,
+            next: Default::default(),
+        });
+        return first;
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let url = format!("ws://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
     tokio::spawn(run(listener, config, shutdown.clone()));
-    TestServer { url, shutdown }
+    TestServer {
+        url,
+        shutdown,
+        cluster: None,
+    }
 }
 
 pub async fn start_default() -> TestServer {
@@ -43,19 +74,41 @@ pub async fn start_default() -> TestServer {
 }
 
 impl TestServer {
+    /// The node the next login goes to: this one, or in cluster mode each node in turn.
+    fn next_url(&self) -> &str {
+        match &self.cluster {
+            None => &self.url,
+            Some(c) => {
+                let i =
+                    c.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % (c.nodes.len() + 1);
+                if i == 0 {
+                    &self.url
+                } else {
+                    &c.nodes[i - 1].url
+                }
+            }
+        }
+    }
+
     pub async fn login(&self, user: &str) -> (Client, EventStream) {
-        let (client, mut events) = Client::login(LoginOptions::new(&self.url, user))
+        let url = self.next_url().to_owned();
+        let (client, mut events) = Client::login(LoginOptions::new(&url, user))
             .await
             .expect("login");
         assert!(matches!(
             events.next().await,
             Some(Event::ConnectionStateChanged { .. })
         ));
+        if self.cluster.is_some() {
+            // Let the other nodes hear of this device before the test goes on.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         (client, events)
     }
 
     pub async fn raw(&self) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(self.url.as_str())
+        let url = self.next_url().to_owned();
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .expect("connect");
         Raw { ws }
@@ -67,6 +120,9 @@ impl TestServer {
             .await;
         let reply = raw.recv().await;
         assert_eq!(reply["type"], "login_ok", "{reply}");
+        if self.cluster.is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         raw
     }
 }
@@ -386,7 +442,11 @@ pub async fn start_node_at(redis_url: &str, mut config: Config) -> TestServer {
         .await
         .expect("node answers");
     c.logout().await.expect("probe logout");
-    TestServer { url, shutdown }
+    TestServer {
+        url,
+        shutdown,
+        cluster: None,
+    }
 }
 
 /// Waits until `client` sees every user in `users` online (presence travels between nodes).
