@@ -237,3 +237,36 @@ fn sigterm_ends_calls_with_a_reason_and_the_server_exits() {
         Some(0)
     );
 }
+
+#[test]
+fn killing_a_node_of_a_cluster_ends_its_calls_for_users_on_the_other_node() {
+    let (_redis, redis_url) = callinvite_e2e::start_redis();
+    let node = ["--redis", redis_url.as_str(), "--node-timeout", "1s"];
+    let (_a, url_a) = start_server(&node);
+    let (mut b, url_b) = start_server(&node);
+    // bob on node B accepts and stays in the call; alice on node A calls him.
+    let mut bob = cli("bob", &url_b, "bob", &["answer", "--accept"]);
+    bob.wait_event("connection_state_changed");
+    let mut watcher = cli(
+        "watcher",
+        &url_a,
+        "watcher",
+        &["presence", "bob", "--watch", "30s"],
+    );
+    watcher.wait_line("\"online\":true");
+    let mut alice = cli("alice", &url_a, "alice", &["call", "bob"]);
+    alice.wait_event("local_invitation_accepted");
+
+    // Node B dies (SIGKILL: no goodbye, no close frames).
+    b.child.kill().expect("kill node B");
+    let started = std::time::Instant::now();
+    let (status, events) = alice.finish();
+    let ended = named(&events, "call_ended")[0];
+    assert_eq!(ended["reason"], "peer_connection_lost", "{events:?}");
+    assert_eq!(status.code(), Some(0));
+    watcher.wait_line("\"online\":false");
+    println!(
+        "node B killed: alice's call ended and bob went offline after {:?} (node timeout 1 s)",
+        started.elapsed()
+    );
+}

@@ -4,7 +4,9 @@
 //! send → callee received → accept → caller accepted → hang-up — and the
 //! equivalent OFFER → ANSWER relay through peerjs-server, then prints cycles/s,
 //! latency percentiles, server CPU and RSS for both, and the ratios. With
-//! `--idle N` it also measures the server's memory per idle connection.
+//! `--idle N` it also measures the server's memory per idle connection. With
+//! `--cluster` it also runs the cycle across two server nodes on a private
+//! redis-server (callers on one node, callees on the other).
 //! Everything stays on loopback; every loop is bounded in time.
 
 use std::collections::HashMap;
@@ -41,6 +43,9 @@ struct Args {
     /// Where `npm install peer` goes.
     #[arg(long, default_value = "target/loadtest-npm")]
     npm_dir: PathBuf,
+    /// Also run the cycle across two nodes on Redis (starts its own redis-server).
+    #[arg(long)]
+    cluster: bool,
     /// The server binary (default: next to this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -67,6 +72,10 @@ fn pct(samples: &mut [Duration], p: f64) -> f64 {
 }
 
 /// utime+stime of a process, in seconds (Linux /proc).
+fn cpu_seconds_all(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| cpu_seconds(*p)).sum()
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
@@ -135,8 +144,17 @@ fn server_bin(args: &Args) -> PathBuf {
 }
 
 async fn start_callinvite(args: &Args) -> (Server, u16) {
+    start_node(args, None).await
+}
+
+/// A server process; with `redis`, a node of the cluster on it.
+async fn start_node(args: &Args, redis: Option<&str>) -> (Server, u16) {
     let port = free_port();
-    let child = Command::new(server_bin(args))
+    let mut cmd = Command::new(server_bin(args));
+    if let Some(url) = redis {
+        cmd.args(["--redis", url]);
+    }
+    let child = cmd
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
         .args(["--data-dir", "-"])
         .args([
@@ -160,19 +178,27 @@ async fn start_callinvite(args: &Args) -> (Server, u16) {
 }
 
 /// The callinvite cycle: alice_i calls bob_i, bob accepts at once, alice hangs up, again.
-async fn drive_callinvite(port: u16, pairs: usize, duration: Duration, pid: u32) -> Run {
-    let url = format!("ws://127.0.0.1:{port}");
+async fn drive_callinvite(
+    caller_port: u16,
+    callee_port: u16,
+    pairs: usize,
+    duration: Duration,
+    pids: &[u32],
+) -> Run {
+    let url = format!("ws://127.0.0.1:{caller_port}");
+    let callee_url = format!("ws://127.0.0.1:{callee_port}");
     // Times keyed by the invitation's content ("<pair>-<n>").
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let received: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let accepted_at: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let stop_at = Instant::now() + duration;
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = cpu_seconds_all(pids);
     let (mut callers, mut callees) = (vec![], vec![]);
     for i in 0..pairs {
-        let (bob, mut bob_events) = Client::login(LoginOptions::new(&url, format!("bob{i}")))
-            .await
-            .expect("bob login");
+        let (bob, mut bob_events) =
+            Client::login(LoginOptions::new(&callee_url, format!("bob{i}")))
+                .await
+                .expect("bob login");
         let (alice, mut alice_events) = Client::login(LoginOptions::new(&url, format!("alice{i}")))
             .await
             .expect("alice login");
@@ -242,7 +268,7 @@ async fn drive_callinvite(port: u16, pairs: usize, duration: Duration, pid: u32)
             (n, samples)
         }));
     }
-    collect(callers, callees, duration, cpu0, pid).await
+    collect(callers, callees, duration, cpu0, pids).await
 }
 
 /// peerjs: a_i sends OFFER to b_i, b_i answers with ANSWER at once, again.
@@ -318,7 +344,7 @@ async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> 
             (n, samples)
         }));
     }
-    collect(callers, callees, duration, cpu0, pid).await
+    collect(callers, callees, duration, cpu0, &[pid]).await
 }
 
 /// Cycles started by one caller, and its latency samples (invite→received, accept→accepted).
@@ -330,7 +356,7 @@ async fn collect(
     callees: Vec<tokio::task::JoinHandle<()>>,
     duration: Duration,
     cpu0: f64,
-    pid: u32,
+    pids: &[u32],
 ) -> Run {
     let mut run = Run::default();
     for caller in callers {
@@ -345,8 +371,8 @@ async fn collect(
         }
     }
     run.elapsed = duration;
-    run.cpu_seconds = cpu_seconds(pid) - cpu0;
-    run.rss_kib = rss_kib(pid);
+    run.cpu_seconds = cpu_seconds_all(pids) - cpu0;
+    run.rss_kib = pids.iter().map(|p| rss_kib(*p)).sum();
     for callee in callees {
         callee.abort();
     }
@@ -438,8 +464,31 @@ async fn main() {
     println!("\n| server | cycles/s | invite→received p50/p99/p999 ms | accept→accepted p50/p99/p999 ms | server CPU | server RSS |\n|---|---|---|---|---|---|");
     let (server, port) = start_callinvite(&args).await;
     let pid = server.child.id();
-    let mut ci = drive_callinvite(port, args.pairs, args.duration, pid).await;
+    let mut ci = drive_callinvite(port, port, args.pairs, args.duration, &[pid]).await;
     print_row("callinvite-server", &mut ci);
+    if args.cluster {
+        let redis_port = free_port();
+        let redis = Server {
+            child: Command::new("redis-server")
+                .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start redis-server (apt-get install -y redis-server)"),
+        };
+        wait_port(redis_port).await;
+        let url = format!("redis://127.0.0.1:{redis_port}");
+        let (a, port_a) = start_node(&args, Some(&url)).await;
+        let (b, port_b) = start_node(&args, Some(&url)).await;
+        // Let the nodes hear of each other.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pids = [a.child.id(), b.child.id(), redis.child.id()];
+        let mut cl = drive_callinvite(port_a, port_b, args.pairs, args.duration, &pids).await;
+        print_row("callinvite, 2 nodes + Redis (CPU, RSS: all three)", &mut cl);
+        let ratio = cl.cycles as f64 / ci.cycles.max(1) as f64;
+        println!("\n2 nodes / 1 node throughput: {ratio:.2}×\n");
+        drop((a, b, redis));
+    }
     if args.idle > 0 {
         drop(server);
         let (server, port) = start_callinvite(&args).await;
