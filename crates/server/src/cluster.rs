@@ -163,6 +163,8 @@ pub(crate) enum Target {
 }
 
 const ALL: &str = "callinvite:all";
+/// Node numbers run from 1 to this.
+const MAX_NODE: u64 = 8190;
 fn node_channel(node: u32) -> String {
     format!("callinvite:node:{node}")
 }
@@ -233,12 +235,15 @@ pub(crate) async fn join(
         .get_multiplexed_async_connection()
         .await
         .map_err(err)?;
-    // Node numbers 1, 2, 3, … (0 is a server without a cluster).
-    let node: u32 = redis::cmd("INCR")
+    // Node numbers 1, 2, 3, … (0 is a server without a cluster), wrapping
+    // below 8191 so that device ids (node × 2^40 + n) stay below 2^53 and
+    // survive JSON libraries that use doubles.
+    let n: u64 = redis::cmd("INCR")
         .arg("callinvite:nodes")
         .query_async(&mut conn)
         .await
         .map_err(err)?;
+    let node = ((n.saturating_sub(1) % MAX_NODE) + 1) as u32;
     // Missed calls kept by the cluster: read them all once; from now on the
     // nodes tell each other about changes.
     let mut missed = MissedSnapshot::new();
@@ -301,39 +306,42 @@ pub(crate) async fn join(
 
     let (out, mut rx) = mpsc::unbounded_channel::<Out>();
     tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let sent: Result<(), redis::RedisError> = match out {
+        // Everything queued meanwhile goes out as one pipeline: one round
+        // trip for many messages, still in order.
+        while let Some(first) = rx.recv().await {
+            let mut pipe = redis::pipe();
+            let mut add = |out: Out| match out {
                 Out::Publish(target, text) => {
                     let channel = match target {
                         Target::All => ALL.to_string(),
                         Target::Node(n) => node_channel(n),
                     };
-                    redis::cmd("PUBLISH")
-                        .arg(&channel)
-                        .arg(&text)
-                        .query_async(&mut conn)
-                        .await
+                    pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
                 }
                 Out::StoreMissed { user, calls, .. } if calls.is_empty() => {
-                    redis::cmd("DEL")
-                        .arg(missed_key(&user))
-                        .query_async(&mut conn)
-                        .await
+                    pipe.cmd("DEL").arg(missed_key(&user)).ignore();
                 }
                 Out::StoreMissed {
                     user,
                     calls,
                     ttl_ms,
                 } => {
-                    redis::cmd("SET")
+                    pipe.cmd("SET")
                         .arg(missed_key(&user))
                         .arg(calls)
                         .arg("PX")
                         .arg(ttl_ms.max(1))
-                        .query_async(&mut conn)
-                        .await
+                        .ignore();
                 }
             };
+            add(first);
+            for _ in 0..512 {
+                match rx.try_recv() {
+                    Ok(next) => add(next),
+                    Err(_) => break,
+                }
+            }
+            let sent: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
             if let Err(e) = sent {
                 warn!(error = %e, "cannot write to Redis");
             }

@@ -317,7 +317,7 @@ async fn a_node_that_dies_silently_is_found_out_within_the_node_timeout() {
         }
     );
     let waited = started.elapsed();
-    println!("dead node found out after {waited:?} (node timeout 800 ms, heartbeat 200 ms)");
+    println!("dead node found out after {waited:?} (node timeout 1.5 s, heartbeat 300 ms)");
     // bob's client lost its node; it can log in on the surviving node and be called.
     let (bob, mut be) = login_at(&a, "bob").await;
     let inv = alice.create_local_invitation("bob").unwrap();

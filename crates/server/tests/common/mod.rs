@@ -428,8 +428,8 @@ pub async fn start_node(redis: &Redis, config: Config) -> TestServer {
 /// A server node joined to the cluster on the Redis at `redis_url`.
 pub async fn start_node_at(redis_url: &str, mut config: Config) -> TestServer {
     let mut cluster = callinvite_server::cluster::ClusterConfig::new(redis_url);
-    cluster.heartbeat_every = Duration::from_millis(200);
-    cluster.node_timeout = Duration::from_millis(800);
+    cluster.heartbeat_every = Duration::from_millis(300);
+    cluster.node_timeout = Duration::from_millis(1500);
     config.cluster = Some(cluster);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
