@@ -370,6 +370,11 @@ impl DecodeError {
 /// Decodes one text frame. On error, also returns the frame's `ref` when it
 /// could be read, so the error reply can name the request it belongs to.
 pub fn decode_client(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeError)> {
+    // The common case, a valid message, in one pass; the slower path below
+    // only runs to explain what is wrong with a bad one.
+    if let Ok(msg) = serde_json::from_str::<ClientMessage>(text) {
+        return Ok(msg);
+    }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| (None, DecodeError::NotJson(e.to_string())))?;
     let Some(obj) = value.as_object() else {
@@ -397,15 +402,19 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeEr
 /// Encodes a session message with its sequence number as the first field:
 /// `{"seq":7,"type":...}`. Clients process each `seq` once, in order.
 pub fn encode_seq(seq: u64, msg: &ServerMessage) -> String {
-    let body = encode(msg);
-    // `encode` of a tagged enum always yields an object: `{"type":...}`.
-    let rest = body.strip_prefix('{').unwrap_or(&body);
-    let mut out = String::with_capacity(body.len() + 24);
-    out.push_str("{\"seq\":");
-    out.push_str(itoa::Buffer::new().format(seq));
-    out.push(',');
-    out.push_str(rest);
-    out
+    // Write `{"seq":N` and then the message (`{"type":...}`) right behind it,
+    // and turn the message's opening brace into the comma between the two:
+    // one buffer, no copy.
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    let at = out.len();
+    if serde_json::to_writer(&mut out, msg).is_err() || out.get(at) != Some(&b'{') {
+        return encode(msg);
+    }
+    out[at] = b',';
+    // Only ASCII was replaced in valid UTF-8 from serde_json.
+    String::from_utf8(out).unwrap_or_else(|_| encode(msg))
 }
 
 /// Decodes one server frame, with its `seq` if it has one (messages about the
