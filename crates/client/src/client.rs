@@ -19,6 +19,9 @@ use crate::driver::{self, Command};
 use crate::error::ClientError;
 use crate::event::EventStream;
 
+/// How long a request may wait for the server's answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Where and as whom to log in.
 #[derive(Clone, Debug)]
 pub struct LoginOptions {
@@ -133,7 +136,12 @@ impl Client {
         self.commands
             .send(make(tx))
             .map_err(|_| ClientError::NotLoggedIn)?;
-        rx.await.map_err(|_| ClientError::NotLoggedIn)?
+        // A safety net: the server answers every request, and a session that
+        // ends fails them all, but no call of this API may wait forever.
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(answer) => answer.map_err(|_| ClientError::NotLoggedIn)?,
+            Err(_) => Err(ClientError::Timeout(REQUEST_TIMEOUT)),
+        }
     }
 
     /// Agora's `createLocalCallInvitation`: checks the callee id (and that it is

@@ -208,6 +208,9 @@ pub(crate) struct Hub {
     remote_conns: HashMap<u64, (mpsc::Sender<Outbound>, CancellationToken, u32)>,
     /// Resumes sent to another node, waiting for its answer.
     pending_resumes: HashMap<u64, oneshot::Sender<Option<(DeviceId, UserId)>>>,
+    /// Requests of devices here handed to the node that owns the invitation
+    /// and not answered yet, by that node: answered here if it dies.
+    forwarded: HashMap<u32, HashSet<(DeviceId, u64)>>,
 }
 
 /// The hub's clock. `tokio::time::Instant` so tests can pause time.
@@ -303,6 +306,7 @@ impl Hub {
             foreign: HashMap::new(),
             remote_conns: HashMap::new(),
             pending_resumes: HashMap::new(),
+            forwarded: HashMap::new(),
         }
     }
 
@@ -1104,12 +1108,36 @@ impl Hub {
 
     /// Sends an input to the node that owns the invitation, if that is
     /// another node. Returns whether it did.
-    fn forward(&self, id: &InvitationId, input: &Input, reply_to: Option<(DeviceId, u64)>) -> bool {
+    fn forward(
+        &mut self,
+        id: &InvitationId,
+        input: &Input,
+        reply_to: Option<(DeviceId, u64)>,
+    ) -> bool {
         let Some(c) = &self.cluster else {
             return false;
         };
         match owner_of(id) {
+            Some(owner) if owner != c.node && !self.nodes.contains_key(&owner) => {
+                // Its node is gone, and the invitation with it (its devices
+                // here were told `server_shutdown`).
+                if let Some((device, req)) = reply_to {
+                    let msg = ServerMessage::error(
+                        Some(req),
+                        ErrorCode::AlreadyEnded,
+                        format!("invitation {id} ended: the server node that kept it is gone"),
+                    );
+                    self.send(device, &msg);
+                }
+                true
+            }
             Some(owner) if owner != c.node => {
+                if let Some(r) = reply_to {
+                    self.forwarded.entry(owner).or_default().insert(r);
+                }
+                let Some(c) = &self.cluster else {
+                    return false;
+                };
                 c.publish(
                     Target::Node(owner),
                     &Envelope::Drive {
@@ -1469,6 +1497,13 @@ impl Hub {
                 self.remote_device_gone(&user, device, cause, now);
             }
             Envelope::Deliver { device, msg } => {
+                if let ServerMessage::Ok { req: Some(r) }
+                | ServerMessage::Error { req: Some(r), .. } = &msg
+                {
+                    for set in self.forwarded.values_mut() {
+                        set.remove(&(device, *r));
+                    }
+                }
                 self.track_foreign(device, &msg);
                 self.send(device, &msg);
             }
@@ -1692,6 +1727,15 @@ impl Hub {
         }
         for (device, user) in n.devices {
             self.remote_device_gone(&user, device, GoneCause::ConnectionLost, now);
+        }
+        // Requests it never answered.
+        for (device, req) in self.forwarded.remove(&node).unwrap_or_default() {
+            let msg = ServerMessage::error(
+                Some(req),
+                ErrorCode::AlreadyEnded,
+                "the invitation ended: the server node that kept it is gone",
+            );
+            self.send(device, &msg);
         }
         let owned: Vec<InvitationId> = self
             .foreign

@@ -68,6 +68,18 @@ async fn start_server(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
+    chaos(false).await
+}
+
+/// The same on two nodes on a private redis-server, behind a round-robin
+/// proxy: callers and callees land on either node, resumes cross nodes, and
+/// the node restarted half-way is one of two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_across_two_nodes_every_invitation_ends_once_and_both_sides_agree() {
+    chaos(true).await
+}
+
+async fn chaos(cluster: bool) {
     let users = env("FAULT_USERS", 8) as usize;
     let seconds = env("FAULT_SECONDS", 6);
     let ring = Duration::from_secs(3);
@@ -79,15 +91,37 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
     config.logins_per_second = 1000;
     let grace = Duration::from_secs(1);
     config.resume_grace = grace;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("ws://127.0.0.1:{port}");
-    let (stop, server) = start_server(port, config.clone()).await;
-    // Clients reach the server through a proxy that cuts the network.
-    let proxy = Arc::new(common::Proxy::start(&url).await);
+    let redis = if cluster {
+        Some(common::Redis::start().await)
+    } else {
+        None
+    };
+    if let Some(r) = &redis {
+        let mut c = callinvite_server::cluster::ClusterConfig::new(&r.url);
+        c.heartbeat_every = Duration::from_millis(300);
+        c.node_timeout = Duration::from_millis(1500);
+        config.cluster = Some(c);
+    }
+    let ports: Vec<u16> = (0..if cluster { 2 } else { 1 })
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let mut servers = vec![];
+    for p in &ports {
+        servers.push(start_server(*p, config.clone()).await);
+    }
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("ws://127.0.0.1:{p}"))
+        .collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    // Clients reach the server(s) through a proxy that cuts the network.
+    let proxy = Arc::new(common::Proxy::start_many(&urls).await);
     let url = proxy.url.clone();
 
     let log: Arc<Mutex<Vec<Seen>>> = Default::default();
@@ -202,17 +236,22 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
             }
         }
     });
-    // Restart the server half-way through.
+    // Restart the (last) server half-way through.
     tokio::time::sleep(Duration::from_millis(seconds * 500)).await;
-    stop.cancel();
-    server.await.unwrap().unwrap();
-    let (stop, server) = start_server(port, config.clone()).await;
+    if let Some((stop, server)) = servers.pop() {
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+    let last = ports[ports.len() - 1];
+    servers.push(start_server(last, config.clone()).await);
     network.await.unwrap();
     for t in tasks {
         t.await.unwrap();
     }
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    for (stop, server) in servers {
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
 
     // ---- the invariants ----
     let log = log.lock().unwrap().clone();
@@ -369,7 +408,8 @@ async fn chaos_every_invitation_ends_once_and_both_sides_agree() {
     }
     let total_events = log.len();
     println!(
-        "fault test: {users} users, {seconds} s, 1 server restart, {} network cuts, 1 outage longer than the {grace:?} grace window, {} clients vanished; {resumed} sessions resumed, {expired} expired; {} invitations, {} callee deliveries, {} events; caller outcomes: {:?}",
+        "fault test: {users} users, {} node(s), {seconds} s, 1 server restart, {} network cuts, 1 outage longer than the {grace:?} grace window, {} clients vanished; {resumed} sessions resumed, {expired} expired; {} invitations, {} callee deliveries, {} events; caller outcomes: {:?}",
+        ports.len(),
         cuts.lock().unwrap(),
         drops.lock().unwrap(),
         sent_at.len(),

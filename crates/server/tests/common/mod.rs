@@ -311,8 +311,8 @@ pub struct Proxy {
     pub url: String,
     cut: std::sync::Arc<std::sync::Mutex<CancellationToken>>,
     blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// `host:port` new connections go to (a load balancer may change it).
-    target: std::sync::Arc<std::sync::Mutex<String>>,
+    /// `host:port`s new connections go to, in turn (a load balancer may change them).
+    target: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Connections made through the proxy so far.
     pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -320,9 +320,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy to the server at `url` (`ws://host:port`).
     pub async fn start(url: &str) -> Proxy {
+        Proxy::start_many(&[url]).await
+    }
+
+    /// A proxy that sends new connections to the servers in turn (round robin).
+    pub async fn start_many(urls: &[&str]) -> Proxy {
         use std::sync::atomic::Ordering;
         let target = std::sync::Arc::new(std::sync::Mutex::new(
-            url.trim_start_matches("ws://").to_owned(),
+            urls.iter()
+                .map(|u| u.trim_start_matches("ws://").to_owned())
+                .collect::<Vec<_>>(),
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -346,9 +353,12 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                accepted.fetch_add(1, Ordering::SeqCst);
+                let n = accepted.fetch_add(1, Ordering::SeqCst);
                 let token = cut.lock().expect("proxy lock").clone();
-                let target = target.lock().expect("proxy lock").clone();
+                let target = {
+                    let targets = target.lock().expect("proxy lock");
+                    targets[n % targets.len().max(1)].clone()
+                };
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&target).await else {
                         return;
@@ -372,7 +382,7 @@ impl Proxy {
 
     /// Sends new connections to the server at `url` from now on.
     pub fn retarget(&self, url: &str) {
-        *self.target.lock().expect("proxy lock") = url.trim_start_matches("ws://").to_owned();
+        *self.target.lock().expect("proxy lock") = vec![url.trim_start_matches("ws://").to_owned()];
     }
 
     /// While on, new connections are closed as soon as they arrive.
