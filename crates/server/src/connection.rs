@@ -41,12 +41,13 @@ pub(crate) async fn serve<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Small buffers: tungstenite's default read buffer is 128 KiB per connection,
-    // which would dominate the memory of an idle connection. Frames here are small.
+    // which would dominate the memory of an idle connection. Frames here are
+    // small; reads go in 1 KiB chunks (a larger frame takes a few reads).
     // The write buffer grows only as needed; 16 KiB lets a batch go out in one write.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes))
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024);
     let ws = match timeout(
         config.handshake_timeout,
@@ -333,7 +334,10 @@ impl Conn {
                 ))
                 .await;
             }
-            (ClientMessage::Login { req, user, token }, None) => self.login(req, user, token).await,
+            // Boxed: once per connection, and it keeps every idle connection's task small.
+            (ClientMessage::Login { req, user, token }, None) => {
+                Box::pin(self.login(req, user, token)).await
+            }
             (
                 ClientMessage::Resume {
                     req,
@@ -341,7 +345,7 @@ impl Conn {
                     last_seq,
                 },
                 None,
-            ) => self.resume(req, session, last_seq).await,
+            ) => Box::pin(self.resume(req, session, last_seq)).await,
             (msg, None) => {
                 self.reply(ServerMessage::error(
                     msg.req(),
