@@ -401,18 +401,27 @@ impl Conn {
             kill: self.kill.clone(),
             reply,
         };
-        if self.hub.send(cmd).await.is_err() {
-            return self
-                .reply(ServerMessage::error(
-                    req,
-                    ErrorCode::Rejected,
-                    "the server is shutting down",
-                ))
-                .await;
+        if !self.to_hub(cmd, req).await {
+            return;
         }
         if let Ok(Some(device)) = answer.await {
             self.session = Some((device, user));
         }
+    }
+
+    /// Hands a login or resume to the hub; when the hub is gone (the server
+    /// is shutting down), answers `rejected` instead.
+    async fn to_hub(&self, cmd: Command, req: Option<u64>) -> bool {
+        if self.hub.send(cmd).await.is_ok() {
+            return true;
+        }
+        self.reply(ServerMessage::error(
+            req,
+            ErrorCode::Rejected,
+            "the server is shutting down",
+        ))
+        .await;
+        false
     }
 
     async fn resume(&mut self, req: Option<u64>, session: String, last_seq: u64) {
@@ -426,14 +435,8 @@ impl Conn {
             kill: self.kill.clone(),
             reply,
         };
-        if self.hub.send(cmd).await.is_err() {
-            return self
-                .reply(ServerMessage::error(
-                    req,
-                    ErrorCode::Rejected,
-                    "the server is shutting down",
-                ))
-                .await;
+        if !self.to_hub(cmd, req).await {
+            return;
         }
         // A session on another node is answered through the cluster; a node
         // that died before noticing is not waited for long.

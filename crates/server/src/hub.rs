@@ -341,44 +341,49 @@ impl Hub {
                 }
             },
             Command::Request { device, conn, msg } => {
-                if !self.devices.contains_key(&device) {
-                    // The session lives on another node: hand the request over.
-                    if let Some(c) = &self.cluster {
-                        c.publish(
-                            Target::Node(crate::cluster::node_of(device)),
-                            &Envelope::FromConn {
-                                node: c.node,
-                                conn,
-                                device,
-                                msg,
-                            },
-                        );
-                    }
-                    return;
-                }
                 let me = self.me();
-                self.request_from(me, conn, device, msg, now);
+                if self.devices.contains_key(&device) {
+                    self.request_from(me, conn, device, msg, now);
+                } else {
+                    // The session lives on another node: hand the request over.
+                    let node = me;
+                    self.to_session_node(
+                        device,
+                        Envelope::FromConn {
+                            node,
+                            conn,
+                            device,
+                            msg,
+                        },
+                    );
+                }
             }
             Command::Cluster(envelope) => self.on_cluster(envelope, now),
             Command::Gone { device, conn, how } => {
-                if !self.devices.contains_key(&device) {
-                    self.remote_conns.remove(&conn);
-                    if let Some(c) = &self.cluster {
-                        c.publish(
-                            Target::Node(crate::cluster::node_of(device)),
-                            &Envelope::ConnGone {
-                                node: c.node,
-                                conn,
-                                device,
-                                how,
-                            },
-                        );
-                    }
-                    return;
-                }
                 let me = self.me();
-                self.conn_gone(me, conn, device, how, now);
+                if self.devices.contains_key(&device) {
+                    self.conn_gone(me, conn, device, how, now);
+                } else {
+                    self.remote_conns.remove(&conn);
+                    let node = me;
+                    self.to_session_node(
+                        device,
+                        Envelope::ConnGone {
+                            node,
+                            conn,
+                            device,
+                            how,
+                        },
+                    );
+                }
             }
+        }
+    }
+
+    /// Sends an envelope to the node that keeps `device`'s session.
+    fn to_session_node(&self, device: DeviceId, envelope: Envelope) {
+        if let Some(c) = &self.cluster {
+            c.publish(Target::Node(crate::cluster::node_of(device)), &envelope);
         }
     }
 
