@@ -322,6 +322,7 @@ function fillSettings(force = false) {
   settingsDirty = false;
   $("setting-busy-policy").value = s.busy_policy === "notify" ? "notify" : "auto_busy";
   $("setting-meeting-url").value = s.meeting_url_template ?? "";
+  $("setting-ca-file").value = s.ca_file ?? "";
   $("setting-share-lan").checked = Boolean(s.share_on_lan);
 }
 
@@ -444,6 +445,7 @@ async function saveSettings(event) {
   const form = {
     busy_policy: $("setting-busy-policy").value,
     meeting_url_template: $("setting-meeting-url").value,
+    ca_file: $("setting-ca-file").value,
     share_on_lan: $("setting-share-lan").checked,
   };
   const urlError = L.validateMeetingUrl(form.meeting_url_template);
@@ -556,7 +558,7 @@ async function init() {
       call: null,
       presence: {},
       history: [],
-      settings: { server: "embedded", token: "", share_on_lan: false, busy_policy: "auto_busy", meeting_url_template: "", last_user: "" },
+      settings: { server: "embedded", token: "", share_on_lan: false, busy_policy: "auto_busy", meeting_url_template: "", last_user: "", ca_file: "" },
       notifications_available: false,
       last_error: null,
     });

@@ -342,6 +342,7 @@ export function mergeSettings(current, form) {
     ...(current ?? {}),
     busy_policy: form.busy_policy === "notify" ? "notify" : "auto_busy",
     meeting_url_template: (form.meeting_url_template ?? "").trim(),
+    ca_file: (form.ca_file ?? "").trim(),
     share_on_lan: Boolean(form.share_on_lan),
   };
 }

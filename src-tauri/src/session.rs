@@ -189,6 +189,9 @@ async fn connect<R: Runtime>(
     if !settings.token.trim().is_empty() {
         login.token = Some(settings.token.trim().to_owned());
     }
+    if !settings.ca_file.trim().is_empty() {
+        login = login.ca_file(settings.ca_file.trim());
+    }
     let result = Client::login(login).await;
     let mut inner = state.inner.lock().await;
     inner.server_label = label;

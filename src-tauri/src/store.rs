@@ -34,6 +34,9 @@ pub struct Settings {
     pub meeting_url_template: String,
     /// The user id last signed in with (signs in again at start).
     pub last_user: String,
+    /// For wss:// servers with a private CA: a PEM file of CA certificates to
+    /// trust besides the system's. Empty: the system's roots only.
+    pub ca_file: String,
 }
 
 impl Default for Settings {
@@ -45,6 +48,7 @@ impl Default for Settings {
             busy_policy: BusyPolicy::AutoBusy,
             meeting_url_template: String::new(),
             last_user: String::new(),
+            ca_file: String::new(),
         }
     }
 }
@@ -56,6 +60,12 @@ impl Settings {
         if s != "embedded" && !(s.starts_with("ws://") || s.starts_with("wss://")) {
             return Err(format!(
                 "server must be \"embedded\" or a ws:// or wss:// URL, not {s:?}"
+            ));
+        }
+        let ca = self.ca_file.trim();
+        if !ca.is_empty() && !Path::new(ca).is_file() {
+            return Err(format!(
+                "the CA certificate file {ca:?} does not exist (give the full path of a PEM file, or leave it empty)"
             ));
         }
         let t = self.meeting_url_template.trim();

@@ -480,12 +480,12 @@ describe("mergeSettings", () => {
   };
   test("keeps the fields the form does not edit", () =>
     assert.deepEqual(
-      L.mergeSettings(current, { busy_policy: "notify", meeting_url_template: " https://m/{channel} ", share_on_lan: true }),
-      { ...current, busy_policy: "notify", meeting_url_template: "https://m/{channel}", share_on_lan: true },
+      L.mergeSettings(current, { busy_policy: "notify", meeting_url_template: " https://m/{channel} ", ca_file: " /etc/ca.pem ", share_on_lan: true }),
+      { ...current, busy_policy: "notify", meeting_url_template: "https://m/{channel}", ca_file: "/etc/ca.pem", share_on_lan: true },
     ));
   test("unknown policy → auto_busy; no current settings", () =>
     assert.deepEqual(L.mergeSettings(null, { busy_policy: "?" }), {
-      busy_policy: "auto_busy", meeting_url_template: "", share_on_lan: false,
+      busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false,
     }));
 });
 

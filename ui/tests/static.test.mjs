@@ -32,7 +32,7 @@ const REQUIRED = {
   "signin-url": "input", "signin-token": "input", "signin-submit": "button", "signin-error": null,
   "screen-home": "section", me: null, "connection-status": null, signout: "button", "dial-input": "input",
   "dial-content": "input", "dial-call": "button", contacts: "ul", "history-list": "ul", "history-clear": "button",
-  settings: "details", "setting-busy-policy": "select", "setting-meeting-url": "input", "setting-share-lan": "input",
+  settings: "details", "setting-busy-policy": "select", "setting-meeting-url": "input", "setting-ca-file": "input", "setting-share-lan": "input",
   "settings-save": "button",
   "screen-outgoing": "section", "outgoing-peer": null, "outgoing-status": null, "outgoing-elapsed": null,
   "outgoing-cancel": "button",
