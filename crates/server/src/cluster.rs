@@ -231,8 +231,8 @@ pub(crate) async fn join(
         source,
     };
     let client = redis::Client::open(config.redis_url.as_str()).map_err(err)?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
+    // Reconnects by itself when Redis comes back.
+    let mut conn = redis::aio::ConnectionManager::new(client.clone())
         .await
         .map_err(err)?;
     // Node numbers 1, 2, 3, … (0 is a server without a cluster), wrapping
@@ -281,27 +281,57 @@ pub(crate) async fn join(
             missed.push((user, calls));
         }
     }
-    let mut pubsub = client.get_async_pubsub().await.map_err(err)?;
-    pubsub.subscribe(ALL).await.map_err(err)?;
-    pubsub.subscribe(node_channel(node)).await.map_err(err)?;
+    let pubsub = subscribe(&client, node).await.map_err(err)?;
     info!(node, url = %config.redis_url, "joined the cluster");
 
+    // Receives for as long as the hub runs; when Redis goes away, subscribes
+    // again (with backoff) and has the hub say hello again, since whatever
+    // was said meanwhile is lost.
+    let url = config.redis_url.clone();
     tokio::spawn(async move {
-        let mut messages = pubsub.on_message();
-        while let Some(m) = messages.next().await {
-            let Ok(text) = m.get_payload::<String>() else {
-                continue;
+        let mut next = Some(pubsub);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let mut pubsub = match next.take() {
+                Some(p) => p,
+                None => match subscribe(&client, node).await {
+                    Ok(p) => {
+                        info!(node, %url, "subscribed to Redis again: rejoining the cluster");
+                        delay = Duration::from_millis(100);
+                        if hub.send(Command::ClusterRejoined).await.is_err() {
+                            return;
+                        }
+                        p
+                    }
+                    Err(e) => {
+                        debug!(node, error = %e, "Redis still unreachable");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
             };
-            match serde_json::from_str::<Envelope>(&text) {
-                Ok(envelope) => {
-                    if hub.send(Command::Cluster(envelope)).await.is_err() {
-                        break;
+            let mut messages = pubsub.on_message();
+            while let Some(m) = messages.next().await {
+                let Ok(text) = m.get_payload::<String>() else {
+                    continue;
+                };
+                match serde_json::from_str::<Envelope>(&text) {
+                    Ok(envelope) => {
+                        if hub.send(Command::Cluster(envelope)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "ignoring a cluster message this node cannot read")
                     }
                 }
-                Err(e) => warn!(error = %e, "ignoring a cluster message this node cannot read"),
             }
+            if hub.is_closed() {
+                return;
+            }
+            warn!(node, %url, "lost the Redis subscription: other nodes are out of reach until it is back");
         }
-        debug!(node, "cluster subscription ended");
     });
 
     let (out, mut rx) = mpsc::unbounded_channel::<Out>();
@@ -348,6 +378,13 @@ pub(crate) async fn join(
         }
     });
     Ok((Cluster { node, config, out }, missed))
+}
+
+async fn subscribe(client: &redis::Client, node: u32) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(ALL).await?;
+    pubsub.subscribe(node_channel(node)).await?;
+    Ok(pubsub)
 }
 
 /// The node a device is connected to (its id's top bits; 0 without a cluster).

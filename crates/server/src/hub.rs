@@ -133,6 +133,8 @@ pub(crate) enum Command {
     },
     /// Another node said something.
     Cluster(Envelope),
+    /// The node's Redis subscription is back after an outage.
+    ClusterRejoined,
 }
 
 /// A logged-in session ("device"), attached to a connection or waiting for a resume.
@@ -359,6 +361,7 @@ impl Hub {
                 }
             }
             Command::Cluster(envelope) => self.on_cluster(envelope, now),
+            Command::ClusterRejoined => self.rejoin(),
             Command::Gone { device, conn, how } => {
                 let me = self.me();
                 if self.devices.contains_key(&device) {
@@ -1600,6 +1603,26 @@ impl Hub {
             | Envelope::DeviceOffline { .. }
             | Envelope::Missed { .. }
             | Envelope::MissedCleared { .. } => {}
+        }
+    }
+
+    /// After a Redis outage: the other nodes may have given this one up, and
+    /// this one them. Say hello (they answer with their devices) and tell
+    /// everyone this node's devices again.
+    fn rejoin(&self) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        c.publish(Target::All, &Envelope::Hello { from: c.node });
+        for (device, d) in &self.devices {
+            c.publish(
+                Target::All,
+                &Envelope::DeviceOnline {
+                    from: c.node,
+                    user: d.user.clone(),
+                    device: *device,
+                },
+            );
         }
     }
 

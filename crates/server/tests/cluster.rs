@@ -445,3 +445,42 @@ async fn a_session_resumes_on_another_node_behind_a_load_balancer() {
     assert!(!std::iter::from_fn(|| ae.try_next())
         .any(|e| matches!(e, Event::PresenceChanged { online: false, .. })));
 }
+
+#[tokio::test]
+async fn the_cluster_heals_after_redis_restarts() {
+    let mut redis = Redis::start().await;
+    let a = start_node(&redis, Config::default()).await;
+    let b = start_node(&redis, Config::default()).await;
+    let (alice, mut ae) = login_at(&a, "alice").await;
+    alice.subscribe_presence(&["bob"]).await.unwrap();
+    let (bob, mut be) = login_at(&b, "bob").await;
+    assert_eq!(
+        until(&mut ae, "presence_changed").await,
+        Event::PresenceChanged {
+            user: "bob".into(),
+            online: true
+        }
+    );
+    // Redis is down for longer than the node timeout: each node gives the other up.
+    redis.restart(Duration::from_millis(2500)).await;
+    assert_eq!(
+        until(&mut ae, "presence_changed").await,
+        Event::PresenceChanged {
+            user: "bob".into(),
+            online: false
+        }
+    );
+    // Once it is back, the nodes find each other again, with no restart.
+    assert_eq!(
+        until(&mut ae, "presence_changed").await,
+        Event::PresenceChanged {
+            user: "bob".into(),
+            online: true
+        }
+    );
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    until(&mut be, "remote_invitation_received").await;
+    bob.accept_remote_invitation(&id, "").await.unwrap();
+    until(&mut ae, "local_invitation_accepted").await;
+}

@@ -394,6 +394,7 @@ impl Proxy {
 /// A private `redis-server` on a free loopback port, stopped on drop.
 pub struct Redis {
     pub url: String,
+    port: u16,
     child: std::process::Child,
 }
 
@@ -404,6 +405,20 @@ impl Redis {
             .local_addr()
             .expect("addr")
             .port();
+        Redis::start_on(port).await
+    }
+
+    /// Stops it (as a crash would) and starts a fresh one on the same port.
+    pub async fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tokio::time::sleep(down_for).await;
+        let fresh = Redis::start_on(self.port).await;
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old); // its process is already gone
+    }
+
+    async fn start_on(port: u16) -> Redis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -414,6 +429,7 @@ impl Redis {
             if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 return Redis {
                     url: format!("redis://127.0.0.1:{port}"),
+                    port,
                     child,
                 };
             }
