@@ -180,6 +180,39 @@ enum Out {
     },
 }
 
+/// What a hub needs from the rest of the service: a number, a way to reach
+/// the other nodes, and a durable place for missed calls. Two implementations:
+/// [`SingleNode`] (nothing to reach; the default and the app's embedded
+/// server) and [`Cluster`] (Redis).
+pub(crate) trait Bus: Send {
+    /// This node's number; 0 on a single node.
+    fn node(&self) -> u32;
+    /// Whether there are other nodes at all.
+    fn clustered(&self) -> bool {
+        self.node() != 0
+    }
+    /// Sends an envelope to one node or to all.
+    fn publish(&self, target: Target, envelope: &Envelope);
+    /// Keeps a user's missed calls where every node finds them.
+    fn store_missed(&self, user: &UserId, calls: &[MissedCall], ttl: Duration);
+    /// How often to say "alive", and after how long a silent node is dead.
+    fn liveness(&self) -> Option<(Duration, Duration)>;
+}
+
+/// The one and only node: nothing to tell anyone.
+pub(crate) struct SingleNode;
+
+impl Bus for SingleNode {
+    fn node(&self) -> u32 {
+        0
+    }
+    fn publish(&self, _: Target, _: &Envelope) {}
+    fn store_missed(&self, _: &UserId, _: &[MissedCall], _: Duration) {}
+    fn liveness(&self) -> Option<(Duration, Duration)> {
+        None
+    }
+}
+
 /// This node's handle on the cluster: its number, and the queue of the task
 /// that writes to Redis in order.
 pub(crate) struct Cluster {
@@ -188,8 +221,16 @@ pub(crate) struct Cluster {
     out: mpsc::UnboundedSender<Out>,
 }
 
-impl Cluster {
-    pub(crate) fn publish(&self, target: Target, envelope: &Envelope) {
+impl Bus for Cluster {
+    fn node(&self) -> u32 {
+        self.node
+    }
+
+    fn liveness(&self) -> Option<(Duration, Duration)> {
+        Some((self.config.heartbeat_every, self.config.node_timeout))
+    }
+
+    fn publish(&self, target: Target, envelope: &Envelope) {
         match serde_json::to_string(envelope) {
             Ok(text) => {
                 let _ = self.out.send(Out::Publish(target, text));
@@ -199,7 +240,7 @@ impl Cluster {
     }
 
     /// Saves a user's missed calls in Redis (the cluster's durable copy).
-    pub(crate) fn store_missed(&self, user: &UserId, calls: &[MissedCall], ttl: Duration) {
+    fn store_missed(&self, user: &UserId, calls: &[MissedCall], ttl: Duration) {
         let calls = if calls.is_empty() {
             String::new()
         } else {

@@ -57,18 +57,18 @@ pub async fn run(
     let (hub_tx, hub_rx) = mpsc::channel(4096);
     let mut missed =
         missed::MissedCalls::open(config.missed.clone()).map_err(std::io::Error::other)?;
-    let cluster = match &config.cluster {
+    let bus: Box<dyn cluster::Bus> = match &config.cluster {
         Some(c) => {
             let (cluster, snapshot) = cluster::join(c.clone(), hub_tx.clone())
                 .await
                 .map_err(std::io::Error::other)?;
             missed.seed(snapshot);
-            Some(cluster)
+            Box::new(cluster)
         }
-        None => None,
+        None => Box::new(cluster::SingleNode),
     };
     let hub = tokio::spawn(hub::run(
-        hub::Hub::new((*config).clone(), missed, cluster),
+        hub::Hub::new((*config).clone(), missed, bus),
         hub_rx,
         shutdown.clone(),
     ));

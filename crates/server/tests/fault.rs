@@ -205,7 +205,8 @@ async fn chaos(cluster: bool) {
                     let _ = client.logout().await;
                 }
                 // Whatever the client reports at the end of the session is part of the record.
-                while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+                // A client may still be resuming (up to its give-up time, heartbeat + grace).
+                while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(20), events.next()).await {
                     log.lock().unwrap().push(Seen { session: (u, session), at: Instant::now(), event });
                 }
                 tokio::time::sleep(Duration::from_millis(rng.below(300))).await;

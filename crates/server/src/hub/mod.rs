@@ -34,7 +34,12 @@ use callinvite_protocol::{
     ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId,
 };
 
-use crate::cluster::{owner_of, Cluster, Envelope, Target};
+mod nodes;
+mod sessions;
+
+use nodes::{Foreign, RemoteNode};
+
+use crate::cluster::{owner_of, Bus, Envelope, Target};
 use crate::config::Config;
 use crate::missed::MissedCalls;
 
@@ -156,22 +161,6 @@ struct Device {
     subscriptions: HashSet<UserId>,
 }
 
-/// Another node of the cluster.
-struct RemoteNode {
-    last_heard: Instant,
-    /// Its logged-in devices.
-    devices: HashMap<DeviceId, UserId>,
-}
-
-/// An invitation owned by another node that devices here take part in, so
-/// they can be told if that node dies.
-#[derive(Default)]
-struct Foreign {
-    devices: HashSet<DeviceId>,
-    /// Devices in the call (or whose accept is on its way).
-    in_call: HashSet<DeviceId>,
-}
-
 pub(crate) struct Hub {
     config: Config,
     next_device: u64,
@@ -196,8 +185,8 @@ pub(crate) struct Hub {
     detached: BTreeSet<(Instant, DeviceId)>,
     /// Calls users missed while offline.
     missed: MissedCalls,
-    /// The cluster, when there is one; `None` is a single node.
-    cluster: Option<Cluster>,
+    /// The other nodes: [`crate::cluster::SingleNode`] (none) or a cluster on Redis.
+    bus: Box<dyn Bus>,
     /// The other nodes, by number.
     nodes: HashMap<u32, RemoteNode>,
     /// Devices (here or on other nodes) taking part in invitations owned
@@ -226,13 +215,18 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let beat = hub
-        .cluster
-        .as_ref()
-        .map_or(Duration::from_secs(3600), |c| c.config.heartbeat_every);
+        .bus
+        .liveness()
+        .map_or(Duration::from_secs(3600), |(every, _)| every);
     let mut heartbeat = tokio::time::interval(beat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    if let Some(c) = &hub.cluster {
-        c.publish(Target::All, &Envelope::Hello { from: c.node });
+    if hub.bus.clustered() {
+        hub.bus.publish(
+            Target::All,
+            &Envelope::Hello {
+                from: hub.bus.node(),
+            },
+        );
     }
     loop {
         let next = match (hub.timers.first(), hub.detached.first()) {
@@ -257,7 +251,7 @@ pub(crate) async fn run(
                 None => break,
             },
             _ = sleep_until(next) => hub.fire_timers(now()),
-            _ = heartbeat.tick(), if hub.cluster.is_some() => hub.cluster_tick(now()),
+            _ = heartbeat.tick(), if hub.bus.clustered() => hub.cluster_tick(now()),
         }
     }
     hub.missed.close().await;
@@ -284,12 +278,14 @@ fn parse_users(users: &[String]) -> Result<Vec<UserId>, (ErrorCode, String)> {
 }
 
 impl Hub {
-    pub(crate) fn new(config: Config, missed: MissedCalls, cluster: Option<Cluster>) -> Self {
+    pub(crate) fn new(config: Config, missed: MissedCalls, bus: Box<dyn Bus>) -> Self {
         Hub {
             config,
-            next_device: cluster
-                .as_ref()
-                .map_or(1, |c| crate::cluster::first_device(c.node)),
+            next_device: if bus.clustered() {
+                crate::cluster::first_device(bus.node())
+            } else {
+                1
+            },
             devices: HashMap::new(),
             users: HashMap::new(),
             records: HashMap::new(),
@@ -302,7 +298,7 @@ impl Hub {
             sessions: HashMap::new(),
             detached: BTreeSet::new(),
             missed,
-            cluster,
+            bus,
             nodes: HashMap::new(),
             involved: HashMap::new(),
             foreign: HashMap::new(),
@@ -383,93 +379,9 @@ impl Hub {
         }
     }
 
-    /// Sends an envelope to the node that keeps `device`'s session.
-    fn to_session_node(&self, device: DeviceId, envelope: Envelope) {
-        if let Some(c) = &self.cluster {
-            c.publish(Target::Node(crate::cluster::node_of(device)), &envelope);
-        }
-    }
-
     /// This node's number (0 without a cluster).
     fn me(&self) -> u32 {
-        self.cluster.as_ref().map_or(0, |c| c.node)
-    }
-
-    /// A request from connection `conn` on `node` for `device` (whose session is here).
-    fn request_from(
-        &mut self,
-        node: u32,
-        conn: u64,
-        device: DeviceId,
-        msg: ClientMessage,
-        now: Instant,
-    ) {
-        if !self.attached(device, node, conn) {
-            // A connection that lost its session to a resume elsewhere.
-            return;
-        }
-        let req = msg.req();
-        if let (Some(r), Some(d)) = (req, self.devices.get_mut(&device)) {
-            d.last_ref = d.last_ref.max(r);
-        }
-        if let Err((code, message)) = self.request(device, msg, now) {
-            self.send(device, &ServerMessage::error(req, code, message));
-        }
-    }
-
-    /// Connection `conn` on `node` of `device` (whose session is here) ended.
-    fn conn_gone(&mut self, node: u32, conn: u64, device: DeviceId, how: Departure, now: Instant) {
-        if !self.attached(device, node, conn) {
-            return;
-        }
-        match how {
-            Departure::Lost if !self.config.resume_grace.is_zero() => self.detach(device, now),
-            Departure::Logout => self.gone(device, GoneCause::Logout, now),
-            _ => self.gone(device, GoneCause::ConnectionLost, now),
-        }
-    }
-
-    /// Whether `device` is attached to connection `conn` on `node`.
-    fn attached(&self, device: DeviceId, node: u32, conn: u64) -> bool {
-        self.devices
-            .get(&device)
-            .and_then(|d| d.link.as_ref())
-            .is_some_and(|l| l.conn == conn && l.node == node)
-    }
-
-    /// Queues a frame for a link's connection; false if its queue is full.
-    fn put(&self, link: &Link, frame: Outbound) -> bool {
-        match &link.via {
-            Via::Local { out, .. } => {
-                !matches!(out.try_send(frame), Err(mpsc::error::TrySendError::Full(_)))
-            }
-            Via::Remote => {
-                if let Some(c) = &self.cluster {
-                    let frame = match frame {
-                        Outbound::Text(t) => crate::cluster::Frame::Text(t.as_str().to_owned()),
-                        Outbound::Close(code, _) => crate::cluster::Frame::Close(code),
-                    };
-                    c.publish(
-                        Target::Node(link.node),
-                        &Envelope::ToConn {
-                            conn: link.conn,
-                            frame,
-                        },
-                    );
-                }
-                true
-            }
-        }
-    }
-
-    /// Makes a link's connection close itself as too slow.
-    fn kill(&self, link: &Link) {
-        match &link.via {
-            Via::Local { kill, .. } => kill.cancel(),
-            Via::Remote => {
-                self.put(link, Outbound::Close(CLOSE_POLICY, ""));
-            }
-        }
+        self.bus.node()
     }
 
     /// Sends one message of the device's session: numbered, kept until seen
@@ -479,17 +391,15 @@ impl Hub {
         let limit = self.config.resume_buffer;
         let Some(d) = self.devices.get_mut(&device) else {
             // A device on another node: its node delivers it.
-            if let Some(c) = &self.cluster {
-                let node = crate::cluster::node_of(device);
-                if node != c.node {
-                    c.publish(
-                        Target::Node(node),
-                        &Envelope::Deliver {
-                            device,
-                            msg: msg.clone(),
-                        },
-                    );
-                }
+            let node = crate::cluster::node_of(device);
+            if node != self.bus.node() {
+                self.bus.publish(
+                    Target::Node(node),
+                    &Envelope::Deliver {
+                        device,
+                        msg: msg.clone(),
+                    },
+                );
             }
             return;
         };
@@ -513,157 +423,6 @@ impl Hub {
             warn!(%device, user = %d.user, "outbound queue full: closing the connection as too slow");
             self.kill(link);
         }
-    }
-
-    /// The connection of `device` dropped: keep the session for the grace window.
-    fn detach(&mut self, device: DeviceId, now: Instant) {
-        let until = now + self.config.resume_grace;
-        let Some(d) = self.devices.get_mut(&device) else {
-            return;
-        };
-        d.link = None;
-        d.detached_until = Some(until);
-        self.detached.insert((until, device));
-        info!(user = %d.user, %device, grace = ?self.config.resume_grace, unseen = d.outbox.len(), "connection lost: session kept for a resume");
-    }
-
-    /// A `resume` on a connection here: the session is here, or on the node
-    /// its secret names (then that node answers through the cluster).
-    #[allow(clippy::too_many_arguments)]
-    fn resume_here(
-        &mut self,
-        session: String,
-        last_seq: u64,
-        req: Option<u64>,
-        conn: u64,
-        out: mpsc::Sender<Outbound>,
-        kill: CancellationToken,
-        now: Instant,
-    ) -> Option<Option<(DeviceId, UserId)>> {
-        let me = self.me();
-        let home = session
-            .strip_prefix('n')
-            .and_then(|r| r.split_once('.'))
-            .and_then(|(n, _)| n.parse::<u32>().ok());
-        match (&self.cluster, home) {
-            (Some(c), Some(home)) if home != me && self.nodes.contains_key(&home) => {
-                info!(
-                    home,
-                    conn, "resume of a session that lives on another node: asking it"
-                );
-                self.remote_conns.insert(conn, (out, kill, home));
-                c.publish(
-                    Target::Node(home),
-                    &Envelope::ResumeVia {
-                        node: me,
-                        conn,
-                        session,
-                        last_seq,
-                        req,
-                    },
-                );
-                // Answered when that node replies (or the connection gives up).
-                None
-            }
-            _ => {
-                let link = Link {
-                    node: me,
-                    conn,
-                    via: Via::Local { out, kill },
-                };
-                Some(self.resume(&session, last_seq, req, link, now))
-            }
-        }
-    }
-
-    fn resume(
-        &mut self,
-        session: &str,
-        last_seq: u64,
-        req: Option<u64>,
-        link: Link,
-        now: Instant,
-    ) -> Option<(DeviceId, UserId)> {
-        let refuse = |hub: &Hub, link: &Link, code, message: String| {
-            let msg = ServerMessage::error(req, code, message);
-            hub.put(link, Outbound::Text(encode(&msg).into()));
-            None
-        };
-        let Some(&device) = self.sessions.get(session) else {
-            self.config.metrics.login("resume_session_expired");
-            return refuse(
-                self,
-                &link,
-                ErrorCode::SessionExpired,
-                "no such session here (its grace window passed, it logged out, or the server restarted); log in again".into(),
-            );
-        };
-        let d = &self.devices[&device];
-        if last_seq > d.seq {
-            self.config.metrics.login("resume_invalid");
-            return refuse(
-                self,
-                &link,
-                ErrorCode::InvalidArgument,
-                format!("last_seq {last_seq} is ahead of this session's {}", d.seq),
-            );
-        }
-        let oldest = d.outbox.front().map_or(d.seq + 1, |(s, _)| *s);
-        if last_seq + 1 < oldest {
-            // Messages it never saw are gone from the outbox: it cannot catch up.
-            let missed = oldest - last_seq - 1;
-            info!(user = %d.user, %device, missed, "resume refused: too far behind; the session ends");
-            self.config.metrics.login("resume_too_far_behind");
-            self.gone(device, GoneCause::ConnectionLost, now);
-            return refuse(
-                self,
-                &link,
-                ErrorCode::SessionExpired,
-                format!("{missed} messages of this session are no longer kept; log in again"),
-            );
-        }
-        let Some(d) = self.devices.get_mut(&device) else {
-            return None;
-        };
-        let old = d.link.take();
-        if let Some(until) = d.detached_until.take() {
-            self.detached.remove(&(until, device));
-        }
-        while d.outbox.front().is_some_and(|(s, _)| *s <= last_seq) {
-            d.outbox.pop_front();
-        }
-        if let Some(old) = old {
-            info!(%device, "session resumed on a new connection: closing the old one");
-            if !self.put(
-                &old,
-                Outbound::Close(CLOSE_TAKEN_OVER, close_reason(CLOSE_TAKEN_OVER)),
-            ) {
-                self.kill(&old);
-            }
-        }
-        let d = &self.devices[&device];
-        let resumed = ServerMessage::Resumed {
-            req,
-            device_id: device,
-            last_ref: d.last_ref,
-            seq: d.seq,
-        };
-        self.put(&link, Outbound::Text(encode(&resumed).into()));
-        let replay = d.outbox.len();
-        for (_, text) in &d.outbox {
-            if !self.put(&link, Outbound::Text(text.clone())) {
-                self.kill(&link);
-                break;
-            }
-        }
-        info!(user = %d.user, %device, last_seq, replay, via_node = link.node, "session resumed");
-        let Some(d) = self.devices.get_mut(&device) else {
-            return None;
-        };
-        self.config.metrics.login("resumed");
-        let user = d.user.clone();
-        d.link = Some(link);
-        Some((device, user))
     }
 
     fn login(
@@ -746,9 +505,10 @@ impl Hub {
         let device = DeviceId(self.next_device);
         self.next_device += 1;
         // In a cluster the secret names its node, so a resume on another node finds it.
-        let session = match &self.cluster {
-            Some(c) => format!("n{}.{}", c.node, uuid::Uuid::new_v4().simple()),
-            None => uuid::Uuid::new_v4().simple().to_string(),
+        let session = if self.bus.clustered() {
+            format!("n{}.{}", self.bus.node(), uuid::Uuid::new_v4().simple())
+        } else {
+            uuid::Uuid::new_v4().simple().to_string()
         };
         // login_ok is about this connection, so it is sent before the session's numbered messages.
         let t = &self.config.timeouts;
@@ -802,16 +562,14 @@ impl Hub {
         if came_online {
             self.notify_presence(&user, true);
         }
-        if let Some(c) = &self.cluster {
-            c.publish(
-                Target::All,
-                &Envelope::DeviceOnline {
-                    from: c.node,
-                    user: user.clone(),
-                    device,
-                },
-            );
-        }
+        self.bus.publish(
+            Target::All,
+            &Envelope::DeviceOnline {
+                from: self.bus.node(),
+                user: user.clone(),
+                device,
+            },
+        );
         let missed = self.missed.of(&user);
         if !missed.is_empty() {
             self.send(device, &ServerMessage::MissedCalls { calls: missed });
@@ -851,21 +609,19 @@ impl Hub {
                 invitation_ids,
             } => {
                 self.missed.clear(&party.user, &invitation_ids);
-                if let Some(c) = &self.cluster {
-                    c.store_missed(
-                        &party.user,
-                        &self.missed.of(&party.user),
-                        self.config.missed.max_age,
-                    );
-                    c.publish(
-                        Target::All,
-                        &Envelope::MissedCleared {
-                            from: c.node,
-                            user: party.user.clone(),
-                            ids: invitation_ids,
-                        },
-                    );
-                }
+                self.bus.store_missed(
+                    &party.user,
+                    &self.missed.of(&party.user),
+                    self.config.missed.max_age,
+                );
+                self.bus.publish(
+                    Target::All,
+                    &Envelope::MissedCleared {
+                        from: self.bus.node(),
+                        user: party.user.clone(),
+                        ids: invitation_ids,
+                    },
+                );
                 self.send(device, &ServerMessage::Ok { req: Some(req) });
                 Ok(())
             }
@@ -907,10 +663,11 @@ impl Hub {
                         format!("you already have {ringing} invitations ringing (the limit); cancel one or wait"),
                     ));
                 }
-                let id = match &self.cluster {
+                let id = if self.bus.clustered() {
                     // The id names the node that owns it.
-                    Some(c) => InvitationId(format!("n{}.{}", c.node, uuid::Uuid::new_v4())),
-                    None => InvitationId(uuid::Uuid::new_v4().to_string()),
+                    InvitationId(format!("n{}.{}", self.bus.node(), uuid::Uuid::new_v4()))
+                } else {
+                    InvitationId(uuid::Uuid::new_v4().to_string())
                 };
                 let online: Vec<DeviceId> = self.users.get(&callee).cloned().unwrap_or_default();
                 info!(invitation = %id, caller = %party.user, %device, %callee, callee_devices = online.len(), "invitation sent");
@@ -1094,8 +851,8 @@ impl Hub {
             | Input::Hangup { from, req } => Some((from.device, *req)),
             _ => None,
         };
-        if let (Input::Accept { from, .. }, Some(c)) = (&input, &self.cluster) {
-            if owner_of(id).is_some_and(|n| n != c.node) {
+        if let Input::Accept { from, .. } = &input {
+            if self.bus.clustered() && owner_of(id).is_some_and(|n| n != self.bus.node()) {
                 // If that node dies, this device may already be in the call.
                 self.foreign
                     .entry(id.clone())
@@ -1112,52 +869,6 @@ impl Hub {
         }
         self.drive(id, input, now);
         Ok(())
-    }
-
-    /// Sends an input to the node that owns the invitation, if that is
-    /// another node. Returns whether it did.
-    fn forward(
-        &mut self,
-        id: &InvitationId,
-        input: &Input,
-        reply_to: Option<(DeviceId, u64)>,
-    ) -> bool {
-        let Some(c) = &self.cluster else {
-            return false;
-        };
-        match owner_of(id) {
-            Some(owner) if owner != c.node && !self.nodes.contains_key(&owner) => {
-                // Its node is gone, and the invitation with it (its devices
-                // here were told `server_shutdown`).
-                if let Some((device, req)) = reply_to {
-                    let msg = ServerMessage::error(
-                        Some(req),
-                        ErrorCode::AlreadyEnded,
-                        format!("invitation {id} ended: the server node that kept it is gone"),
-                    );
-                    self.send(device, &msg);
-                }
-                true
-            }
-            Some(owner) if owner != c.node => {
-                if let Some(r) = reply_to {
-                    self.forwarded.entry(owner).or_default().insert(r);
-                }
-                let Some(c) = &self.cluster else {
-                    return false;
-                };
-                c.publish(
-                    Target::Node(owner),
-                    &Envelope::Drive {
-                        id: id.clone(),
-                        input: input.clone(),
-                        reply_to,
-                    },
-                );
-                true
-            }
-            _ => false,
-        }
     }
 
     fn drive(&mut self, id: &InvitationId, input: Input, now: Instant) {
@@ -1226,24 +937,20 @@ impl Hub {
                     reason,
                 };
                 let callee = record.callee().clone();
-                if let Some(c) = &self.cluster {
-                    c.publish(
-                        Target::All,
-                        &Envelope::Missed {
-                            from: c.node,
-                            user: callee.clone(),
-                            call: call.clone(),
-                        },
-                    );
-                }
+                self.bus.publish(
+                    Target::All,
+                    &Envelope::Missed {
+                        from: self.bus.node(),
+                        user: callee.clone(),
+                        call: call.clone(),
+                    },
+                );
                 self.missed.record(&callee, call);
-                if let Some(c) = &self.cluster {
-                    c.store_missed(
-                        &callee,
-                        &self.missed.of(&callee),
-                        self.config.missed.max_age,
-                    );
-                }
+                self.bus.store_missed(
+                    &callee,
+                    &self.missed.of(&callee),
+                    self.config.missed.max_age,
+                );
             }
         }
         let Some(record) = self.records.get(id) else {
@@ -1306,9 +1013,12 @@ impl Hub {
         for id in ids {
             self.drive(&id, Input::Shutdown, now);
         }
-        if let Some(c) = &self.cluster {
-            c.publish(Target::All, &Envelope::Bye { from: c.node });
-        }
+        self.bus.publish(
+            Target::All,
+            &Envelope::Bye {
+                from: self.bus.node(),
+            },
+        );
         let bye = ServerMessage::GoingAway {
             reason: "the server is shutting down".into(),
         };
@@ -1403,17 +1113,15 @@ impl Hub {
         if went_offline {
             self.users.remove(&d.user);
         }
-        if let Some(c) = &self.cluster {
-            c.publish(
-                Target::All,
-                &Envelope::DeviceOffline {
-                    from: c.node,
-                    user: d.user.clone(),
-                    device,
-                    cause,
-                },
-            );
-        }
+        self.bus.publish(
+            Target::All,
+            &Envelope::DeviceOffline {
+                from: self.bus.node(),
+                user: d.user.clone(),
+                device,
+                cause,
+            },
+        );
         self.device_left(device, cause, now);
         // Invitations of other nodes it took part in: their nodes hear of it
         // from the DeviceOffline above.
@@ -1433,369 +1141,6 @@ impl Hub {
         if let Some(ids) = self.involved.remove(&device) {
             for id in ids {
                 self.drive(&id, Input::DeviceGone { device, cause }, now);
-            }
-        }
-    }
-
-    // ---- the cluster ----
-
-    fn on_cluster(&mut self, envelope: Envelope, now: Instant) {
-        let me = self.cluster.as_ref().map_or(0, |c| c.node);
-        match envelope {
-            Envelope::Hello { from } if from != me => {
-                info!(node = from, "a node joined the cluster");
-                self.heard(from, now);
-                // Tell it who is online here.
-                let mine: Vec<(UserId, DeviceId)> = self
-                    .devices
-                    .iter()
-                    .map(|(id, d)| (d.user.clone(), *id))
-                    .collect();
-                if let Some(c) = &self.cluster {
-                    for (user, device) in mine {
-                        c.publish(
-                            Target::Node(from),
-                            &Envelope::DeviceOnline {
-                                from: me,
-                                user,
-                                device,
-                            },
-                        );
-                    }
-                }
-            }
-            Envelope::Heartbeat { from } if from != me => self.heard(from, now),
-            Envelope::Bye { from } if from != me => {
-                info!(node = from, "a node left the cluster");
-                self.node_gone(from, now);
-            }
-            Envelope::DeviceOnline { from, user, device } if from != me => {
-                self.heard(from, now);
-                if let Some(n) = self.nodes.get_mut(&from) {
-                    n.devices.insert(device, user.clone());
-                }
-                let devices = self.users.entry(user.clone()).or_default();
-                if devices.contains(&device) {
-                    return;
-                }
-                let came_online = devices.is_empty();
-                devices.push(device);
-                if came_online {
-                    self.notify_presence(&user, true);
-                }
-                // Invitations owned here that are ringing for this user ring there too.
-                let pending: Vec<InvitationId> = self
-                    .ringing_for
-                    .get(&user)
-                    .map(|s| s.iter().cloned().collect())
-                    .unwrap_or_default();
-                for id in pending {
-                    self.drive(&id, Input::CalleeDeviceOnline(device), now);
-                }
-            }
-            Envelope::DeviceOffline {
-                from,
-                user,
-                device,
-                cause,
-            } if from != me => {
-                if let Some(n) = self.nodes.get_mut(&from) {
-                    n.devices.remove(&device);
-                }
-                self.remote_device_gone(&user, device, cause, now);
-            }
-            Envelope::Deliver { device, msg } => {
-                if let ServerMessage::Ok { req: Some(r) }
-                | ServerMessage::Error { req: Some(r), .. } = &msg
-                {
-                    for set in self.forwarded.values_mut() {
-                        set.remove(&(device, *r));
-                    }
-                }
-                self.track_foreign(device, &msg);
-                self.send(device, &msg);
-            }
-            Envelope::Drive {
-                id,
-                input,
-                reply_to,
-            } => {
-                if self.records.contains_key(&id) {
-                    self.drive(&id, input, now);
-                } else if let Some((device, req)) = reply_to {
-                    let msg = ServerMessage::error(
-                        Some(req),
-                        ErrorCode::NotFound,
-                        format!("no invitation {id} for you"),
-                    );
-                    self.send(device, &msg);
-                }
-            }
-            Envelope::ResumeVia {
-                node,
-                conn,
-                session,
-                last_seq,
-                req,
-            } => {
-                let link = Link {
-                    node,
-                    conn,
-                    via: Via::Remote,
-                };
-                let answer = self.resume(&session, last_seq, req, link, now);
-                if let Some(c) = &self.cluster {
-                    c.publish(Target::Node(node), &Envelope::ResumeAnswer { conn, answer });
-                }
-            }
-            Envelope::ResumeAnswer { conn, answer } => {
-                if answer.is_none() {
-                    self.remote_conns.remove(&conn);
-                }
-                if let Some(reply) = self.pending_resumes.remove(&conn) {
-                    let _ = reply.send(answer);
-                }
-            }
-            Envelope::ToConn { conn, frame } => {
-                if let Some((out, kill, _)) = self.remote_conns.get(&conn) {
-                    let frame = match frame {
-                        crate::cluster::Frame::Text(t) => Outbound::Text(t.into()),
-                        crate::cluster::Frame::Close(code) => {
-                            Outbound::Close(code, close_reason(code))
-                        }
-                    };
-                    match out.try_send(frame) {
-                        Err(mpsc::error::TrySendError::Full(_)) => kill.cancel(),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.remote_conns.remove(&conn);
-                        }
-                        Ok(()) => {}
-                    }
-                }
-            }
-            Envelope::FromConn {
-                node,
-                conn,
-                device,
-                msg,
-            } => {
-                if self.devices.contains_key(&device) {
-                    self.request_from(node, conn, device, msg, now);
-                }
-            }
-            Envelope::ConnGone {
-                node,
-                conn,
-                device,
-                how,
-            } => self.conn_gone(node, conn, device, how, now),
-            Envelope::Missed { from, user, call } if from != me => {
-                self.missed.remember(&user, call)
-            }
-            Envelope::MissedCleared { from, user, ids } if from != me => {
-                self.missed.clear(&user, &ids)
-            }
-            // Our own broadcasts, back from Redis.
-            Envelope::Hello { .. }
-            | Envelope::Heartbeat { .. }
-            | Envelope::Bye { .. }
-            | Envelope::DeviceOnline { .. }
-            | Envelope::DeviceOffline { .. }
-            | Envelope::Missed { .. }
-            | Envelope::MissedCleared { .. } => {}
-        }
-    }
-
-    /// After a Redis outage: the other nodes may have given this one up, and
-    /// this one them. Say hello (they answer with their devices) and tell
-    /// everyone this node's devices again.
-    fn rejoin(&self) {
-        let Some(c) = &self.cluster else {
-            return;
-        };
-        c.publish(Target::All, &Envelope::Hello { from: c.node });
-        for (device, d) in &self.devices {
-            c.publish(
-                Target::All,
-                &Envelope::DeviceOnline {
-                    from: c.node,
-                    user: d.user.clone(),
-                    device: *device,
-                },
-            );
-        }
-    }
-
-    fn heard(&mut self, node: u32, now: Instant) {
-        self.nodes
-            .entry(node)
-            .or_insert_with(|| RemoteNode {
-                last_heard: now,
-                devices: HashMap::new(),
-            })
-            .last_heard = now;
-    }
-
-    /// A device on another node is gone.
-    fn remote_device_gone(
-        &mut self,
-        user: &UserId,
-        device: DeviceId,
-        cause: GoneCause,
-        now: Instant,
-    ) {
-        let went_offline = match self.users.get_mut(user) {
-            Some(list) => {
-                let before = list.len();
-                list.retain(|x| *x != device);
-                before != list.len() && list.is_empty()
-            }
-            None => false,
-        };
-        if went_offline {
-            self.users.remove(user);
-        }
-        self.device_left(device, cause, now);
-        if went_offline {
-            self.notify_presence(user, false);
-        }
-    }
-
-    /// Notes which invitations of other nodes a device here takes part in.
-    fn track_foreign(&mut self, device: DeviceId, msg: &ServerMessage) {
-        let me = self.cluster.as_ref().map_or(0, |c| c.node);
-        let (id, ends, call) = match msg {
-            ServerMessage::Invitation { invitation_id, .. }
-            | ServerMessage::InviteOk { invitation_id, .. }
-            | ServerMessage::ReceivedByPeer { invitation_id } => (invitation_id, false, false),
-            ServerMessage::Accepted { invitation_id, .. } => (invitation_id, false, true),
-            ServerMessage::Refused { invitation_id, .. }
-            | ServerMessage::Canceled { invitation_id }
-            | ServerMessage::Failed { invitation_id, .. }
-            | ServerMessage::CallEnded { invitation_id, .. } => (invitation_id, true, false),
-            _ => return,
-        };
-        if owner_of(id).is_none_or(|n| n == me) {
-            return;
-        }
-        if ends {
-            if let Some(f) = self.foreign.get_mut(id) {
-                f.devices.remove(&device);
-                f.in_call.remove(&device);
-                if f.devices.is_empty() {
-                    self.foreign.remove(id);
-                }
-            }
-            return;
-        }
-        let f = self.foreign.entry(id.clone()).or_default();
-        f.devices.insert(device);
-        if call {
-            f.in_call.insert(device);
-        }
-    }
-
-    /// Every heartbeat: say we are alive, and find nodes that are not.
-    fn cluster_tick(&mut self, now: Instant) {
-        let Some(c) = &self.cluster else {
-            return;
-        };
-        c.publish(Target::All, &Envelope::Heartbeat { from: c.node });
-        let timeout = c.config.node_timeout;
-        let dead: Vec<u32> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| now.saturating_duration_since(n.last_heard) > timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for node in dead {
-            warn!(node, ?timeout, "node not heard from: treating it as dead");
-            self.node_gone(node, now);
-        }
-    }
-
-    /// Another node is gone (dead or shut down): its devices leave, and the
-    /// invitations it owned end for the devices here that took part.
-    fn node_gone(&mut self, node: u32, now: Instant) {
-        let Some(n) = self.nodes.remove(&node) else {
-            return;
-        };
-        // Sessions here whose connection was on that node: detached, as if dropped.
-        let via_dead: Vec<DeviceId> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| d.link.as_ref().is_some_and(|l| l.node == node))
-            .map(|(id, _)| *id)
-            .collect();
-        for device in via_dead {
-            if self.config.resume_grace.is_zero() {
-                self.gone(device, GoneCause::ConnectionLost, now);
-            } else {
-                self.detach(device, now);
-            }
-        }
-        // Connections here whose session was on that node: the session is
-        // gone; close them so their clients log in again.
-        let homed: Vec<u64> = self
-            .remote_conns
-            .iter()
-            .filter(|(_, (_, _, home))| *home == node)
-            .map(|(c, _)| *c)
-            .collect();
-        for conn in homed {
-            if let Some((out, _, _)) = self.remote_conns.remove(&conn) {
-                let _ = out.try_send(Outbound::Close(
-                    CLOSE_GOING_AWAY,
-                    close_reason(CLOSE_GOING_AWAY),
-                ));
-            }
-            if let Some(reply) = self.pending_resumes.remove(&conn) {
-                let _ = reply.send(None);
-            }
-        }
-        for (device, user) in n.devices {
-            self.remote_device_gone(&user, device, GoneCause::ConnectionLost, now);
-        }
-        // Requests it never answered.
-        for (device, req) in self.forwarded.remove(&node).unwrap_or_default() {
-            let msg = ServerMessage::error(
-                Some(req),
-                ErrorCode::AlreadyEnded,
-                "the invitation ended: the server node that kept it is gone",
-            );
-            self.send(device, &msg);
-        }
-        let owned: Vec<InvitationId> = self
-            .foreign
-            .keys()
-            .filter(|id| owner_of(id) == Some(node))
-            .cloned()
-            .collect();
-        for id in owned {
-            let Some(f) = self.foreign.remove(&id) else {
-                continue;
-            };
-            info!(invitation = %id, node, "the node that owned this invitation is gone: ending it here");
-            for device in f.devices {
-                // A device that may be in the call gets both; its state machine
-                // applies whichever fits (a ringing one takes `failed`).
-                self.send(
-                    device,
-                    &ServerMessage::Failed {
-                        invitation_id: id.clone(),
-                        reason: callinvite_protocol::FailureReason::ServerShutdown,
-                    },
-                );
-                if f.in_call.contains(&device) {
-                    self.send(
-                        device,
-                        &ServerMessage::CallEnded {
-                            invitation_id: id.clone(),
-                            reason: callinvite_protocol::CallEndReason::ServerShutdown,
-                            by: None,
-                        },
-                    );
-                }
             }
         }
     }

@@ -1,0 +1,443 @@
+//! The hub's side of a cluster: what other nodes say (devices coming and
+//! going, deliveries, inputs for invitations owned here, resumes), handing
+//! requests to the node that owns an invitation, heartbeats, and what to do
+//! when a node is gone. With a single node none of this runs.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use callinvite_protocol::invitation::{GoneCause, Input};
+use callinvite_protocol::{DeviceId, ErrorCode, InvitationId, ServerMessage, UserId};
+
+use super::{close_reason, Hub, Link, Outbound, Via, CLOSE_GOING_AWAY};
+use crate::cluster::{owner_of, Envelope, Target};
+
+/// Another node of the cluster.
+pub(super) struct RemoteNode {
+    pub(super) last_heard: Instant,
+    /// Its logged-in devices.
+    pub(super) devices: HashMap<DeviceId, UserId>,
+}
+
+/// An invitation owned by another node that devices here take part in, so
+/// they can be told if that node dies.
+#[derive(Default)]
+pub(super) struct Foreign {
+    pub(super) devices: HashSet<DeviceId>,
+    /// Devices in the call (or whose accept is on its way).
+    pub(super) in_call: HashSet<DeviceId>,
+}
+
+impl Hub {
+    /// Sends an input to the node that owns the invitation, if that is
+    /// another node. Returns whether it did.
+    pub(super) fn forward(
+        &mut self,
+        id: &InvitationId,
+        input: &Input,
+        reply_to: Option<(DeviceId, u64)>,
+    ) -> bool {
+        if !self.bus.clustered() {
+            return false;
+        }
+        let c = &self.bus;
+        match owner_of(id) {
+            Some(owner) if owner != c.node() && !self.nodes.contains_key(&owner) => {
+                // Its node is gone, and the invitation with it (its devices
+                // here were told `server_shutdown`).
+                if let Some((device, req)) = reply_to {
+                    let msg = ServerMessage::error(
+                        Some(req),
+                        ErrorCode::AlreadyEnded,
+                        format!("invitation {id} ended: the server node that kept it is gone"),
+                    );
+                    self.send(device, &msg);
+                }
+                true
+            }
+            Some(owner) if owner != c.node() => {
+                if let Some(r) = reply_to {
+                    self.forwarded.entry(owner).or_default().insert(r);
+                }
+                if !self.bus.clustered() {
+                    return false;
+                }
+                let c = &self.bus;
+                c.publish(
+                    Target::Node(owner),
+                    &Envelope::Drive {
+                        id: id.clone(),
+                        input: input.clone(),
+                        reply_to,
+                    },
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    // ---- the cluster ----
+
+    pub(super) fn on_cluster(&mut self, envelope: Envelope, now: Instant) {
+        let me = self.bus.node();
+        match envelope {
+            Envelope::Hello { from } if from != me => {
+                info!(node = from, "a node joined the cluster");
+                self.heard(from, now);
+                // Tell it who is online here.
+                let mine: Vec<(UserId, DeviceId)> = self
+                    .devices
+                    .iter()
+                    .map(|(id, d)| (d.user.clone(), *id))
+                    .collect();
+                for (user, device) in mine {
+                    self.bus.publish(
+                        Target::Node(from),
+                        &Envelope::DeviceOnline {
+                            from: me,
+                            user,
+                            device,
+                        },
+                    );
+                }
+            }
+            Envelope::Heartbeat { from } if from != me => self.heard(from, now),
+            Envelope::Bye { from } if from != me => {
+                info!(node = from, "a node left the cluster");
+                self.node_gone(from, now);
+            }
+            Envelope::DeviceOnline { from, user, device } if from != me => {
+                self.heard(from, now);
+                if let Some(n) = self.nodes.get_mut(&from) {
+                    n.devices.insert(device, user.clone());
+                }
+                let devices = self.users.entry(user.clone()).or_default();
+                if devices.contains(&device) {
+                    return;
+                }
+                let came_online = devices.is_empty();
+                devices.push(device);
+                if came_online {
+                    self.notify_presence(&user, true);
+                }
+                // Invitations owned here that are ringing for this user ring there too.
+                let pending: Vec<InvitationId> = self
+                    .ringing_for
+                    .get(&user)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                for id in pending {
+                    self.drive(&id, Input::CalleeDeviceOnline(device), now);
+                }
+            }
+            Envelope::DeviceOffline {
+                from,
+                user,
+                device,
+                cause,
+            } if from != me => {
+                if let Some(n) = self.nodes.get_mut(&from) {
+                    n.devices.remove(&device);
+                }
+                self.remote_device_gone(&user, device, cause, now);
+            }
+            Envelope::Deliver { device, msg } => {
+                if let ServerMessage::Ok { req: Some(r) }
+                | ServerMessage::Error { req: Some(r), .. } = &msg
+                {
+                    for set in self.forwarded.values_mut() {
+                        set.remove(&(device, *r));
+                    }
+                }
+                self.track_foreign(device, &msg);
+                self.send(device, &msg);
+            }
+            Envelope::Drive {
+                id,
+                input,
+                reply_to,
+            } => {
+                if self.records.contains_key(&id) {
+                    self.drive(&id, input, now);
+                } else if let Some((device, req)) = reply_to {
+                    let msg = ServerMessage::error(
+                        Some(req),
+                        ErrorCode::NotFound,
+                        format!("no invitation {id} for you"),
+                    );
+                    self.send(device, &msg);
+                }
+            }
+            Envelope::ResumeVia {
+                node,
+                conn,
+                session,
+                last_seq,
+                req,
+            } => {
+                let link = Link {
+                    node,
+                    conn,
+                    via: Via::Remote,
+                };
+                let answer = self.resume(&session, last_seq, req, link, now);
+                self.bus
+                    .publish(Target::Node(node), &Envelope::ResumeAnswer { conn, answer });
+            }
+            Envelope::ResumeAnswer { conn, answer } => {
+                if answer.is_none() {
+                    self.remote_conns.remove(&conn);
+                }
+                if let Some(reply) = self.pending_resumes.remove(&conn) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Envelope::ToConn { conn, frame } => {
+                if let Some((out, kill, _)) = self.remote_conns.get(&conn) {
+                    let frame = match frame {
+                        crate::cluster::Frame::Text(t) => Outbound::Text(t.into()),
+                        crate::cluster::Frame::Close(code) => {
+                            Outbound::Close(code, close_reason(code))
+                        }
+                    };
+                    match out.try_send(frame) {
+                        Err(mpsc::error::TrySendError::Full(_)) => kill.cancel(),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.remote_conns.remove(&conn);
+                        }
+                        Ok(()) => {}
+                    }
+                }
+            }
+            Envelope::FromConn {
+                node,
+                conn,
+                device,
+                msg,
+            } => {
+                if self.devices.contains_key(&device) {
+                    self.request_from(node, conn, device, msg, now);
+                }
+            }
+            Envelope::ConnGone {
+                node,
+                conn,
+                device,
+                how,
+            } => self.conn_gone(node, conn, device, how, now),
+            Envelope::Missed { from, user, call } if from != me => {
+                self.missed.remember(&user, call)
+            }
+            Envelope::MissedCleared { from, user, ids } if from != me => {
+                self.missed.clear(&user, &ids)
+            }
+            // Our own broadcasts, back from Redis.
+            Envelope::Hello { .. }
+            | Envelope::Heartbeat { .. }
+            | Envelope::Bye { .. }
+            | Envelope::DeviceOnline { .. }
+            | Envelope::DeviceOffline { .. }
+            | Envelope::Missed { .. }
+            | Envelope::MissedCleared { .. } => {}
+        }
+    }
+
+    /// After a Redis outage: the other nodes may have given this one up, and
+    /// this one them. Say hello (they answer with their devices) and tell
+    /// everyone this node's devices again.
+    pub(super) fn rejoin(&self) {
+        if !self.bus.clustered() {
+            return;
+        }
+        let c = &self.bus;
+        c.publish(Target::All, &Envelope::Hello { from: c.node() });
+        for (device, d) in &self.devices {
+            c.publish(
+                Target::All,
+                &Envelope::DeviceOnline {
+                    from: c.node(),
+                    user: d.user.clone(),
+                    device: *device,
+                },
+            );
+        }
+    }
+
+    pub(super) fn heard(&mut self, node: u32, now: Instant) {
+        self.nodes
+            .entry(node)
+            .or_insert_with(|| RemoteNode {
+                last_heard: now,
+                devices: HashMap::new(),
+            })
+            .last_heard = now;
+    }
+
+    /// A device on another node is gone.
+    pub(super) fn remote_device_gone(
+        &mut self,
+        user: &UserId,
+        device: DeviceId,
+        cause: GoneCause,
+        now: Instant,
+    ) {
+        let went_offline = match self.users.get_mut(user) {
+            Some(list) => {
+                let before = list.len();
+                list.retain(|x| *x != device);
+                before != list.len() && list.is_empty()
+            }
+            None => false,
+        };
+        if went_offline {
+            self.users.remove(user);
+        }
+        self.device_left(device, cause, now);
+        if went_offline {
+            self.notify_presence(user, false);
+        }
+    }
+
+    /// Notes which invitations of other nodes a device here takes part in.
+    pub(super) fn track_foreign(&mut self, device: DeviceId, msg: &ServerMessage) {
+        let me = self.bus.node();
+        let (id, ends, call) = match msg {
+            ServerMessage::Invitation { invitation_id, .. }
+            | ServerMessage::InviteOk { invitation_id, .. }
+            | ServerMessage::ReceivedByPeer { invitation_id } => (invitation_id, false, false),
+            ServerMessage::Accepted { invitation_id, .. } => (invitation_id, false, true),
+            ServerMessage::Refused { invitation_id, .. }
+            | ServerMessage::Canceled { invitation_id }
+            | ServerMessage::Failed { invitation_id, .. }
+            | ServerMessage::CallEnded { invitation_id, .. } => (invitation_id, true, false),
+            _ => return,
+        };
+        if owner_of(id).is_none_or(|n| n == me) {
+            return;
+        }
+        if ends {
+            if let Some(f) = self.foreign.get_mut(id) {
+                f.devices.remove(&device);
+                f.in_call.remove(&device);
+                if f.devices.is_empty() {
+                    self.foreign.remove(id);
+                }
+            }
+            return;
+        }
+        let f = self.foreign.entry(id.clone()).or_default();
+        f.devices.insert(device);
+        if call {
+            f.in_call.insert(device);
+        }
+    }
+
+    /// Every heartbeat: say we are alive, and find nodes that are not.
+    pub(super) fn cluster_tick(&mut self, now: Instant) {
+        let Some((_, timeout)) = self.bus.liveness() else {
+            return;
+        };
+        let c = &self.bus;
+        c.publish(Target::All, &Envelope::Heartbeat { from: c.node() });
+        let dead: Vec<u32> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| now.saturating_duration_since(n.last_heard) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for node in dead {
+            warn!(node, ?timeout, "node not heard from: treating it as dead");
+            self.node_gone(node, now);
+        }
+    }
+
+    /// Another node is gone (dead or shut down): its devices leave, and the
+    /// invitations it owned end for the devices here that took part.
+    pub(super) fn node_gone(&mut self, node: u32, now: Instant) {
+        let Some(n) = self.nodes.remove(&node) else {
+            return;
+        };
+        // Sessions here whose connection was on that node: detached, as if dropped.
+        let via_dead: Vec<DeviceId> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.link.as_ref().is_some_and(|l| l.node == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for device in via_dead {
+            if self.config.resume_grace.is_zero() {
+                self.gone(device, GoneCause::ConnectionLost, now);
+            } else {
+                self.detach(device, now);
+            }
+        }
+        // Connections here whose session was on that node: the session is
+        // gone; close them so their clients log in again.
+        let homed: Vec<u64> = self
+            .remote_conns
+            .iter()
+            .filter(|(_, (_, _, home))| *home == node)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in homed {
+            if let Some((out, _, _)) = self.remote_conns.remove(&conn) {
+                let _ = out.try_send(Outbound::Close(
+                    CLOSE_GOING_AWAY,
+                    close_reason(CLOSE_GOING_AWAY),
+                ));
+            }
+            if let Some(reply) = self.pending_resumes.remove(&conn) {
+                let _ = reply.send(None);
+            }
+        }
+        for (device, user) in n.devices {
+            self.remote_device_gone(&user, device, GoneCause::ConnectionLost, now);
+        }
+        // Requests it never answered.
+        for (device, req) in self.forwarded.remove(&node).unwrap_or_default() {
+            let msg = ServerMessage::error(
+                Some(req),
+                ErrorCode::AlreadyEnded,
+                "the invitation ended: the server node that kept it is gone",
+            );
+            self.send(device, &msg);
+        }
+        let owned: Vec<InvitationId> = self
+            .foreign
+            .keys()
+            .filter(|id| owner_of(id) == Some(node))
+            .cloned()
+            .collect();
+        for id in owned {
+            let Some(f) = self.foreign.remove(&id) else {
+                continue;
+            };
+            info!(invitation = %id, node, "the node that owned this invitation is gone: ending it here");
+            for device in f.devices {
+                // A device that may be in the call gets both; its state machine
+                // applies whichever fits (a ringing one takes `failed`).
+                self.send(
+                    device,
+                    &ServerMessage::Failed {
+                        invitation_id: id.clone(),
+                        reason: callinvite_protocol::FailureReason::ServerShutdown,
+                    },
+                );
+                if f.in_call.contains(&device) {
+                    self.send(
+                        device,
+                        &ServerMessage::CallEnded {
+                            invitation_id: id.clone(),
+                            reason: callinvite_protocol::CallEndReason::ServerShutdown,
+                            by: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Sessions and the connections they are attached to: sending to a link
+//! (here, or on another node), detaching when a connection drops, resuming
+//! on a new connection (here or through another node), and the requests and
+//! endings of attached connections.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use callinvite_protocol::invitation::GoneCause;
+use callinvite_protocol::wire::encode;
+use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
+
+use super::{close_reason, Departure, Hub, Link, Outbound, Via, CLOSE_POLICY, CLOSE_TAKEN_OVER};
+use crate::cluster::{Envelope, Target};
+
+impl Hub {
+    /// Sends an envelope to the node that keeps `device`'s session.
+    pub(super) fn to_session_node(&self, device: DeviceId, envelope: Envelope) {
+        self.bus
+            .publish(Target::Node(crate::cluster::node_of(device)), &envelope);
+    }
+
+    /// A request from connection `conn` on `node` for `device` (whose session is here).
+    pub(super) fn request_from(
+        &mut self,
+        node: u32,
+        conn: u64,
+        device: DeviceId,
+        msg: ClientMessage,
+        now: Instant,
+    ) {
+        if !self.attached(device, node, conn) {
+            // A connection that lost its session to a resume elsewhere.
+            return;
+        }
+        let req = msg.req();
+        if let (Some(r), Some(d)) = (req, self.devices.get_mut(&device)) {
+            d.last_ref = d.last_ref.max(r);
+        }
+        if let Err((code, message)) = self.request(device, msg, now) {
+            self.send(device, &ServerMessage::error(req, code, message));
+        }
+    }
+
+    /// Connection `conn` on `node` of `device` (whose session is here) ended.
+    pub(super) fn conn_gone(
+        &mut self,
+        node: u32,
+        conn: u64,
+        device: DeviceId,
+        how: Departure,
+        now: Instant,
+    ) {
+        if !self.attached(device, node, conn) {
+            return;
+        }
+        match how {
+            Departure::Lost if !self.config.resume_grace.is_zero() => self.detach(device, now),
+            Departure::Logout => self.gone(device, GoneCause::Logout, now),
+            _ => self.gone(device, GoneCause::ConnectionLost, now),
+        }
+    }
+
+    /// Whether `device` is attached to connection `conn` on `node`.
+    pub(super) fn attached(&self, device: DeviceId, node: u32, conn: u64) -> bool {
+        self.devices
+            .get(&device)
+            .and_then(|d| d.link.as_ref())
+            .is_some_and(|l| l.conn == conn && l.node == node)
+    }
+
+    /// Queues a frame for a link's connection; false if its queue is full.
+    pub(super) fn put(&self, link: &Link, frame: Outbound) -> bool {
+        match &link.via {
+            Via::Local { out, .. } => {
+                !matches!(out.try_send(frame), Err(mpsc::error::TrySendError::Full(_)))
+            }
+            Via::Remote => {
+                let frame = match frame {
+                    Outbound::Text(t) => crate::cluster::Frame::Text(t.as_str().to_owned()),
+                    Outbound::Close(code, _) => crate::cluster::Frame::Close(code),
+                };
+                self.bus.publish(
+                    Target::Node(link.node),
+                    &Envelope::ToConn {
+                        conn: link.conn,
+                        frame,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Makes a link's connection close itself as too slow.
+    pub(super) fn kill(&self, link: &Link) {
+        match &link.via {
+            Via::Local { kill, .. } => kill.cancel(),
+            Via::Remote => {
+                self.put(link, Outbound::Close(CLOSE_POLICY, ""));
+            }
+        }
+    }
+
+    /// The connection of `device` dropped: keep the session for the grace window.
+    pub(super) fn detach(&mut self, device: DeviceId, now: Instant) {
+        let until = now + self.config.resume_grace;
+        let Some(d) = self.devices.get_mut(&device) else {
+            return;
+        };
+        d.link = None;
+        d.detached_until = Some(until);
+        self.detached.insert((until, device));
+        info!(user = %d.user, %device, grace = ?self.config.resume_grace, unseen = d.outbox.len(), "connection lost: session kept for a resume");
+    }
+
+    /// A `resume` on a connection here: the session is here, or on the node
+    /// its secret names (then that node answers through the cluster).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn resume_here(
+        &mut self,
+        session: String,
+        last_seq: u64,
+        req: Option<u64>,
+        conn: u64,
+        out: mpsc::Sender<Outbound>,
+        kill: CancellationToken,
+        now: Instant,
+    ) -> Option<Option<(DeviceId, UserId)>> {
+        let me = self.me();
+        let home = session
+            .strip_prefix('n')
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(n, _)| n.parse::<u32>().ok());
+        match home {
+            Some(home) if self.bus.clustered() && home != me && self.nodes.contains_key(&home) => {
+                let c = &self.bus;
+                info!(
+                    home,
+                    conn, "resume of a session that lives on another node: asking it"
+                );
+                self.remote_conns.insert(conn, (out, kill, home));
+                c.publish(
+                    Target::Node(home),
+                    &Envelope::ResumeVia {
+                        node: me,
+                        conn,
+                        session,
+                        last_seq,
+                        req,
+                    },
+                );
+                // Answered when that node replies (or the connection gives up).
+                None
+            }
+            _ => {
+                let link = Link {
+                    node: me,
+                    conn,
+                    via: Via::Local { out, kill },
+                };
+                Some(self.resume(&session, last_seq, req, link, now))
+            }
+        }
+    }
+
+    pub(super) fn resume(
+        &mut self,
+        session: &str,
+        last_seq: u64,
+        req: Option<u64>,
+        link: Link,
+        now: Instant,
+    ) -> Option<(DeviceId, UserId)> {
+        let refuse = |hub: &Hub, link: &Link, code, message: String| {
+            let msg = ServerMessage::error(req, code, message);
+            hub.put(link, Outbound::Text(encode(&msg).into()));
+            None
+        };
+        let Some(&device) = self.sessions.get(session) else {
+            self.config.metrics.login("resume_session_expired");
+            return refuse(
+                self,
+                &link,
+                ErrorCode::SessionExpired,
+                "no such session here (its grace window passed, it logged out, or the server restarted); log in again".into(),
+            );
+        };
+        let d = &self.devices[&device];
+        if last_seq > d.seq {
+            self.config.metrics.login("resume_invalid");
+            return refuse(
+                self,
+                &link,
+                ErrorCode::InvalidArgument,
+                format!("last_seq {last_seq} is ahead of this session's {}", d.seq),
+            );
+        }
+        let oldest = d.outbox.front().map_or(d.seq + 1, |(s, _)| *s);
+        if last_seq + 1 < oldest {
+            // Messages it never saw are gone from the outbox: it cannot catch up.
+            let missed = oldest - last_seq - 1;
+            info!(user = %d.user, %device, missed, "resume refused: too far behind; the session ends");
+            self.config.metrics.login("resume_too_far_behind");
+            self.gone(device, GoneCause::ConnectionLost, now);
+            return refuse(
+                self,
+                &link,
+                ErrorCode::SessionExpired,
+                format!("{missed} messages of this session are no longer kept; log in again"),
+            );
+        }
+        let Some(d) = self.devices.get_mut(&device) else {
+            return None;
+        };
+        let old = d.link.take();
+        if let Some(until) = d.detached_until.take() {
+            self.detached.remove(&(until, device));
+        }
+        while d.outbox.front().is_some_and(|(s, _)| *s <= last_seq) {
+            d.outbox.pop_front();
+        }
+        if let Some(old) = old {
+            info!(%device, "session resumed on a new connection: closing the old one");
+            if !self.put(
+                &old,
+                Outbound::Close(CLOSE_TAKEN_OVER, close_reason(CLOSE_TAKEN_OVER)),
+            ) {
+                self.kill(&old);
+            }
+        }
+        let d = &self.devices[&device];
+        let resumed = ServerMessage::Resumed {
+            req,
+            device_id: device,
+            last_ref: d.last_ref,
+            seq: d.seq,
+        };
+        self.put(&link, Outbound::Text(encode(&resumed).into()));
+        let replay = d.outbox.len();
+        for (_, text) in &d.outbox {
+            if !self.put(&link, Outbound::Text(text.clone())) {
+                self.kill(&link);
+                break;
+            }
+        }
+        info!(user = %d.user, %device, last_seq, replay, via_node = link.node, "session resumed");
+        let Some(d) = self.devices.get_mut(&device) else {
+            return None;
+        };
+        self.config.metrics.login("resumed");
+        let user = d.user.clone();
+        d.link = Some(link);
+        Some((device, user))
+    }
+}
