@@ -12,8 +12,12 @@
 //!   heartbeat, writer queue.
 //! - [`metrics`] and [`http`]: Prometheus metrics and `/healthz` on an operations port.
 //! - `hub`: one task that owns all shared state and applies requests in
-//!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s;
-//!   it also keeps sessions (numbered messages, resume).
+//!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s
+//!   (`hub/mod.rs`); sessions, their numbered messages and resume
+//!   (`hub/sessions.rs`); what other nodes say and what to do when one is gone
+//!   (`hub/nodes.rs`).
+//! - [`cluster`]: the `Bus` a hub talks to other nodes through — `SingleNode`
+//!   (none) or `Cluster` (Redis pub/sub, missed calls in Redis).
 //! - [`missed`]: missed calls of offline users, optionally kept in a file.
 //!
 //! Start it with [`run`], giving it a bound listener (tests bind
