@@ -85,7 +85,14 @@ export class Session {
   }
 
   async untilScreen(name, timeoutMs) {
-    return this.until(`screen ${name}`, async () => (await this.screen()) === name, timeoutMs);
+    try {
+      return await this.until(`screen ${name}`, async () => (await this.screen()) === name, timeoutMs);
+    } catch (e) {
+      // Say where the app is instead, and what it last told the user.
+      const where = await this.screen().catch(() => '?');
+      const notice = await this.exec("return document.getElementById('notice-text')?.textContent ?? ''").catch(() => '?');
+      throw new Error(`${e.message}; on screen ${JSON.stringify(where)}, notice ${JSON.stringify(notice)}`);
+    }
   }
 
   async screenshotBase64() {
