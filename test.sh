@@ -14,7 +14,7 @@ need_tauri_driver
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   echo "== the server's invitation flow tests again, against two nodes on a private redis-server"
-  CALLINVITE_TEST_CLUSTER=1 cargo nextest run -p callinvite-server --test invitations
+  CALLINVITE_TEST_CLUSTER=1 cargo nextest run -p callinvite-server --test invitations --no-fail-fast
 else
   echo "(cargo-nextest not found: using cargo test)"
   cargo test --workspace --no-fail-fast

@@ -565,9 +565,10 @@ async fn cancel_racing_accept_both_sides_agree() {
         }
     }
     println!("cancel vs accept: accept won {accepted_rounds} rounds, cancel won {canceled_rounds}");
+    // 7 rounds each put one request clearly first; the simultaneous ones may go either way.
     assert!(
         accepted_rounds >= 7 && canceled_rounds >= 7,
-        "both orders were exercised"
+        "both orders were exercised: accept won {accepted_rounds}, cancel won {canceled_rounds}"
     );
 }
 

@@ -153,11 +153,13 @@ pub async fn expect(events: &mut EventStream, name: &str) -> Event {
 }
 
 /// Lets every task run until nothing is ready (a sync point under paused time).
+/// In cluster mode messages also cross Redis, so it waits longer.
 pub async fn settle() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let wait = if cluster_mode() { 250 } else { 50 };
+    tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 /// A protocol-level client: sends and receives JSON frames as they are.
