@@ -420,16 +420,12 @@ pub fn encode_seq(seq: u64, msg: &ServerMessage) -> String {
 /// Decodes one server frame, with its `seq` if it has one (messages about the
 /// connection itself, such as `login_ok` or a rate-limit error, have none).
 pub fn decode_server(text: &str) -> Result<(Option<u64>, ServerMessage), serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Seq {
-        seq: Option<u64>,
-    }
     let msg: ServerMessage = serde_json::from_str(text)?;
-    let seq = if text.starts_with("{\"seq\":") {
-        serde_json::from_str::<Seq>(text)?.seq
-    } else {
-        None
-    };
+    // `seq` comes first (see `encode_seq`): read its digits, no second parse.
+    let seq = text.strip_prefix("{\"seq\":").and_then(|rest| {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        rest[..digits].parse().ok()
+    });
     Ok((seq, msg))
 }
 

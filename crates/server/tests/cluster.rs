@@ -11,20 +11,13 @@ use callinvite_client::{CallEndReason, Event, FailureReason, MissedReason};
 use callinvite_server::Config;
 use common::*;
 
-async fn login_at(
-    node: &TestServer,
-    user: &str,
-) -> (callinvite_client::Client, callinvite_client::EventStream) {
-    node.login(user).await
-}
-
 #[tokio::test]
 async fn a_call_across_two_nodes_runs_as_on_one() {
     let redis = Redis::start().await;
     let a = start_node(&redis, Config::default()).await;
     let b = start_node(&redis, Config::default()).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
-    let (bob, mut be) = login_at(&b, "bob").await;
+    let (alice, mut ae) = a.login("alice").await;
+    let (bob, mut be) = b.login("bob").await;
     until_online(&alice, &["bob"]).await;
 
     let inv = alice
@@ -77,9 +70,9 @@ async fn every_device_rings_on_every_node_and_the_others_stop() {
     let a = start_node(&redis, Config::default()).await;
     let b = start_node(&redis, Config::default()).await;
     let c = start_node(&redis, Config::default()).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
-    let (bob_b, mut b1) = login_at(&b, "bob").await;
-    let (_bob_c, mut b2) = login_at(&c, "bob").await;
+    let (alice, mut ae) = a.login("alice").await;
+    let (bob_b, mut b1) = b.login("bob").await;
+    let (_bob_c, mut b2) = c.login("bob").await;
     // Both of bob's devices are known on alice's node.
     for _ in 0..200 {
         if alice.query_presence(&["bob"]).await.unwrap()[0].online {
@@ -113,10 +106,10 @@ async fn presence_busy_and_logout_travel_between_nodes() {
     let redis = Redis::start().await;
     let a = start_node(&redis, Config::default()).await;
     let b = start_node(&redis, Config::default()).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (alice, mut ae) = a.login("alice").await;
     let snapshot = alice.subscribe_presence(&["bob"]).await.unwrap();
     assert!(!snapshot[0].online);
-    let (bob, mut be) = login_at(&b, "bob").await;
+    let (bob, mut be) = b.login("bob").await;
     assert_eq!(
         expect(&mut ae, "presence_changed").await,
         Event::PresenceChanged {
@@ -151,8 +144,8 @@ async fn cancel_and_accept_racing_across_nodes_have_one_outcome_both_sides_agree
     let redis = Redis::start().await;
     let a = start_node(&redis, Config::default()).await;
     let b = start_node(&redis, Config::default()).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
-    let (bob, mut be) = login_at(&b, "bob").await;
+    let (alice, mut ae) = a.login("alice").await;
+    let (bob, mut be) = b.login("bob").await;
     until_online(&alice, &["bob"]).await;
     let mut outcomes = std::collections::BTreeMap::new();
     for round in 0..10 {
@@ -208,10 +201,10 @@ async fn a_node_that_leaves_takes_its_users_offline_and_ends_what_it_owned() {
     let redis = Redis::start().await;
     let a = start_node(&redis, Config::default()).await;
     let b = start_node(&redis, Config::default()).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (alice, mut ae) = a.login("alice").await;
     alice.subscribe_presence(&["bob", "carol"]).await.unwrap();
-    let (bob, mut be) = login_at(&b, "bob").await;
-    let (carol, _ce) = login_at(&b, "carol").await;
+    let (bob, mut be) = b.login("bob").await;
+    let (carol, _ce) = b.login("carol").await;
     until(&mut ae, "presence_changed").await;
     until(&mut ae, "presence_changed").await;
     // A call owned by node A (alice called bob), and an invitation owned by node B (carol calls alice).
@@ -278,7 +271,7 @@ async fn a_node_that_dies_silently_is_found_out_within_the_node_timeout() {
     let b_url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap())
         .await
         .unwrap();
-    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (alice, mut ae) = a.login("alice").await;
     alice.subscribe_presence(&["bob"]).await.unwrap();
     let (bob, mut be) =
         callinvite_client::Client::login(callinvite_client::LoginOptions::new(&b_url, "bob"))
@@ -319,7 +312,7 @@ async fn a_node_that_dies_silently_is_found_out_within_the_node_timeout() {
     let waited = started.elapsed();
     println!("dead node found out after {waited:?} (node timeout 1.5 s, heartbeat 300 ms)");
     // bob's client lost its node; it can log in on the surviving node and be called.
-    let (bob, mut be) = login_at(&a, "bob").await;
+    let (bob, mut be) = a.login("bob").await;
     let inv = alice.create_local_invitation("bob").unwrap();
     let id = alice.send_local_invitation(&inv).await.unwrap();
     until(&mut be, "remote_invitation_received").await;
@@ -334,7 +327,7 @@ async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
     config.timeouts.offline = Duration::from_millis(300);
     let a = start_node(&redis, config.clone()).await;
     let b = start_node(&redis, config.clone()).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (alice, mut ae) = a.login("alice").await;
     let inv = alice.create_local_invitation("carol").unwrap();
     let id = alice.send_local_invitation(&inv).await.unwrap();
     let e = until(&mut ae, "local_invitation_failure").await;
@@ -347,14 +340,14 @@ async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
     // carol logs in on the other node, and on a node that started afterwards.
-    let (_c1, mut c1) = login_at(&b, "carol").await;
+    let (_c1, mut c1) = b.login("carol").await;
     let e = next(&mut c1).await;
     assert!(
         matches!(&e, Event::MissedCalls { calls } if calls.len() == 1 && calls[0].invitation_id == id && calls[0].reason == MissedReason::PeerOffline),
         "{e:?}"
     );
     let c = start_node(&redis, config.clone()).await;
-    let (carol, mut c2) = login_at(&c, "carol").await;
+    let (carol, mut c2) = c.login("carol").await;
     let e = next(&mut c2).await;
     assert!(
         matches!(&e, Event::MissedCalls { calls } if calls.len() == 1),
@@ -362,7 +355,7 @@ async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
     );
     carol.clear_missed_calls(&[id]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (probe, mut p) = login_at(&a, "carol").await;
+    let (probe, mut p) = a.login("carol").await;
     probe.query_presence(&["carol"]).await.unwrap();
     assert_eq!(p.try_next(), None, "cleared everywhere");
 }
@@ -374,7 +367,7 @@ async fn a_session_resumes_on_another_node_behind_a_load_balancer() {
     let b = start_node(&redis, Config::default()).await;
     // The "load balancer": sends bob to node B now, to node A after the cut.
     let lb = Proxy::start(&b.url).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (alice, mut ae) = a.login("alice").await;
     let (bob, mut be) =
         callinvite_client::Client::login(callinvite_client::LoginOptions::new(&lb.url, "bob"))
             .await
@@ -451,9 +444,9 @@ async fn the_cluster_heals_after_redis_restarts() {
     let mut redis = Redis::start().await;
     let a = start_node(&redis, Config::default()).await;
     let b = start_node(&redis, Config::default()).await;
-    let (alice, mut ae) = login_at(&a, "alice").await;
+    let (alice, mut ae) = a.login("alice").await;
     alice.subscribe_presence(&["bob"]).await.unwrap();
-    let (bob, mut be) = login_at(&b, "bob").await;
+    let (bob, mut be) = b.login("bob").await;
     assert_eq!(
         until(&mut ae, "presence_changed").await,
         Event::PresenceChanged {

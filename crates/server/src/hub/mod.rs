@@ -413,15 +413,12 @@ impl Hub {
                 d.outbox.pop_front();
             }
         }
-        let Some(d) = self.devices.get(&device) else {
-            return;
-        };
         let Some(link) = &d.link else {
             return;
         };
-        if !self.put(link, Outbound::Text(text)) {
+        if !link.put(&*self.bus, Outbound::Text(text)) {
             warn!(%device, user = %d.user, "outbound queue full: closing the connection as too slow");
-            self.kill(link);
+            link.kill(&*self.bus);
         }
     }
 
@@ -574,16 +571,35 @@ impl Hub {
         if !missed.is_empty() {
             self.send(device, &ServerMessage::MissedCalls { calls: missed });
         }
-        // Every invitation still ringing for this user rings on the new device too.
+        self.ring_new_device(&user, device, now);
+        Some(device)
+    }
+
+    /// Every invitation owned here that is still ringing for `user` rings on
+    /// its new `device` too (a device here, or on another node).
+    fn ring_new_device(&mut self, user: &UserId, device: DeviceId, now: Instant) {
         let pending: Vec<InvitationId> = self
             .ringing_for
-            .get(&user)
+            .get(user)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         for id in pending {
             self.drive(&id, Input::CalleeDeviceOnline(device), now);
         }
-        Some(device)
+    }
+
+    /// Takes `device` off its user's online list; true if the user went offline.
+    fn take_offline(&mut self, user: &UserId, device: DeviceId) -> bool {
+        let Some(list) = self.users.get_mut(user) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|x| *x != device);
+        let went_offline = before != list.len() && list.is_empty();
+        if list.is_empty() {
+            self.users.remove(user);
+        }
+        went_offline
     }
 
     fn request(
@@ -636,7 +652,10 @@ impl Hub {
             ClientMessage::Logout { req } => {
                 self.send(device, &ServerMessage::Ok { req });
                 if let Some(l) = self.devices.get(&device).and_then(|d| d.link.as_ref()) {
-                    self.put(l, Outbound::Close(CLOSE_NORMAL, close_reason(CLOSE_NORMAL)));
+                    l.put(
+                        &*self.bus,
+                        Outbound::Close(CLOSE_NORMAL, close_reason(CLOSE_NORMAL)),
+                    );
                 }
                 self.gone(device, GoneCause::Logout, now);
                 Ok(())
@@ -1026,8 +1045,8 @@ impl Hub {
         for device in devices {
             self.send(device, &bye);
             if let Some(l) = self.devices.get(&device).and_then(|d| d.link.as_ref()) {
-                self.put(
-                    l,
+                l.put(
+                    &*self.bus,
                     Outbound::Close(CLOSE_GOING_AWAY, close_reason(CLOSE_GOING_AWAY)),
                 );
             }
@@ -1103,16 +1122,7 @@ impl Hub {
         for u in &d.subscriptions {
             self.unsubscribe(device, u);
         }
-        let went_offline = match self.users.get_mut(&d.user) {
-            Some(list) => {
-                list.retain(|x| *x != device);
-                list.is_empty()
-            }
-            None => false,
-        };
-        if went_offline {
-            self.users.remove(&d.user);
-        }
+        let went_offline = self.take_offline(&d.user, device);
         self.bus.publish(
             Target::All,
             &Envelope::DeviceOffline {

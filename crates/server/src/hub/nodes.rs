@@ -124,15 +124,7 @@ impl Hub {
                 if came_online {
                     self.notify_presence(&user, true);
                 }
-                // Invitations owned here that are ringing for this user ring there too.
-                let pending: Vec<InvitationId> = self
-                    .ringing_for
-                    .get(&user)
-                    .map(|s| s.iter().cloned().collect())
-                    .unwrap_or_default();
-                for id in pending {
-                    self.drive(&id, Input::CalleeDeviceOnline(device), now);
-                }
+                self.ring_new_device(&user, device, now);
             }
             Envelope::DeviceOffline {
                 from,
@@ -285,17 +277,7 @@ impl Hub {
         cause: GoneCause,
         now: Instant,
     ) {
-        let went_offline = match self.users.get_mut(user) {
-            Some(list) => {
-                let before = list.len();
-                list.retain(|x| *x != device);
-                before != list.len() && list.is_empty()
-            }
-            None => false,
-        };
-        if went_offline {
-            self.users.remove(user);
-        }
+        let went_offline = self.take_offline(user, device);
         self.device_left(device, cause, now);
         if went_offline {
             self.notify_presence(user, false);

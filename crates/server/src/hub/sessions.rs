@@ -14,7 +14,7 @@ use callinvite_protocol::wire::encode;
 use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
 
 use super::{close_reason, Departure, Hub, Link, Outbound, Via, CLOSE_POLICY, CLOSE_TAKEN_OVER};
-use crate::cluster::{Envelope, Target};
+use crate::cluster::{Bus, Envelope, Target};
 
 impl Hub {
     /// Sends an envelope to the node that keeps `device`'s session.
@@ -70,39 +70,6 @@ impl Hub {
             .get(&device)
             .and_then(|d| d.link.as_ref())
             .is_some_and(|l| l.conn == conn && l.node == node)
-    }
-
-    /// Queues a frame for a link's connection; false if its queue is full.
-    pub(super) fn put(&self, link: &Link, frame: Outbound) -> bool {
-        match &link.via {
-            Via::Local { out, .. } => {
-                !matches!(out.try_send(frame), Err(mpsc::error::TrySendError::Full(_)))
-            }
-            Via::Remote => {
-                let frame = match frame {
-                    Outbound::Text(t) => crate::cluster::Frame::Text(t.as_str().to_owned()),
-                    Outbound::Close(code, _) => crate::cluster::Frame::Close(code),
-                };
-                self.bus.publish(
-                    Target::Node(link.node),
-                    &Envelope::ToConn {
-                        conn: link.conn,
-                        frame,
-                    },
-                );
-                true
-            }
-        }
-    }
-
-    /// Makes a link's connection close itself as too slow.
-    pub(super) fn kill(&self, link: &Link) {
-        match &link.via {
-            Via::Local { kill, .. } => kill.cancel(),
-            Via::Remote => {
-                self.put(link, Outbound::Close(CLOSE_POLICY, ""));
-            }
-        }
     }
 
     /// The connection of `device` dropped: keep the session for the grace window.
@@ -177,7 +144,7 @@ impl Hub {
     ) -> Option<(DeviceId, UserId)> {
         let refuse = |hub: &Hub, link: &Link, code, message: String| {
             let msg = ServerMessage::error(req, code, message);
-            hub.put(link, Outbound::Text(encode(&msg).into()));
+            link.put(&*hub.bus, Outbound::Text(encode(&msg).into()));
             None
         };
         let Some(&device) = self.sessions.get(session) else {
@@ -213,9 +180,7 @@ impl Hub {
                 format!("{missed} messages of this session are no longer kept; log in again"),
             );
         }
-        let Some(d) = self.devices.get_mut(&device) else {
-            return None;
-        };
+        let d = self.devices.get_mut(&device)?;
         let old = d.link.take();
         if let Some(until) = d.detached_until.take() {
             self.detached.remove(&(until, device));
@@ -225,11 +190,11 @@ impl Hub {
         }
         if let Some(old) = old {
             info!(%device, "session resumed on a new connection: closing the old one");
-            if !self.put(
-                &old,
+            if !old.put(
+                &*self.bus,
                 Outbound::Close(CLOSE_TAKEN_OVER, close_reason(CLOSE_TAKEN_OVER)),
             ) {
-                self.kill(&old);
+                old.kill(&*self.bus);
             }
         }
         let d = &self.devices[&device];
@@ -239,21 +204,55 @@ impl Hub {
             last_ref: d.last_ref,
             seq: d.seq,
         };
-        self.put(&link, Outbound::Text(encode(&resumed).into()));
+        link.put(&*self.bus, Outbound::Text(encode(&resumed).into()));
         let replay = d.outbox.len();
         for (_, text) in &d.outbox {
-            if !self.put(&link, Outbound::Text(text.clone())) {
-                self.kill(&link);
+            if !link.put(&*self.bus, Outbound::Text(text.clone())) {
+                link.kill(&*self.bus);
                 break;
             }
         }
         info!(user = %d.user, %device, last_seq, replay, via_node = link.node, "session resumed");
-        let Some(d) = self.devices.get_mut(&device) else {
-            return None;
-        };
+        let d = self.devices.get_mut(&device)?;
         self.config.metrics.login("resumed");
         let user = d.user.clone();
         d.link = Some(link);
         Some((device, user))
+    }
+}
+
+impl Link {
+    /// Queues a frame for the link's connection (here, or through `bus` on
+    /// another node); false if its queue is full.
+    pub(super) fn put(&self, bus: &dyn Bus, frame: Outbound) -> bool {
+        match &self.via {
+            Via::Local { out, .. } => {
+                !matches!(out.try_send(frame), Err(mpsc::error::TrySendError::Full(_)))
+            }
+            Via::Remote => {
+                let frame = match frame {
+                    Outbound::Text(t) => crate::cluster::Frame::Text(t.as_str().to_owned()),
+                    Outbound::Close(code, _) => crate::cluster::Frame::Close(code),
+                };
+                bus.publish(
+                    Target::Node(self.node),
+                    &Envelope::ToConn {
+                        conn: self.conn,
+                        frame,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Makes the link's connection close itself as too slow.
+    pub(super) fn kill(&self, bus: &dyn Bus) {
+        match &self.via {
+            Via::Local { kill, .. } => kill.cancel(),
+            Via::Remote => {
+                self.put(bus, Outbound::Close(CLOSE_POLICY, ""));
+            }
+        }
     }
 }
