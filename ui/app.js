@@ -137,7 +137,7 @@ function updateSound() {
 // ---- rendering ----------------------------------------------------------------
 
 function render(snap) {
-  if (!snap || typeof snap !== "object") return;
+  if (!L.isNewerSnapshot(snapshot, snap)) return;
   snapshot = snap;
   const next = L.screenFor(snap);
   callStart = L.nextCallStart(callStart, snap.call ?? null, Date.now());
@@ -543,6 +543,14 @@ function wire() {
   $("notice-dismiss").addEventListener("click", clearNotice);
   document.addEventListener("keydown", onKeyDown);
   setInterval(tick, 1000);
+  // Coming back from the tray or another window: take the app's state afresh
+  // (render() ignores an answer older than what is on screen).
+  const resync = () => {
+    if (!hasTauri || document.visibilityState === "hidden") return;
+    invoke("get_state").then(render, () => {});
+  };
+  document.addEventListener("visibilitychange", resync);
+  window.addEventListener("focus", resync);
 }
 
 // ---- start --------------------------------------------------------------------
@@ -580,7 +588,8 @@ async function init() {
   }
   try {
     const snap = await invoke("get_state");
-    // An app-state event that arrived meanwhile is at least as new as this answer.
+    // An app-state event that arrived meanwhile is at least as new as this
+    // answer (render() also compares revisions).
     if (!eventSeen) render(snap);
   } catch (err) {
     if (!snapshot) render({ user: null, connection: "signed_out", call: null, settings: {} });

@@ -33,6 +33,17 @@ export function utf8Length(s) {
 }
 
 /**
+ * Whether snapshot `next` may replace `current`: not when it is older (a
+ * `get_state` answer that crossed a newer `app-state` event). Snapshots
+ * without a revision (a mock, or an older app) are always taken.
+ */
+export function isNewerSnapshot(current, next) {
+  if (!next || typeof next !== "object") return false;
+  if (!current || typeof current.rev !== "number" || typeof next.rev !== "number") return true;
+  return next.rev >= current.rev;
+}
+
+/**
  * Which screen to show for an AppSnapshot:
  * "signin" | "home" | "incoming" | "incall" | "outgoing".
  */

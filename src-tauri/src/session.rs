@@ -40,11 +40,16 @@ pub struct Inner {
     /// Bumped at every sign-in and sign-out so a stale event pump stops.
     generation: u64,
     pub notifications_available: bool,
+    /// Bumped at every `app-state` event, so the UI can tell which of two
+    /// snapshots is newer (a `get_state` answer may cross an event).
+    rev: u64,
 }
 
 /// What the UI renders (`app-state` event and `get_state` command).
 #[derive(Clone, Debug, Serialize)]
 pub struct Snapshot {
+    /// Newer snapshots have higher numbers; the UI ignores older ones.
+    pub rev: u64,
     pub profile: String,
     pub user: Option<String>,
     pub connection: Connection,
@@ -84,6 +89,7 @@ impl AppState {
                 last_error: (!report.problems.is_empty()).then(|| report.problems.join("; ")),
                 generation: 0,
                 notifications_available,
+                rev: 0,
             }),
         }
     }
@@ -96,6 +102,7 @@ impl AppState {
 
 fn snapshot_of(options: &AppOptions, inner: &Inner) -> Snapshot {
     Snapshot {
+        rev: inner.rev,
         profile: options.profile.clone(),
         user: inner.calls.me.clone(),
         connection: inner.calls.connection,
@@ -110,13 +117,23 @@ fn snapshot_of(options: &AppOptions, inner: &Inner) -> Snapshot {
 }
 
 /// Sends the current snapshot to the UI and updates the tray.
+///
+/// The snapshot is taken and emitted under the state's lock: two tasks that
+/// emit at once (the event pump and a command) would otherwise be able to
+/// emit in the other order than they read, and the UI would show the older
+/// state last (an accepted call stuck on the incoming screen).
 pub async fn emit_state<R: Runtime>(app: &AppHandle<R>) {
     let state = app.state::<AppState>();
-    let snap = state.snapshot().await;
+    let snap = {
+        let mut inner = state.inner.lock().await;
+        inner.rev += 1;
+        let snap = snapshot_of(&state.options, &inner);
+        if let Err(e) = app.emit("app-state", &snap) {
+            warn!(error = %e, "cannot emit app-state");
+        }
+        snap
+    };
     crate::tray::set_status(app, &snap);
-    if let Err(e) = app.emit("app-state", &snap) {
-        warn!(error = %e, "cannot emit app-state");
-    }
 }
 
 /// Starts the built-in server on `port`, or finds one already there (another
@@ -322,7 +339,16 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
                     return;
                 }
                 let settings = inner.settings.clone();
-                inner.calls.on_event(&event, &settings, now_ms())
+                let fx = inner.calls.on_event(&event, &settings, now_ms());
+                let screen = inner.calls.call.as_ref().map(|c| c.phase);
+                info!(
+                    event = %event.name(),
+                    invitation = ?event.invitation_id().map(|i| &i.0),
+                    call = ?screen,
+                    effects = fx.len(),
+                    "client event"
+                );
+                fx
             };
             execute(&app, effects).await;
             emit_state(&app).await;

@@ -30,12 +30,20 @@ fn block<F: std::future::Future>(f: F) -> F::Output {
     tauri::async_runtime::block_on(f)
 }
 
+/// A free port for the app's embedded server, below Linux's ephemeral range
+/// (32768 and up): the servers of tests running at the same time bind port 0,
+/// and one of them could otherwise take this port before the app does (the
+/// app would then join that test's server as "another instance").
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    for attempt in 0u32.. {
+        let port = 20_000 + (state.hash_one((std::process::id(), attempt)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    unreachable!()
 }
 
 fn harness(name: &str) -> Harness {
@@ -263,6 +271,49 @@ fn incoming_call_accepted_from_the_app_and_busy_policy() {
     match bot_next(&mut b, "call_ended") {
         Event::CallEnded { by, .. } => assert_eq!(by.as_deref(), Some("alice")),
         e => panic!("{e:?}"),
+    }
+}
+
+/// The UI keeps the last `app-state` it gets. The accept command and the
+/// event pump both emit one when a call is accepted; the one emitted last
+/// must be the newest (an older "incoming" snapshot emitted after the
+/// "in call" one left the window on the incoming screen for the whole call).
+#[test]
+fn after_accepts_the_last_snapshot_is_the_call_and_revisions_rise() {
+    let h = harness("revisions");
+    h.sign_in("alice");
+    let (bob, mut b) = h.bot("bob");
+    let mut last_rev = 0;
+    let mut drain = |h: &Harness| -> Option<Value> {
+        // Everything emitted until the app is quiet for a moment.
+        let mut last = None;
+        while let Ok(s) = h.states.recv_timeout(Duration::from_millis(300)) {
+            let rev = s["rev"].as_u64().expect("a revision");
+            assert!(rev > last_rev, "revision {rev} after {last_rev}");
+            last_rev = rev;
+            last = Some(s);
+        }
+        last
+    };
+    for round in 0..15 {
+        let inv = bob.create_local_invitation("alice").unwrap();
+        block(bob.send_local_invitation(&inv)).unwrap();
+        bot_next(&mut b, "local_invitation_received_by_peer");
+        drain(&h);
+        h.invoke("accept", json!({"invitationId": null}))
+            .expect("accept");
+        bot_next(&mut b, "local_invitation_accepted");
+        let last = drain(&h).expect("snapshots after the accept");
+        assert_eq!(phase(&last), "in_call", "round {round}: {last}");
+        let got = h.invoke("get_state", json!({})).expect("get_state");
+        assert_eq!(
+            got["rev"], last["rev"],
+            "get_state answers the latest revision"
+        );
+        h.invoke("hang_up", json!({})).expect("hang_up");
+        bot_next(&mut b, "call_ended");
+        let last = drain(&h).expect("snapshots after the hang-up");
+        assert!(last["call"].is_null(), "round {round}: {last}");
     }
 }
 

@@ -85,13 +85,19 @@ export class Session {
   }
 
   async untilScreen(name, timeoutMs) {
+    // The screens seen while waiting, in order, for the failure message.
+    const seen = [];
     try {
-      return await this.until(`screen ${name}`, async () => (await this.screen()) === name, timeoutMs);
+      return await this.until(`screen ${name}`, async () => {
+        const now = await this.screen();
+        if (seen[seen.length - 1] !== now) seen.push(now);
+        return now === name;
+      }, timeoutMs);
     } catch (e) {
       // Say where the app is instead, and what it last told the user.
       const where = await this.screen().catch(() => '?');
       const notice = await this.exec("return document.getElementById('notice-text')?.textContent ?? ''").catch(() => '?');
-      throw new Error(`${e.message}; on screen ${JSON.stringify(where)}, notice ${JSON.stringify(notice)}`);
+      throw new Error(`${e.message}; screens seen meanwhile: ${seen.join(' → ')}; on screen ${JSON.stringify(where)}, notice ${JSON.stringify(notice)}`);
     }
   }
 

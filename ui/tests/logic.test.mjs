@@ -55,6 +55,25 @@ describe("screenFor", () => {
   test("unknown phase → home", () => assert.equal(L.screenFor(snap({ call: call({ phase: "weird" }) })), "home"));
 });
 
+describe("isNewerSnapshot", () => {
+  test("an older revision does not replace a newer one", () => {
+    assert.equal(L.isNewerSnapshot(snap({ rev: 7 }), snap({ rev: 6 })), false);
+  });
+  test("the same or a newer revision does", () => {
+    assert.equal(L.isNewerSnapshot(snap({ rev: 7 }), snap({ rev: 7 })), true);
+    assert.equal(L.isNewerSnapshot(snap({ rev: 7 }), snap({ rev: 8 })), true);
+  });
+  test("the first snapshot, or one without revisions, is taken", () => {
+    assert.equal(L.isNewerSnapshot(null, snap({ rev: 1 })), true);
+    assert.equal(L.isNewerSnapshot(snap({}), snap({ rev: 1 })), true);
+    assert.equal(L.isNewerSnapshot(snap({ rev: 3 }), snap({})), true);
+  });
+  test("not a snapshot → not taken", () => {
+    assert.equal(L.isNewerSnapshot(snap({ rev: 1 }), null), false);
+    assert.equal(L.isNewerSnapshot(snap({ rev: 1 }), "x"), false);
+  });
+});
+
 describe("validateUserId", () => {
   test("accepts ordinary ids and every allowed character", () => {
     assert.equal(L.validateUserId("alice"), null);
