@@ -167,6 +167,12 @@ enum Attempt {
         ws: Ws,
         last_ref: u64,
     },
+    /// The session's node is gone; another node took the session over as
+    /// a new device with this secret.
+    Moved {
+        ws: Ws,
+        session: String,
+    },
     /// The server answered: the session is gone.
     Refused(ErrorCode, String),
     /// No answer (network, timeout): try again later.
@@ -497,6 +503,12 @@ impl Driver {
                             }
                             return None;
                         }
+                        Attempt::Moved { ws, session } => {
+                            warn!(attempts, "the server node of this session is gone: another node took it over; what was in flight is lost");
+                            self.ws = Some(ws);
+                            self.moved(session);
+                            return None;
+                        }
                         Attempt::Refused(code, message) => {
                             warn!(%code, %message, "the server refused to resume the session");
                             return Some((ConnectionState::Aborted, ConnectionReason::SessionExpired));
@@ -551,6 +563,9 @@ impl Driver {
                     match serde_json::from_str::<ServerMessage>(text.as_str()) {
                         Ok(ServerMessage::Resumed { last_ref, .. }) => {
                             return Ok(Attempt::Resumed { ws, last_ref })
+                        }
+                        Ok(ServerMessage::SessionMoved { session, .. }) => {
+                            return Ok(Attempt::Moved { ws, session })
                         }
                         Ok(ServerMessage::Error { code, message, .. }) => {
                             return Ok(Attempt::Refused(code, message))
@@ -1054,6 +1069,7 @@ impl Driver {
             }
             ServerMessage::LoginOk { .. }
             | ServerMessage::Resumed { .. }
+            | ServerMessage::SessionMoved { .. }
             | ServerMessage::Ok { req: None } => {}
         }
         Ok(())
@@ -1133,9 +1149,33 @@ impl Driver {
     }
 
     /// The session is over: every pending thing ends here, with a reason.
-    fn end_session(mut self, (state, reason): (ConnectionState, ConnectionReason)) {
+    /// Another node took the session over (its node died): a new secret,
+    /// numbering from 1, and nothing of what was in flight. Requests without
+    /// an answer fail, and this device's invitations and calls end as if the
+    /// session had ended (the other parties saw this device or its node go).
+    fn moved(&mut self, session: String) {
+        self.session = session;
+        self.last_seq = 0;
+        self.seen_sent = 0;
+        self.seen_due = None;
+        self.unanswered.clear();
+        self.recent_acks.clear();
+        // What the old device had ends first; then the new device is connected.
+        self.end_invitations(|| ClientError::SessionMoved);
+        // The new device starts afresh: an invitation still ringing for the
+        // user rings it as new, and must not be taken for one already seen.
+        self.remotes.clear();
+        self.finished_remotes.clear();
+        self.emit(Event::ConnectionStateChanged {
+            state: ConnectionState::Connected,
+            reason: ConnectionReason::SessionMoved,
+        });
+    }
+
+    /// Fails the requests without an answer, and ends every invitation and call.
+    fn end_invitations(&mut self, err: impl Fn() -> ClientError) {
         for (_, p) in self.pending.drain() {
-            p.fail(|| ClientError::NotLoggedIn);
+            p.fail(&err);
         }
         let handles: Vec<u64> = self.locals.keys().copied().collect();
         for handle in handles {
@@ -1153,6 +1193,10 @@ impl Driver {
                 .and_then(|r| r.state.on_session_lost());
             self.emit_remote(&id, ev);
         }
+    }
+
+    fn end_session(mut self, (state, reason): (ConnectionState, ConnectionReason)) {
+        self.end_invitations(|| ClientError::NotLoggedIn);
         let reason = if self.logged_out {
             ConnectionReason::Logout
         } else if self.server_going_away {

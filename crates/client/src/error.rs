@@ -23,6 +23,11 @@ pub enum ClientError {
     /// The session is over (logged out or connection lost); log in again.
     #[error("not logged in: the session has ended; log in again")]
     NotLoggedIn,
+    /// The server node that kept the session died before answering; another
+    /// node took the session over. Whether the request took effect is not
+    /// known: look at the events, or ask again.
+    #[error("the server node that had this request is gone (the session moved to another node); its outcome is unknown")]
+    SessionMoved,
 }
 
 impl ClientError {
@@ -38,7 +43,7 @@ impl ClientError {
         match self {
             ClientError::Api { code, .. } | ClientError::Login { code, .. } => *code,
             ClientError::Connect { .. } | ClientError::Timeout(_) => ErrorCode::Rejected,
-            ClientError::NotLoggedIn => ErrorCode::NotLoggedIn,
+            ClientError::NotLoggedIn | ClientError::SessionMoved => ErrorCode::NotLoggedIn,
         }
     }
 }

@@ -38,6 +38,12 @@ pub enum ConnectionReason {
     SessionExpired,
     /// The session was resumed on another connection (Agora: REMOTE_LOGIN).
     TakenOver,
+    /// The server node that kept the session is gone, and another node took
+    /// the session over (a cluster). Messages in flight were lost, so the
+    /// invitations and calls of this device ended just before this event (as
+    /// `not_logged_in`), and requests without an answer failed; presence
+    /// subscriptions go on, and invitations still ringing come again.
+    SessionMoved,
 }
 
 /// A snapshot of an invitation this device sent.

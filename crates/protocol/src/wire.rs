@@ -257,6 +257,23 @@ pub enum ServerMessage {
         /// The `seq` of the last message the server has sent in this session.
         seq: u64,
     },
+    /// Reply to `resume` when the server node that kept the session is gone
+    /// (a cluster): this node took the session over as a new device of the
+    /// same user, with a new `session` secret, its presence subscriptions
+    /// kept, and `seq` starting again at 1. What the old node had not
+    /// delivered is lost: the client ends the invitations and calls it had
+    /// (their other parties saw the old device or node go), fails the
+    /// requests it had not had answers to, and takes what rings from now on
+    /// as new. Then `missed_calls`, invitations still ringing for the user,
+    /// and the presence of the users it follows come, numbered from 1.
+    SessionMoved {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        user: String,
+        device_id: DeviceId,
+        timers: TimersMs,
+        session: String,
+    },
     /// Reply to `logout`, `cancel`, `accept`, `refuse`, `hangup`, `unsubscribe_presence`.
     Ok {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]

@@ -147,6 +147,19 @@ pub(crate) enum Envelope {
     },
 }
 
+/// What another node needs to take a session over when the node that kept
+/// it dies. Kept in Redis while the session lives: hash
+/// `callinvite:sessions:<node>`, field = the session secret. The node renews
+/// the hash's expiry at every heartbeat, so the records of a dead node stay
+/// for about its timeout plus the resume window, and no longer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    pub user: UserId,
+    /// Users whose presence the session follows.
+    #[serde(default)]
+    pub subscriptions: Vec<UserId>,
+}
+
 /// A WebSocket frame for a connection on another node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -178,6 +191,55 @@ enum Out {
         calls: String,
         ttl_ms: u64,
     },
+    /// Keep (JSON) or forget (`None`) a session record of `node`.
+    KeepSession {
+        node: u32,
+        session: String,
+        record: Option<String>,
+    },
+    /// This node is alive for `alive_ms` more, and its session records stay
+    /// for `ttl_ms` more.
+    RenewSessions {
+        node: u32,
+        alive_ms: u64,
+        ttl_ms: u64,
+    },
+    /// This node is leaving: it is no longer alive.
+    Leaving {
+        node: u32,
+    },
+}
+
+/// What a claim of another node's session found.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// The session, now this node's to keep.
+    Taken(SessionRecord),
+    /// That node is alive (its key has not expired): ask it instead.
+    NodeAlive,
+    /// No such session (expired, ended, or taken by another node).
+    Gone,
+}
+
+/// `callinvite:alive:<node>` exists while the node says it is alive; a claim
+/// of its sessions fails until it expires. Then the record is taken
+/// (HGET + HDEL) in the same step, so only one node can have it.
+const CLAIM_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'alive'} end
+local r = redis.call('HGET', KEYS[2], ARGV[1])
+if r then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return {'taken', r}
+end
+return {'gone'}
+"#;
+
+fn alive_key(node: u32) -> String {
+    format!("callinvite:alive:{node}")
+}
+
+fn sessions_key(node: u32) -> String {
+    format!("callinvite:sessions:{node}")
 }
 
 /// What a hub needs from the rest of the service: a number, a way to reach
@@ -197,6 +259,18 @@ pub(crate) trait Bus: Send {
     fn store_missed(&self, user: &UserId, calls: &[MissedCall], ttl: Duration);
     /// How often to say "alive", and after how long a silent node is dead.
     fn liveness(&self) -> Option<(Duration, Duration)>;
+    /// Keeps (or, with `None`, forgets) the record of a session of `node`,
+    /// for taking it over should that node die.
+    fn keep_session(&self, node: u32, session: &str, record: Option<&SessionRecord>);
+    /// Says (in Redis) that this node is alive for `alive` more, and renews
+    /// the expiry of its session records to `ttl` (every heartbeat).
+    fn renew_sessions(&self, alive: Duration, ttl: Duration);
+    /// This node is leaving: its sessions may be taken over at once.
+    fn leaving(&self);
+    /// Takes the record of a session of dead `node` out of Redis (only one
+    /// node can), and tells the hub with [`Command::SessionClaimed`] for
+    /// connection `conn`.
+    fn claim_session(&self, node: u32, session: &str, conn: u64);
 }
 
 /// The one and only node: nothing to tell anyone.
@@ -211,6 +285,10 @@ impl Bus for SingleNode {
     fn liveness(&self) -> Option<(Duration, Duration)> {
         None
     }
+    fn keep_session(&self, _: u32, _: &str, _: Option<&SessionRecord>) {}
+    fn renew_sessions(&self, _: Duration, _: Duration) {}
+    fn leaving(&self) {}
+    fn claim_session(&self, _: u32, _: &str, _: u64) {}
 }
 
 /// This node's handle on the cluster: its number, and the queue of the task
@@ -219,6 +297,10 @@ pub(crate) struct Cluster {
     pub node: u32,
     pub config: ClusterConfig,
     out: mpsc::UnboundedSender<Out>,
+    /// For the requests that need an answer (session claims).
+    redis: redis::aio::ConnectionManager,
+    /// Where claim answers go.
+    hub: mpsc::Sender<Command>,
 }
 
 impl Bus for Cluster {
@@ -250,6 +332,67 @@ impl Bus for Cluster {
             user: user.clone(),
             calls,
             ttl_ms: ttl.as_millis() as u64,
+        });
+    }
+
+    fn keep_session(&self, node: u32, session: &str, record: Option<&SessionRecord>) {
+        let record = record.and_then(|r| serde_json::to_string(r).ok());
+        let _ = self.out.send(Out::KeepSession {
+            node,
+            session: session.to_owned(),
+            record,
+        });
+    }
+
+    fn renew_sessions(&self, alive: Duration, ttl: Duration) {
+        let _ = self.out.send(Out::RenewSessions {
+            node: self.node,
+            alive_ms: alive.as_millis() as u64,
+            ttl_ms: ttl.as_millis() as u64,
+        });
+    }
+
+    fn leaving(&self) {
+        let _ = self.out.send(Out::Leaving { node: self.node });
+    }
+
+    fn claim_session(&self, node: u32, session: &str, conn: u64) {
+        let mut redis = self.redis.clone();
+        let hub = self.hub.clone();
+        let session = session.to_owned();
+        tokio::spawn(async move {
+            let claimed: redis::RedisResult<Vec<String>> = redis::Script::new(CLAIM_SCRIPT)
+                .key(alive_key(node))
+                .key(sessions_key(node))
+                .arg(&session)
+                .invoke_async(&mut redis)
+                .await;
+            let claim = match claimed.as_deref() {
+                Ok([word]) if word == "alive" => Claim::NodeAlive,
+                Ok([word, text]) if word == "taken" => {
+                    match serde_json::from_str::<SessionRecord>(text) {
+                        Ok(r) => Claim::Taken(r),
+                        Err(e) => {
+                            warn!(error = %e, "unreadable session record in Redis");
+                            Claim::Gone
+                        }
+                    }
+                }
+                Ok(_) => Claim::Gone,
+                Err(e) => {
+                    // Redis is unreachable: try again at the next heartbeat.
+                    warn!(error = %e, "cannot claim a session in Redis");
+                    Claim::NodeAlive
+                }
+            };
+            let _ = hub
+                .send(Command::SessionClaimed {
+                    conn,
+                    node,
+                    session,
+                    claim,
+                })
+                .await;
         });
     }
 }
@@ -329,6 +472,7 @@ pub(crate) async fn join(
     // again (with backoff) and has the hub say hello again, since whatever
     // was said meanwhile is lost.
     let url = config.redis_url.clone();
+    let hub_for_claims = hub.clone();
     tokio::spawn(async move {
         let mut next = Some(pubsub);
         let mut delay = Duration::from_millis(100);
@@ -376,6 +520,8 @@ pub(crate) async fn join(
     });
 
     let (out, mut rx) = mpsc::unbounded_channel::<Out>();
+    let redis = conn.clone();
+    let claims = hub_for_claims;
     tokio::spawn(async move {
         // Everything queued meanwhile goes out as one pipeline: one round
         // trip for many messages, still in order.
@@ -404,6 +550,46 @@ pub(crate) async fn join(
                         .arg(ttl_ms.max(1))
                         .ignore();
                 }
+                Out::KeepSession {
+                    node,
+                    session,
+                    record: Some(record),
+                } => {
+                    pipe.cmd("HSET")
+                        .arg(sessions_key(node))
+                        .arg(session)
+                        .arg(record)
+                        .ignore();
+                }
+                Out::KeepSession {
+                    node,
+                    session,
+                    record: None,
+                } => {
+                    pipe.cmd("HDEL")
+                        .arg(sessions_key(node))
+                        .arg(session)
+                        .ignore();
+                }
+                Out::RenewSessions {
+                    node,
+                    alive_ms,
+                    ttl_ms,
+                } => {
+                    pipe.cmd("SET")
+                        .arg(alive_key(node))
+                        .arg(1)
+                        .arg("PX")
+                        .arg(alive_ms.max(1))
+                        .ignore();
+                    pipe.cmd("PEXPIRE")
+                        .arg(sessions_key(node))
+                        .arg(ttl_ms.max(1))
+                        .ignore();
+                }
+                Out::Leaving { node } => {
+                    pipe.cmd("DEL").arg(alive_key(node)).ignore();
+                }
             };
             add(first);
             for _ in 0..512 {
@@ -418,7 +604,16 @@ pub(crate) async fn join(
             }
         }
     });
-    Ok((Cluster { node, config, out }, missed))
+    Ok((
+        Cluster {
+            node,
+            config,
+            out,
+            redis,
+            hub: claims,
+        },
+        missed,
+    ))
 }
 
 async fn subscribe(client: &redis::Client, node: u32) -> redis::RedisResult<redis::aio::PubSub> {

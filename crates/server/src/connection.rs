@@ -438,9 +438,17 @@ impl Conn {
         if !self.to_hub(cmd, req).await {
             return;
         }
-        // A session on another node is answered through the cluster; a node
-        // that died before noticing is not waited for long.
-        match timeout(Duration::from_secs(5), answer).await {
+        // A session on another node is answered through the cluster, or, if
+        // that node died, taken over here once it is found dead (within a
+        // node timeout and a heartbeat); a few seconds more for Redis.
+        let wait = self
+            .config
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(5), |c| {
+                c.node_timeout + c.heartbeat_every + Duration::from_secs(5)
+            });
+        match timeout(wait, answer).await {
             Ok(Ok(Some(session))) => self.session = Some(session),
             Ok(_) => {}
             Err(_) => {

@@ -321,6 +321,159 @@ async fn a_node_that_dies_silently_is_found_out_within_the_node_timeout() {
 }
 
 #[tokio::test]
+async fn a_session_whose_node_dies_is_taken_over_by_another_node() {
+    let redis = Redis::start().await;
+    let b = start_node(&redis, Config::default()).await;
+    // Node A dies all at once (its runtime dropped, no goodbye).
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let redis_url = redis.url.clone();
+    let node_a = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let a = rt.block_on(start_node_at(&redis_url, Config::default()));
+        url_tx.send(a.url.clone()).unwrap();
+        let _ = kill_rx.recv();
+        std::mem::forget(a);
+        drop(rt);
+    });
+    let a_url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap())
+        .await
+        .unwrap();
+    // alice reaches the cluster through a "load balancer" that sends her to A.
+    let lb = Proxy::start(&a_url).await;
+    let (alice, mut ae) =
+        callinvite_client::Client::login(callinvite_client::LoginOptions::new(&lb.url, "alice"))
+            .await
+            .unwrap();
+    next(&mut ae).await;
+    alice.subscribe_presence(&["dave"]).await.unwrap();
+    let (bob, mut be) = b.login("bob").await;
+    let (carol, mut ce) = b.login("carol").await;
+    until_online(&bob, &["alice"]).await;
+    // bob (node B) is in a call with alice (node A); carol's call rings at alice.
+    let inv = bob.create_local_invitation("alice").unwrap();
+    let call = bob.send_local_invitation(&inv).await.unwrap();
+    until(&mut ae, "remote_invitation_received").await;
+    alice.accept_remote_invitation(&call, "").await.unwrap();
+    until(&mut be, "local_invitation_accepted").await;
+    let inv = carol.create_local_invitation("alice").unwrap();
+    let ringing = carol.send_local_invitation(&inv).await.unwrap();
+    until(&mut ae, "remote_invitation_received").await;
+    until(&mut ce, "local_invitation_received_by_peer").await;
+
+    let started = std::time::Instant::now();
+    lb.retarget(&b.url);
+    kill_tx.send(()).unwrap();
+    tokio::task::spawn_blocking(move || node_a.join().unwrap())
+        .await
+        .unwrap();
+    lb.cut();
+    let e = until(&mut ae, "connection_state_changed").await;
+    assert!(
+        matches!(
+            e,
+            Event::ConnectionStateChanged {
+                state: callinvite_client::ConnectionState::Reconnecting,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Node B finds A dead and takes alice's session over: no new login.
+    // What alice had ends on her side first, with a defined reason; bob's
+    // side of the call ended too (alice's old device went with node A).
+    let mut ended_call = false;
+    let mut ended_ringing = false;
+    while !(ended_call && ended_ringing) {
+        match next(&mut ae).await {
+            Event::CallEnded {
+                invitation_id,
+                reason: CallEndReason::NotLoggedIn,
+                ..
+            } if invitation_id == call => ended_call = true,
+            Event::RemoteInvitationFailure {
+                invitation,
+                reason: FailureReason::NotLoggedIn,
+            } if invitation.invitation_id == ringing => ended_ringing = true,
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    let e = next(&mut ae).await;
+    assert!(
+        matches!(
+            e,
+            Event::ConnectionStateChanged {
+                state: callinvite_client::ConnectionState::Connected,
+                reason: callinvite_client::ConnectionReason::SessionMoved
+            }
+        ),
+        "{e:?}"
+    );
+    println!(
+        "session taken over {:?} after its node died (node timeout 1.5 s)",
+        started.elapsed()
+    );
+    let e = until(&mut be, "call_ended").await;
+    assert!(
+        matches!(
+            e,
+            Event::CallEnded {
+                reason: CallEndReason::PeerConnectionLost,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // carol's invitation (kept by node B) goes on: it rings alice's session
+    // again on its new node, and alice can take it.
+    let mut followed = false;
+    loop {
+        match next(&mut ae).await {
+            Event::PresenceChanged { user, online } if user == "dave" => {
+                assert!(!online);
+                followed = true;
+            }
+            Event::RemoteInvitationReceived { invitation } => {
+                assert_eq!(invitation.invitation_id, ringing);
+                break;
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    alice.accept_remote_invitation(&ringing, "").await.unwrap();
+    until(&mut ce, "local_invitation_accepted").await;
+    // The presence subscription came along.
+    if !followed {
+        until(&mut ae, "presence_changed").await;
+    }
+    let (_dave, _de) = b.login("dave").await;
+    let e = until(&mut ae, "presence_changed").await;
+    assert_eq!(
+        e,
+        Event::PresenceChanged {
+            user: "dave".into(),
+            online: true
+        }
+    );
+    // The session goes on: a drop now resumes on node B as usual.
+    lb.cut();
+    until(&mut ae, "connection_state_changed").await;
+    let e = next(&mut ae).await;
+    assert!(
+        matches!(
+            e,
+            Event::ConnectionStateChanged {
+                reason: callinvite_client::ConnectionReason::Resumed,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    carol.hang_up(&ringing).await.unwrap();
+    until(&mut ae, "call_ended").await;
+}
+
+#[tokio::test]
 async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
     let redis = Redis::start().await;
     let mut config = Config::default();

@@ -79,6 +79,18 @@ async fn chaos_across_two_nodes_every_invitation_ends_once_and_both_sides_agree(
     chaos(true).await
 }
 
+/// Whether another node took the session over (its node died): the events
+/// after it are those of a new device, and are checked as a new session.
+fn is_move(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ConnectionStateChanged {
+            reason: ConnectionReason::SessionMoved,
+            ..
+        }
+    )
+}
+
 async fn chaos(cluster: bool) {
     let users = env("FAULT_USERS", 8) as usize;
     let seconds = env("FAULT_SECONDS", 6);
@@ -155,7 +167,14 @@ async fn chaos(cluster: bool) {
                                     Event::RemoteInvitationAccepted { invitation } => calls.push(invitation.invitation_id.clone()),
                                     _ => {}
                                 }
+                                let moved = is_move(&event);
                                 log.lock().unwrap().push(Seen { session: (u, session), at: Instant::now(), event });
+                                if moved {
+                                    // A new device of the user from here on: its own record.
+                                    session += 1;
+                                    incoming.clear();
+                                    calls.clear();
+                                }
                             }
                             None => break, // the server went away (restart)
                         },
@@ -207,7 +226,11 @@ async fn chaos(cluster: bool) {
                 // Whatever the client reports at the end of the session is part of the record.
                 // A client may still be resuming (up to its give-up time, heartbeat + grace).
                 while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(20), events.next()).await {
+                    let moved = is_move(&event);
                     log.lock().unwrap().push(Seen { session: (u, session), at: Instant::now(), event });
+                    if moved {
+                        session += 1;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
             }
@@ -302,8 +325,9 @@ async fn chaos(cluster: bool) {
         if !matches!(f.event, Event::LocalInvitationAccepted { .. }) {
             assert!(
                 f.at.duration_since(*at) <= ring + Duration::from_secs(2),
-                "{id} ended after {:?}",
-                f.at.duration_since(*at)
+                "{id} ended after {:?}: {:?}",
+                f.at.duration_since(*at),
+                f.event
             );
         }
     }
@@ -311,7 +335,16 @@ async fn chaos(cluster: bool) {
     for (key, r) in &received {
         assert_eq!(r.len(), 1, "{:?} received {} times", key, r.len());
         let finals = callee_final.get(key).map_or(0, Vec::len);
-        assert_eq!(finals, 1, "{:?}: {finals} final callee events", key);
+        assert_eq!(
+            finals,
+            1,
+            "{:?}: {finals} final callee events; that session saw: {:#?}",
+            key,
+            log.iter()
+                .filter(|s| s.session == key.1)
+                .map(|s| &s.event)
+                .collect::<Vec<_>>()
+        );
         let f = callee_final[key][0];
         if !matches!(f.event, Event::RemoteInvitationAccepted { .. }) {
             assert!(
@@ -364,7 +397,7 @@ async fn chaos(cluster: bool) {
     for s in &log {
         by_session.entry(s.session).or_default().push(&s.event);
     }
-    let (mut resumed, mut expired) = (0u32, 0u32);
+    let (mut resumed, mut expired, mut moved) = (0u32, 0u32, 0u32);
     for (session, events) in &by_session {
         let mut seen = std::collections::HashSet::new();
         for e in events {
@@ -406,10 +439,14 @@ async fn chaos(cluster: bool) {
             .iter()
             .filter(|s| s.1 == ConnectionReason::SessionExpired)
             .count() as u32;
+        moved += states
+            .iter()
+            .filter(|s| s.1 == ConnectionReason::SessionMoved)
+            .count() as u32;
     }
     let total_events = log.len();
     println!(
-        "fault test: {users} users, {} node(s), {seconds} s, 1 server restart, {} network cuts, 1 outage longer than the {grace:?} grace window, {} clients vanished; {resumed} sessions resumed, {expired} expired; {} invitations, {} callee deliveries, {} events; caller outcomes: {:?}",
+        "fault test: {users} users, {} node(s), {seconds} s, 1 server restart, {} network cuts, 1 outage longer than the {grace:?} grace window, {} clients vanished; {resumed} sessions resumed, {moved} taken over by another node, {expired} expired; {} invitations, {} callee deliveries, {} events; caller outcomes: {:?}",
         ports.len(),
         cuts.lock().unwrap(),
         drops.lock().unwrap(),

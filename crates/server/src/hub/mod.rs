@@ -140,6 +140,29 @@ pub(crate) enum Command {
     Cluster(Envelope),
     /// The node's Redis subscription is back after an outage.
     ClusterRejoined,
+    /// What a claim of the session `session` of node `node` (thought dead)
+    /// for connection `conn` found.
+    SessionClaimed {
+        conn: u64,
+        node: u32,
+        session: String,
+        claim: crate::cluster::Claim,
+    },
+}
+
+/// A `resume` on a connection here for a session of another node, until
+/// that node answers or, if it is dead, the session is taken over here.
+struct ResumeAsk {
+    home: u32,
+    session: String,
+    req: Option<u64>,
+    /// The `last_seq` it named, for asking the session's node.
+    last_seq: u64,
+    /// A claim is on its way to Redis.
+    claimed: bool,
+    /// The session's node was asked (once only: a second resume of the
+    /// same connection there would close the first).
+    asked: bool,
 }
 
 /// A logged-in session ("device"), attached to a connection or waiting for a resume.
@@ -202,6 +225,8 @@ pub(crate) struct Hub {
     /// Requests of devices here handed to the node that owns the invitation
     /// and not answered yet, by that node: answered here if it dies.
     forwarded: HashMap<u32, HashSet<(DeviceId, u64)>>,
+    /// Resumes of sessions of other nodes not settled yet, by connection.
+    resume_asks: HashMap<u64, ResumeAsk>,
 }
 
 /// The hub's clock. `tokio::time::Instant` so tests can pause time.
@@ -305,6 +330,7 @@ impl Hub {
             remote_conns: HashMap::new(),
             pending_resumes: HashMap::new(),
             forwarded: HashMap::new(),
+            resume_asks: HashMap::new(),
         }
     }
 
@@ -358,6 +384,12 @@ impl Hub {
             }
             Command::Cluster(envelope) => self.on_cluster(envelope, now),
             Command::ClusterRejoined => self.rejoin(),
+            Command::SessionClaimed {
+                conn,
+                node,
+                session,
+                claim,
+            } => self.session_claimed(conn, node, session, claim, now),
             Command::Gone { device, conn, how } => {
                 let me = self.me();
                 if self.devices.contains_key(&device) {
@@ -499,6 +531,23 @@ impl Hub {
             let _ = out.try_send(Outbound::Text(encode(&msg).into()));
             return None;
         }
+        Some(self.admit(user, req, conn, out.clone(), kill, None, now))
+    }
+
+    /// Makes a new device of `user` on connection `conn`: a fresh login, or
+    /// (`moved` has the subscriptions) a session taken over from a dead node.
+    /// Sends `login_ok` or `session_moved`, then what the device must hear.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn admit(
+        &mut self,
+        user: UserId,
+        req: Option<u64>,
+        conn: u64,
+        out: mpsc::Sender<Outbound>,
+        kill: CancellationToken,
+        moved: Option<Vec<UserId>>,
+        now: Instant,
+    ) -> DeviceId {
         let device = DeviceId(self.next_device);
         self.next_device += 1;
         // In a cluster the secret names its node, so a resume on another node finds it.
@@ -509,23 +558,33 @@ impl Hub {
         };
         // login_ok is about this connection, so it is sent before the session's numbered messages.
         let t = &self.config.timeouts;
-        let ok = ServerMessage::LoginOk {
-            req,
-            user: user.to_string(),
-            device_id: device,
-            auth: if self.config.secret.is_some() {
-                AuthMode::Token
-            } else {
-                AuthMode::Open
+        let timers = TimersMs {
+            offline_ms: t.offline.as_millis() as u64,
+            no_response_ms: t.no_response.as_millis() as u64,
+            ring_ms: t.ring.as_millis() as u64,
+            heartbeat_ms: self.config.heartbeat.as_millis() as u64,
+            resume_ms: self.config.resume_grace.as_millis() as u64,
+        };
+        let ok = match &moved {
+            None => ServerMessage::LoginOk {
+                req,
+                user: user.to_string(),
+                device_id: device,
+                auth: if self.config.secret.is_some() {
+                    AuthMode::Token
+                } else {
+                    AuthMode::Open
+                },
+                timers,
+                session: session.clone(),
             },
-            timers: TimersMs {
-                offline_ms: t.offline.as_millis() as u64,
-                no_response_ms: t.no_response.as_millis() as u64,
-                ring_ms: t.ring.as_millis() as u64,
-                heartbeat_ms: self.config.heartbeat.as_millis() as u64,
-                resume_ms: self.config.resume_grace.as_millis() as u64,
+            Some(_) => ServerMessage::SessionMoved {
+                req,
+                user: user.to_string(),
+                device_id: device,
+                timers,
+                session: session.clone(),
             },
-            session: session.clone(),
         };
         let _ = out.try_send(Outbound::Text(encode(&ok).into()));
         self.sessions.insert(session.clone(), device);
@@ -553,8 +612,13 @@ impl Hub {
         let devices = self.users.entry(user.clone()).or_default();
         let came_online = devices.is_empty();
         devices.push(device);
-        info!(%user, %device, devices = self.users.get(&user).map_or(0, Vec::len), "logged in");
-        self.config.metrics.login("ok");
+        if moved.is_some() {
+            info!(%user, %device, "session taken over from a node that is gone");
+            self.config.metrics.login("session_moved");
+        } else {
+            info!(%user, %device, devices = self.users.get(&user).map_or(0, Vec::len), "logged in");
+            self.config.metrics.login("ok");
+        }
         self.config.metrics.devices.inc();
         if came_online {
             self.notify_presence(&user, true);
@@ -572,7 +636,46 @@ impl Hub {
             self.send(device, &ServerMessage::MissedCalls { calls: missed });
         }
         self.ring_new_device(&user, device, now);
-        Some(device)
+        let follows = moved.unwrap_or_default();
+        if !follows.is_empty() {
+            // The subscriptions go on; what changed meanwhile may have been
+            // lost with the old node, so each user's presence comes afresh.
+            for u in &follows {
+                self.subscribers
+                    .entry(u.clone())
+                    .or_default()
+                    .insert(device);
+            }
+            if let Some(d) = self.devices.get_mut(&device) {
+                d.subscriptions.extend(follows.iter().cloned());
+            }
+            for p in self.presence_of(&follows) {
+                self.send(
+                    device,
+                    &ServerMessage::PresenceChanged {
+                        user: p.user,
+                        online: p.online,
+                    },
+                );
+            }
+        }
+        self.keep_session_record(device);
+        device
+    }
+
+    /// Keeps the device's session record in Redis up to date (a cluster only),
+    /// so another node can take the session over if this one dies.
+    fn keep_session_record(&self, device: DeviceId) {
+        if !self.bus.clustered() {
+            return;
+        }
+        if let Some(d) = self.devices.get(&device) {
+            let record = crate::cluster::SessionRecord {
+                user: d.user.clone(),
+                subscriptions: d.subscriptions.iter().cloned().collect(),
+            };
+            self.bus.keep_session(self.me(), &d.session, Some(&record));
+        }
     }
 
     /// Every invitation owned here that is still ringing for `user` rings on
@@ -796,6 +899,7 @@ impl Hub {
                 if let Some(d) = self.devices.get_mut(&device) {
                     d.subscriptions.extend(users.iter().cloned());
                 }
+                self.keep_session_record(device);
                 let snapshot = self.presence_of(&users);
                 self.send(
                     device,
@@ -817,6 +921,7 @@ impl Hub {
                         d.subscriptions.remove(u);
                     }
                 }
+                self.keep_session_record(device);
                 self.send(device, &ServerMessage::Ok { req: Some(req) });
                 Ok(())
             }
@@ -1032,6 +1137,9 @@ impl Hub {
         for id in ids {
             self.drive(&id, Input::Shutdown, now);
         }
+        // Clients that come back to another node may have their sessions
+        // taken over there without waiting for this node's key to expire.
+        self.bus.leaving();
         self.bus.publish(
             Target::All,
             &Envelope::Bye {
@@ -1114,6 +1222,7 @@ impl Hub {
             return;
         };
         self.sessions.remove(&d.session);
+        self.bus.keep_session(self.me(), &d.session, None);
         if let Some(until) = d.detached_until {
             self.detached.remove(&(until, device));
         }

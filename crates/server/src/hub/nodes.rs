@@ -181,6 +181,7 @@ impl Hub {
                     .publish(Target::Node(node), &Envelope::ResumeAnswer { conn, answer });
             }
             Envelope::ResumeAnswer { conn, answer } => {
+                self.resume_asks.remove(&conn);
                 if answer.is_none() {
                     self.remote_conns.remove(&conn);
                 }
@@ -335,6 +336,14 @@ impl Hub {
             warn!(node, ?timeout, "node not heard from: treating it as dead");
             self.node_gone(node, now);
         }
+        // This node's session records outlive it by about a node timeout
+        // and the resume window: long enough for another node to take them.
+        if let Some((every, _)) = self.bus.liveness() {
+            self.bus
+                .renew_sessions(timeout, every + timeout + self.config.resume_grace);
+        }
+        // Resumes that came before this node knew whether their node lives.
+        self.claim_orphaned_sessions();
     }
 
     /// Another node is gone (dead or shut down): its devices leave, and the
@@ -357,12 +366,13 @@ impl Hub {
                 self.detach(device, now);
             }
         }
-        // Connections here whose session was on that node: the session is
-        // gone; close them so their clients log in again.
+        // Connections here attached to a session on that node: close them,
+        // so that their clients resume, and the session is taken over.
+        // (Those still waiting for a resume answer are taken over below.)
         let homed: Vec<u64> = self
             .remote_conns
             .iter()
-            .filter(|(_, (_, _, home))| *home == node)
+            .filter(|(c, (_, _, home))| *home == node && !self.resume_asks.contains_key(c))
             .map(|(c, _)| *c)
             .collect();
         for conn in homed {
@@ -421,5 +431,7 @@ impl Hub {
                 }
             }
         }
+        // Connections here waiting to resume a session of that node take it over.
+        self.claim_orphaned_sessions();
     }
 }

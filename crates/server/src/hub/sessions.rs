@@ -103,24 +103,28 @@ impl Hub {
             .and_then(|r| r.split_once('.'))
             .and_then(|(n, _)| n.parse::<u32>().ok());
         match home {
-            Some(home) if self.bus.clustered() && home != me && self.nodes.contains_key(&home) => {
-                let c = &self.bus;
-                info!(
-                    home,
-                    conn, "resume of a session that lives on another node: asking it"
-                );
+            Some(home) if self.bus.clustered() && home != me => {
                 self.remote_conns.insert(conn, (out, kill, home));
-                c.publish(
-                    Target::Node(home),
-                    &Envelope::ResumeVia {
-                        node: me,
-                        conn,
+                self.resume_asks.insert(
+                    conn,
+                    super::ResumeAsk {
+                        home,
                         session,
-                        last_seq,
                         req,
+                        last_seq,
+                        claimed: false,
+                        asked: false,
                     },
                 );
-                // Answered when that node replies (or the connection gives up).
+                if self.nodes.contains_key(&home) {
+                    self.ask_home(conn);
+                } else {
+                    // A node this one does not know: dead, or too new to
+                    // have been heard. Redis knows which.
+                    self.claim_orphaned_sessions();
+                }
+                // Answered when that node replies, when this one takes the
+                // session over, or when the connection gives up.
                 None
             }
             _ => {
@@ -132,6 +136,111 @@ impl Hub {
                 Some(self.resume(&session, last_seq, req, link, now))
             }
         }
+    }
+
+    /// Hands connection `conn`'s resume to the node of its session.
+    fn ask_home(&mut self, conn: u64) {
+        let me = self.me();
+        let Some(ask) = self.resume_asks.get_mut(&conn).filter(|a| !a.asked) else {
+            return;
+        };
+        ask.asked = true;
+        info!(
+            home = ask.home,
+            conn, "resume of a session that lives on another node: asking it"
+        );
+        self.bus.publish(
+            Target::Node(ask.home),
+            &Envelope::ResumeVia {
+                node: me,
+                conn,
+                session: ask.session.clone(),
+                last_seq: ask.last_seq,
+                req: ask.req,
+            },
+        );
+    }
+
+    /// Claims (from Redis) the sessions that connections here want to
+    /// resume and whose nodes are not among the live ones here.
+    pub(super) fn claim_orphaned_sessions(&mut self) {
+        for (conn, ask) in &mut self.resume_asks {
+            if !ask.claimed && !self.nodes.contains_key(&ask.home) {
+                ask.claimed = true;
+                info!(
+                    node = ask.home,
+                    conn, "resume of a session of a node that is gone: taking it over"
+                );
+                self.bus.claim_session(ask.home, &ask.session, *conn);
+            }
+        }
+    }
+
+    /// Redis answered a claim: take the session over on connection `conn`
+    /// as a new device of its user, ask its node if that is alive after
+    /// all, or tell the client the session has expired.
+    pub(super) fn session_claimed(
+        &mut self,
+        conn: u64,
+        node: u32,
+        session: String,
+        claim: crate::cluster::Claim,
+        now: Instant,
+    ) {
+        use crate::cluster::Claim;
+        let record = match claim {
+            Claim::NodeAlive => {
+                // Alive, or dead for less than its key's life: ask it, and
+                // claim again at the next heartbeat if it is still unknown.
+                if let Some(ask) = self.resume_asks.get_mut(&conn) {
+                    ask.claimed = false;
+                    self.ask_home(conn);
+                }
+                return;
+            }
+            Claim::Gone => None,
+            Claim::Taken(record) => Some(record),
+        };
+        let reply = self.pending_resumes.remove(&conn);
+        let (Some(ask), Some((out, kill, _))) = (
+            self.resume_asks.remove(&conn),
+            self.remote_conns.remove(&conn),
+        ) else {
+            if let Some(record) = record {
+                // The connection is gone: the record goes back, for the
+                // client's next attempt.
+                self.bus.keep_session(node, &session, Some(&record));
+            }
+            return;
+        };
+        let Some(record) = record else {
+            self.config.metrics.login("resume_session_expired");
+            let msg = ServerMessage::error(
+                ask.req,
+                ErrorCode::SessionExpired,
+                "the node that kept this session is gone and the session with it (its resume window passed); log in again",
+            );
+            let _ = out.try_send(Outbound::Text(encode(&msg).into()));
+            if let Some(reply) = reply {
+                let _ = reply.send(None);
+            }
+            return;
+        };
+        let Some(reply) = reply.filter(|_| !out.is_closed()) else {
+            self.bus.keep_session(node, &session, Some(&record));
+            return;
+        };
+        let user = record.user.clone();
+        let device = self.admit(
+            record.user,
+            ask.req,
+            conn,
+            out,
+            kill,
+            Some(record.subscriptions),
+            now,
+        );
+        let _ = reply.send(Some((device, user)));
     }
 
     pub(super) fn resume(
