@@ -24,7 +24,12 @@
 //! A node that stops sending heartbeats for [`ClusterConfig::node_timeout`]
 //! is dead: its devices go offline everywhere (with `connection lost`
 //! effects on invitations and calls), and invitations it owned end with
-//! `server_shutdown` on the devices that took part in them.
+//! `server_shutdown` on the devices that took part in them. Its sessions
+//! can be taken over: each node keeps a [`SessionRecord`] per session in
+//! Redis and a `callinvite:alive:<node>` key while it lives, and a node that
+//! gets a `resume` for a session of a dead node claims the record (once the
+//! key has expired; one node only) and carries on as a new device of the
+//! same user (`session_moved`).
 
 use std::time::Duration;
 
