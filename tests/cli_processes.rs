@@ -270,3 +270,71 @@ fn killing_a_node_of_a_cluster_ends_its_calls_for_users_on_the_other_node() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_session_on_a_killed_node_moves_to_the_other_node_behind_the_load_balancer() {
+    let (_redis, redis_url) = callinvite_e2e::start_redis();
+    let node = ["--redis", redis_url.as_str(), "--node-timeout", "1s"];
+    let (_a, url_a) = start_server(&node);
+    let (mut b, url_b) = start_server(&node);
+    // bob reaches the cluster through a load balancer that sends him to node B.
+    let lb = callinvite_e2e::Forwarder::start(&url_b);
+    let mut bob = cli(
+        "bob",
+        &lb.url,
+        "bob",
+        &["answer", "--accept", "--count", "2"],
+    );
+    bob.wait_event("connection_state_changed");
+    let mut watcher = cli(
+        "watcher",
+        &url_a,
+        "watcher",
+        &["presence", "bob", "--watch", "30s"],
+    );
+    watcher.wait_line("\"online\":true");
+    let mut alice = cli("alice", &url_a, "alice", &["call", "bob"]);
+    alice.wait_event("local_invitation_accepted");
+
+    // Node B dies (SIGKILL); the load balancer sends new connections to node A.
+    lb.retarget(&url_a);
+    b.child.kill().expect("kill node B");
+    let started = std::time::Instant::now();
+    let (_, events) = alice.finish();
+    assert_eq!(
+        named(&events, "call_ended")[0]["reason"],
+        "peer_connection_lost",
+        "{events:?}"
+    );
+    // bob's client resumes through the load balancer; node A takes his session over.
+    let line = bob.wait_line("\"session_moved\"");
+    println!(
+        "node B killed: bob's session moved to node A after {:?} (node timeout 1 s)",
+        started.elapsed()
+    );
+    assert!(line.contains("\"connected\""), "{line}");
+    // He is online again (a new device), and answers the next call without logging in again.
+    watcher.wait_line("\"online\":true");
+    let alice = cli(
+        "alice",
+        &url_a,
+        "alice",
+        &["call", "bob", "--hangup-after", "500ms"],
+    );
+    let (status, events) = alice.finish();
+    assert_eq!(status.code(), Some(0), "{events:?}");
+    assert_eq!(named(&events, "local_invitation_accepted").len(), 1);
+    let (status, events) = bob.finish();
+    assert_eq!(status.code(), Some(0), "{events:?}");
+    let ended = named(&events, "call_ended");
+    assert_eq!(ended[0]["reason"], "not_logged_in", "{events:?}");
+    assert_eq!(ended[1]["reason"], "hangup", "{events:?}");
+    assert_eq!(
+        named(&events, "connection_state_changed")
+            .iter()
+            .filter(|e| e["reason"] == "login_success")
+            .count(),
+        1,
+        "no second login: {events:?}"
+    );
+}

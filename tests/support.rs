@@ -179,3 +179,54 @@ pub fn start_redis() -> (Proc, String) {
     redis.wait_line("Ready to accept connections");
     (redis, format!("redis://127.0.0.1:{port}"))
 }
+
+/// A TCP forwarder standing in for a load balancer: each new connection goes
+/// to the current target, and [`Forwarder::retarget`] changes it. When either
+/// side of a forwarded connection closes, both do.
+pub struct Forwarder {
+    /// `ws://127.0.0.1:<port>`, for clients.
+    pub url: String,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Forwarder {
+    pub fn start(target_url: &str) -> Forwarder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = format!("ws://{}", listener.local_addr().expect("local addr"));
+        let target = std::sync::Arc::new(std::sync::Mutex::new(host_port(target_url)));
+        let current = target.clone();
+        thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                let to = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                thread::spawn(move || {
+                    // Refused upstream: dropping `down` closes the client's connection.
+                    let Ok(up) = std::net::TcpStream::connect(&to) else {
+                        return;
+                    };
+                    let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+                        return;
+                    };
+                    let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    };
+                    thread::spawn(move || pipe(down2, up2));
+                    pipe(up, down);
+                });
+            }
+        });
+        Forwarder { url, target }
+    }
+
+    /// New connections go to `url` from now on.
+    pub fn retarget(&self, url: &str) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = host_port(url);
+    }
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned()
+}
