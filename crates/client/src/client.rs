@@ -61,7 +61,9 @@ impl LoginOptions {
     }
 }
 
-/// What the server said at login.
+/// What the server said at login. It is not updated afterwards: after
+/// [`crate::ConnectionReason::SessionMoved`] the session is another device
+/// (its id is in no event; nothing in this API takes a device id).
 #[derive(Clone, Debug)]
 pub struct SessionInfo {
     pub user: UserId,
