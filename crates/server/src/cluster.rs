@@ -196,11 +196,14 @@ enum Out {
         calls: String,
         ttl_ms: u64,
     },
-    /// Keep (JSON) or forget (`None`) a session record of `node`.
+    /// Keep (JSON) or forget (`None`) a session record of `node`; with
+    /// `expire_ms`, the whole hash expires then (a record given back to a
+    /// dead node's hash must not make it live forever).
     KeepSession {
         node: u32,
         session: String,
         record: Option<String>,
+        expire_ms: Option<u64>,
     },
     /// This node is alive for `alive_ms` more, and its session records stay
     /// for `ttl_ms` more.
@@ -265,8 +268,15 @@ pub(crate) trait Bus: Send {
     /// How often to say "alive", and after how long a silent node is dead.
     fn liveness(&self) -> Option<(Duration, Duration)>;
     /// Keeps (or, with `None`, forgets) the record of a session of `node`,
-    /// for taking it over should that node die.
-    fn keep_session(&self, node: u32, session: &str, record: Option<&SessionRecord>);
+    /// for taking it over should that node die. With `expire`, that node's
+    /// records expire then (for a record given back to a dead node).
+    fn keep_session(
+        &self,
+        node: u32,
+        session: &str,
+        record: Option<&SessionRecord>,
+        expire: Option<Duration>,
+    );
     /// Says (in Redis) that this node is alive for `alive` more, and renews
     /// the expiry of its session records to `ttl` (every heartbeat).
     fn renew_sessions(&self, alive: Duration, ttl: Duration);
@@ -290,7 +300,7 @@ impl Bus for SingleNode {
     fn liveness(&self) -> Option<(Duration, Duration)> {
         None
     }
-    fn keep_session(&self, _: u32, _: &str, _: Option<&SessionRecord>) {}
+    fn keep_session(&self, _: u32, _: &str, _: Option<&SessionRecord>, _: Option<Duration>) {}
     fn renew_sessions(&self, _: Duration, _: Duration) {}
     fn leaving(&self) {}
     fn claim_session(&self, _: u32, _: &str, _: u64) {}
@@ -340,12 +350,19 @@ impl Bus for Cluster {
         });
     }
 
-    fn keep_session(&self, node: u32, session: &str, record: Option<&SessionRecord>) {
+    fn keep_session(
+        &self,
+        node: u32,
+        session: &str,
+        record: Option<&SessionRecord>,
+        expire: Option<Duration>,
+    ) {
         let record = record.and_then(|r| serde_json::to_string(r).ok());
         let _ = self.out.send(Out::KeepSession {
             node,
             session: session.to_owned(),
             record,
+            expire_ms: expire.map(|d| d.as_millis() as u64),
         });
     }
 
@@ -559,17 +576,25 @@ pub(crate) async fn join(
                     node,
                     session,
                     record: Some(record),
+                    expire_ms,
                 } => {
                     pipe.cmd("HSET")
                         .arg(sessions_key(node))
                         .arg(session)
                         .arg(record)
                         .ignore();
+                    if let Some(ms) = expire_ms {
+                        pipe.cmd("PEXPIRE")
+                            .arg(sessions_key(node))
+                            .arg(ms.max(1))
+                            .ignore();
+                    }
                 }
                 Out::KeepSession {
                     node,
                     session,
                     record: None,
+                    ..
                 } => {
                     pipe.cmd("HDEL")
                         .arg(sessions_key(node))

@@ -674,7 +674,8 @@ impl Hub {
                 user: d.user.clone(),
                 subscriptions: d.subscriptions.iter().cloned().collect(),
             };
-            self.bus.keep_session(self.me(), &d.session, Some(&record));
+            self.bus
+                .keep_session(self.me(), &d.session, Some(&record), None);
         }
     }
 
@@ -1222,7 +1223,7 @@ impl Hub {
             return;
         };
         self.sessions.remove(&d.session);
-        self.bus.keep_session(self.me(), &d.session, None);
+        self.bus.keep_session(self.me(), &d.session, None, None);
         if let Some(until) = d.detached_until {
             self.detached.remove(&(until, device));
         }

@@ -201,15 +201,23 @@ impl Hub {
             Claim::Gone => None,
             Claim::Taken(record) => Some(record),
         };
-        let reply = self.pending_resumes.remove(&conn);
-        let (Some(ask), Some((out, kill, _))) = (
-            self.resume_asks.remove(&conn),
-            self.remote_conns.remove(&conn),
-        ) else {
+        // The connection may have stopped waiting (it answered the client
+        // itself after its timeout) or be gone.
+        let reply = self
+            .pending_resumes
+            .remove(&conn)
+            .filter(|r| !r.is_closed());
+        let ask = self.resume_asks.remove(&conn);
+        let link = self.remote_conns.remove(&conn);
+        let (Some(reply), Some(ask), Some((out, kill, _))) = (reply, ask, link) else {
             if let Some(record) = record {
-                // The connection is gone: the record goes back, for the
-                // client's next attempt.
-                self.bus.keep_session(node, &session, Some(&record));
+                // The record goes back, for the client's next attempt.
+                self.bus.keep_session(
+                    node,
+                    &session,
+                    Some(&record),
+                    Some(self.config.resume_grace),
+                );
             }
             return;
         };
@@ -221,13 +229,7 @@ impl Hub {
                 "the node that kept this session is gone and the session with it (its resume window passed); log in again",
             );
             let _ = out.try_send(Outbound::Text(encode(&msg).into()));
-            if let Some(reply) = reply {
-                let _ = reply.send(None);
-            }
-            return;
-        };
-        let Some(reply) = reply.filter(|_| !out.is_closed()) else {
-            self.bus.keep_session(node, &session, Some(&record));
+            let _ = reply.send(None);
             return;
         };
         let user = record.user.clone();
