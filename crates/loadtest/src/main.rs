@@ -49,6 +49,124 @@ struct Args {
     /// The server binary (default: next to this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Drive callinvite through the client library (its driver task, state
+    /// machines and event stream per client) instead of raw WebSocket
+    /// frames. The default, raw frames, is how peerjs-server is driven, so
+    /// both rows measure the servers with the same kind of client.
+    #[arg(long)]
+    client_library: bool,
+    /// Hold the `--idle` connections on this many nodes of one cluster on
+    /// Redis, each fed by its own worker process: one process may not hold
+    /// more file descriptors than its limit (`ulimit -n`), and 100 000
+    /// connections need more than one process on each side here.
+    #[arg(long, default_value_t = 1)]
+    idle_nodes: usize,
+    /// (internal) Be an idle-connection worker for the server on this port.
+    #[arg(long, hide = true)]
+    idle_worker: Option<u16>,
+    /// (internal) The worker's user ids start with this.
+    #[arg(long, hide = true, default_value = "idle")]
+    idle_prefix: String,
+}
+
+/// `--idle` connections held by `--idle-nodes` nodes of one cluster: a
+/// worker process per node opens its share; then the nodes' RSS growth per
+/// connection (Redis's growth reported apart).
+async fn idle_memory_cluster(args: &Args) {
+    let (redis, url) = start_redis().await;
+    let mut nodes = vec![];
+    for _ in 0..args.idle_nodes {
+        nodes.push(start_node(args, Some(&url)).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pids: Vec<u32> = nodes.iter().map(|(n, _)| n.child.id()).collect();
+    let before: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+    let redis_before = rss_kib(redis.child.id());
+    let share = args.idle.div_ceil(args.idle_nodes);
+    let me = std::env::current_exe().expect("own path");
+    let mut workers = vec![];
+    for (k, (_, port)) in nodes.iter().enumerate() {
+        let child = Command::new(&me)
+            .args(["--idle-worker", &port.to_string()])
+            .args(["--idle", &share.to_string()])
+            .args(["--idle-prefix", &format!("idle{k}-")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start an idle worker");
+        workers.push(child);
+    }
+    let mut held = 0usize;
+    let mut outs: Vec<std::io::BufReader<std::process::ChildStdout>> = workers
+        .iter_mut()
+        .filter_map(|w| w.stdout.take().map(std::io::BufReader::new))
+        .collect();
+    for out in &mut outs {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        held += line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    let opened = held;
+    // Let every node hear of every other node's devices.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+    // How many are still open now (the first ones have been open for minutes).
+    let mut held = 0usize;
+    for (w, out) in workers.iter_mut().zip(outs.iter_mut()) {
+        use std::io::{BufRead, Write};
+        if let Some(stdin) = w.stdin.as_mut() {
+            let _ = writeln!(stdin, "count");
+        }
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        held += line
+            .trim()
+            .strip_prefix("alive ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    if held != opened {
+        println!("({opened} opened, {held} still open when measured)");
+    }
+    let redis_after = rss_kib(redis.child.id());
+    let per = after.saturating_sub(before) as f64 * 1024.0 / held.max(1) as f64;
+    let redis_per = redis_after.saturating_sub(redis_before) as f64 * 1024.0 / held.max(1) as f64;
+    println!(
+        "idle connections: {held} held by {} nodes of one cluster; nodes' RSS {} → {} MiB; {:.1} KiB per idle connection (each node also tracks the others' devices); Redis {} → {} MiB ({:.0} B per connection: session records)",
+        nodes.len(),
+        before / 1024,
+        after / 1024,
+        per / 1024.0,
+        redis_before / 1024,
+        redis_after / 1024,
+        redis_per
+    );
+    for mut w in workers {
+        drop(w.stdin.take());
+        let _ = w.wait();
+    }
+    drop(nodes);
+    drop(redis);
+}
+
+async fn start_redis() -> (Server, String) {
+    let redis_port = free_port();
+    let redis = Server {
+        child: Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install -y redis-server)"),
+    };
+    wait_port(redis_port).await;
+    (redis, format!("redis://127.0.0.1:{redis_port}"))
 }
 
 /// Latency samples and counts of one run.
@@ -271,6 +389,170 @@ async fn drive_callinvite(
     collect(callers, callees, duration, cpu0, pids).await
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A callinvite client speaking the wire protocol directly (docs/PROTOCOL.md),
+/// as the peerjs driver does: the same frames the client library sends
+/// (login, invite, ack, accept, hangup, seen), without its tasks and state.
+struct RawClient {
+    ws: Ws,
+    next_ref: u64,
+    /// Highest `seq` read, and the last one acknowledged with `seen`.
+    seq: u64,
+    seen: u64,
+}
+
+impl RawClient {
+    async fn login(url: &str, user: &str) -> RawClient {
+        // No Nagle delay (as the client library and the peerjs driver).
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, None)
+            .await
+            .expect("callinvite connect");
+        let mut c = RawClient {
+            ws,
+            next_ref: 1,
+            seq: 0,
+            seen: 0,
+        };
+        c.send(json!({"type": "login", "ref": 0, "user": user}))
+            .await;
+        while c.recv().await["type"] != "login_ok" {}
+        c
+    }
+
+    async fn send(&mut self, v: Value) -> bool {
+        self.ws.send(Message::text(v.to_string())).await.is_ok()
+    }
+
+    async fn request(&mut self, mut v: Value) -> bool {
+        v["ref"] = json!(self.next_ref);
+        self.next_ref += 1;
+        self.send(v).await
+    }
+
+    /// The next server message (Null when the connection ends); acknowledges
+    /// every 32 messages with `seen`, as the client library does.
+    async fn recv(&mut self) -> Value {
+        while let Some(Ok(m)) = self.ws.next().await {
+            let Message::Text(t) = m else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                continue;
+            };
+            if let Some(seq) = v["seq"].as_u64() {
+                self.seq = seq;
+                if self.seq >= self.seen + 32 {
+                    self.seen = self.seq;
+                    let seen = json!({"type": "seen", "seq": self.seq});
+                    self.send(seen).await;
+                }
+            }
+            return v;
+        }
+        Value::Null
+    }
+}
+
+/// The invitation cycle over raw frames: alice invites bob with a key as
+/// content, bob acks and accepts, alice waits for `accepted`, hangs up, and
+/// both wait for `call_ended`.
+async fn drive_callinvite_raw(
+    caller_port: u16,
+    callee_port: u16,
+    pairs: usize,
+    duration: Duration,
+    pids: &[u32],
+) -> Run {
+    let stop_at = Instant::now() + duration;
+    let cpu0 = cpu_seconds_all(pids);
+    let (mut callers, mut callees) = (vec![], vec![]);
+    for i in 0..pairs {
+        let mut bob =
+            RawClient::login(&format!("ws://127.0.0.1:{callee_port}"), &format!("bob{i}")).await;
+        let mut alice = RawClient::login(
+            &format!("ws://127.0.0.1:{caller_port}"),
+            &format!("alice{i}"),
+        )
+        .await;
+        // When bob got each invitation, and when he accepted it, by content.
+        let received: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Default::default();
+        let received2 = received.clone();
+        callees.push(tokio::spawn(async move {
+            loop {
+                let v = bob.recv().await;
+                match v["type"].as_str() {
+                    None => break,
+                    Some("invitation") => {
+                        let now = Instant::now();
+                        let id = v["invitation_id"].clone();
+                        let ack = json!({"type": "ack", "invitation_id": id, "of": "invitation"});
+                        let key = v["content"].as_str().unwrap_or("").to_owned();
+                        received2.lock().unwrap().insert(key, (now, Instant::now()));
+                        if !bob.send(ack).await
+                            || !bob
+                                .request(json!({"type": "accept", "invitation_id": id}))
+                                .await
+                        {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }));
+        callers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut samples = (vec![], vec![]);
+            while Instant::now() < stop_at {
+                let key = format!("{i}-{n}");
+                n += 1;
+                let sent = Instant::now();
+                let invite = json!({"type": "invite", "callee": format!("bob{i}"), "content": key});
+                if !alice.request(invite).await {
+                    break;
+                }
+                let mut id = Value::Null;
+                loop {
+                    let v = match tokio::time::timeout(Duration::from_secs(10), alice.recv()).await
+                    {
+                        Ok(v) if !v.is_null() => v,
+                        _ => return (n, samples),
+                    };
+                    match v["type"].as_str() {
+                        Some("invite_ok") => id = v["invitation_id"].clone(),
+                        Some("accepted") => {
+                            let now = Instant::now();
+                            if let Some((r, answered)) = received.lock().unwrap().remove(&key) {
+                                samples.0.push(r.saturating_duration_since(sent));
+                                samples.1.push(now.saturating_duration_since(answered));
+                            }
+                            break;
+                        }
+                        Some("error" | "failed" | "refused") => return (n, samples),
+                        _ => {}
+                    }
+                }
+                if !alice
+                    .request(json!({"type": "hangup", "invitation_id": id}))
+                    .await
+                {
+                    break;
+                }
+                // Wait for our call_ended so the next cycle starts clean.
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(10), alice.recv()).await {
+                        Ok(v) if v["type"] == "call_ended" => break,
+                        Ok(v) if !v.is_null() => {}
+                        _ => return (n, samples),
+                    }
+                }
+            }
+            (n, samples)
+        }));
+    }
+    collect(callers, callees, duration, cpu0, pids).await
+}
+
 /// peerjs: a_i sends OFFER to b_i, b_i answers with ANSWER at once, again.
 async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> Run {
     let stop_at = Instant::now() + duration;
@@ -278,9 +560,10 @@ async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> 
     let (mut callers, mut callees) = (vec![], vec![]);
     let open = |id: String| async move {
         let url = format!("ws://127.0.0.1:{port}/peerjs?key=peerjs&id={id}&token=t{id}");
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .expect("peerjs connect");
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, None)
+                .await
+                .expect("peerjs connect");
         // The server greets with OPEN.
         while let Some(Ok(m)) = ws.next().await {
             if let Message::Text(t) = m {
@@ -419,20 +702,53 @@ fn ensure_peerjs(dir: &Path) -> PathBuf {
     script
 }
 
-async fn idle_memory(port: u16, pid: u32, n: usize) {
-    let before = rss_kib(pid);
-    let mut conns = Vec::with_capacity(n);
+/// Idle connections being held: how many are still open, and the tasks
+/// that read them (reading answers the server's pings, so its heartbeat
+/// does not drop them; an idle client in the field does the same).
+struct Idle {
+    alive: Arc<std::sync::atomic::AtomicUsize>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Idle {
+    fn alive(&self) -> usize {
+        self.alive.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+}
+
+/// Opens `n` logged-in connections to `port` and keeps reading them (fewer
+/// if the server or this process ran out of something, which it reports).
+async fn open_idle(port: u16, n: usize, prefix: &str) -> Idle {
+    use std::sync::atomic::Ordering;
+    let alive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut readers = Vec::with_capacity(n);
+    let url = format!("ws://127.0.0.1:{port}");
     for i in 0..n {
-        let url = format!("ws://127.0.0.1:{port}");
         match tokio_tungstenite::connect_async(url.as_str()).await {
             Ok((mut ws, _)) => {
-                let _ = ws
-                    .send(Message::text(
-                        json!({"type": "login", "user": format!("idle{i}")}).to_string(),
-                    ))
-                    .await;
-                let _ = ws.next().await;
-                conns.push(ws);
+                let login = json!({"type": "login", "user": format!("{prefix}{i}")});
+                let _ = ws.send(Message::text(login.to_string())).await;
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.as_str().contains("login_ok") => {}
+                    other => {
+                        eprintln!("login {i} refused: {other:?}");
+                        break;
+                    }
+                }
+                alive.fetch_add(1, Ordering::SeqCst);
+                let alive = alive.clone();
+                readers.push(tokio::spawn(async move {
+                    while let Some(Ok(_)) = ws.next().await {}
+                    alive.fetch_sub(1, Ordering::SeqCst);
+                }));
             }
             Err(e) => {
                 eprintln!("stopped at {i} idle connections: {e}");
@@ -440,12 +756,19 @@ async fn idle_memory(port: u16, pid: u32, n: usize) {
             }
         }
     }
+    Idle { alive, readers }
+}
+
+async fn idle_memory(port: u16, pid: u32, n: usize) {
+    let before = rss_kib(pid);
+    let conns = open_idle(port, n, "idle").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = conns.alive();
     let after = rss_kib(pid);
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / conns.len().max(1) as f64;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / held.max(1) as f64;
     println!(
         "idle connections: {} held; server RSS {} → {} MiB; {:.1} KiB per idle connection",
-        conns.len(),
+        held,
         before / 1024,
         after / 1024,
         per / 1024.0
@@ -455,41 +778,71 @@ async fn idle_memory(port: u16, pid: u32, n: usize) {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(port) = args.idle_worker {
+        // A worker: open the connections, say how many, hold them until stdin closes.
+        let conns = open_idle(port, args.idle, &args.idle_prefix).await;
+        println!("ready {}", conns.alive());
+        // A thread reads stdin: each line asks how many are open; EOF ends.
+        let (tx, mut asks) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                if line.is_err() || tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        while asks.recv().await.is_some() {
+            println!("alive {}", conns.alive());
+        }
+        drop(conns);
+        return;
+    }
     println!(
         "{} pairs, {:?} per server, on {} cores",
         args.pairs,
         args.duration,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    println!(
+        "(callinvite driven by {}; peerjs by raw WebSocket frames)",
+        if args.client_library {
+            "the client library"
+        } else {
+            "raw WebSocket frames"
+        }
+    );
     println!("\n| server | cycles/s | invite→received p50/p99/p999 ms | accept→accepted p50/p99/p999 ms | server CPU | server RSS |\n|---|---|---|---|---|---|");
     let (server, port) = start_callinvite(&args).await;
     let pid = server.child.id();
-    let mut ci = drive_callinvite(port, port, args.pairs, args.duration, &[pid]).await;
+    let drive = |caller: u16, callee: u16, pids: Vec<u32>| {
+        let (pairs, duration, library) = (args.pairs, args.duration, args.client_library);
+        async move {
+            if library {
+                drive_callinvite(caller, callee, pairs, duration, &pids).await
+            } else {
+                drive_callinvite_raw(caller, callee, pairs, duration, &pids).await
+            }
+        }
+    };
+    let mut ci = drive(port, port, vec![pid]).await;
     print_row("callinvite-server", &mut ci);
     if args.cluster {
-        let redis_port = free_port();
-        let redis = Server {
-            child: Command::new("redis-server")
-                .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start redis-server (apt-get install -y redis-server)"),
-        };
-        wait_port(redis_port).await;
-        let url = format!("redis://127.0.0.1:{redis_port}");
+        let (redis, url) = start_redis().await;
         let (a, port_a) = start_node(&args, Some(&url)).await;
         let (b, port_b) = start_node(&args, Some(&url)).await;
         // Let the nodes hear of each other.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pids = [a.child.id(), b.child.id(), redis.child.id()];
-        let mut cl = drive_callinvite(port_a, port_b, args.pairs, args.duration, &pids).await;
+        let mut cl = drive(port_a, port_b, pids.to_vec()).await;
         print_row("callinvite, 2 nodes + Redis (CPU, RSS: all three)", &mut cl);
         let ratio = cl.cycles as f64 / ci.cycles.max(1) as f64;
         println!("\n2 nodes / 1 node throughput: {ratio:.2}×\n");
         drop((a, b, redis));
     }
-    if args.idle > 0 {
+    if args.idle > 0 && args.idle_nodes > 1 {
+        drop(server);
+        idle_memory_cluster(&args).await;
+    } else if args.idle > 0 {
         drop(server);
         let (server, port) = start_callinvite(&args).await;
         idle_memory(port, server.child.id(), args.idle).await;
