@@ -67,7 +67,7 @@ pub(crate) async fn serve<S>(
     };
     config.metrics.connections.inc();
     let (mut sink, mut frames) = ws.split();
-    let (out, mut out_rx) = mpsc::channel::<Outbound>(config.outbound_queue);
+    let (out, mut out_rx) = crate::hub::out_queue(config.outbound_queue);
     let kill = CancellationToken::new();
 
     // Writer: the only place that writes frames, so replies keep their order.
@@ -300,7 +300,7 @@ impl TokenBucket {
 struct Conn {
     peer: SocketAddr,
     hub: mpsc::Sender<Command>,
-    out: mpsc::Sender<Outbound>,
+    out: crate::hub::OutTx,
     kill: CancellationToken,
     config: Arc<Config>,
     /// Set once logged in (or resumed).

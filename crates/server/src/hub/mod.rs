@@ -50,6 +50,50 @@ pub(crate) enum Outbound {
     Close(u16, &'static str),
 }
 
+/// The sending side of a connection's outbound queue (bounded: a full queue
+/// means a client too slow to keep up). Messages travel boxed: tokio's
+/// channel allocates its first 32 slots when it is made, and an idle
+/// connection should not pay 32 × 32 bytes for them (boxed: 32 × 8).
+#[derive(Clone, Debug)]
+pub(crate) struct OutTx(mpsc::Sender<Box<Outbound>>);
+
+/// The writer's side of the queue.
+pub(crate) struct OutRx(mpsc::Receiver<Box<Outbound>>);
+
+/// A connection's outbound queue holding at most `capacity` messages.
+pub(crate) fn out_queue(capacity: usize) -> (OutTx, OutRx) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (OutTx(tx), OutRx(rx))
+}
+
+impl OutTx {
+    pub(crate) fn try_send(
+        &self,
+        frame: Outbound,
+    ) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        use mpsc::error::TrySendError;
+        self.0.try_send(Box::new(frame)).map_err(|e| match e {
+            TrySendError::Full(b) => TrySendError::Full(*b),
+            TrySendError::Closed(b) => TrySendError::Closed(*b),
+        })
+    }
+
+    /// Waits for room (the connection's own replies, which may wait).
+    pub(crate) async fn send(&self, frame: Outbound) -> Result<(), ()> {
+        self.0.send(Box::new(frame)).await.map_err(drop)
+    }
+}
+
+impl OutRx {
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        self.0.recv().await.map(|b| *b)
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Result<Outbound, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(|b| *b)
+    }
+}
+
 /// Close code for a connection whose session was resumed on another one.
 const CLOSE_TAKEN_OVER: u16 = 4001;
 /// Close code 1008: policy violation (here: too slow to keep up).
@@ -81,7 +125,7 @@ enum Via {
     /// On this node.
     Local {
         /// Its writer's queue.
-        out: mpsc::Sender<Outbound>,
+        out: OutTx,
         /// Cancelled to make the connection close itself (too slow).
         kill: CancellationToken,
     },
@@ -109,7 +153,7 @@ pub(crate) enum Command {
         token: Option<String>,
         req: Option<u64>,
         conn: u64,
-        out: mpsc::Sender<Outbound>,
+        out: OutTx,
         kill: CancellationToken,
         reply: oneshot::Sender<Option<DeviceId>>,
     },
@@ -120,7 +164,7 @@ pub(crate) enum Command {
         last_seq: u64,
         req: Option<u64>,
         conn: u64,
-        out: mpsc::Sender<Outbound>,
+        out: OutTx,
         kill: CancellationToken,
         reply: oneshot::Sender<Option<(DeviceId, UserId)>>,
     },
@@ -219,7 +263,7 @@ pub(crate) struct Hub {
     foreign: HashMap<InvitationId, Foreign>,
     /// Connections here whose session lives on another node (resumed here),
     /// with that node.
-    remote_conns: HashMap<u64, (mpsc::Sender<Outbound>, CancellationToken, u32)>,
+    remote_conns: HashMap<u64, (OutTx, CancellationToken, u32)>,
     /// Resumes sent to another node, waiting for its answer.
     pending_resumes: HashMap<u64, oneshot::Sender<Option<(DeviceId, UserId)>>>,
     /// Requests of devices here handed to the node that owns the invitation
@@ -460,7 +504,7 @@ impl Hub {
         token: Option<String>,
         req: Option<u64>,
         conn: u64,
-        out: mpsc::Sender<Outbound>,
+        out: OutTx,
         kill: CancellationToken,
         now: Instant,
     ) -> Option<DeviceId> {
@@ -543,7 +587,7 @@ impl Hub {
         user: UserId,
         req: Option<u64>,
         conn: u64,
-        out: mpsc::Sender<Outbound>,
+        out: OutTx,
         kill: CancellationToken,
         moved: Option<Vec<UserId>>,
         now: Instant,

@@ -93,7 +93,7 @@ impl Hub {
         last_seq: u64,
         req: Option<u64>,
         conn: u64,
-        out: mpsc::Sender<Outbound>,
+        out: crate::hub::OutTx,
         kill: CancellationToken,
         now: Instant,
     ) -> Option<Option<(DeviceId, UserId)>> {
