@@ -3,7 +3,7 @@
 //! requests to the node that owns an invitation, heartbeats, and what to do
 //! when a node is gone. With a single node none of this runs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -18,8 +18,9 @@ use crate::cluster::{owner_of, Envelope, Target};
 /// Another node of the cluster.
 pub(super) struct RemoteNode {
     pub(super) last_heard: Instant,
-    /// Its logged-in devices.
-    pub(super) devices: HashMap<DeviceId, UserId>,
+    // Its devices are those in `Hub::users` whose id names it: no second
+    // copy here (each node knows every device of the cluster, so a copy
+    // would cost every node memory for every connection).
 }
 
 /// An invitation owned by another node that devices here take part in, so
@@ -112,9 +113,6 @@ impl Hub {
             }
             Envelope::DeviceOnline { from, user, device } if from != me => {
                 self.heard(from, now);
-                if let Some(n) = self.nodes.get_mut(&from) {
-                    n.devices.insert(device, user.clone());
-                }
                 let devices = self.users.entry(user.clone()).or_default();
                 if devices.contains(&device) {
                     return;
@@ -132,9 +130,6 @@ impl Hub {
                 device,
                 cause,
             } if from != me => {
-                if let Some(n) = self.nodes.get_mut(&from) {
-                    n.devices.remove(&device);
-                }
                 self.remote_device_gone(&user, device, cause, now);
             }
             Envelope::Deliver { device, msg } => {
@@ -263,10 +258,7 @@ impl Hub {
     pub(super) fn heard(&mut self, node: u32, now: Instant) {
         self.nodes
             .entry(node)
-            .or_insert_with(|| RemoteNode {
-                last_heard: now,
-                devices: HashMap::new(),
-            })
+            .or_insert_with(|| RemoteNode { last_heard: now })
             .last_heard = now;
     }
 
@@ -349,9 +341,9 @@ impl Hub {
     /// Another node is gone (dead or shut down): its devices leave, and the
     /// invitations it owned end for the devices here that took part.
     pub(super) fn node_gone(&mut self, node: u32, now: Instant) {
-        let Some(n) = self.nodes.remove(&node) else {
+        if self.nodes.remove(&node).is_none() {
             return;
-        };
+        }
         // Sessions here whose connection was on that node: detached, as if dropped.
         let via_dead: Vec<DeviceId> = self
             .devices
@@ -386,7 +378,17 @@ impl Hub {
                 let _ = reply.send(None);
             }
         }
-        for (device, user) in n.devices {
+        let theirs: Vec<(DeviceId, UserId)> = self
+            .users
+            .iter()
+            .flat_map(|(user, devices)| {
+                devices
+                    .iter()
+                    .filter(|d| crate::cluster::node_of(**d) == node)
+                    .map(move |d| (*d, user.clone()))
+            })
+            .collect();
+        for (device, user) in theirs {
             self.remote_device_gone(&user, device, GoneCause::ConnectionLost, now);
         }
         // Requests it never answered.
