@@ -43,6 +43,10 @@ use crate::cluster::{owner_of, Bus, Envelope, Target};
 use crate::config::Config;
 use crate::missed::MissedCalls;
 
+/// A user's online devices: almost always one, kept inline (every node has
+/// an entry for every online user of the cluster).
+type DeviceList = smallvec::SmallVec<[DeviceId; 1]>;
+
 /// What the hub asks a connection's writer to do.
 #[derive(Debug)]
 pub(crate) enum Outbound {
@@ -233,7 +237,7 @@ pub(crate) struct Hub {
     next_device: u64,
     devices: HashMap<DeviceId, Device>,
     /// Online devices of each user; a user is online while this is non-empty.
-    users: HashMap<UserId, Vec<DeviceId>>,
+    users: HashMap<UserId, DeviceList>,
     records: HashMap<InvitationId, Record>,
     /// Invitations still ringing for each callee, delivered to devices that log in.
     ringing_for: HashMap<UserId, HashSet<InvitationId>>,
@@ -547,7 +551,7 @@ impl Hub {
             }
         }
 
-        let mut online = self.users.get(&user).map_or(0, Vec::len);
+        let mut online = self.users.get(&user).map_or(0, |l| l.len());
         if online >= self.config.max_devices_per_user {
             // A detached device is most likely this one coming back without
             // its session (say, the app restarted): it gives up its place.
@@ -660,7 +664,7 @@ impl Hub {
             info!(%user, %device, "session taken over from a node that is gone");
             self.config.metrics.login("session_moved");
         } else {
-            info!(%user, %device, devices = self.users.get(&user).map_or(0, Vec::len), "logged in");
+            info!(%user, %device, devices = self.users.get(&user).map_or(0, |l| l.len()), "logged in");
             self.config.metrics.login("ok");
         }
         self.config.metrics.devices.inc();
@@ -836,7 +840,11 @@ impl Hub {
                 } else {
                     InvitationId(uuid::Uuid::new_v4().to_string())
                 };
-                let online: Vec<DeviceId> = self.users.get(&callee).cloned().unwrap_or_default();
+                let online: Vec<DeviceId> = self
+                    .users
+                    .get(&callee)
+                    .map(|l| l.to_vec())
+                    .unwrap_or_default();
                 info!(invitation = %id, caller = %party.user, %device, %callee, callee_devices = online.len(), "invitation sent");
                 let (record, effects) = Record::new(
                     id.clone(),
