@@ -295,6 +295,9 @@ fn a_session_on_a_killed_node_moves_to_the_other_node_behind_the_load_balancer()
     watcher.wait_line("\"online\":true");
     let mut alice = cli("alice", &url_a, "alice", &["call", "bob"]);
     alice.wait_event("local_invitation_accepted");
+    // Both sides are in the call (else bob's `ok` could die with node B, and
+    // his accept would end as lost in flight instead).
+    bob.wait_event("remote_invitation_accepted");
 
     // Node B dies (SIGKILL); the load balancer sends new connections to node A.
     lb.retarget(&url_a);

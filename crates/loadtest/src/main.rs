@@ -103,14 +103,7 @@ async fn idle_memory_cluster(args: &Args) {
         .filter_map(|w| w.stdout.take().map(std::io::BufReader::new))
         .collect();
     for out in &mut outs {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let _ = out.read_line(&mut line);
-        held += line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(0);
+        held += worker_count(out, "ready ");
     }
     let opened = held;
     // Let every node hear of every other node's devices.
@@ -119,17 +112,11 @@ async fn idle_memory_cluster(args: &Args) {
     // How many are still open now (the first ones have been open for minutes).
     let mut held = 0usize;
     for (w, out) in workers.iter_mut().zip(outs.iter_mut()) {
-        use std::io::{BufRead, Write};
+        use std::io::Write;
         if let Some(stdin) = w.stdin.as_mut() {
             let _ = writeln!(stdin, "count");
         }
-        let mut line = String::new();
-        let _ = out.read_line(&mut line);
-        held += line
-            .trim()
-            .strip_prefix("alive ")
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(0);
+        held += worker_count(out, "alive ");
     }
     if held != opened {
         println!("({opened} opened, {held} still open when measured)");
@@ -153,6 +140,17 @@ async fn idle_memory_cluster(args: &Args) {
     }
     drop(nodes);
     drop(redis);
+}
+
+/// The number in a worker's next line `<label><n>` (0 if it said something else).
+fn worker_count(out: &mut std::io::BufReader<std::process::ChildStdout>, label: &str) -> usize {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    line.trim()
+        .strip_prefix(label)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn start_redis() -> (Server, String) {
