@@ -448,17 +448,32 @@ impl Conn {
             .map_or(Duration::from_secs(5), |c| {
                 c.node_timeout + c.heartbeat_every + Duration::from_secs(5)
             });
-        match timeout(wait, answer).await {
-            Ok(Ok(Some(session))) => self.session = Some(session),
-            Ok(_) => {}
+        let mut answer = answer;
+        let answered = match timeout(wait, &mut answer).await {
+            Ok(a) => a,
             Err(_) => {
-                self.reply(ServerMessage::error(
-                    req,
-                    ErrorCode::SessionExpired,
-                    "the node that kept this session did not answer; log in again",
-                ))
-                .await
+                // Too long: the hub gives up on it (and answers the client),
+                // unless it settled it just now; either way it says which.
+                let _ = self
+                    .hub
+                    .send(Command::ResumeAbandoned { conn: self.id })
+                    .await;
+                match timeout(Duration::from_secs(5), answer).await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        self.reply(ServerMessage::error(
+                            req,
+                            ErrorCode::SessionExpired,
+                            "the server did not settle this resume; log in again",
+                        ))
+                        .await;
+                        return;
+                    }
+                }
             }
+        };
+        if let Ok(Some(session)) = answered {
+            self.session = Some(session);
         }
     }
 }

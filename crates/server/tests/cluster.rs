@@ -474,6 +474,56 @@ async fn a_session_whose_node_dies_is_taken_over_by_another_node() {
 }
 
 #[tokio::test]
+async fn a_resume_whose_node_never_answers_is_told_to_log_in_again() {
+    let redis = Redis::start().await;
+    let b = start_node(&redis, Config::default()).await;
+    // "Node 8000" says it is alive (heartbeats, alive key) but answers nothing.
+    let url = redis.url.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            let cli = |args: &[&str]| {
+                std::process::Command::new("redis-cli")
+                    .args(["-u", &url])
+                    .args(args)
+                    .output()
+                    .expect("redis-cli")
+            };
+            cli(&[
+                "PUBLISH",
+                "callinvite:all",
+                r#"{"t":"heartbeat","from":8000}"#,
+            ]);
+            cli(&["SET", "callinvite:alive:8000", "1", "PX", "1500"]);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut raw = b.raw().await;
+    raw.send(
+        serde_json::json!({"type": "resume", "ref": 1, "session": "n8000.0f0f", "last_seq": 0}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let e = raw.recv().await;
+    assert_eq!(
+        (&e["type"], &e["code"], &e["ref"]),
+        (&"error".into(), &"session_expired".into(), &1.into()),
+        "{e}"
+    );
+    println!(
+        "told to log in again after {:?} (node timeout 1.5 s + heartbeat + 5 s)",
+        started.elapsed()
+    );
+    // The connection is not logged in, and may log in; the next frame is
+    // its login_ok (no second error for the abandoned resume).
+    raw.send(serde_json::json!({"type": "login", "ref": 2, "user": "alice"}))
+        .await;
+    let ok = raw.recv().await;
+    assert_eq!(ok["type"], "login_ok", "{ok}");
+    beat.abort();
+}
+
+#[tokio::test]
 async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
     let redis = Redis::start().await;
     let mut config = Config::default();

@@ -196,6 +196,9 @@ pub(crate) enum Command {
         session: String,
         claim: crate::cluster::Claim,
     },
+    /// Connection `conn` waited too long for its `resume` of a session on
+    /// another node: answer it now (`session_expired`) if it is not settled.
+    ResumeAbandoned { conn: u64 },
 }
 
 /// A `resume` on a connection here for a session of another node, until
@@ -438,6 +441,7 @@ impl Hub {
                 session,
                 claim,
             } => self.session_claimed(conn, node, session, claim, now),
+            Command::ResumeAbandoned { conn } => self.resume_abandoned(conn),
             Command::Gone { device, conn, how } => {
                 let me = self.me();
                 if self.devices.contains_key(&device) {

@@ -176,6 +176,30 @@ impl Hub {
         }
     }
 
+    /// Connection `conn` gave up waiting for its resume: if nothing settled
+    /// it meanwhile, it is answered `session_expired` here, and a claim still
+    /// on its way gives its record back when it comes.
+    pub(super) fn resume_abandoned(&mut self, conn: u64) {
+        let Some(ask) = self.resume_asks.remove(&conn) else {
+            return;
+        };
+        info!(
+            home = ask.home,
+            conn, "resume not settled in time: the client is told to log in again"
+        );
+        if let Some((out, _, _)) = self.remote_conns.remove(&conn) {
+            let msg = ServerMessage::error(
+                ask.req,
+                ErrorCode::SessionExpired,
+                "the node that kept this session did not answer; log in again",
+            );
+            let _ = out.try_send(Outbound::Text(encode(&msg).into()));
+        }
+        if let Some(reply) = self.pending_resumes.remove(&conn) {
+            let _ = reply.send(None);
+        }
+    }
+
     /// Redis answered a claim: take the session over on connection `conn`
     /// as a new device of its user, ask its node if that is alive after
     /// all, or tell the client the session has expired.
@@ -201,8 +225,7 @@ impl Hub {
             Claim::Gone => None,
             Claim::Taken(record) => Some(record),
         };
-        // The connection may have stopped waiting (it answered the client
-        // itself after its timeout) or be gone.
+        // The connection may have given up meanwhile (`resume_abandoned`).
         let reply = self
             .pending_resumes
             .remove(&conn)
