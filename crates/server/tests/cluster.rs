@@ -255,22 +255,9 @@ async fn a_node_that_leaves_takes_its_users_offline_and_ends_what_it_owned() {
 async fn a_node_that_dies_silently_is_found_out_within_the_node_timeout() {
     let redis = Redis::start().await;
     let a = start_node(&redis, Config::default()).await;
-    // Node B runs in its own runtime on its own thread, so it can die all at
-    // once: dropping the runtime drops its sockets, and it says no goodbye.
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
-    let redis_url = redis.url.clone();
-    let node_b = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let b = rt.block_on(start_node_at(&redis_url, Config::default()));
-        url_tx.send(b.url.clone()).unwrap();
-        let _ = kill_rx.recv();
-        std::mem::forget(b); // no orderly shutdown: the runtime just goes
-        drop(rt);
-    });
-    let b_url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap())
-        .await
-        .unwrap();
+    // Node B can die all at once, with no goodbye.
+    let node_b = DoomedNode::start(&redis.url).await;
+    let b_url = node_b.url.clone();
     let (alice, mut ae) = a.login("alice").await;
     alice.subscribe_presence(&["bob"]).await.unwrap();
     let (bob, mut be) =
@@ -286,10 +273,7 @@ async fn a_node_that_dies_silently_is_found_out_within_the_node_timeout() {
     until(&mut ae, "local_invitation_accepted").await;
 
     let started = std::time::Instant::now();
-    kill_tx.send(()).unwrap();
-    tokio::task::spawn_blocking(move || node_b.join().unwrap())
-        .await
-        .unwrap();
+    node_b.kill().await;
     let e = until(&mut ae, "call_ended").await;
     assert!(
         matches!(
@@ -325,20 +309,8 @@ async fn a_session_whose_node_dies_is_taken_over_by_another_node() {
     let redis = Redis::start().await;
     let b = start_node(&redis, Config::default()).await;
     // Node A dies all at once (its runtime dropped, no goodbye).
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
-    let redis_url = redis.url.clone();
-    let node_a = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let a = rt.block_on(start_node_at(&redis_url, Config::default()));
-        url_tx.send(a.url.clone()).unwrap();
-        let _ = kill_rx.recv();
-        std::mem::forget(a);
-        drop(rt);
-    });
-    let a_url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap())
-        .await
-        .unwrap();
+    let node_a = DoomedNode::start(&redis.url).await;
+    let a_url = node_a.url.clone();
     // alice reaches the cluster through a "load balancer" that sends her to A.
     let lb = Proxy::start(&a_url).await;
     let (alice, mut ae) =
@@ -363,10 +335,7 @@ async fn a_session_whose_node_dies_is_taken_over_by_another_node() {
 
     let started = std::time::Instant::now();
     lb.retarget(&b.url);
-    kill_tx.send(()).unwrap();
-    tokio::task::spawn_blocking(move || node_a.join().unwrap())
-        .await
-        .unwrap();
+    node_a.kill().await;
     lb.cut();
     let e = until(&mut ae, "connection_state_changed").await;
     assert!(

@@ -692,15 +692,7 @@ impl Hub {
         if !follows.is_empty() {
             // The subscriptions go on; what changed meanwhile may have been
             // lost with the old node, so each user's presence comes afresh.
-            for u in &follows {
-                self.subscribers
-                    .entry(u.clone())
-                    .or_default()
-                    .insert(device);
-            }
-            if let Some(d) = self.devices.get_mut(&device) {
-                d.subscriptions.extend(follows.iter().cloned());
-            }
+            self.follow(device, &follows);
             for p in self.presence_of(&follows) {
                 self.send(
                     device,
@@ -713,6 +705,19 @@ impl Hub {
         }
         self.keep_session_record(device);
         device
+    }
+
+    /// `device` follows the presence of `users` from now on.
+    fn follow(&mut self, device: DeviceId, users: &[UserId]) {
+        for u in users {
+            self.subscribers
+                .entry(u.clone())
+                .or_default()
+                .insert(device);
+        }
+        if let Some(d) = self.devices.get_mut(&device) {
+            d.subscriptions.extend(users.iter().cloned());
+        }
     }
 
     /// Keeps the device's session record in Redis up to date (a cluster only),
@@ -947,15 +952,7 @@ impl Hub {
                         "a device may follow at most {MAX_PRESENCE_SUBSCRIPTIONS} users; this would make {total}"
                     )));
                 }
-                for u in &users {
-                    self.subscribers
-                        .entry(u.clone())
-                        .or_default()
-                        .insert(device);
-                }
-                if let Some(d) = self.devices.get_mut(&device) {
-                    d.subscriptions.extend(users.iter().cloned());
-                }
+                self.follow(device, &users);
                 self.keep_session_record(device);
                 let snapshot = self.presence_of(&users);
                 self.send(

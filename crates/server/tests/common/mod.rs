@@ -488,3 +488,41 @@ pub async fn until_online(client: &Client, users: &[&str]) {
     }
     panic!("{users:?} never came online");
 }
+
+/// A cluster node that can die all at once: it runs in its own runtime on
+/// its own thread, and [`DoomedNode::kill`] drops that runtime (its sockets
+/// go, and it says no goodbye), as a crash would.
+pub struct DoomedNode {
+    pub url: String,
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DoomedNode {
+    pub async fn start(redis_url: &str) -> DoomedNode {
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
+        let redis_url = redis_url.to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let node = rt.block_on(start_node_at(&redis_url, Config::default()));
+            url_tx.send(node.url.clone()).expect("url");
+            let _ = kill_rx.recv();
+            std::mem::forget(node); // no orderly shutdown: the runtime just goes
+            drop(rt);
+        });
+        let url = tokio::task::spawn_blocking(move || url_rx.recv().expect("node started"))
+            .await
+            .expect("join");
+        DoomedNode { url, kill, thread }
+    }
+
+    /// Drops the node's runtime and waits until it is gone.
+    pub async fn kill(self) {
+        let _ = self.kill.send(());
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join().expect("node thread"))
+            .await
+            .expect("join");
+    }
+}
