@@ -17,7 +17,8 @@ APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev 
 # What the server's cluster tests need (they start their own redis-server).
 TEST_PACKAGES="redis-server"
 # What the headless end-to-end tests need.
-E2E_PACKAGES="xvfb xauth x11-utils webkit2gtk-driver dbus dbus-x11 dunst libnotify-bin xdotool curl nodejs"
+# imagemagick: the tests capture the window with its `import`.
+E2E_PACKAGES="xvfb xauth x11-utils webkit2gtk-driver dbus dbus-x11 dunst libnotify-bin xdotool imagemagick curl nodejs"
 
 need_rust() {
   if ! have cargo; then

@@ -11,8 +11,10 @@ pub const DEFAULT_EMBEDDED_PORT: u16 = 7450;
 #[command(
     name = "callinvite-app",
     version,
-    about = "callinvite desktop app",
-    ignore_errors = true
+    about = "callinvite desktop app: call a user id, answer from the notification",
+    long_about = "callinvite desktop app: call a user id, answer from the notification.\n\n\
+        With no server configured at sign-in it serves a built-in one on 127.0.0.1:PORT \
+        (or joins the one another profile already serves there)."
 )]
 pub struct AppOptions {
     /// Profile name: each profile has its own settings, history and window.
@@ -28,12 +30,17 @@ pub struct AppOptions {
     /// Log filter (error, warn, info, debug).
     #[arg(long, env = "CALLINVITE_LOG", default_value = "info")]
     pub log: String,
+    /// Set by WebKit's WebDriver when it starts the app for a test; changes nothing here.
+    #[arg(long, hide = true)]
+    pub automation: bool,
 }
 
 impl AppOptions {
-    /// Parses the process arguments, ignoring ones it does not know (WebDriver adds its own).
+    /// Parses the process arguments. `--help` and `--version` print and exit 0; an unknown
+    /// or malformed flag prints what is wrong and the usage, and exits 2, before any window
+    /// or display is touched.
     pub fn from_args() -> Self {
-        AppOptions::try_parse().unwrap_or_else(|_| AppOptions::parse_from(["callinvite-app"]))
+        AppOptions::parse()
     }
 
     /// Options for tests: a profile in `dir`, a given embedded port.
@@ -43,6 +50,38 @@ impl AppOptions {
             data_dir: Some(dir),
             embedded_port,
             log: "warn".into(),
+            automation: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn help_and_version_are_answered_not_ignored() {
+        let help = AppOptions::try_parse_from(["callinvite-app", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("--profile"));
+        let version = AppOptions::try_parse_from(["callinvite-app", "--version"]).unwrap_err();
+        assert_eq!(version.kind(), ErrorKind::DisplayVersion);
+    }
+
+    #[test]
+    fn a_misspelled_flag_is_rejected() {
+        let err = AppOptions::try_parse_from(["callinvite-app", "--proflie", "bob"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnknownArgument);
+        assert!(err.to_string().contains("--proflie"));
+    }
+
+    #[test]
+    fn webdriver_automation_flag_is_accepted() {
+        let o = AppOptions::try_parse_from(["callinvite-app", "--automation", "--profile", "e2e"])
+            .unwrap();
+        assert!(o.automation);
+        assert_eq!(o.profile, "e2e");
     }
 }
