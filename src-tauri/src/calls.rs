@@ -460,7 +460,8 @@ impl Calls {
             Event::PresenceChanged { user, online } => {
                 self.presence.insert(user.clone(), *online);
             }
-            Event::ProtocolError { .. } => {}
+            // Media negotiation is the media engine's, not the screen's.
+            Event::ProtocolError { .. } | Event::MediaSignal { .. } => {}
         }
         fx
     }

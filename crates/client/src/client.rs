@@ -70,6 +70,9 @@ pub struct SessionInfo {
     pub device_id: DeviceId,
     pub auth: AuthMode,
     pub timers: TimersMs,
+    /// STUN/TURN servers for calls' media as the login handed them out
+    /// (TURN credentials expire: [`Client::ice_servers`] gets fresh ones).
+    pub ice_servers: Vec<callinvite_protocol::IceServer>,
 }
 
 /// An invitation this device creates (Agora's `LocalInvitation`). Create it
@@ -240,6 +243,28 @@ impl Client {
     pub async fn hang_up(&self, id: &InvitationId) -> Result<(), ClientError> {
         let id = id.clone();
         self.call(|reply| Command::Hangup { id, reply }).await
+    }
+
+    /// Sends a media signal (SDP, ICE candidate) to the other device of the
+    /// established call `id`; it arrives there as [`crate::Event::MediaSignal`].
+    /// Answered `ok` once relayed; `not_in_call`, `already_ended`,
+    /// `invalid_argument` (a malformed signal) or `rate_limited` otherwise.
+    pub async fn send_media_signal(
+        &self,
+        id: &InvitationId,
+        signal: callinvite_protocol::MediaSignal,
+    ) -> Result<(), ClientError> {
+        signal
+            .check()
+            .map_err(|m| ClientError::api(ErrorCode::InvalidArgument, m))?;
+        let id = id.clone();
+        self.call(|reply| Command::SendMedia { id, signal, reply })
+            .await
+    }
+
+    /// Fresh STUN/TURN servers (new TURN credentials) from the server.
+    pub async fn ice_servers(&self) -> Result<Vec<callinvite_protocol::IceServer>, ClientError> {
+        self.call(|reply| Command::GetIceServers { reply }).await
     }
 
     /// Online state of up to 64 users.

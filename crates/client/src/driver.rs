@@ -91,6 +91,14 @@ pub(crate) enum Command {
         ids: Vec<InvitationId>,
         reply: Reply<()>,
     },
+    SendMedia {
+        id: InvitationId,
+        signal: callinvite_protocol::MediaSignal,
+        reply: Reply<()>,
+    },
+    GetIceServers {
+        reply: Reply<Vec<callinvite_protocol::IceServer>>,
+    },
     Logout {
         reply: Reply<()>,
     },
@@ -120,6 +128,9 @@ enum Pending {
     Presence {
         reply: Reply<Vec<PresenceEntry>>,
     },
+    IceServers {
+        reply: Reply<Vec<callinvite_protocol::IceServer>>,
+    },
     Logout {
         reply: Reply<()>,
     },
@@ -136,6 +147,7 @@ impl Pending {
             | Pending::Logout { reply } => drop(reply.send(Err(err()))),
             Pending::Cancel { reply: None } => {}
             Pending::Presence { reply } => drop(reply.send(Err(err()))),
+            Pending::IceServers { reply } => drop(reply.send(Err(err()))),
         }
     }
 }
@@ -264,6 +276,7 @@ pub(crate) async fn start(
                     auth,
                     timers,
                     session,
+                    ice_servers,
                     ..
                 }) => {
                     let user = UserId::parse(&user)
@@ -274,6 +287,7 @@ pub(crate) async fn start(
                             device_id,
                             auth,
                             timers,
+                            ice_servers,
                         },
                         session,
                     ));
@@ -855,6 +869,24 @@ impl Driver {
                 )
                 .await
             }
+            Command::SendMedia { id, signal, reply } => {
+                self.request(
+                    |req| ClientMessage::Media {
+                        req,
+                        invitation_id: id,
+                        signal,
+                    },
+                    Pending::Done { reply },
+                )
+                .await
+            }
+            Command::GetIceServers { reply } => {
+                self.request(
+                    |req| ClientMessage::GetIceServers { req },
+                    Pending::IceServers { reply },
+                )
+                .await
+            }
             Command::Logout { reply } => {
                 self.request(
                     |req| ClientMessage::Logout { req: Some(req) },
@@ -899,7 +931,8 @@ impl Driver {
         if let ServerMessage::Ok { req: Some(r) }
         | ServerMessage::Error { req: Some(r), .. }
         | ServerMessage::InviteOk { req: r, .. }
-        | ServerMessage::Presence { req: r, .. } = &msg
+        | ServerMessage::Presence { req: r, .. }
+        | ServerMessage::IceServers { req: r, .. } = &msg
         {
             self.unanswered.remove(r);
         }
@@ -1063,6 +1096,24 @@ impl Driver {
                     }
                 }
             }
+            ServerMessage::IceServers {
+                req, ice_servers, ..
+            } => match self.pending.remove(req) {
+                Some(Pending::IceServers { reply }) => drop(reply.send(Ok(ice_servers.clone()))),
+                Some(other) => {
+                    other.fail(|| ClientError::api(ErrorCode::Internal, "unexpected reply"))
+                }
+                None => {}
+            },
+            ServerMessage::Media {
+                invitation_id,
+                from,
+                signal,
+            } => self.emit(Event::MediaSignal {
+                invitation_id: invitation_id.clone(),
+                from: from.clone(),
+                signal: signal.clone(),
+            }),
             ServerMessage::GoingAway { reason } => {
                 debug!(%reason, "the server is going away");
                 self.server_going_away = true;

@@ -128,6 +128,13 @@ pub enum Event {
         user: String,
         online: bool,
     },
+    /// The other device of the established call `invitation_id` sent a media
+    /// signal (hand it to the media engine).
+    MediaSignal {
+        invitation_id: InvitationId,
+        from: String,
+        signal: callinvite_protocol::MediaSignal,
+    },
     /// Calls this user missed while it had no device online, oldest first
     /// (after login; again at every login until cleared with
     /// [`crate::Client::clear_missed_calls`]).
@@ -156,7 +163,9 @@ impl Event {
             | Event::RemoteInvitationRefused { invitation, .. }
             | Event::RemoteInvitationCanceled { invitation }
             | Event::RemoteInvitationFailure { invitation, .. } => Some(&invitation.invitation_id),
-            Event::CallEnded { invitation_id, .. } => Some(invitation_id),
+            Event::CallEnded { invitation_id, .. } | Event::MediaSignal { invitation_id, .. } => {
+                Some(invitation_id)
+            }
             _ => None,
         }
     }

@@ -32,7 +32,9 @@ pub mod event;
 pub use callinvite_protocol::invitation::callee::RemoteState;
 pub use callinvite_protocol::invitation::caller::LocalState;
 pub use callinvite_protocol::wire::{MissedCall, MissedReason};
-pub use callinvite_protocol::{CallEndReason, ErrorCode, FailureReason, InvitationId, UserId};
+pub use callinvite_protocol::{
+    CallEndReason, ErrorCode, FailureReason, IceServer, InvitationId, MediaSignal, UserId,
+};
 pub use client::{Client, LocalInvitation, LoginOptions};
 pub use error::ClientError;
 pub use event::{

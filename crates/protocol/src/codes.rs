@@ -28,6 +28,9 @@ pub enum ErrorCode {
     AlreadyEnded,
     /// No such invitation visible to this user (unknown id, or it is not yours).
     NotFound,
+    /// A media signal from a device of a party that is not the device in the
+    /// call (another device of the same user accepted or placed it).
+    NotInCall,
     // --- login (Agora: LOGIN_ERR_CODE) ---
     /// The token does not verify (bad signature, wrong user, malformed).
     InvalidToken,
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::AlreadyRefused => "already_refused",
             ErrorCode::AlreadyEnded => "already_ended",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::NotInCall => "not_in_call",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::TooOften => "too_often",

@@ -16,15 +16,20 @@
 //!   [`invitation::caller::LocalInvitationState`] and
 //!   [`invitation::callee::RemoteInvitationState`] mirror what one device sees
 //!   and reject API misuse before anything is sent.
+//! - [`media`]: what the two devices of a call relay through the server to
+//!   set up WebRTC media (SDP, ICE candidates), and the STUN/TURN servers the
+//!   server hands out.
 //!
 //! The wire protocol is documented for implementers in `docs/PROTOCOL.md`.
 
 pub mod codes;
 pub mod invitation;
 pub mod limits;
+pub mod media;
 pub mod user_id;
 pub mod wire;
 
 pub use codes::{CallEndReason, ErrorCode, FailureReason};
+pub use media::{IceServer, MediaSignal};
 pub use user_id::{UserId, UserIdError};
 pub use wire::{ClientMessage, DeviceId, InvitationId, ServerMessage};

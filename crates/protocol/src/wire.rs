@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{CallEndReason, ErrorCode, FailureReason};
+use crate::media::{IceServer, MediaSignal};
 
 /// The server's id of one invitation (a UUID in text form). Opaque to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -129,6 +130,19 @@ pub enum ClientMessage {
         req: u64,
         invitation_ids: Vec<InvitationId>,
     },
+    /// Media negotiation for an established call, relayed to the other
+    /// device of the call (see [`crate::media`]).
+    Media {
+        #[serde(rename = "ref")]
+        req: u64,
+        invitation_id: InvitationId,
+        signal: MediaSignal,
+    },
+    /// Asks for fresh STUN/TURN servers (TURN credentials expire).
+    GetIceServers {
+        #[serde(rename = "ref")]
+        req: u64,
+    },
 }
 
 impl ClientMessage {
@@ -146,7 +160,9 @@ impl ClientMessage {
             | ClientMessage::QueryPresence { req, .. }
             | ClientMessage::SubscribePresence { req, .. }
             | ClientMessage::UnsubscribePresence { req, .. }
-            | ClientMessage::ClearMissedCalls { req, .. } => Some(*req),
+            | ClientMessage::ClearMissedCalls { req, .. }
+            | ClientMessage::Media { req, .. }
+            | ClientMessage::GetIceServers { req } => Some(*req),
             ClientMessage::Ack { .. } | ClientMessage::Seen { .. } => None,
         }
     }
@@ -168,6 +184,8 @@ pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
     "resume",
     "seen",
     "clear_missed_calls",
+    "media",
+    "get_ice_servers",
 ];
 
 /// How the server checks logins; reported in `login_ok` and in the server log.
@@ -243,6 +261,10 @@ pub enum ServerMessage {
         /// The secret that lets a new connection `resume` this session.
         #[serde(default)]
         session: String,
+        /// STUN/TURN servers for calls' media (TURN credentials expire: ask
+        /// again with `get_ice_servers`).
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
     },
     /// Reply to `resume`: the session continues on this connection. Every
     /// message with `seq` greater than the `last_seq` the client sent follows,
@@ -273,6 +295,16 @@ pub enum ServerMessage {
         device_id: DeviceId,
         timers: TimersMs,
         session: String,
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
+    },
+    /// Reply to `get_ice_servers`: STUN/TURN servers with fresh credentials,
+    /// valid for `ttl_ms`.
+    IceServers {
+        #[serde(rename = "ref")]
+        req: u64,
+        ice_servers: Vec<IceServer>,
+        ttl_ms: u64,
     },
     /// Reply to `logout`, `cancel`, `accept`, `refuse`, `hangup`, `unsubscribe_presence`.
     Ok {
@@ -343,6 +375,13 @@ pub enum ServerMessage {
     /// connection has been ended (`server_shutdown`), and the server closes the
     /// connection with 1001 next. Reconnect after a moment (to another node).
     GoingAway { reason: String },
+    /// The other device of an established call sent a media signal.
+    Media {
+        invitation_id: InvitationId,
+        /// The user who sent it (the other party of the call).
+        from: String,
+        signal: MediaSignal,
+    },
     /// An accepted call ended. `by` names the user who hung up, if anyone did.
     CallEnded {
         invitation_id: InvitationId,

@@ -57,6 +57,8 @@ pub struct Config {
     /// At shutdown, how long clients get to read their `going_away` and close
     /// before the remaining connections are closed.
     pub shutdown_grace: Duration,
+    /// STUN/TURN servers for the media of calls, handed out at login.
+    pub ice: crate::ice::IceConfig,
 }
 
 impl Default for Config {
@@ -80,6 +82,10 @@ impl Default for Config {
             resume_buffer: 1024,
             missed: Default::default(),
             cluster: None,
+            ice: crate::ice::IceConfig {
+                turn_ttl: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            },
         }
     }
 }

@@ -19,6 +19,8 @@
 //! - [`cluster`]: the `Bus` a hub talks to other nodes through — `SingleNode`
 //!   (none) or `Cluster` (Redis pub/sub, missed calls in Redis).
 //! - [`missed`]: missed calls of offline users, optionally kept in a file.
+//! - [`ice`]: the STUN/TURN servers handed to clients for their calls' media,
+//!   with short-lived TURN credentials (coturn's shared-secret scheme).
 //!
 //! Start it with [`run`], giving it a bound listener (tests bind
 //! `127.0.0.1:0`) and a [`CancellationToken`] that stops it.
@@ -37,6 +39,7 @@ pub mod config;
 mod connection;
 pub mod http;
 mod hub;
+pub mod ice;
 pub mod metrics;
 pub mod missed;
 pub mod tls;

@@ -121,6 +121,19 @@ struct ServeArgs {
     /// Serve /healthz and /metrics (Prometheus) on this address, e.g. 127.0.0.1:7451.
     #[arg(long, env = "CALLINVITE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// A STUN server for clients' media, e.g. stun:turn.example.org:3478 (repeatable).
+    #[arg(long = "stun-url", value_name = "URL")]
+    stun_urls: Vec<String>,
+    /// A TURN server sharing --turn-secret-file, e.g. turn:turn.example.org:3478?transport=udp
+    /// (repeatable). Clients get short-lived credentials for it at login.
+    #[arg(long = "turn-url", value_name = "URL", requires = "turn_secret_file")]
+    turn_urls: Vec<String>,
+    /// File holding the TURN server's shared secret (coturn: static-auth-secret).
+    #[arg(long, env = "CALLINVITE_TURN_SECRET_FILE", requires = "turn_urls")]
+    turn_secret_file: Option<PathBuf>,
+    /// How long a TURN credential handed to a client stays valid.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    turn_ttl: Duration,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info", env = "CALLINVITE_LOG")]
     log: String,
@@ -235,6 +248,29 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.timeouts.no_response = args.no_response_window;
     config.timeouts.ring = args.ring_timeout;
     config.timeouts.cancel_ack = args.cancel_ack_timeout;
+    config.ice.stun_urls = args.stun_urls.clone();
+    config.ice.turn_urls = args.turn_urls.clone();
+    config.ice.turn_ttl = args.turn_ttl;
+    if let Some(path) = &args.turn_secret_file {
+        match read_secret(path) {
+            Ok(s) => config.ice.turn_secret = Some(s),
+            Err(e) => {
+                eprintln!("error: --turn-secret-file: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    for url in config.ice.stun_urls.iter().chain(&config.ice.turn_urls) {
+        let scheme_ok = if config.ice.stun_urls.contains(url) {
+            url.starts_with("stun:") || url.starts_with("stuns:")
+        } else {
+            url.starts_with("turn:") || url.starts_with("turns:")
+        };
+        if !scheme_ok {
+            eprintln!("error: {url:?} is not a STUN (stun:host:port) or TURN (turn:host:port) URL of the flag it was given to");
+            return ExitCode::from(2);
+        }
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

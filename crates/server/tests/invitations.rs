@@ -825,3 +825,191 @@ async fn shutdown_ends_every_invitation_and_call_then_says_goodbye() {
         .unwrap()
         .unwrap();
 }
+
+fn candidate(n: u32) -> callinvite_protocol::MediaSignal {
+    callinvite_protocol::MediaSignal::Candidate {
+        candidate: format!(
+            "candidate:{n} 1 udp 2130706431 127.0.0.1 {} typ host",
+            5000 + n
+        ),
+    }
+}
+
+#[tokio::test]
+async fn media_signals_reach_only_the_other_device_of_the_call() {
+    let server = start_default().await;
+    let (alice, mut a) = server.login("alice").await;
+    let (bob, mut b) = server.login("bob").await;
+    let (bob2, mut b2) = server.login("bob").await;
+    let (mallory, _m) = server.login("mallory").await;
+    let id = establish_call(&alice, &mut a, &bob, &mut b).await;
+
+    let offer = callinvite_protocol::MediaSignal::Offer {
+        sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+            .into(),
+    };
+    alice.send_media_signal(&id, offer.clone()).await.unwrap();
+    bob.send_media_signal(&id, candidate(1)).await.unwrap();
+    match until(&mut b, "media_signal").await {
+        Event::MediaSignal {
+            invitation_id,
+            from,
+            signal,
+        } => {
+            assert_eq!(
+                (invitation_id, from.as_str(), signal),
+                (id.clone(), "alice", offer)
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    match until(&mut a, "media_signal").await {
+        Event::MediaSignal { from, signal, .. } => {
+            assert_eq!((from.as_str(), signal), ("bob", candidate(1)));
+        }
+        e => panic!("{e:?}"),
+    }
+    // bob's other device rang, but is not in the call; mallory is no party.
+    let err = bob2.send_media_signal(&id, candidate(2)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotInCall, "{err}");
+    let err = mallory
+        .send_media_signal(&id, candidate(3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    // A malformed signal is refused by the client library before it is sent,
+    // and by the server when sent raw (below).
+    let err = alice
+        .send_media_signal(
+            &id,
+            callinvite_protocol::MediaSignal::Offer {
+                sdp: "hello".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+
+    alice.hang_up(&id).await.unwrap();
+    until(&mut b, "call_ended").await;
+    let err = bob.send_media_signal(&id, candidate(4)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AlreadyEnded, "{err}");
+    settle().await;
+    // Nothing else reached bob's second device but the invitation's own events.
+    while let Some(e) = b2.try_next() {
+        assert!(!matches!(e, Event::MediaSignal { .. }), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_media_signals_are_answered_and_the_call_goes_on() {
+    let server = start(patient()).await;
+    let (alice, mut a) = server.login("alice").await;
+    let mut bob = server.raw_login("bob").await;
+    let inv = alice.create_local_invitation("bob").unwrap();
+    let id = alice.send_local_invitation(&inv).await.unwrap();
+    bob.recv_type("invitation").await;
+    bob.send(json!({"type":"ack","invitation_id":id,"of":"invitation"}))
+        .await;
+    bob.send(json!({"type":"accept","ref":1,"invitation_id":id}))
+        .await;
+    assert_eq!(bob.recv_type("ok").await["ref"], 1);
+    until(&mut a, "local_invitation_accepted").await;
+
+    // An oversized SDP, a non-SDP offer, a candidate with a line break: each
+    // answered invalid_argument with a reason, none relayed.
+    let huge = format!("v=0\r\nm=audio 9 RTP/AVP 0\r\n{}", "a=x\r\n".repeat(4000));
+    for (n, signal) in [
+        json!({"kind":"offer","sdp":huge}),
+        json!({"kind":"offer","sdp":"hello"}),
+        json!({"kind":"candidate","candidate":"candidate:1\r\na=injected"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = 10 + n as u64;
+        bob.send(json!({"type":"media","ref":req,"invitation_id":id,"signal":signal}))
+            .await;
+        let reply = bob.recv_type("error").await;
+        assert_eq!(
+            (reply["ref"].as_u64(), reply["code"].as_str()),
+            (Some(req), Some("invalid_argument")),
+            "{reply}"
+        );
+        assert!(!reply["message"].as_str().unwrap_or("").is_empty());
+    }
+    // An unknown kind is a bad message; a signal for an unknown call is not_found.
+    bob.send(json!({"type":"media","ref":20,"invitation_id":id,"signal":{"kind":"dance"}}))
+        .await;
+    assert_eq!(bob.recv_type("error").await["code"], "bad_message");
+    bob.send(json!({"type":"media","ref":21,"invitation_id":"nope","signal":{"kind":"end_of_candidates"}})).await;
+    assert_eq!(bob.recv_type("error").await["code"], "not_found");
+    // A candidate flood is cut off at the per-call budget, with rate_limited.
+    let limit = callinvite_protocol::media::MAX_SIGNALS_PER_CALL as u64;
+    let mut refused = 0;
+    for i in 0..limit + 5 {
+        let c = format!("candidate:{i} 1 udp 1 127.0.0.1 9 typ host");
+        bob.send(json!({"type":"media","ref":100 + i,"invitation_id":id,"signal":{"kind":"candidate","candidate":c}})).await;
+        // Stay under the per-connection message rate.
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+    }
+    let mut oks = 0;
+    while oks + refused < limit + 5 {
+        let m = bob.recv().await;
+        match m["type"].as_str() {
+            Some("ok") => oks += 1,
+            Some("error") => {
+                assert_eq!(m["code"], "rate_limited", "{m}");
+                refused += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((oks, refused), (limit, 5));
+    // The call is still up: alice's hang-up ends it normally.
+    alice.hang_up(&id).await.unwrap();
+    assert_eq!(bob.recv_type("call_ended").await["by"], "alice");
+}
+
+#[tokio::test]
+async fn login_hands_out_stun_and_turn_servers_with_fresh_credentials() {
+    let mut config = Config::default();
+    config.ice.stun_urls = vec!["stun:127.0.0.1:3478".into()];
+    config.ice.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+    config.ice.turn_secret = Some(b"a shared secret for coturn".to_vec());
+    config.ice.turn_ttl = Duration::from_secs(600);
+    let server = start(config).await;
+    let (alice, _a) = server.login("alice").await;
+    let servers = &alice.session().ice_servers;
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    assert_eq!(servers[0].urls, vec!["stun:127.0.0.1:3478".to_string()]);
+    let turn = &servers[1];
+    let username = turn.username.clone().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "alice");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        expiry > now && expiry <= now + 601,
+        "expiry {expiry}, now {now}"
+    );
+    assert_eq!(
+        turn.credential.as_deref(),
+        Some(
+            callinvite_server::ice::turn_password(b"a shared secret for coturn", &username)
+                .as_str()
+        )
+    );
+    // Asked again, the servers come with a credential of their own.
+    let fresh = alice.ice_servers().await.unwrap();
+    assert_eq!(fresh.len(), 2);
+    assert_eq!(
+        fresh[1].username.as_deref().map(|u| u.ends_with(":alice")),
+        Some(true)
+    );
+}

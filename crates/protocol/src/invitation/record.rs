@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::codes::{CallEndReason, ErrorCode, FailureReason};
+use crate::media::MAX_SIGNALS_PER_CALL;
 use crate::user_id::UserId;
 use crate::wire::{AckOf, DeviceId, InvitationId, ServerMessage};
 
@@ -103,6 +104,12 @@ pub enum Input {
         from: Party,
         req: u64,
     },
+    /// A media signal from a device of the call, for the other device.
+    Media {
+        from: Party,
+        req: u64,
+        signal: crate::media::MediaSignal,
+    },
     /// A device logged out or lost its connection.
     DeviceGone {
         device: DeviceId,
@@ -153,6 +160,9 @@ enum Phase {
     },
     InCall {
         callee_device: DeviceId,
+        /// Media signals relayed so far from the caller's and the callee's
+        /// device, each bounded by [`MAX_SIGNALS_PER_CALL`].
+        signals: [u32; 2],
     },
     Ended {
         outcome: Outcome,
@@ -327,6 +337,7 @@ impl Record {
             } => self.on_refuse(from, req, response, busy, now, &mut fx),
             Input::Cancel { from, req } => self.on_cancel(from, req, now, &mut fx),
             Input::Hangup { from, req } => self.on_hangup(from, req, now, &mut fx),
+            Input::Media { from, req, signal } => self.on_media(from, req, signal, &mut fx),
             Input::DeviceGone { device, cause } => self.on_device_gone(device, cause, now, &mut fx),
             Input::Tick => self.on_tick(now, &mut fx),
             Input::Shutdown => self.on_shutdown(now, &mut fx),
@@ -418,7 +429,7 @@ impl Record {
                 ErrorCode::InvalidArgument,
                 "the invitation has not been answered yet",
             ),
-            Phase::InCall { callee_device }
+            Phase::InCall { callee_device, .. }
                 if callee_device == device || self.caller.device == device =>
             {
                 (
@@ -517,6 +528,7 @@ impl Record {
             });
             self.phase = Phase::InCall {
                 callee_device: from.device,
+                signals: [0, 0],
             };
         }
     }
@@ -672,7 +684,7 @@ impl Record {
                 "no such invitation for you",
             );
         }
-        let Phase::InCall { callee_device } = self.phase else {
+        let Phase::InCall { callee_device, .. } = self.phase else {
             let (code, msg) = match self.phase {
                 Phase::Ringing { .. } => (
                     ErrorCode::InvalidArgument,
@@ -706,6 +718,82 @@ impl Record {
             },
             now,
         );
+    }
+
+    /// Relays a media signal between the two devices of the call: the
+    /// sender gets `ok`, the other device the signal. Only those two devices
+    /// may signal, only while the call is established, and each at most
+    /// [`MAX_SIGNALS_PER_CALL`] times.
+    fn on_media(
+        &mut self,
+        from: Party,
+        req: u64,
+        signal: crate::media::MediaSignal,
+        fx: &mut Vec<Effect>,
+    ) {
+        if from.user != self.caller.user && from.user != self.callee {
+            return Self::reject(
+                fx,
+                from.device,
+                req,
+                ErrorCode::NotFound,
+                "no such invitation for you",
+            );
+        }
+        let caller_device = self.caller.device;
+        let Phase::InCall {
+            callee_device,
+            signals,
+        } = &mut self.phase
+        else {
+            let (code, msg) = match self.phase {
+                Phase::Ringing { .. } | Phase::Canceling { .. } => (
+                    ErrorCode::InvalidArgument,
+                    "the call is not established; media signals need an accepted call",
+                ),
+                _ => (ErrorCode::AlreadyEnded, "the call has already ended"),
+            };
+            return Self::reject(fx, from.device, req, code, msg);
+        };
+        let (side, to) = if from.device == caller_device {
+            (0, *callee_device)
+        } else if from.device == *callee_device {
+            (1, caller_device)
+        } else {
+            return Self::reject(
+                fx,
+                from.device,
+                req,
+                ErrorCode::NotInCall,
+                "this device is not in the call (another device of yours took it)",
+            );
+        };
+        if let Err(why) = signal.check() {
+            return fx.push(Effect {
+                to: from.device,
+                msg: ServerMessage::error(Some(req), ErrorCode::InvalidArgument, why),
+            });
+        }
+        if signals[side] >= MAX_SIGNALS_PER_CALL {
+            return fx.push(Effect {
+                to: from.device,
+                msg: ServerMessage::error(
+                    Some(req),
+                    ErrorCode::RateLimited,
+                    format!("more than {MAX_SIGNALS_PER_CALL} media signals from this device in one call"),
+                ),
+            });
+        }
+        signals[side] += 1;
+        Self::reply(fx, from.device, req);
+        fx.push(Effect {
+            to,
+            msg: ServerMessage::Media {
+                invitation_id: self.id.clone(),
+                from: from.user.to_string(),
+                signal,
+            },
+        });
     }
 
     fn on_device_gone(
@@ -745,7 +833,7 @@ impl Record {
                     }
                 }
             }
-            Phase::InCall { callee_device } => {
+            Phase::InCall { callee_device, .. } => {
                 let callee_device = *callee_device;
                 let other = if device == self.caller.device {
                     callee_device
@@ -790,7 +878,7 @@ impl Record {
             ),
             // The callees were told; the caller's cancel completes.
             Phase::Canceling { .. } => self.finish_cancel(now, fx),
-            Phase::InCall { callee_device } => {
+            Phase::InCall { callee_device, .. } => {
                 let msg = ServerMessage::CallEnded {
                     invitation_id: id,
                     reason: CallEndReason::ServerShutdown,
@@ -927,6 +1015,101 @@ mod tests {
         }
     }
     /// Delivered to B1 and B2, acked by B1: ringing.
+    fn media(from: Party, req: u64, signal: crate::media::MediaSignal) -> Input {
+        Input::Media { from, req, signal }
+    }
+
+    fn candidate() -> crate::media::MediaSignal {
+        crate::media::MediaSignal::Candidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
+        }
+    }
+
+    #[test]
+    fn media_signals_go_only_between_the_two_devices_of_the_call() {
+        let t0 = Instant::now();
+        let mut r = ringing(t0);
+        // Not yet a call: nothing is relayed.
+        assert_eq!(
+            err_code(&r.handle(media(alice(), 1, candidate()), t0)),
+            ErrorCode::InvalidArgument
+        );
+        r.handle(
+            Input::Accept {
+                from: bob(B1),
+                req: 2,
+                response: String::new(),
+            },
+            t0,
+        );
+        let relayed = |from: &str| ServerMessage::Media {
+            invitation_id: iid(),
+            from: from.into(),
+            signal: candidate(),
+        };
+        assert_eq!(
+            r.handle(media(alice(), 3, candidate()), t0),
+            vec![to(CALLER_DEV, ok(3)), to(B1, relayed("alice"))]
+        );
+        assert_eq!(
+            r.handle(media(bob(B1), 4, candidate()), t0),
+            vec![to(B1, ok(4)), to(CALLER_DEV, relayed("bob"))]
+        );
+        // bob's other device, a stranger, and a malformed signal are refused, with nothing relayed.
+        assert_eq!(
+            err_code(&r.handle(media(bob(B2), 5, candidate()), t0)),
+            ErrorCode::NotInCall
+        );
+        assert_eq!(
+            err_code(&r.handle(media(mallory(), 6, candidate()), t0)),
+            ErrorCode::NotFound
+        );
+        let bad = crate::media::MediaSignal::Offer {
+            sdp: "not sdp".into(),
+        };
+        assert_eq!(
+            err_code(&r.handle(media(alice(), 7, bad), t0)),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(r.phase_name(), "in_call", "refusals change nothing");
+        // After the hang-up: already ended.
+        r.handle(
+            Input::Hangup {
+                from: alice(),
+                req: 8,
+            },
+            t0,
+        );
+        assert_eq!(
+            err_code(&r.handle(media(bob(B1), 9, candidate()), t0)),
+            ErrorCode::AlreadyEnded
+        );
+    }
+
+    #[test]
+    fn a_candidate_flood_is_cut_off_per_device_and_the_call_goes_on() {
+        let t0 = Instant::now();
+        let mut r = ringing(t0);
+        r.handle(
+            Input::Accept {
+                from: bob(B1),
+                req: 1,
+                response: String::new(),
+            },
+            t0,
+        );
+        for i in 0..crate::media::MAX_SIGNALS_PER_CALL as u64 {
+            assert_eq!(r.handle(media(alice(), 10 + i, candidate()), t0).len(), 2);
+        }
+        assert_eq!(
+            err_code(&r.handle(media(alice(), 999, candidate()), t0)),
+            ErrorCode::RateLimited
+        );
+        // bob's budget is his own, and the call is still up.
+        assert_eq!(r.handle(media(bob(B1), 1000, candidate()), t0).len(), 2);
+        assert_eq!(r.phase_name(), "in_call");
+    }
+
     fn ringing(t0: Instant) -> Record {
         let (mut r, _) = new(&[B1, B2], t0);
         r.handle(

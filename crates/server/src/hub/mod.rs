@@ -629,6 +629,10 @@ impl Hub {
                 },
                 timers,
                 session: session.clone(),
+                ice_servers: self
+                    .config
+                    .ice
+                    .servers_for(user.as_str(), std::time::SystemTime::now()),
             },
             Some(_) => ServerMessage::SessionMoved {
                 req,
@@ -636,6 +640,10 @@ impl Hub {
                 device_id: device,
                 timers,
                 session: session.clone(),
+                ice_servers: self
+                    .config
+                    .ice
+                    .servers_for(user.as_str(), std::time::SystemTime::now()),
             },
         };
         let _ = out.try_send(Outbound::Text(encode(&ok).into()));
@@ -917,6 +925,31 @@ impl Hub {
             ClientMessage::Hangup { req, invitation_id } => {
                 self.drive_request(&invitation_id, Input::Hangup { from: party, req }, now)
             }
+            ClientMessage::Media {
+                req,
+                invitation_id,
+                signal,
+            } => self.drive_request(
+                &invitation_id,
+                Input::Media {
+                    from: party,
+                    req,
+                    signal,
+                },
+                now,
+            ),
+            ClientMessage::GetIceServers { req } => {
+                let msg = ServerMessage::IceServers {
+                    req,
+                    ice_servers: self
+                        .config
+                        .ice
+                        .servers_for(party.user.as_str(), std::time::SystemTime::now()),
+                    ttl_ms: self.config.ice.turn_ttl.as_millis() as u64,
+                };
+                self.send(device, &msg);
+                Ok(())
+            }
             ClientMessage::Ack { invitation_id, of } => {
                 let input = Input::Ack { from: device, of };
                 if !self.forward(&invitation_id, &input, None) {
@@ -1026,7 +1059,8 @@ impl Hub {
             Input::Accept { from, req, .. }
             | Input::Refuse { from, req, .. }
             | Input::Cancel { from, req }
-            | Input::Hangup { from, req } => Some((from.device, *req)),
+            | Input::Hangup { from, req }
+            | Input::Media { from, req, .. } => Some((from.device, *req)),
             _ => None,
         };
         if let Input::Accept { from, .. } = &input {
