@@ -230,3 +230,76 @@ fn host_port(url: &str) -> String {
         .trim_end_matches('/')
         .to_owned()
 }
+
+/// Reads a 16-bit mono WAV file (what `callinvite --record` writes): samples and rate.
+pub fn read_wav(path: &std::path::Path) -> (Vec<i16>, u32) {
+    let mut reader = hound::WavReader::open(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let rate = reader.spec().sample_rate;
+    let samples = reader
+        .samples::<i16>()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("bad samples in {}: {e}", path.display()));
+    (samples, rate)
+}
+
+/// The power of one frequency in `samples` (Goertzel), as a fraction of a
+/// full-scale sine's: about 0.09 for a sine of amplitude 0.3, near 0 when absent.
+pub fn tone_power(samples: &[i16], rate: u32, freq: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = f64::from(x) / 32768.0 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    // A full-scale sine over n samples gives (n/2)^2.
+    let n = samples.len() as f64;
+    power / (n * n / 4.0)
+}
+
+/// Root mean square of `samples`, 0..=1 of full scale.
+pub fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = samples
+        .iter()
+        .map(|&s| (f64::from(s) / 32768.0).powi(2))
+        .sum();
+    (sum / samples.len() as f64).sqrt()
+}
+
+/// Checks that `samples` (the loudest `window` of them) carry `expect` Hz and
+/// not `own` Hz nor a few frequencies in between; returns the powers for the log.
+pub fn assert_hears(what: &str, samples: &[i16], rate: u32, expect: f64, own: f64) -> String {
+    let window = rate as usize; // one second
+    assert!(
+        samples.len() >= window,
+        "{what}: only {} samples recorded",
+        samples.len()
+    );
+    // The loudest second (the call's middle, not the silence before media started).
+    let best = (0..=samples.len() - window)
+        .step_by(rate as usize / 10)
+        .max_by(|&a, &b| rms(&samples[a..a + window]).total_cmp(&rms(&samples[b..b + window])))
+        .unwrap_or(0);
+    let s = &samples[best..best + window];
+    let heard = tone_power(s, rate, expect);
+    let mut report = format!("{what}: rms {:.3}, {expect} Hz {heard:.4}", rms(s));
+    for other in [own, 300.0, 660.0, 1000.0, 1500.0] {
+        let p = tone_power(s, rate, other);
+        report += &format!(", {other} Hz {p:.5}");
+        assert!(
+            heard > 10.0 * p,
+            "{what}: {expect} Hz should dominate {other} Hz: {report}"
+        );
+    }
+    assert!(rms(s) > 0.05, "{what}: near silence: {report}");
+    report
+}

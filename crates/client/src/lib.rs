@@ -20,6 +20,9 @@
 //!   manager calls, presence, logout).
 //! - [`event`]: the [`Event`]s the app receives, named after Agora's callbacks.
 //! - [`error`]: [`ClientError`].
+//! - [`media`] (feature `media`, on by default): a call's sound — the WebRTC
+//!   media engine of `callinvite-media` for an established call, signaled
+//!   through the server.
 //! - `driver`: the background task that owns the WebSocket, runs the
 //!   caller/callee state machines of [`callinvite_protocol::invitation`],
 //!   acknowledges deliveries, and turns server messages into events.
@@ -28,6 +31,8 @@ pub mod client;
 mod driver;
 pub mod error;
 pub mod event;
+#[cfg(feature = "media")]
+pub mod media;
 
 pub use callinvite_protocol::invitation::callee::RemoteState;
 pub use callinvite_protocol::invitation::caller::LocalState;

@@ -11,6 +11,10 @@ use clap::{ArgGroup, Parser, Subcommand};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
+use callinvite_client::media::{
+    AudioSink, AudioSource, CallMedia, MediaEvent, MediaState, NullSink, Role, SilenceSource,
+    ToneSource, WavSink, WavSource,
+};
 use callinvite_client::{
     Client, ClientError, Event, EventStream, FailureReason, InvitationId, LoginOptions,
 };
@@ -60,6 +64,8 @@ enum Cmd {
         /// Hang up this long after the call is accepted; otherwise wait for the peer to hang up.
         #[arg(long, value_parser = humantime::parse_duration)]
         hangup_after: Option<Duration>,
+        #[command(flatten)]
+        media: MediaArgs,
     },
     /// Answer incoming calls as a bot.
     #[command(group(ArgGroup::new("how").required(true).args(["accept", "refuse", "busy", "ignore"])))]
@@ -86,6 +92,8 @@ enum Cmd {
         /// Hang up this long after accepting; otherwise wait for the caller to hang up.
         #[arg(long, value_parser = humantime::parse_duration)]
         hangup_after: Option<Duration>,
+        #[command(flatten)]
+        media: MediaArgs,
     },
     /// Print the online state of users; with --watch, follow changes for a while.
     Presence {
@@ -96,6 +104,31 @@ enum Cmd {
     },
     /// Hang up an accepted call of yours (from this extra device), by invitation id.
     Hangup { invitation_id: String },
+}
+
+/// The sound of an accepted call (`call` and `answer`).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct MediaArgs {
+    /// Talk in accepted calls, sending this: a WAV file (16-bit PCM, any rate;
+    /// looped), `tone:FREQ` (a sine, e.g. tone:440) or `silence`. Without
+    /// --play and --record the call has no media.
+    #[arg(long, value_name = "SOURCE")]
+    play: Option<String>,
+    /// Record what the peer sends to this WAV file (48 kHz mono).
+    #[arg(long, value_name = "FILE.wav")]
+    record: Option<std::path::PathBuf>,
+    /// Media only through a TURN relay (the server must hand one out).
+    #[arg(long)]
+    relay_only: bool,
+    /// Use only this local address for media (e.g. 127.0.0.1); default: every interface.
+    #[arg(long, value_name = "IP")]
+    media_ip: Option<std::net::IpAddr>,
+}
+
+impl MediaArgs {
+    fn enabled(&self) -> bool {
+        self.play.is_some() || self.record.is_some()
+    }
 }
 
 /// How a run ended; the process exit status.
@@ -203,7 +236,20 @@ async fn run(command: Cmd, client: &Client, events: &mut EventStream) -> Outcome
             content,
             cancel_after,
             hangup_after,
-        } => call(client, events, &callee, content, cancel_after, hangup_after).await,
+            media,
+        } => {
+            let mut calls = Media::new(client, media);
+            call(
+                client,
+                events,
+                &mut calls,
+                &callee,
+                content,
+                cancel_after,
+                hangup_after,
+            )
+            .await
+        }
         Cmd::Answer {
             accept,
             refuse: _,
@@ -213,7 +259,9 @@ async fn run(command: Cmd, client: &Client, events: &mut EventStream) -> Outcome
             after,
             count,
             hangup_after,
+            media,
         } => {
+            let mut calls = Media::new(client, media);
             let how = if accept {
                 Answer::Accept
             } else if busy {
@@ -223,7 +271,17 @@ async fn run(command: Cmd, client: &Client, events: &mut EventStream) -> Outcome
             } else {
                 Answer::Refuse
             };
-            answer(client, events, how, &response, after, count, hangup_after).await
+            answer(
+                client,
+                events,
+                &mut calls,
+                how,
+                &response,
+                after,
+                count,
+                hangup_after,
+            )
+            .await
         }
         Cmd::Presence { users, watch } => presence(client, events, &users, watch).await,
         Cmd::Hangup { invitation_id } => match client.hang_up(&InvitationId(invitation_id)).await {
@@ -244,9 +302,11 @@ async fn maybe_sleep(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn call(
     client: &Client,
     events: &mut EventStream,
+    media: &mut Media,
     callee: &str,
     content: String,
     cancel_after: Option<Duration>,
@@ -273,9 +333,13 @@ async fn call(
         tokio::select! {
             event = events.next() => {
                 let Some(event) = event else { return Outcome::ConnectionLost };
+                if media.on_event(&event) {
+                    continue;
+                }
                 print_event(&event);
                 match &event {
                     Event::LocalInvitationAccepted { .. } => {
+                        media.start(&id, Role::Offerer).await;
                         accepted = true;
                         cancel_at = None;
                         hangup_at = hangup_after.map(|d| tokio::time::Instant::now() + d);
@@ -285,6 +349,7 @@ async fn call(
                     Event::LocalInvitationCanceled { .. } => return Outcome::Canceled,
                     Event::LocalInvitationFailure { reason, .. } => return Outcome::from_failure(*reason),
                     Event::CallEnded { invitation_id, reason, .. } if *invitation_id == id => {
+                        media.stop(invitation_id).await;
                         return if *reason == callinvite_client::CallEndReason::NotLoggedIn { Outcome::ConnectionLost } else { Outcome::Ok };
                     }
                     Event::ConnectionStateChanged { state: callinvite_client::ConnectionState::Disconnected | callinvite_client::ConnectionState::Aborted, .. } if !accepted => {
@@ -293,6 +358,7 @@ async fn call(
                     _ => {}
                 }
             }
+            Some(report) = media.next() => print(&report),
             _ = maybe_sleep(cancel_at) => {
                 cancel_at = None;
                 if let Err(e) = client.cancel_local_invitation(&invitation).await {
@@ -317,9 +383,11 @@ enum Answer {
     Ignore,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     client: &Client,
     events: &mut EventStream,
+    media: &mut Media,
     how: Answer,
     response: &str,
     after: Duration,
@@ -345,6 +413,9 @@ async fn answer(
         tokio::select! {
             event = events.next() => {
                 let Some(event) = event else { return Outcome::ConnectionLost };
+                if media.on_event(&event) {
+                    continue;
+                }
                 print_event(&event);
                 let mut finished = false;
                 match &event {
@@ -354,6 +425,7 @@ async fn answer(
                         }
                     }
                     Event::RemoteInvitationAccepted { invitation } => {
+                        media.start(&invitation.invitation_id, Role::Answerer).await;
                         in_call.insert(invitation.invitation_id.clone());
                         if let Some(d) = hangup_after {
                             to_hang_up.insert(invitation.invitation_id.clone(), Instant::now() + d);
@@ -365,6 +437,7 @@ async fn answer(
                         finished = true;
                     }
                     Event::CallEnded { invitation_id, .. } => {
+                        media.stop(invitation_id).await;
                         to_hang_up.remove(invitation_id);
                         finished = in_call.remove(invitation_id);
                     }
@@ -380,6 +453,7 @@ async fn answer(
                     }
                 }
             }
+            Some(report) = media.next() => print(&report),
             _ = maybe_sleep(next_answer.as_ref().map(|(_, t)| *t)) => {
                 let Some((id, _)) = next_answer else { continue };
                 to_answer.remove(&id);
@@ -436,4 +510,148 @@ async fn presence(
         }
     }
     Outcome::Ok
+}
+
+/// The media of this run's accepted calls, when --play or --record asked for it.
+struct Media {
+    client: Client,
+    args: MediaArgs,
+    calls: std::collections::BTreeMap<InvitationId, CallMedia>,
+    /// What the engines report (state, failures, statistics), as JSON lines.
+    reports: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+    reports_rx: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+}
+
+impl Media {
+    fn new(client: &Client, args: MediaArgs) -> Self {
+        let (reports, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+        Media {
+            client: client.clone(),
+            args,
+            calls: Default::default(),
+            reports,
+            reports_rx,
+        }
+    }
+
+    fn source(&self) -> Result<Box<dyn AudioSource>, String> {
+        match self.args.play.as_deref() {
+            None | Some("silence") => Ok(Box::new(SilenceSource)),
+            Some(tone) if tone.starts_with("tone:") => {
+                let freq: f32 = tone["tone:".len()..].parse().map_err(|_| {
+                    format!("--play {tone}: the frequency must be a number of Hz, e.g. tone:440")
+                })?;
+                if !(20.0..=20_000.0).contains(&freq) {
+                    return Err(format!(
+                        "--play {tone}: choose a frequency from 20 to 20000 Hz"
+                    ));
+                }
+                Ok(Box::new(ToneSource::new(freq, 0.3)))
+            }
+            Some(path) => WavSource::open(path)
+                .map(|w| Box::new(w.looping(true)) as Box<dyn AudioSource>)
+                .map_err(|e| format!("--play {path}: {e}")),
+        }
+    }
+
+    fn sink(&self, id: &InvitationId) -> Result<Box<dyn AudioSink>, String> {
+        match &self.args.record {
+            None => Ok(Box::new(NullSink)),
+            Some(path) => {
+                // Several calls in one run record to FILE.wav, FILE-2.wav, ...
+                let path = if self.calls.is_empty() {
+                    path.clone()
+                } else {
+                    path.with_file_name(format!(
+                        "{}-{}.wav",
+                        path.file_stem()
+                            .map(|s| s.to_string_lossy())
+                            .unwrap_or_default(),
+                        self.calls.len() + 1
+                    ))
+                };
+                WavSink::create(&path)
+                    .map(|w| Box::new(w) as Box<dyn AudioSink>)
+                    .map_err(|e| format!("--record {} for call {id}: {e}", path.display()))
+            }
+        }
+    }
+
+    /// Starts the media of an accepted call, if asked for.
+    async fn start(&mut self, id: &InvitationId, role: Role) {
+        if !self.args.enabled() {
+            return;
+        }
+        let started = async {
+            let mut config = CallMedia::config(&self.client).await;
+            config.relay_only = self.args.relay_only;
+            config.bind_ip = self.args.media_ip;
+            let (source, sink) = (self.source()?, self.sink(id)?);
+            CallMedia::start(&self.client, id, role, config, source, sink)
+                .map_err(|e| e.to_string())
+        };
+        match started.await {
+            Ok((media, mut events)) => {
+                let reports = self.reports.clone();
+                let call = id.0.clone();
+                tokio::spawn(async move {
+                    while let Some(e) = events.recv().await {
+                        let _ = reports.send(media_report(&call, e));
+                    }
+                });
+                self.calls.insert(id.clone(), media);
+            }
+            Err(message) => {
+                print(&json!({"event": "media_failed", "invitation_id": id.0, "message": message}));
+            }
+        }
+    }
+
+    /// Stops the media of a call that ended, and lets its recording be finished.
+    async fn stop(&mut self, id: &InvitationId) {
+        if let Some(media) = self.calls.remove(id) {
+            media.close();
+            drop(media);
+            // The engine closes its sink (a WAV file is finalized) as it stops.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Routes a media signal to its call's engine.
+    fn on_event(&self, event: &Event) -> bool {
+        self.calls.values().any(|m| m.on_event(event)) || matches!(event, Event::MediaSignal { .. })
+    }
+
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        self.reports_rx.recv().await
+    }
+}
+
+/// One media event as a JSON line.
+fn media_report(call: &str, event: MediaEvent) -> serde_json::Value {
+    match event {
+        MediaEvent::State(state) => {
+            let state = match state {
+                MediaState::Connecting => "connecting",
+                MediaState::Connected => "connected",
+                MediaState::Reconnecting => "reconnecting",
+                MediaState::Closed => "closed",
+            };
+            json!({"event": "media_state", "invitation_id": call, "state": state})
+        }
+        MediaEvent::Failed(e) => {
+            json!({"event": "media_failed", "invitation_id": call, "message": e.to_string()})
+        }
+        MediaEvent::Stats(s) => json!({
+            "event": "media_stats", "invitation_id": call,
+            "rtt_ms": s.rtt_ms, "loss": s.loss, "jitter_ms": s.jitter_ms,
+            "packets_sent": s.packets_sent, "packets_received": s.packets_received,
+            "mic_level": s.mic_level, "speaker_level": s.speaker_level,
+            "fec_frames": s.fec_frames, "concealed_frames": s.concealed_frames,
+            "playout_delay_ms": s.playout_delay_ms,
+        }),
+        MediaEvent::Signal(s) => {
+            json!({"event": "media_signal", "invitation_id": call, "kind": s.kind()})
+        }
+    }
 }

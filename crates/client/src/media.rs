@@ -1,0 +1,141 @@
+//! A call's sound: the media engine of [`callinvite_media`] for one
+//! established call, signaled through the server.
+//!
+//! [`CallMedia::start`] starts the engine for a call this device is in (the
+//! caller's device offers, the callee's answers), sends each signal the
+//! engine produces to the other device with [`Client::send_media_signal`],
+//! in order, and hands the engine the peer's signals that the app routes to
+//! it with [`CallMedia::on_event`]. Everything else the engine reports
+//! (state, failures, statistics) comes on the returned channel.
+//!
+//! ```no_run
+//! # async fn demo(client: callinvite_client::Client, mut events: callinvite_client::EventStream,
+//! #               id: callinvite_client::InvitationId) {
+//! use callinvite_client::media::{CallMedia, Role, ToneSource, NullSink};
+//! let config = CallMedia::config(&client).await;
+//! let (media, mut media_events) = CallMedia::start(&client, &id, Role::Offerer, config,
+//!     Box::new(ToneSource::new(440.0, 0.3)), Box::new(NullSink)).expect("media");
+//! loop {
+//!     tokio::select! {
+//!         Some(event) = events.next() => { media.on_event(&event); /* … */ }
+//!         Some(m) = media_events.recv() => println!("{m:?}"),
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! The media stops when the [`CallMedia`] is dropped or [`CallMedia::close`]d:
+//! do that when the call ends (`call_ended`), at sign-out and when the
+//! session is lost.
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+pub use callinvite_media::{
+    AudioSink, AudioSource, CallStats, MediaConfig, MediaError, MediaEvent, MediaHandle,
+    MediaState, NullSink, Role, SharedSink, SilenceSource, ToneSource, WavSink, WavSource,
+};
+
+use crate::{Client, Event, InvitationId};
+
+/// The media of one established call.
+pub struct CallMedia {
+    /// The call it belongs to: only that call's signals are handed on.
+    id: InvitationId,
+    /// The engine.
+    handle: MediaHandle,
+}
+
+impl CallMedia {
+    /// A media configuration with fresh STUN/TURN servers from the server
+    /// (TURN credentials expire), or the login's if the server cannot be asked.
+    pub async fn config(client: &Client) -> MediaConfig {
+        let ice_servers = match client.ice_servers().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot renew the STUN/TURN servers; using the login's");
+                client.session().ice_servers.clone()
+            }
+        };
+        MediaConfig {
+            ice_servers,
+            ..MediaConfig::default()
+        }
+    }
+
+    /// Starts the media of call `id`: `Role::Offerer` on the caller's device
+    /// (after `local_invitation_accepted`), `Role::Answerer` on the callee's
+    /// (after its accept succeeded). Returns the engine's events except its
+    /// signals, which go to the peer through `client`.
+    pub fn start(
+        client: &Client,
+        id: &InvitationId,
+        role: Role,
+        config: MediaConfig,
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+    ) -> Result<(CallMedia, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        let (handle, mut engine_events) = callinvite_media::start(role, config, source, sink)?;
+        let (events, rx) = mpsc::unbounded_channel();
+        let client = client.clone();
+        let call = id.clone();
+        tokio::spawn(async move {
+            while let Some(event) = engine_events.recv().await {
+                match event {
+                    MediaEvent::Signal(signal) => {
+                        let kind = signal.kind();
+                        // One at a time, so the peer gets them in order.
+                        if let Err(e) = client.send_media_signal(&call, signal).await {
+                            // The call ended meanwhile, or the session is gone: the
+                            // app stops the media when it hears of that.
+                            debug!(invitation = %call, kind, error = %e, "media signal not relayed");
+                        }
+                    }
+                    other => {
+                        if events.send(other).is_err() {
+                            // Nobody listens: keep relaying signals all the same.
+                        }
+                    }
+                }
+            }
+        });
+        Ok((
+            CallMedia {
+                id: id.clone(),
+                handle,
+            },
+            rx,
+        ))
+    }
+
+    /// Hands the engine the peer's signal if `event` is one for this call;
+    /// says whether it was.
+    pub fn on_event(&self, event: &Event) -> bool {
+        match event {
+            Event::MediaSignal {
+                invitation_id,
+                signal,
+                ..
+            } if *invitation_id == self.id => {
+                self.handle.signal(signal.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The call this media belongs to.
+    pub fn invitation_id(&self) -> &InvitationId {
+        &self.id
+    }
+
+    /// Sends silence instead of the microphone while `muted`.
+    pub fn set_muted(&self, muted: bool) {
+        self.handle.set_muted(muted);
+    }
+
+    /// Stops the media (also done on drop).
+    pub fn close(&self) {
+        self.handle.close();
+    }
+}
