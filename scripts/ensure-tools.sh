@@ -12,10 +12,13 @@ if [ -d "$HOME/.cargo/bin" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-# What building the desktop app needs (Tauri 2 on Linux).
-APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev"
-# What the server's cluster tests need (they start their own redis-server).
-TEST_PACKAGES="redis-server"
+# What building the desktop app needs (Tauri 2 on Linux), and its calls' sound:
+# libopus (the voice codec), ALSA headers (cpal's microphone and speaker), cmake
+# (the C parts of the WebRTC crypto backend, AWS-LC, may build with it).
+APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev libopus-dev libasound2-dev cmake"
+# What the server's cluster tests need (they start their own redis-server), and the
+# media relay tests (they start their own coturn on loopback).
+TEST_PACKAGES="redis-server coturn"
 # What the headless end-to-end tests need.
 # imagemagick: the tests capture the window with its `import`.
 E2E_PACKAGES="xvfb xauth x11-utils webkit2gtk-driver dbus dbus-x11 dunst libnotify-bin xdotool imagemagick curl nodejs"

@@ -324,6 +324,9 @@ function fillSettings(force = false) {
   $("setting-meeting-url").value = s.meeting_url_template ?? "";
   $("setting-ca-file").value = s.ca_file ?? "";
   $("setting-share-lan").checked = Boolean(s.share_on_lan);
+  $("setting-start-muted").checked = Boolean(s.start_muted);
+  $("setting-microphone").value = s.microphone ?? "";
+  $("setting-speaker").value = s.speaker ?? "";
 }
 
 function setAvatar(id, peer) {
@@ -357,6 +360,54 @@ function renderInCall() {
   const content = $("incall-content");
   content.textContent = call.content ?? "";
   content.hidden = !call.content;
+  const media = call.media ?? null;
+  const view = L.mediaView(media);
+  $("incall-media").dataset.phase = media?.phase ?? "none";
+  $("incall-media-status").textContent = view.status;
+  $("incall-mic-level").value = media && !media.muted ? Math.min(1, (media.mic_level ?? 0) * 3) : 0;
+  $("incall-speaker-level").value = media ? Math.min(1, (media.speaker_level ?? 0) * 3) : 0;
+  $("incall-quality").dataset.quality = view.quality;
+  $("incall-quality").textContent = view.qualityText;
+  const mute = $("incall-mute");
+  mute.textContent = view.muteLabel;
+  mute.setAttribute("aria-pressed", media?.muted ? "true" : "false");
+  mute.disabled = !media;
+}
+
+function toggleMute() {
+  const media = snapshot?.call?.media;
+  if (!media) return;
+  run($("incall-mute"), "set_muted", { muted: !media.muted });
+}
+
+/** Fills the microphone and speaker choices (once per opening of Settings). */
+async function fillDevices() {
+  if (!hasTauri) return;
+  let devices;
+  try {
+    devices = await invoke("audio_devices");
+  } catch (e) {
+    devices = { inputs: [], outputs: [], error: L.errorMessage(e) };
+  }
+  const fill = (id, names, chosen) => {
+    const select = $(id);
+    const options = [["", "System default"], ...names.map((n) => [n, n])];
+    if (chosen && !names.includes(chosen)) options.push([chosen, `${chosen} (not connected)`]);
+    select.replaceChildren(
+      ...options.map(([value, label]) => {
+        const o = document.createElement("option");
+        o.value = value;
+        o.textContent = label;
+        return o;
+      }),
+    );
+    select.value = chosen ?? "";
+  };
+  fill("setting-microphone", devices.inputs ?? [], snapshot?.settings?.microphone);
+  fill("setting-speaker", devices.outputs ?? [], snapshot?.settings?.speaker);
+  const help = $("setting-devices-help");
+  help.hidden = !devices.error;
+  help.textContent = devices.error ? `Sound devices: ${devices.error}` : "";
 }
 
 /** Once a second: the call timers, and now and then the history's relative times. */
@@ -447,6 +498,9 @@ async function saveSettings(event) {
     meeting_url_template: $("setting-meeting-url").value,
     ca_file: $("setting-ca-file").value,
     share_on_lan: $("setting-share-lan").checked,
+    start_muted: $("setting-start-muted").checked,
+    microphone: $("setting-microphone").value,
+    speaker: $("setting-speaker").value,
   };
   const urlError = L.validateMeetingUrl(form.meeting_url_template);
   if (urlError) {
@@ -485,6 +539,9 @@ function onKeyDown(event) {
   } else if (action === "decline") {
     event.preventDefault();
     answer("decline");
+  } else if (action === "mute") {
+    event.preventDefault();
+    toggleMute();
   }
 }
 
@@ -539,6 +596,10 @@ function wire() {
   $("incoming-decline").addEventListener("click", (e) => answer("decline", e));
   $("incoming-busy").addEventListener("click", (e) => answer("busy", e));
   $("incall-hangup").addEventListener("click", () => run($("incall-hangup"), "hang_up"));
+  $("incall-mute").addEventListener("click", toggleMute);
+  $("settings").addEventListener("toggle", () => {
+    if ($("settings").open) fillDevices();
+  });
 
   $("notice-dismiss").addEventListener("click", clearNotice);
   document.addEventListener("keydown", onKeyDown);

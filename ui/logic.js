@@ -257,6 +257,7 @@ export function keyAction(screen, key) {
   if (screen === "home" && key === "Enter") return "call";
   if (screen === "outgoing" && key === "Escape") return "cancel";
   if (screen === "incoming" && key === "Escape") return "decline";
+  if (screen === "incall" && (key === "m" || key === "M")) return "mute";
   return null;
 }
 
@@ -355,6 +356,37 @@ export function mergeSettings(current, form) {
     meeting_url_template: (form.meeting_url_template ?? "").trim(),
     ca_file: (form.ca_file ?? "").trim(),
     share_on_lan: Boolean(form.share_on_lan),
+    microphone: form.microphone ?? current?.microphone ?? "",
+    speaker: form.speaker ?? current?.speaker ?? "",
+    start_muted: Boolean(form.start_muted),
+  };
+}
+
+/**
+ * The in-call sound line: {status, quality, qualityText, muteLabel} from the
+ * call's media status (null before the call has sound).
+ */
+export function mediaView(media) {
+  if (!media) return { status: "", quality: "none", qualityText: "", muteLabel: "Mute" };
+  const status = {
+    connecting: "Connecting audio…",
+    connected: media.muted ? "You are muted" : "Connected",
+    reconnecting: "Reconnecting…",
+    failed: media.message || "No audio",
+  }[media.phase] ?? "";
+  // A warning (no microphone, no speaker) stays visible while connected.
+  const line = media.phase === "connected" && media.message ? media.message : status;
+  let qualityText = "";
+  if (media.phase === "connected" && media.rtt_ms != null) {
+    const loss = Math.round((media.loss ?? 0) * 100);
+    const word = { good: "Good", fair: "Fair", poor: "Poor" }[media.quality] ?? "";
+    qualityText = `${word} · ${Math.round(media.rtt_ms)} ms · ${loss}% loss · ${Math.round(media.jitter_ms ?? 0)} ms jitter`;
+  }
+  return {
+    status: line,
+    quality: media.phase === "connected" ? media.quality ?? "none" : "none",
+    qualityText,
+    muteLabel: media.muted ? "Unmute" : "Mute",
   };
 }
 

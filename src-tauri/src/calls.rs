@@ -53,6 +53,97 @@ pub struct ActiveCall {
     /// Unix ms when the call was accepted, for the history's duration.
     #[serde(skip)]
     pub accepted_ms: Option<u64>,
+    /// The call's sound, once accepted.
+    pub media: Option<MediaStatus>,
+}
+
+/// Which side of the media negotiation this device is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaRole {
+    /// The caller's device: offers.
+    Offerer,
+    /// The callee's device: answers.
+    Answerer,
+}
+
+/// Where the call's sound stands, as the in-call screen shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaPhase {
+    /// "Connecting audio…": negotiating and checking the path.
+    Connecting,
+    /// Sound flows.
+    Connected,
+    /// "Reconnecting…": the path broke; the engine is getting it back.
+    Reconnecting,
+    /// No sound: `message` says why (no microphone, no path in time, …).
+    Failed,
+}
+
+/// The call's sound: state, mute, levels and quality.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MediaStatus {
+    pub phase: MediaPhase,
+    /// Why there is no sound, in words for the user (with `Failed`).
+    pub message: Option<String>,
+    pub muted: bool,
+    /// Round-trip time to the peer, when measured.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of the peer's packets lost in the last second.
+    pub loss: f32,
+    pub jitter_ms: f32,
+    /// Microphone and speaker levels, 0..1 (RMS of the last second).
+    pub mic_level: f32,
+    pub speaker_level: f32,
+    /// "good", "fair" or "poor", from rtt, loss and jitter.
+    pub quality: &'static str,
+}
+
+impl MediaStatus {
+    fn connecting(muted: bool) -> Self {
+        MediaStatus {
+            phase: MediaPhase::Connecting,
+            message: None,
+            muted,
+            rtt_ms: None,
+            loss: 0.0,
+            jitter_ms: 0.0,
+            mic_level: 0.0,
+            speaker_level: 0.0,
+            quality: "good",
+        }
+    }
+}
+
+/// What the media engine reported about the call's sound.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaUpdate {
+    Connecting,
+    Connected,
+    Reconnecting,
+    /// It cannot work: a message for the user.
+    Failed(String),
+    /// It works, but only partly (no microphone, no speaker): a message for the user.
+    Warning(String),
+    Stats {
+        rtt_ms: Option<f64>,
+        loss: f32,
+        jitter_ms: f32,
+        mic_level: f32,
+        speaker_level: f32,
+    },
+}
+
+/// How a call sounds, from the figures that matter to a listener.
+pub fn quality(rtt_ms: Option<f64>, loss: f32, jitter_ms: f32) -> &'static str {
+    let rtt = rtt_ms.unwrap_or(0.0);
+    if loss > 0.10 || rtt > 500.0 || jitter_ms > 60.0 {
+        "poor"
+    } else if loss > 0.02 || rtt > 250.0 || jitter_ms > 30.0 {
+        "fair"
+    } else {
+        "good"
+    }
 }
 
 /// How a call ended or changed, as the UI words it (`call-outcome` event).
@@ -87,6 +178,13 @@ pub enum Effect {
     SaveHistory,
     /// These missed calls are in the history now: the server may forget them.
     ClearMissed(Vec<InvitationId>),
+    /// The call was accepted: start its sound.
+    StartMedia {
+        invitation_id: InvitationId,
+        role: MediaRole,
+    },
+    /// The call is over (or the session): stop its sound.
+    StopMedia,
 }
 
 /// Connection as the UI shows it.
@@ -138,6 +236,7 @@ impl Calls {
             answering: false,
             local: Some(local),
             accepted_ms: None,
+            media: None,
         });
     }
 
@@ -187,6 +286,9 @@ impl Calls {
         fx: &mut Vec<Effect>,
     ) {
         let Some(call) = self.call.take() else { return };
+        if call.media.is_some() {
+            fx.push(Effect::StopMedia);
+        }
         if let Some(accepted) = call.accepted_ms {
             // It was a call: the history entry made at accept gets its duration.
             let id = call.invitation_id.as_ref().map(|i| i.0.clone());
@@ -282,7 +384,14 @@ impl Calls {
                     call.phase = Phase::InCall;
                     call.phase_since_ms = now_ms;
                     call.accepted_ms = Some(now_ms);
+                    call.media = Some(MediaStatus::connecting(settings.start_muted));
                     let (peer, content) = (call.peer.clone(), call.content.clone());
+                    if let Some(invitation_id) = id.clone() {
+                        fx.push(Effect::StartMedia {
+                            invitation_id,
+                            role: MediaRole::Offerer,
+                        });
+                    }
                     self.record(
                         id.as_ref(),
                         Direction::Outgoing,
@@ -345,6 +454,7 @@ impl Calls {
                         answering: false,
                         local: None,
                         accepted_ms: None,
+                        media: None,
                     });
                     fx.push(Effect::NotifyIncoming {
                         invitation_id: id,
@@ -372,7 +482,12 @@ impl Calls {
                     call.phase_since_ms = now_ms;
                     call.answering = false;
                     call.accepted_ms = Some(now_ms);
+                    call.media = Some(MediaStatus::connecting(settings.start_muted));
                     let (peer, content) = (call.peer.clone(), call.content.clone());
+                    fx.push(Effect::StartMedia {
+                        invitation_id: id.clone(),
+                        role: MediaRole::Answerer,
+                    });
                     self.record(
                         Some(&id),
                         Direction::Incoming,
@@ -464,6 +579,55 @@ impl Calls {
             Event::ProtocolError { .. } | Event::MediaSignal { .. } => {}
         }
         fx
+    }
+
+    /// Applies what the media engine of call `id` reported; says whether
+    /// the screen changed (statistics of a call no longer shown do not).
+    pub fn on_media(&mut self, id: &InvitationId, update: MediaUpdate) -> bool {
+        let Some(media) = self.current_mut(Some(id)).and_then(|c| c.media.as_mut()) else {
+            return false;
+        };
+        match update {
+            MediaUpdate::Connecting => media.phase = MediaPhase::Connecting,
+            MediaUpdate::Connected => media.phase = MediaPhase::Connected,
+            MediaUpdate::Reconnecting => media.phase = MediaPhase::Reconnecting,
+            MediaUpdate::Warning(message) => media.message = Some(message),
+            MediaUpdate::Failed(message) => {
+                media.phase = MediaPhase::Failed;
+                media.message = Some(message);
+                media.mic_level = 0.0;
+                media.speaker_level = 0.0;
+            }
+            MediaUpdate::Stats {
+                rtt_ms,
+                loss,
+                jitter_ms,
+                mic_level,
+                speaker_level,
+            } => {
+                if media.phase == MediaPhase::Failed {
+                    return false;
+                }
+                media.rtt_ms = rtt_ms;
+                media.loss = loss;
+                media.jitter_ms = jitter_ms;
+                media.mic_level = mic_level;
+                media.speaker_level = speaker_level;
+                media.quality = quality(rtt_ms, loss, jitter_ms);
+            }
+        }
+        true
+    }
+
+    /// Mutes or unmutes the call's microphone; says whether there is a call with sound.
+    pub fn set_muted(&mut self, muted: bool) -> bool {
+        match self.call.as_mut().and_then(|c| c.media.as_mut()) {
+            Some(m) => {
+                m.muted = muted;
+                true
+            }
+            None => false,
+        }
     }
 
     fn current_mut(&mut self, id: Option<&InvitationId>) -> Option<&mut ActiveCall> {

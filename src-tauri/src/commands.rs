@@ -202,3 +202,24 @@ pub async fn set_settings<R: Runtime>(
     emit_state(&app).await;
     Ok(settings)
 }
+
+/// Mutes or unmutes the microphone in the call on screen.
+#[tauri::command]
+pub async fn set_muted<R: Runtime>(app: AppHandle<R>, muted: bool) -> Result<(), CommandError> {
+    if crate::media::set_muted(&app, muted).await {
+        Ok(())
+    } else {
+        Err(CommandError::new(
+            "invalid_argument",
+            "there is no call with sound to mute",
+        ))
+    }
+}
+
+/// The microphones and speakers Settings can choose from.
+#[tauri::command]
+pub async fn audio_devices() -> Result<crate::media::AudioDevices, CommandError> {
+    tauri::async_runtime::spawn_blocking(crate::media::audio_devices)
+        .await
+        .map_err(|e| CommandError::new("internal", format!("listing audio devices failed: {e}")))
+}

@@ -19,6 +19,7 @@ pub mod calls;
 pub mod commands;
 pub mod error;
 pub mod instance;
+pub mod media;
 pub mod options;
 pub mod session;
 pub mod store;
@@ -51,6 +52,8 @@ pub fn build<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
         commands::clear_history,
         commands::get_settings,
         commands::set_settings,
+        commands::set_muted,
+        commands::audio_devices,
     ])
 }
 

@@ -30,6 +30,17 @@ pub struct AppOptions {
     /// Log filter (error, warn, info, debug).
     #[arg(long, env = "CALLINVITE_LOG", default_value = "info")]
     pub log: String,
+    /// Instead of the microphone, send this in calls: a WAV file (looped),
+    /// `tone:FREQ` or `silence` (for tests and headless machines).
+    #[arg(long, env = "CALLINVITE_FAKE_AUDIO_INPUT", value_name = "SOURCE")]
+    pub fake_audio_input: Option<String>,
+    /// Instead of the speaker, record calls to this WAV file (48 kHz mono; a
+    /// later call overwrites it).
+    #[arg(long, env = "CALLINVITE_FAKE_AUDIO_OUTPUT", value_name = "FILE.wav")]
+    pub fake_audio_output: Option<PathBuf>,
+    /// Use only this local address for call media (e.g. 127.0.0.1); default: every interface.
+    #[arg(long, env = "CALLINVITE_MEDIA_IP", value_name = "IP")]
+    pub media_ip: Option<std::net::IpAddr>,
     /// Set by WebKit's WebDriver when it starts the app for a test; changes nothing here.
     #[arg(long, hide = true)]
     pub automation: bool,
@@ -50,6 +61,9 @@ impl AppOptions {
             data_dir: Some(dir),
             embedded_port,
             log: "warn".into(),
+            fake_audio_input: Some("silence".into()),
+            fake_audio_output: None,
+            media_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
             automation: false,
         }
     }

@@ -43,6 +43,8 @@ pub struct Inner {
     /// Bumped at every `app-state` event, so the UI can tell which of two
     /// snapshots is newer (a `get_state` answer may cross an event).
     rev: u64,
+    /// The sound of the call on screen, while it runs.
+    pub media: Option<crate::media::Running>,
 }
 
 /// What the UI renders (`app-state` event and `get_state` command).
@@ -90,6 +92,7 @@ impl AppState {
                 generation: 0,
                 notifications_available,
                 rev: 0,
+                media: None,
             }),
         }
     }
@@ -331,6 +334,10 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
     let state = app.state::<AppState>();
     loop {
         while let Some(event) = events.next().await {
+            // The peer's media signals go to the call's media engine, not the screen.
+            if crate::media::route(&app, &event).await {
+                continue;
+            }
             // The raw event too, for anything in the UI that wants more than the snapshot.
             let _ = app.emit("client-event", &event);
             let effects = {
@@ -452,6 +459,11 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
                     warn!(error = %e, %url, "cannot open the meeting room");
                 }
             }
+            Effect::StartMedia {
+                invitation_id,
+                role,
+            } => crate::media::start(app, invitation_id, role).await,
+            Effect::StopMedia => crate::media::stop(app).await,
             Effect::SaveHistory => {
                 let history = state.inner.lock().await.calls.history.clone();
                 if let Err(e) = state.store.save_history(&history) {
@@ -511,6 +523,7 @@ pub async fn accept<R: Runtime>(
                 answering: true,
                 local: None,
                 accepted_ms: None,
+                media: None,
             });
         } else if let Some(c) = inner.calls.call.as_mut() {
             c.answering = true;
@@ -519,6 +532,8 @@ pub async fn accept<R: Runtime>(
     };
     emit_state(app).await;
     if let Some(old) = to_hang_up {
+        // The old call's sound stops with it.
+        crate::media::stop(app).await;
         let _ = client.hang_up(&old).await;
     }
     let result = client.accept_remote_invitation(&id, "").await;

@@ -37,6 +37,12 @@ pub struct Settings {
     /// For wss:// servers with a private CA: a PEM file of CA certificates to
     /// trust besides the system's. Empty: the system's roots only.
     pub ca_file: String,
+    /// Microphone by name; empty: the system's default.
+    pub microphone: String,
+    /// Speaker by name; empty: the system's default.
+    pub speaker: String,
+    /// Calls start with the microphone muted.
+    pub start_muted: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +55,9 @@ impl Default for Settings {
             meeting_url_template: String::new(),
             last_user: String::new(),
             ca_file: String::new(),
+            microphone: String::new(),
+            speaker: String::new(),
+            start_muted: false,
         }
     }
 }

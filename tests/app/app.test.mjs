@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
 import { Session, sleep } from './webdriver.mjs';
+import { readWav, hears } from './wav.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = join(ROOT, 'target', 'debug');
@@ -119,7 +120,12 @@ before(async () => {
   });
   console.error(`# server at ${url}`);
   dataDir = mkdtempSync(join(tmpdir(), 'callinvite-app-e2e-'));
-  app = await Session.start(join(BIN, 'callinvite-app'), ['--profile', 'e2e', '--data-dir', dataDir]);
+  // No sound card under Xvfb: the app sends a 440 Hz tone as its microphone and
+  // records what it hears to a file (the media path, WebRTC to the peer, is real).
+  app = await Session.start(join(BIN, 'callinvite-app'), [
+    '--profile', 'e2e', '--data-dir', dataDir,
+    '--fake-audio-input', 'tone:440', '--fake-audio-output', join(dataDir, 'heard.wav'), '--media-ip', '127.0.0.1',
+  ]);
   console.error(`# app session ${app.id}`);
 });
 
@@ -233,7 +239,9 @@ test('window hidden to the tray: the notification Accept answers the call', asyn
     try { ids = execFileSync('sh', ['-c', 'for w in $(xdotool search --onlyvisible --name callinvite); do xdotool getwindowname $w; done'], { encoding: 'utf8' }); } catch {}
     throw new Error(`${e.message}; notice: ${await notice()}; visible windows named callinvite: ${ids}`);
   }
-  const caller = cli('bot4', 'call', 'appuser', '--content', 'from the tray', '--hangup-after', '8s');
+  const botWav = join(dataDir, 'bot4-heard.wav');
+  const caller = cli('bot4', 'call', 'appuser', '--content', 'from the tray', '--hangup-after', '8s',
+    '--play', 'tone:880', '--record', botWav, '--media-ip', '127.0.0.1');
   await caller.waitEvent('local_invitation_received_by_peer');
   // dunst shows the notification; invoke its Accept action as a user would.
   await app.until('notification shown', async () => Number(execFileSync('dunstctl', ['count', 'displayed'], { encoding: 'utf8' }).trim()) > 0, 10000);
@@ -242,7 +250,14 @@ test('window hidden to the tray: the notification Accept answers the call', asyn
   assert.ok(accepted);
   await app.until('window shown again', async () => windowVisible(), 10000);
   await app.untilScreen('incall');
+  // The call has sound: the screen says so, and each side hears the other's tone.
+  await app.until('audio connected', async () => (await app.exec("return document.getElementById('incall-media').dataset.phase")) === 'connected', 15000);
+  await app.until('call quality shown', async () => (await app.text('#incall-quality')).includes('ms'), 10000);
   await shot('accepted-from-notification');
   assert.equal(await caller.exit, 0);
   await app.untilScreen('home');
+  assert.ok(caller.events.some((e) => e.event === 'media_state' && e.state === 'connected'), "the bot's media connected");
+  await sleep(500); // the app finishes its recording as the media stops
+  console.error(`# ${hears('the app hears the bot', readWav(join(dataDir, 'heard.wav')), 880, 440)}`);
+  console.error(`# ${hears('the bot hears the app', readWav(botWav), 440, 880)}`);
 });

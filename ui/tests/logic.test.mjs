@@ -500,12 +500,51 @@ describe("mergeSettings", () => {
   test("keeps the fields the form does not edit", () =>
     assert.deepEqual(
       L.mergeSettings(current, { busy_policy: "notify", meeting_url_template: " https://m/{channel} ", ca_file: " /etc/ca.pem ", share_on_lan: true }),
-      { ...current, busy_policy: "notify", meeting_url_template: "https://m/{channel}", ca_file: "/etc/ca.pem", share_on_lan: true },
+      { ...current, busy_policy: "notify", meeting_url_template: "https://m/{channel}", ca_file: "/etc/ca.pem", share_on_lan: true,
+        microphone: "", speaker: "", start_muted: false },
     ));
   test("unknown policy → auto_busy; no current settings", () =>
     assert.deepEqual(L.mergeSettings(null, { busy_policy: "?" }), {
       busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false,
+      microphone: "", speaker: "", start_muted: false,
     }));
+  test("devices and start muted", () =>
+    assert.deepEqual(
+      L.mergeSettings({ microphone: "old", speaker: "spk" }, { microphone: "USB Mic", start_muted: true }),
+      { microphone: "USB Mic", speaker: "spk", start_muted: true, busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false },
+    ));
+});
+
+describe("mediaView", () => {
+  const base = { phase: "connected", muted: false, message: null, rtt_ms: 42.4, loss: 0.031, jitter_ms: 7.6, quality: "fair" };
+  test("no sound yet", () => assert.equal(L.mediaView(null).status, ""));
+  test("connecting, reconnecting", () => {
+    assert.equal(L.mediaView({ ...base, phase: "connecting" }).status, "Connecting audio…");
+    assert.equal(L.mediaView({ ...base, phase: "reconnecting" }).status, "Reconnecting…");
+    assert.equal(L.mediaView({ ...base, phase: "reconnecting" }).quality, "none");
+  });
+  test("connected: quality figures", () => {
+    const v = L.mediaView(base);
+    assert.equal(v.status, "Connected");
+    assert.equal(v.quality, "fair");
+    assert.equal(v.qualityText, "Fair · 42 ms · 3% loss · 8 ms jitter");
+  });
+  test("muted", () => {
+    const v = L.mediaView({ ...base, muted: true });
+    assert.equal(v.status, "You are muted");
+    assert.equal(v.muteLabel, "Unmute");
+  });
+  test("a failure is never a silent screen", () => {
+    assert.equal(L.mediaView({ ...base, phase: "failed", message: "No audio: no path." }).status, "No audio: no path.");
+    assert.equal(L.mediaView({ ...base, phase: "failed", message: null }).status, "No audio");
+  });
+  test("a warning stays while connected", () =>
+    assert.match(L.mediaView({ ...base, message: "No microphone (x): they cannot hear you." }).status, /No microphone/));
+});
+
+describe("keyAction: m mutes in a call", () => {
+  test("m", () => assert.equal(L.keyAction("incall", "m"), "mute"));
+  test("not elsewhere", () => assert.equal(L.keyAction("home", "m"), null));
 });
 
 describe("signInPrefill", () => {

@@ -38,7 +38,9 @@ const REQUIRED = {
   "outgoing-cancel": "button",
   "screen-incoming": "section", "incoming-caller": null, "incoming-content": null, "incoming-accept": "button",
   "incoming-decline": "button", "incoming-busy": "button",
-  "screen-incall": "section", "incall-peer": null, "incall-duration": null, "incall-hangup": "button",
+  "screen-incall": "section", "incall-peer": null, "incall-duration": null, "incall-hangup": "button", "incall-mute": "button",
+  "incall-media": null, "incall-media-status": null, "incall-mic-level": "meter", "incall-speaker-level": "meter", "incall-quality": null,
+  "setting-microphone": "select", "setting-speaker": "select", "setting-start-muted": "input",
   notice: null, "notice-dismiss": "button",
 };
 
@@ -123,6 +125,7 @@ describe("app.js", () => {
       "get_state", "sign_in", "sign_out", "call", "cancel", "accept", "refuse", "hang_up", "query_presence",
       "subscribe_presence", // not in the written contract; the backend has it, with query_presence as fallback
       "get_history", "clear_history", "get_settings", "set_settings",
+      "set_muted", "audio_devices", // the call's sound
     ]);
     const used = [...app.matchAll(/(?:run\([^,]+,\s*|invoke\()"([a-z_]+)"/g)].map((m) => m[1]);
     assert.ok(used.length >= 10);

@@ -55,6 +55,7 @@ fn outgoing(c: &mut Calls, id: &str, online: bool) {
         answering: false,
         local: None,
         accepted_ms: None,
+        media: None,
     });
     c.on_event(
         &Event::LocalInvitationSent {
@@ -455,4 +456,151 @@ fn missed_calls_from_the_server_join_the_history_in_time_order_once_and_are_clea
     assert_eq!(c.history.len(), 3);
     assert!(!fx.iter().any(|e| matches!(e, Effect::NotifyMissed(_))));
     assert!(fx.contains(&Effect::ClearMissed(vec![iid("m1"), iid("m2")])));
+}
+
+fn media_of(c: &Calls) -> MediaStatus {
+    c.call
+        .as_ref()
+        .and_then(|c| c.media.clone())
+        .expect("a call with media")
+}
+
+#[test]
+fn an_accepted_call_starts_its_sound_and_the_end_stops_it() {
+    // Caller side: the caller's device offers.
+    let mut c = signed_in();
+    outgoing(&mut c, "i1", true);
+    let fx = c.on_event(
+        &Event::LocalInvitationAccepted {
+            invitation: local(Some("i1"), "bob"),
+            response: String::new(),
+        },
+        &Settings::default(),
+        2_000,
+    );
+    assert!(fx.contains(&Effect::StartMedia {
+        invitation_id: iid("i1"),
+        role: MediaRole::Offerer
+    }));
+    assert_eq!(media_of(&c).phase, MediaPhase::Connecting);
+    assert!(c.on_media(&iid("i1"), MediaUpdate::Connected));
+    assert!(
+        !c.on_media(&iid("other"), MediaUpdate::Reconnecting),
+        "another call's media changes nothing"
+    );
+    assert_eq!(media_of(&c).phase, MediaPhase::Connected);
+    let fx = c.on_event(
+        &Event::CallEnded {
+            invitation_id: iid("i1"),
+            peer: "bob".into(),
+            reason: CallEndReason::Hangup,
+            by: Some("bob".into()),
+        },
+        &Settings::default(),
+        9_000,
+    );
+    assert_eq!(fx[0], Effect::StopMedia, "the sound stops first");
+
+    // Callee side: answers; a lost session stops the sound too.
+    let mut c = signed_in();
+    c.on_event(
+        &Event::RemoteInvitationReceived {
+            invitation: remote("r1", "carol"),
+        },
+        &Settings::default(),
+        10,
+    );
+    let muted = Settings {
+        start_muted: true,
+        ..Settings::default()
+    };
+    let fx = c.on_event(
+        &Event::RemoteInvitationAccepted {
+            invitation: remote("r1", "carol"),
+        },
+        &muted,
+        20,
+    );
+    assert!(fx.contains(&Effect::StartMedia {
+        invitation_id: iid("r1"),
+        role: MediaRole::Answerer
+    }));
+    assert!(media_of(&c).muted, "start muted is honoured");
+    let fx = c.session_over(30);
+    assert!(fx.contains(&Effect::StopMedia));
+    assert!(c.call.is_none());
+}
+
+#[test]
+fn calls_that_were_never_accepted_start_and_stop_no_sound() {
+    let mut c = signed_in();
+    outgoing(&mut c, "i1", true);
+    let fx = c.on_event(
+        &Event::LocalInvitationRefused {
+            invitation: local(Some("i1"), "bob"),
+            response: String::new(),
+            busy: true,
+        },
+        &Settings::default(),
+        2_000,
+    );
+    assert!(!fx
+        .iter()
+        .any(|e| matches!(e, Effect::StartMedia { .. } | Effect::StopMedia)));
+}
+
+#[test]
+fn media_status_shows_failures_warnings_mute_and_quality() {
+    let mut c = signed_in();
+    assert!(!c.set_muted(true), "nothing to mute without a call");
+    outgoing(&mut c, "i1", true);
+    c.on_event(
+        &Event::LocalInvitationAccepted {
+            invitation: local(Some("i1"), "bob"),
+            response: String::new(),
+        },
+        &Settings::default(),
+        2_000,
+    );
+    assert!(c.set_muted(true));
+    assert!(media_of(&c).muted);
+    c.on_media(
+        &iid("i1"),
+        MediaUpdate::Warning("No microphone (none found): they cannot hear you.".into()),
+    );
+    c.on_media(&iid("i1"), MediaUpdate::Connected);
+    let m = media_of(&c);
+    assert_eq!(m.phase, MediaPhase::Connected);
+    assert!(
+        m.message.as_deref().unwrap().contains("No microphone"),
+        "a warning stays while connected"
+    );
+    let stats = |rtt, loss, jitter| MediaUpdate::Stats {
+        rtt_ms: Some(rtt),
+        loss,
+        jitter_ms: jitter,
+        mic_level: 0.2,
+        speaker_level: 0.3,
+    };
+    c.on_media(&iid("i1"), stats(20.0, 0.0, 3.0));
+    assert_eq!(
+        (media_of(&c).quality, media_of(&c).speaker_level),
+        ("good", 0.3)
+    );
+    c.on_media(&iid("i1"), stats(20.0, 0.05, 3.0));
+    assert_eq!(media_of(&c).quality, "fair");
+    c.on_media(&iid("i1"), stats(600.0, 0.0, 3.0));
+    assert_eq!(media_of(&c).quality, "poor");
+    c.on_media(
+        &iid("i1"),
+        MediaUpdate::Failed("No audio: could not connect to them within 10 s.".into()),
+    );
+    let m = media_of(&c);
+    assert_eq!((m.phase, m.mic_level), (MediaPhase::Failed, 0.0));
+    assert!(
+        !c.on_media(&iid("i1"), stats(20.0, 0.0, 3.0)),
+        "no figures on a failed line"
+    );
+    // The call itself goes on: only a hang-up ends it.
+    assert_eq!(c.call.as_ref().unwrap().phase, Phase::InCall);
 }
