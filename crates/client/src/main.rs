@@ -594,9 +594,15 @@ impl Media {
             Ok((media, mut events)) => {
                 let reports = self.reports.clone();
                 let call = id.0.clone();
+                // Started as the accept was seen: media_state lines say how long after it.
+                let accepted = tokio::time::Instant::now();
                 tokio::spawn(async move {
                     while let Some(e) = events.recv().await {
-                        let _ = reports.send(media_report(&call, e));
+                        let mut report = media_report(&call, e);
+                        if report["event"] == "media_state" {
+                            report["ms_since_accept"] = json!(accepted.elapsed().as_millis() as u64);
+                        }
+                        let _ = reports.send(report);
                     }
                 });
                 self.calls.insert(id.clone(), media);
