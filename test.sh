@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests (protocol, server flows over
 # loopback, a cluster of nodes on a real redis-server, client CLI, notifications on a private D-Bus, app commands on
-# Tauri's mock runtime, processes end to end), the UI logic tests, and the
-# desktop app end to end under Xvfb with WebDriver and a real notification daemon.
+# Tauri's mock runtime, processes end to end, calls with sound between real
+# processes, through a lossy path and a coturn relay), the media engine against
+# aiortc, the UI logic tests, and the desktop app end to end under Xvfb with
+# WebDriver and a real notification daemon (a call answered from the notification,
+# with a tone each way).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure-tools.sh
 need_rust
 need_packages $APP_BUILD_PACKAGES $E2E_PACKAGES $TEST_PACKAGES
 need_tauri_driver
+need_aiortc target/aiortc-venv
 
 # One build of everything (the integration tests make the binaries the end-to-end tests run).
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   echo "== the server's invitation flow tests again, against two nodes on a private redis-server"
   CALLINVITE_TEST_CLUSTER=1 cargo nextest run -p callinvite-server --test invitations --no-fail-fast
+  echo "== the media engine against aiortc, a WebRTC implementation we did not write"
+  AIORTC_PYTHON="$PWD/target/aiortc-venv/bin/python" cargo nextest run -p callinvite-media --test interop_aiortc --run-ignored only --no-fail-fast
 else
   echo "(cargo-nextest not found: using cargo test)"
   cargo test --workspace --no-fail-fast
   CALLINVITE_TEST_CLUSTER=1 cargo test -p callinvite-server --test invitations
+  AIORTC_PYTHON="$PWD/target/aiortc-venv/bin/python" cargo test -p callinvite-media --test interop_aiortc -- --ignored
 fi
 
 echo "== UI logic"

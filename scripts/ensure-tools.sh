@@ -5,6 +5,8 @@
 #   need_rust              the Rust toolchain
 #   need_packages PKG...   Debian packages (checked with dpkg)
 #   need_tauri_driver      tauri-driver (cargo install)
+#   need_aiortc DIR        a Python venv in DIR with aiortc (PyPI), a WebRTC peer we did
+#                          not write, for the media interoperability tests
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
@@ -57,4 +59,17 @@ need_tauri_driver() {
     echo "Installing tauri-driver (cargo install tauri-driver --locked)" >&2
     cargo install tauri-driver --locked --quiet
   fi
+}
+
+need_aiortc() {
+  local dir="$1"
+  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c 'import aiortc' 2>/dev/null; then
+    return 0
+  fi
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    need_packages python3-venv
+  fi
+  echo "Installing aiortc into $dir (pip)" >&2
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "aiortc>=1.9,<2"
 }
