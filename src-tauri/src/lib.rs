@@ -80,6 +80,8 @@ pub fn run() {
             info!(profile = %options.profile, dir = %dir.display(), "starting");
 
             let (notifier, mut actions) = callinvite_notify::Notifier::new("callinvite");
+            let mut options = options.clone();
+            options.embedded_secret_file = Some(embedded_secret_file(&handle, &options));
             let state = AppState::new(options.clone(), store::Store::new(dir), Some(notifier));
             app.manage(state);
             let on_action = handle.clone();
@@ -127,6 +129,21 @@ pub fn run() {
             std::process::exit(1);
         }
     }
+}
+
+/// The built-in server's secret file: `--embedded-secret-file`, or
+/// `<app data>/embedded-server.secret` (one for all profiles of this account).
+pub(crate) fn embedded_secret_file<R: Runtime>(
+    app: &tauri::AppHandle<R>,
+    options: &AppOptions,
+) -> PathBuf {
+    if let Some(f) = &options.embedded_secret_file {
+        return f.clone();
+    }
+    app.path()
+        .app_data_dir()
+        .unwrap_or_else(|_| std::env::temp_dir().join("callinvite"))
+        .join("embedded-server.secret")
 }
 
 /// The profile's folder: `--data-dir`, or `<app data>/profiles/<profile>`.

@@ -27,6 +27,11 @@ pub struct AppOptions {
     /// Port of the built-in server.
     #[arg(long, env = "CALLINVITE_EMBEDDED_PORT", default_value_t = DEFAULT_EMBEDDED_PORT)]
     pub embedded_port: u16,
+    /// The built-in server's secret (created, readable by this account only, on
+    /// first use; shared by every profile of the account). Default: in the
+    /// app's data folder.
+    #[arg(long, env = "CALLINVITE_EMBEDDED_SECRET_FILE", value_name = "FILE")]
+    pub embedded_secret_file: Option<PathBuf>,
     /// Log filter (error, warn, info, debug).
     #[arg(long, env = "CALLINVITE_LOG", default_value = "info")]
     pub log: String,
@@ -58,8 +63,9 @@ impl AppOptions {
     pub fn for_test(dir: PathBuf, embedded_port: u16) -> Self {
         AppOptions {
             profile: "test".into(),
-            data_dir: Some(dir),
+            data_dir: Some(dir.clone()),
             embedded_port,
+            embedded_secret_file: Some(dir.join("embedded-server.secret")),
             log: "warn".into(),
             fake_audio_input: Some("silence".into()),
             fake_audio_output: None,

@@ -22,6 +22,8 @@ use crate::store::{HistoryEntry, LoadReport, Settings, Store};
 /// The app's state, managed by Tauri (`app.state::<AppState>()`).
 pub struct AppState {
     pub options: AppOptions,
+    /// The built-in server's secret file (see [`embedded_secret`]).
+    pub embedded_secret_file: std::path::PathBuf,
     pub store: Store,
     /// `None` when notifications are off (tests, or no service).
     pub notifier: Option<Notifier>,
@@ -78,8 +80,13 @@ impl AppState {
         let settings = store.load_settings(&mut report);
         let history = store.load_history(&mut report);
         let notifications_available = notifier.as_ref().is_some_and(Notifier::available);
+        let embedded_secret_file = options
+            .embedded_secret_file
+            .clone()
+            .unwrap_or_else(|| store.dir().join("embedded-server.secret"));
         AppState {
             options,
+            embedded_secret_file,
             store,
             notifier,
             inner: Mutex::new(Inner {
@@ -146,6 +153,7 @@ async fn ensure_embedded(
     port: u16,
     lan: bool,
     data_dir: &std::path::Path,
+    secret: &[u8],
 ) -> Result<(String, String, Option<CancellationToken>), CommandError> {
     let ip = if lan {
         Ipv4Addr::UNSPECIFIED
@@ -159,6 +167,13 @@ async fn ensure_embedded(
             let mut config = callinvite_server::Config::default();
             // Missed calls of users who are offline survive a restart of the app.
             config.missed.file = Some(data_dir.join("server-missed-calls.json"));
+            // On this computer only, logins need a token from the account's
+            // secret: other local accounts, and web pages, cannot sign in as
+            // the user and answer their calls. Shared on the LAN, the server
+            // is open to the other computers (Settings says so).
+            if !lan {
+                config.secret = Some(secret.to_vec());
+            }
             let stop = token.clone();
             tokio::spawn(async move {
                 if let Err(e) = callinvite_server::run(listener, config, stop).await {
@@ -184,6 +199,61 @@ async fn ensure_embedded(
     }
 }
 
+/// The built-in server's secret, from `path`; made (32 random bytes, hex,
+/// readable by this account only) if there is none yet. Every profile of the
+/// account reads the same file, so they can sign in to each other's server.
+pub fn embedded_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.trim_ascii().len() >= 16 => return Ok(bytes.trim_ascii().to_vec()),
+        Ok(_) => {
+            warn!(file = %path.display(), "the built-in server's secret is too short: making a new one");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot read the built-in server's secret {}: {e}",
+                path.display()
+            ))
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(secret.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    // Another profile may have made one meanwhile: keep whichever is there.
+    match std::fs::hard_link(&tmp, path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            return embedded_secret(path);
+        }
+        Err(_) => {
+            std::fs::rename(&tmp, path)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    let _ = std::fs::remove_file(&tmp);
+    info!(file = %path.display(), "made the built-in server's secret");
+    Ok(secret.into_bytes())
+}
+
 /// Connects and logs in with the current settings.
 async fn connect<R: Runtime>(
     app: &AppHandle<R>,
@@ -191,11 +261,23 @@ async fn connect<R: Runtime>(
 ) -> Result<(Client, EventStream), CommandError> {
     let state = app.state::<AppState>();
     let settings = state.inner.lock().await.settings.clone();
+    let mut embedded_token = None;
     let (url, label, embedded) = if settings.server.trim() == "embedded" {
+        let file = state.embedded_secret_file.clone();
+        let secret = tauri::async_runtime::spawn_blocking(move || embedded_secret(&file))
+            .await
+            .map_err(|e| CommandError::new("internal", e.to_string()))?
+            .map_err(|m| CommandError::new("connect", m))?;
+        embedded_token = Some(callinvite_server::auth::mint(
+            &secret,
+            user,
+            Duration::from_secs(7 * 24 * 3600),
+        ));
         ensure_embedded(
             state.options.embedded_port,
             settings.share_on_lan,
             state.store.dir(),
+            &secret,
         )
         .await?
     } else {
@@ -208,6 +290,9 @@ async fn connect<R: Runtime>(
     let mut login = LoginOptions::new(url, user);
     if !settings.token.trim().is_empty() {
         login.token = Some(settings.token.trim().to_owned());
+    }
+    if embedded_token.is_some() {
+        login.token = embedded_token;
     }
     if !settings.ca_file.trim().is_empty() {
         login = login.ca_file(settings.ca_file.trim());

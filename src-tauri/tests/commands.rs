@@ -390,10 +390,28 @@ fn embedded_server_by_default_and_a_bot_can_reach_it() {
     let port = label
         .trim_start_matches("embedded (127.0.0.1:")
         .trim_end_matches(')');
-    let (bob, _b) = block(Client::login(LoginOptions::new(
+    // Without the account's secret (another local account, a web page) nobody signs in.
+    let stranger = block(Client::login(LoginOptions::new(
         format!("ws://127.0.0.1:{port}"),
-        "bob",
-    )))
+        "alice",
+    )));
+    match stranger {
+        Err(e) => assert_eq!(e.code(), callinvite_client::ErrorCode::InvalidToken, "{e}"),
+        Ok(_) => panic!("the built-in server let in a login without a token"),
+    }
+    // Another profile of the same account reads the secret file and gets in.
+    let file = h.dir.join("embedded-server.secret");
+    let secret = std::fs::read(&file).expect("the secret file was made");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only this account may read the secret");
+    }
+    let token = callinvite_server::auth::mint(&secret, "bob", std::time::Duration::from_secs(60));
+    let (bob, _b) = block(Client::login(
+        LoginOptions::new(format!("ws://127.0.0.1:{port}"), "bob").token(token),
+    ))
     .expect("bot reaches the embedded server");
     let presence = block(bob.query_presence(&["alice"])).unwrap();
     assert!(presence[0].online);
