@@ -79,7 +79,8 @@ pub fn run() {
             }
             info!(profile = %options.profile, dir = %dir.display(), "starting");
 
-            let (notifier, mut actions) = callinvite_notify::Notifier::new("callinvite");
+            let (notifier, mut actions) =
+                callinvite_notify::Notifier::with_icon("callinvite", &notification_icon());
             let mut options = options.clone();
             options.embedded_secret_file = Some(embedded_secret_file(&handle, &options));
             let state = AppState::new(options.clone(), store::Store::new(dir), Some(notifier));
@@ -128,6 +129,16 @@ pub fn run() {
             eprintln!("error: cannot start the app: {e}");
             std::process::exit(1);
         }
+    }
+}
+
+/// The icon on the app's notifications: the repository's icon when run from a
+/// checkout, else the name the installed packages give it in the icon theme.
+fn notification_icon() -> String {
+    let dev = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../icons/128x128.png");
+    match dev.canonicalize() {
+        Ok(path) => path.display().to_string(),
+        Err(_) => "callinvite-app".to_owned(),
     }
 }
 

@@ -248,6 +248,8 @@ test('window hidden to the tray: the notification Accept answers the call', asyn
   execFileSync('dunstctl', ['context']);
   const accepted = await caller.waitEvent('local_invitation_accepted');
   assert.ok(accepted);
+  // Answered: the app takes the notification down (dunst would leave it up with dead buttons).
+  await app.until('notification closed', async () => Number(execFileSync('dunstctl', ['count', 'displayed'], { encoding: 'utf8' }).trim()) === 0, 10000);
   await app.until('window shown again', async () => windowVisible(), 10000);
   await app.untilScreen('incall');
   // The call has sound: the screen says so, and each side hears the other's tone.

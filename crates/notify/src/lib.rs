@@ -147,8 +147,14 @@ impl Notifier {
     /// Never fails: if the background worker cannot start, every later call
     /// reports [`NotifyError::WorkerGone`] and [`Notifier::available`] is `false`.
     pub fn new(app_name: &str) -> (Notifier, mpsc::UnboundedReceiver<Action>) {
+        Notifier::with_icon(app_name, DEFAULT_ICON)
+    }
+
+    /// [`Notifier::new`] with the app's icon: an icon name of the desktop's
+    /// theme (`callinvite` once installed) or an absolute path to an image.
+    pub fn with_icon(app_name: &str, icon: &str) -> (Notifier, mpsc::UnboundedReceiver<Action>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(platform::Backend::new(app_name, tx));
+        let inner = Arc::new(platform::Backend::new(app_name, icon, tx));
         (Notifier { inner }, rx)
     }
 
@@ -198,6 +204,19 @@ impl Notifier {
 fn incoming_summary(caller: &str) -> String {
     format!("Incoming call from {caller}")
 }
+
+/// The body of an incoming-call notification: the caller's message, or, when
+/// there is none, who is calling and what the buttons do.
+fn incoming_body(caller: &str, content: &str) -> String {
+    if content.trim().is_empty() {
+        format!("{caller} is calling you. Accept to talk, or Decline.")
+    } else {
+        content.to_owned()
+    }
+}
+
+/// The freedesktop.org standard icon for a call, when the app gives none.
+pub const DEFAULT_ICON: &str = "call-start";
 
 /// The summary line of a missed-call notification.
 fn missed_summary(caller: &str) -> String {

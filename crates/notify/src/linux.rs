@@ -42,6 +42,8 @@ pub(crate) struct Backend {
     /// The service renders body markup (seen in the last capability probe), so a
     /// caller's text must be escaped lest `<a href>` or `<b>` in it be rendered.
     body_markup: Arc<std::sync::atomic::AtomicBool>,
+    /// The app's icon (theme name or image path) on every notification.
+    icon: String,
 }
 
 enum Command {
@@ -82,13 +84,18 @@ fn lock(map: &RingingMap) -> MutexGuard<'_, HashMap<String, Slot>> {
 }
 
 impl Backend {
-    pub(crate) fn new(app_name: &str, actions: mpsc::UnboundedSender<Action>) -> Backend {
+    pub(crate) fn new(
+        app_name: &str,
+        icon: &str,
+        actions: mpsc::UnboundedSender<Action>,
+    ) -> Backend {
         let commands = spawn_worker(actions).map_err(|e| {
             tracing::warn!("notifications disabled: cannot start the notifier worker: {e}");
             e.to_string()
         });
         Backend {
             app_name: app_name.to_owned(),
+            icon: icon.to_owned(),
             commands,
             probes: Arc::new(AtomicUsize::new(0)),
             body_markup: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -145,13 +152,15 @@ impl Backend {
         caller: &str,
         content: &str,
     ) -> Result<(), NotifyError> {
+        let body = crate::incoming_body(caller, content);
         let mut n = Notification::new();
         n.appname(&self.app_name)
+            .icon(&self.icon)
             .summary(&incoming_summary(caller))
             .body(&if self.body_markup.load(Ordering::SeqCst) {
-                escape_markup(content)
+                escape_markup(&body)
             } else {
-                content.to_owned()
+                body
             })
             .action(ACCEPT, "Accept")
             .action(DECLINE, "Decline")
@@ -164,6 +173,7 @@ impl Backend {
     pub(crate) fn missed_call(&self, caller: &str) -> Result<(), NotifyError> {
         let mut n = Notification::new();
         n.appname(&self.app_name)
+            .icon(&self.icon)
             .summary(&missed_summary(caller))
             .hint(Hint::Category("call.unanswered".to_owned()))
             .urgency(Urgency::Normal)
@@ -400,6 +410,9 @@ async fn ring(
                 Some(action) => {
                     tracing::debug!(?action, "notification button pressed");
                     let _ = actions.send(action);
+                    // Answered: take it down. GNOME's server does so itself,
+                    // dunst and others leave it up with buttons that do nothing.
+                    close_handle(&handle).await;
                     break;
                 }
                 None => tracing::debug!(%invitation, key, "unknown notification action ignored"),

@@ -19,6 +19,9 @@ use crate::{Action, NotifyError};
 /// The platform half of [`crate::Notifier`].
 pub(crate) struct Backend {
     app_name: String,
+    /// The app's icon (a path or a name), where the platform shows one.
+    #[allow(dead_code)]
+    icon: String,
     #[cfg_attr(not(any(windows, target_os = "macos")), allow(dead_code))]
     actions: mpsc::UnboundedSender<Action>,
     /// Invitations whose notification is up and whose buttons still count.
@@ -26,9 +29,14 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
-    pub(crate) fn new(app_name: &str, actions: mpsc::UnboundedSender<Action>) -> Backend {
+    pub(crate) fn new(
+        app_name: &str,
+        icon: &str,
+        actions: mpsc::UnboundedSender<Action>,
+    ) -> Backend {
         Backend {
             app_name: app_name.to_owned(),
+            icon: icon.to_owned(),
             actions,
             ringing: Arc::default(),
         }
@@ -61,7 +69,7 @@ impl Backend {
         let mut n = Notification::new();
         n.appname(&self.app_name)
             .summary(&crate::incoming_summary(caller))
-            .body(content)
+            .body(&crate::incoming_body(caller, content))
             .action(crate::ACCEPT, "Accept")
             .action(crate::DECLINE, "Decline")
             .timeout(Timeout::Never);

@@ -142,6 +142,7 @@ struct NotifyCall {
     /// Unique bus name of the client that sent it.
     sender: String,
     app_name: String,
+    app_icon: String,
     replaces_id: u32,
     summary: String,
     body: String,
@@ -198,7 +199,7 @@ impl FakeServer {
         #[zbus(header)] header: Header<'_>,
         app_name: String,
         replaces_id: u32,
-        _app_icon: String,
+        app_icon: String,
         summary: String,
         body: String,
         actions: Vec<String>,
@@ -218,6 +219,7 @@ impl FakeServer {
         self.calls.lock().unwrap().push(Call::Notify(NotifyCall {
             sender,
             app_name,
+            app_icon,
             replaces_id,
             summary,
             body,
@@ -405,6 +407,11 @@ fn assert_incoming(call: &NotifyCall, caller: &str, content: &str) {
     assert_eq!(call.urgency(), Some(2), "critical urgency");
     assert_eq!(call.expire_timeout, 0, "never expires");
     assert_eq!(call.app_name, "callinvite-test");
+    assert_eq!(
+        call.app_icon,
+        callinvite_notify::DEFAULT_ICON,
+        "an icon on every call"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -426,9 +433,27 @@ async fn accept_is_reported_with_the_invitation_id() {
 
     let action = fake.press(call.id, "accept", None, &mut actions).await;
     assert_eq!(action, Action::Accept("inv-1".into()));
+    // Answered: the notification is taken down, not left with dead buttons.
+    fake.wait_close(call.id).await;
     // Only once, however often the button was pressed.
     fake.emit_action(call.id, "accept", None).await;
     assert_no_action(&mut actions).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_message_the_body_says_who_calls() {
+    let bus = Bus::start();
+    let fake = Fake::start(&bus).await;
+    let (notifier, _actions) = Notifier::with_icon("callinvite-test", "/opt/callinvite/icon.png");
+    notifier
+        .incoming_call("inv-9", "carol", "")
+        .expect("incoming_call");
+    let call = fake.nth_notify(1).await;
+    assert_eq!(
+        call.body,
+        "carol is calling you. Accept to talk, or Decline."
+    );
+    assert_eq!(call.app_icon, "/opt/callinvite/icon.png");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +471,7 @@ async fn decline_is_reported_for_the_right_invitation() {
     let a = fake.nth_notify(1).await;
     let b = fake.nth_notify(2).await;
     assert_incoming(&a, "alice", "first");
-    assert_incoming(&b, "bob", "");
+    assert_incoming(&b, "bob", "bob is calling you. Accept to talk, or Decline.");
     assert_ne!(a.id, b.id);
 
     // Unknown notification ids, the "default" action (a click on the body) and
