@@ -147,6 +147,7 @@ function render(snap) {
     for (const name of SCREENS) $(`screen-${name}`).hidden = name !== next;
     document.body.dataset.screen = next;
     if (next === "signin") fillSignIn();
+    if (L.clearsNotice(screen, next)) clearNotice();
     screen = next;
     screenShownAt = Date.now();
   }

@@ -261,6 +261,15 @@ export function keyAction(screen, key) {
   return null;
 }
 
+/**
+ * Whether a screen change clears the notice: a new call (outgoing or incoming)
+ * starts clean, so "Call ended" or "bob declined" from the last call does not
+ * sit under "Ringing…".
+ */
+export function clearsNotice(prev, next) {
+  return prev !== next && (next === "outgoing" || next === "incoming");
+}
+
 /** Ctrl+W (Cmd+W on macOS) closes the window, which hides it to the tray. */
 export function isCloseShortcut({ key, ctrlKey, metaKey, altKey, shiftKey } = {}) {
   return (key === "w" || key === "W") && Boolean(ctrlKey || metaKey) && !altKey && !shiftKey;

@@ -569,3 +569,17 @@ describe("windowTitle", () => {
     assert.equal(L.windowTitle(snap({ call: call({ phase: "in_call" }) })), "In call with bob — callinvite");
   });
 });
+
+describe("clearsNotice", () => {
+  test("a new call starts without the last call's message", () => {
+    assert.equal(L.clearsNotice("home", "outgoing"), true);
+    assert.equal(L.clearsNotice("home", "incoming"), true);
+    assert.equal(L.clearsNotice("incall", "incoming"), true);
+  });
+  test("the message of a call that just ended stays on home", () => {
+    assert.equal(L.clearsNotice("incall", "home"), false);
+    assert.equal(L.clearsNotice("outgoing", "home"), false);
+    assert.equal(L.clearsNotice("outgoing", "incall"), false);
+    assert.equal(L.clearsNotice("outgoing", "outgoing"), false);
+  });
+});
