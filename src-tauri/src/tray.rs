@@ -13,11 +13,7 @@ pub struct TrayStatus<R: Runtime>(pub MenuItem<R>);
 
 /// Creates the main window (hidden to the tray on close).
 pub fn create_main_window<R: Runtime>(app: &AppHandle<R>, profile: &str) -> tauri::Result<()> {
-    let title = if profile == "default" {
-        "callinvite".to_owned()
-    } else {
-        format!("callinvite — {profile}")
-    };
+    let title = app_name(profile);
     let window = WebviewWindowBuilder::new(app, "main", WebviewUrl::default())
         .title(title)
         .inner_size(420.0, 720.0)
@@ -67,7 +63,39 @@ pub fn create_tray<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
 }
 
 /// Updates the tray's status line from a snapshot.
+/// The app's name in titles: `callinvite`, or `callinvite (PROFILE)` for a
+/// profile other than the default, so two profiles' windows can be told apart.
+fn app_name(profile: &str) -> String {
+    if profile == "default" {
+        "callinvite".to_owned()
+    } else {
+        format!("callinvite ({profile})")
+    }
+}
+
+/// The main window's title: what is happening, so the taskbar shows it
+/// ("alice is calling — callinvite").
+pub fn window_title(snap: &Snapshot) -> String {
+    use crate::calls::{Direction, Phase};
+    let name = app_name(&snap.profile);
+    match (&snap.user, &snap.call) {
+        (Some(_), Some(c)) => match (c.phase, c.direction) {
+            (Phase::InCall, _) => format!("In call with {} — {name}", c.peer),
+            (_, Direction::Incoming) => format!("{} is calling — {name}", c.peer),
+            (_, Direction::Outgoing) => format!("Calling {} — {name}", c.peer),
+        },
+        (Some(u), None) => format!("{u} — {name}"),
+        (None, _) => name,
+    }
+}
+
 pub fn set_status<R: Runtime>(app: &AppHandle<R>, snap: &Snapshot) {
+    if let Some(w) = app.get_webview_window("main") {
+        let title = window_title(snap);
+        if w.title().ok().as_deref() != Some(title.as_str()) {
+            let _ = w.set_title(&title);
+        }
+    }
     let Some(status) = app.try_state::<TrayStatus<R>>() else {
         return;
     };
@@ -81,4 +109,61 @@ pub fn set_status<R: Runtime>(app: &AppHandle<R>, snap: &Snapshot) {
         (None, _) => "Signed out".into(),
     };
     let _ = status.0.set_text(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::{ActiveCall, Direction, Phase};
+
+    fn snap(profile: &str, user: Option<&str>, call: Option<(Direction, Phase)>) -> Snapshot {
+        Snapshot {
+            rev: 1,
+            profile: profile.into(),
+            user: user.map(Into::into),
+            connection: Connection::Connected,
+            server: String::new(),
+            call: call.map(|(direction, phase)| ActiveCall {
+                invitation_id: None,
+                direction,
+                peer: "alice".into(),
+                content: String::new(),
+                phase,
+                phase_since_ms: 0,
+                answering: false,
+                local: None,
+                accepted_ms: None,
+                media: None,
+            }),
+            presence: Default::default(),
+            history: vec![],
+            settings: Default::default(),
+            notifications_available: true,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn the_window_title_says_what_is_happening() {
+        assert_eq!(window_title(&snap("default", None, None)), "callinvite");
+        assert_eq!(
+            window_title(&snap("bob", Some("bob"), None)),
+            "bob — callinvite (bob)"
+        );
+        let incoming = Some((Direction::Incoming, Phase::Incoming));
+        assert_eq!(
+            window_title(&snap("default", Some("bob"), incoming)),
+            "alice is calling — callinvite"
+        );
+        let ringing = Some((Direction::Outgoing, Phase::Ringing));
+        assert_eq!(
+            window_title(&snap("default", Some("bob"), ringing)),
+            "Calling alice — callinvite"
+        );
+        let call = Some((Direction::Incoming, Phase::InCall));
+        assert_eq!(
+            window_title(&snap("default", Some("bob"), call)),
+            "In call with alice — callinvite"
+        );
+    }
 }

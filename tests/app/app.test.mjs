@@ -74,10 +74,13 @@ function cli(user, ...args) {
   return run(user, join(BIN, 'callinvite'), ['--server', url, '--user', user, ...args]);
 }
 
-/** The X window id of the app's main window: the largest visible one titled "callinvite — …"
+/** Window titles of the app: "callinvite (e2e)", "appuser — callinvite (e2e)", "bob4 is calling — callinvite (e2e)". */
+const TITLE = 'callinvite \\(e2e\\)$';
+
+/** The X window id of the app's main window: the largest visible one with the app's title
  * (popups such as an input's suggestion list can carry the same title). */
 function mainWindowId() {
-  const out = execFileSync('xdotool', ['search', '--onlyvisible', '--name', '^callinvite —'], { encoding: 'utf8' });
+  const out = execFileSync('xdotool', ['search', '--onlyvisible', '--name', TITLE], { encoding: 'utf8' });
   const area = (id) => {
     const g = execFileSync('xdotool', ['getwindowgeometry', id], { encoding: 'utf8' }).match(/Geometry: (\d+)x(\d+)/);
     return g ? Number(g[1]) * Number(g[2]) : 0;
@@ -97,7 +100,7 @@ async function notice() {
 
 function windowVisible() {
   try {
-    const out = execFileSync('xdotool', ['search', '--onlyvisible', '--name', '^callinvite —'], { encoding: 'utf8' });
+    const out = execFileSync('xdotool', ['search', '--onlyvisible', '--name', TITLE], { encoding: 'utf8' });
     return out.trim().length > 0;
   } catch {
     return false;
@@ -197,6 +200,8 @@ test('bot calls the app, the window accepts', async () => {
   const caller = cli('bot2', 'call', 'appuser', '--content', 'standup', '--hangup-after', '5s');
   await app.untilScreen('incoming');
   assert.match(await app.text('#incoming-caller'), /bot2/);
+  // The window's title says what is happening, for the taskbar.
+  await app.until('title says who calls', async () => /^bot2 is calling — callinvite/.test(execFileSync('xdotool', ['getwindowname', mainWindowId()], { encoding: 'utf8' })), 5000);
   await shot('incoming');
   await app.click('#incoming-accept');
   await app.untilScreen('incall');
