@@ -274,6 +274,7 @@ function renderHistory() {
   const now = Date.now();
   lastHistoryRender = now;
   const entries = Array.isArray(snapshot.history) ? snapshot.history : [];
+  $("history-clear").hidden = entries.length === 0;
   $("history-list").replaceChildren(
     ...entries.map((entry) => {
       const h = L.historyLabel(entry, now);

@@ -278,8 +278,10 @@ export function isCloseShortcut({ key, ctrlKey, metaKey, altKey, shiftKey } = {}
 /** Text of the connection status line. */
 export function connectionLabel(snapshot) {
   switch (snapshot?.connection) {
-    case "connected":
-      return snapshot.server ? `Connected · ${snapshot.server}` : "Connected";
+    case "connected": {
+      const server = serverLabel(snapshot.server);
+      return server ? `Connected · ${server}` : "Connected";
+    }
     case "connecting":
       return "Connecting…";
     case "disconnected":
@@ -287,6 +289,20 @@ export function connectionLabel(snapshot) {
     default:
       return "Signed out";
   }
+}
+
+/**
+ * The server as a user would name it: the built-in one in words (the backend's
+ * label carries its port, for the log), another by its host.
+ */
+export function serverLabel(label) {
+  const s = String(label ?? "").trim();
+  if (!s) return "";
+  if (s.startsWith("embedded")) {
+    return /shared|LAN/.test(s) ? "built-in server, shared on your network" : "built-in server";
+  }
+  const m = s.match(/^wss?:\/\/([^/:?#]+)/i);
+  return m ? m[1] : s;
 }
 
 /**

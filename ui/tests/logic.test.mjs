@@ -379,7 +379,7 @@ describe("isCloseShortcut", () => {
 
 describe("connectionLabel", () => {
   test("connected shows the server", () =>
-    assert.equal(L.connectionLabel(snap()), "Connected · embedded (127.0.0.1:7450)"));
+    assert.equal(L.connectionLabel(snap()), "Connected · built-in server"));
   test("connected without a server", () => assert.equal(L.connectionLabel(snap({ server: "" })), "Connected"));
   test("connecting", () => assert.equal(L.connectionLabel(snap({ connection: "connecting" })), "Connecting…"));
   test("disconnected", () => assert.equal(L.connectionLabel(snap({ connection: "disconnected" })), "Disconnected"));
@@ -581,5 +581,17 @@ describe("clearsNotice", () => {
     assert.equal(L.clearsNotice("outgoing", "home"), false);
     assert.equal(L.clearsNotice("outgoing", "incall"), false);
     assert.equal(L.clearsNotice("outgoing", "outgoing"), false);
+  });
+});
+
+describe("serverLabel", () => {
+  test("the built-in server in words", () => {
+    assert.equal(L.serverLabel("embedded (127.0.0.1:22450, shared)"), "built-in server, shared on your network");
+    assert.equal(L.serverLabel("embedded (127.0.0.1:7450)"), "built-in server");
+    assert.equal(L.serverLabel("embedded, shared on the LAN (port 7450)"), "built-in server, shared on your network");
+  });
+  test("another server by its host", () => {
+    assert.equal(L.serverLabel("wss://calls.example.org:8443/x"), "calls.example.org");
+    assert.equal(L.serverLabel(""), "");
   });
 });
