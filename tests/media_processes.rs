@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use callinvite_e2e::{assert_hears, cli, named, read_wav, rms, start_server};
+use callinvite_e2e::{assert_hears, cli, named, read_wav, rms, start_server, Coturn};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("callinvite-media-{name}-{}", std::process::id()));
@@ -76,5 +76,125 @@ fn two_clients_hear_each_others_tone() {
     // After bob hung up, alice's recording ends in silence: the last 100 ms are quiet.
     let tail = &a[a.len().saturating_sub(rate as usize / 10)..];
     eprintln!("alice's last 100 ms: rms {:.4}", rms(tail));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Both sides `--relay-only`: the server hands out coturn credentials
+/// (`--turn-url`, `--turn-secret-file`), each CLI allocates a relay on coturn
+/// and only relay candidates are exchanged, so the sound can only have gone
+/// through coturn.
+#[test]
+fn relay_only_call_through_coturn() {
+    let secret = "e2e-turn-secret-0123456789abcdef";
+    let coturn = Coturn::start(secret);
+    let dir = temp_dir("relay");
+    let secret_file = dir.join("turn-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+    let turn_url = format!("turn:{}?transport=udp", coturn.addr);
+    let (_server, url) = start_server(&[
+        "--turn-url",
+        &turn_url,
+        "--turn-secret-file",
+        secret_file.to_str().unwrap(),
+    ]);
+    let (a_wav, b_wav) = (dir.join("alice.wav"), dir.join("bob.wav"));
+    let mut bob = cli(
+        "bob",
+        &url,
+        "bob",
+        &[
+            "answer",
+            "--accept",
+            "--hangup-after",
+            "4s",
+            "--play",
+            "tone:880",
+            "--record",
+            b_wav.to_str().unwrap(),
+            "--media-ip",
+            "127.0.0.1",
+            "--relay-only",
+        ],
+    );
+    bob.wait_event("connection_state_changed");
+    let alice = cli(
+        "alice",
+        &url,
+        "alice",
+        &[
+            "call",
+            "bob",
+            "--play",
+            "tone:440",
+            "--record",
+            a_wav.to_str().unwrap(),
+            "--media-ip",
+            "127.0.0.1",
+            "--relay-only",
+        ],
+    );
+    let (status, events) = alice.finish();
+    assert_eq!(status.code(), Some(0), "{events:?}");
+    let (bob_status, bob_events) = bob.finish();
+    assert_eq!(bob_status.code(), Some(0), "{bob_events:?}");
+    for (who, events) in [("alice", &events), ("bob", &bob_events)] {
+        let states: Vec<&str> = named(events, "media_state")
+            .iter()
+            .filter_map(|e| e["state"].as_str())
+            .collect();
+        assert!(
+            states.contains(&"connected"),
+            "{who}'s media never connected: {events:?}"
+        );
+        assert!(
+            named(events, "media_failed").is_empty(),
+            "{who}'s media failed: {events:?}"
+        );
+        if let Some(stats) = named(events, "media_stats").last() {
+            eprintln!("{who}'s last media_stats: {stats}");
+        }
+    }
+
+    let (a, rate) = read_wav(&a_wav);
+    let (b, _) = read_wav(&b_wav);
+    eprintln!(
+        "{}",
+        assert_hears("alice hears bob", &a, rate, 880.0, 440.0)
+    );
+    eprintln!(
+        "{}",
+        assert_hears("bob hears alice", &b, rate, 440.0, 880.0)
+    );
+
+    // coturn's side: each user (the server's TURN user name is
+    // `<expiry>:<user id>`) got an allocation, and channels were bound.
+    for user in ["alice", "bob"] {
+        let sessions = coturn.log_lines(&[&format!(":{user}>"), "ALLOCATE", "success"]);
+        assert!(
+            !sessions.is_empty(),
+            "coturn logged no allocation for {user}:\n{}",
+            coturn.log().join("\n")
+        );
+        eprintln!("coturn: {}", sessions[0]);
+    }
+    let binds = coturn.log_lines(&["CHANNEL_BIND", "success"]);
+    assert!(
+        !binds.is_empty(),
+        "coturn logged no channel bind:\n{}",
+        coturn.log().join("\n")
+    );
+    eprintln!("coturn: {} channel binds", binds.len());
+    // For the log only (the CLIs may exit before their deallocation is
+    // answered): allocations given back at hang-up rather than left to expire.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while coturn.log_lines(&["REFRESH", "success"]).len() < 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!(
+        "coturn: {} allocations deallocated at hang-up",
+        coturn.log_lines(&["REFRESH", "success"]).len()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

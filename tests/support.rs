@@ -303,3 +303,155 @@ pub fn assert_hears(what: &str, samples: &[i16], rate: u32, expect: f64, own: f6
     assert!(rms(s) > 0.05, "{what}: near silence: {report}");
     report
 }
+
+/// A private coturn (`turnserver`) for media tests: listening and relaying on
+/// 127.0.0.1 only, with a shared secret (`use-auth-secret`, as the server's
+/// `--turn-secret-file`), no TLS/DTLS/TCP/CLI, no config file, its database and
+/// pid file in a temp dir, its log (stdout) collected. Killed on drop.
+pub struct Coturn {
+    proc: Proc,
+    /// Where it listens (UDP).
+    pub addr: std::net::SocketAddr,
+    /// Its relay ports.
+    pub relay_ports: (u16, u16),
+    dir: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Coturn {
+    /// Starts coturn with `secret` on a free loopback port and waits (at most
+    /// 15 s) until it answers a STUN Binding request. Retries on another port if
+    /// it cannot start.
+    pub fn start(secret: &str) -> Coturn {
+        let mut last = String::new();
+        for attempt in 0..3 {
+            match Coturn::try_start(secret, attempt) {
+                Ok(c) => return c,
+                Err(e) => last = e,
+            }
+        }
+        panic!("coturn did not start: {last}");
+    }
+
+    fn try_start(secret: &str, attempt: u32) -> Result<Coturn, String> {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        // Relay ports below Linux's ephemeral range (32768..), so that they
+        // rarely collide with other sockets; coturn skips busy ones.
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+            ^ attempt;
+        let base = 20000 + 200 * (seed % 60) as u16;
+        let relay_ports = (base, base + 199);
+        let dir = std::env::temp_dir().join(format!(
+            "callinvite-e2e-coturn-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir: {e}"))?;
+        let mut cmd = Command::new("turnserver");
+        cmd.arg("-n")
+            .arg("--listening-ip=127.0.0.1")
+            .arg("--relay-ip=127.0.0.1")
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={}", relay_ports.0))
+            .arg(format!("--max-port={}", relay_ports.1))
+            .arg("--allow-loopback-peers")
+            .args([
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--no-tcp",
+                "--no-tcp-relay",
+            ])
+            .arg("--use-auth-secret")
+            .arg(format!("--static-auth-secret={secret}"))
+            .arg("--realm=callinvite")
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .arg(format!(
+                "--pidfile={}",
+                dir.join("turnserver.pid").display()
+            ))
+            .args(["--log-file=stdout", "--simple-log", "--verbose"]);
+        if Command::new("turnserver").arg("--help").output().is_err() {
+            return Err("turnserver not found; install coturn (apt-get install coturn)".into());
+        }
+        let mut proc = Proc::spawn("coturn", cmd);
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        // Move the output lines into `log` as they come (stdout is the log).
+        let lines = std::mem::replace(&mut proc.lines, mpsc::channel().1);
+        let sink = log.clone();
+        thread::spawn(move || {
+            for line in lines.iter() {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        let mut coturn = Coturn {
+            proc,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            relay_ports,
+            dir,
+            log,
+        };
+        coturn.wait_ready()?;
+        Ok(coturn)
+    }
+
+    /// Sends Binding requests until one is answered.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        let mut request = [0u8; 20];
+        request[1] = 0x01; // Binding request, no attributes
+        request[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+        request[8..20].copy_from_slice(&[7; 12]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.proc.child.try_wait() {
+                return Err(format!(
+                    "turnserver exited ({status}):\n{}",
+                    self.log().join("\n")
+                ));
+            }
+            let _ = probe.send_to(&request, self.addr);
+            if let Ok((n, from)) = probe.recv_from(&mut buf) {
+                if from == self.addr && n >= 20 && buf[0..2] == [0x01, 0x01] {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!(
+            "turnserver did not answer on {} within 15 s:\n{}",
+            self.addr,
+            self.log().join("\n")
+        ))
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The log lines containing every one of `words`.
+    pub fn log_lines(&self, words: &[&str]) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .collect()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

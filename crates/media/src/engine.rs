@@ -2,11 +2,18 @@
 //! the audio path, and drives them all from one `tokio::select!` loop.
 //!
 //! The loop waits for one of: a command from the [`crate::MediaHandle`], a
-//! datagram on any socket, the 20 ms media clock, str0m's next timeout, or
-//! the STUN servers' addresses. Each wake-up makes at most one mutation of
-//! the `Rtc` and then drains its output to `Output::Timeout` (str0m's
-//! "single-mutation invariant"): transmits go to the socket they name,
-//! events are handled in place.
+//! datagram on any socket, the 20 ms media clock, str0m's or the TURN
+//! relays' next timeout, or the STUN and TURN servers' addresses. Each
+//! wake-up makes at most one mutation of the `Rtc` and then drains its
+//! output to `Output::Timeout` (str0m's "single-mutation invariant"):
+//! transmits go to the socket they name — or, when they name a relayed
+//! address, through its TURN relay — and events are handled in place.
+//!
+//! TURN relays (`turn`) live beside the `Rtc`: a datagram from a TURN
+//! server goes to its relay first, and what the relay unwraps reaches str0m
+//! as received on the relayed address; every wake-up ends by letting the
+//! relays send their requests and report their allocations, which become
+//! `relay` candidates.
 //!
 //! The 20 ms clock does both directions: it reads and encodes one frame
 //! from the source and writes it through str0m's frame-level `Writer` (str0m
@@ -38,6 +45,7 @@ use crate::processing::AudioProcessing;
 use crate::signals::{self, RemoteCandidate};
 use crate::stats::{CallStats, LevelMeter, ReceiveCounter};
 use crate::stun::{self, Gatherer, StunServer};
+use crate::turn::{Incoming, Relay, RelayOutput, TurnServer};
 use crate::{MediaConfig, MediaError, MediaEvent, MediaState, Role};
 
 /// The media clock: one 20 ms frame each way per tick.
@@ -81,11 +89,28 @@ enum Wake {
     Datagram(std::io::Result<Datagram>),
     Tick(Instant),
     RtcTimeout,
-    Resolved(Vec<SocketAddr>),
+    Resolved(Resolved),
 }
 
-/// A boxed future resolving the STUN servers' addresses.
-type Lookup = Pin<Box<dyn Future<Output = Vec<SocketAddr>> + Send>>;
+/// The STUN and TURN servers' addresses.
+#[derive(Default)]
+struct Resolved {
+    /// Every address of every STUN server.
+    stun: Vec<SocketAddr>,
+    /// Each TURN server with its addresses (none: not resolved).
+    turn: Vec<(TurnServer, Vec<SocketAddr>)>,
+}
+
+/// A boxed future resolving the STUN and TURN servers' addresses.
+type Lookup = Pin<Box<dyn Future<Output = Resolved> + Send>>;
+
+/// A TURN relay and the host socket it talks to its server from.
+struct RelaySlot {
+    /// Index of the host socket.
+    socket: usize,
+    /// The allocation.
+    relay: Relay,
+}
 
 /// Validates the configuration, binds the sockets, builds the `Rtc` and
 /// spawns the task. Runs synchronously inside [`crate::start`].
@@ -103,22 +128,20 @@ pub(crate) fn spawn(
     for u in &servers.unusable {
         tracing::warn!("ignoring ICE server {u}");
     }
-    if config.relay_only {
-        return Err(MediaError::Config(if servers.turn.is_empty() {
-            "relay_only needs a TURN server in ice_servers".into()
-        } else {
-            format!(
-                "relay_only cannot be honoured: TURN relaying is not supported yet ({})",
-                servers.turn.join(", ")
-            )
-        }));
-    }
-    if !servers.turn.is_empty() {
-        tracing::warn!(
-            "TURN relaying is not supported yet; ignoring {}",
-            servers.turn.join(", ")
+    if config.relay_only && servers.turn.is_empty() {
+        let mut msg = String::from(
+            "relay_only needs a usable TURN server in ice_servers \
+             (turn:host:port over UDP, with username and credential)",
         );
+        if !servers.unusable.is_empty() {
+            msg += &format!("; unusable: {}", servers.unusable.join("; "));
+        }
+        return Err(MediaError::Config(msg));
     }
+    let relay_only = config.relay_only;
+    // relay_only: the peer must never learn our addresses, so no host and
+    // no server-reflexive candidates (STUN servers are not even asked).
+    let stun_servers = if relay_only { Vec::new() } else { servers.stun };
 
     // Each host candidate must be a usable ICE address (not 0.0.0.0, …).
     let ips: Vec<_> = net::local_ips(config.bind_ip)
@@ -162,7 +185,11 @@ pub(crate) fn spawn(
         described: false,
         announced: 0,
         end_sent: false,
-        gatherer: Gatherer::new(!servers.stun.is_empty()),
+        gatherer: Gatherer::new(!stun_servers.is_empty()),
+        relay_only,
+        relays: Vec::new(),
+        turn_resolving: !servers.turn.is_empty(),
+        relay_failures: Vec::new(),
         state: None,
         ever_connected: false,
         connect_timeout: config.connect_timeout,
@@ -187,40 +214,60 @@ pub(crate) fn spawn(
         mic: LevelMeter::default(),
         speaker: LevelMeter::default(),
         rtt: None,
+        relayed: false,
     };
-    for i in 0..engine.sockets.len() {
-        let addr = engine.sockets[i].addr;
-        match Candidate::host(addr, "udp") {
-            Ok(c) => engine.add_local_candidate(c),
-            Err(e) => tracing::warn!("{addr} is not a usable host candidate: {e}"),
+    if !relay_only {
+        for i in 0..engine.sockets.len() {
+            let addr = engine.sockets[i].addr;
+            match Candidate::host(addr, "udp") {
+                Ok(c) => engine.add_local_candidate(c),
+                Err(e) => tracing::warn!("{addr} is not a usable host candidate: {e}"),
+            }
+        }
+        if engine.local_candidates.is_empty() {
+            return Err(MediaError::Socket("no usable local address".into()));
         }
     }
-    if engine.local_candidates.is_empty() {
-        return Err(MediaError::Socket("no usable local address".into()));
-    }
-    let lookup: Option<Lookup> = if servers.stun.is_empty() {
+    let lookup: Option<Lookup> = if stun_servers.is_empty() && servers.turn.is_empty() {
         None
     } else {
-        Some(Box::pin(resolve(servers.stun)))
+        Some(Box::pin(resolve(stun_servers, servers.turn)))
     };
     runtime.spawn(engine.run(commands, lookup));
     Ok(())
 }
 
-/// Resolves the STUN servers' host names (IP literals resolve at once).
-async fn resolve(servers: Vec<StunServer>) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for s in servers {
-        let lookup = tokio::net::lookup_host((s.host.as_str(), s.port));
-        match time::timeout(Duration::from_secs(2), lookup).await {
-            Ok(Ok(addrs)) => out.extend(addrs),
-            Ok(Err(e)) => tracing::warn!("cannot resolve STUN server {}: {e}", s.host),
-            Err(_) => tracing::warn!("resolving STUN server {} timed out", s.host),
+/// Resolves the STUN and TURN servers' host names (IP literals resolve at
+/// once).
+async fn resolve(stun: Vec<StunServer>, turn: Vec<TurnServer>) -> Resolved {
+    let mut out = Resolved::default();
+    for s in stun {
+        out.stun.extend(lookup(&s.host, s.port, "STUN").await);
+    }
+    out.stun.sort();
+    out.stun.dedup();
+    for t in turn {
+        let addrs = lookup(&t.host, t.port, "TURN").await;
+        out.turn.push((t, addrs));
+    }
+    out
+}
+
+/// The addresses of one server; none (and a warning) if it cannot be
+/// resolved within 2 s.
+async fn lookup(host: &str, port: u16, what: &str) -> Vec<SocketAddr> {
+    let lookup = tokio::net::lookup_host((host, port));
+    match time::timeout(Duration::from_secs(2), lookup).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(e)) => {
+            tracing::warn!("cannot resolve {what} server {host}: {e}");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!("resolving {what} server {host} timed out");
+            Vec::new()
         }
     }
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// The task's state; see the module documentation.
@@ -263,6 +310,15 @@ struct Engine {
     end_sent: bool,
     /// STUN gathering of server-reflexive candidates.
     gatherer: Gatherer,
+    /// Only relay candidates: no host or server-reflexive ones, and
+    /// nothing but TURN on the host sockets.
+    relay_only: bool,
+    /// TURN allocations (one per usable TURN server).
+    relays: Vec<RelaySlot>,
+    /// The TURN servers' addresses are being looked up.
+    turn_resolving: bool,
+    /// Why TURN servers could not be used (for `relay_only`'s failure).
+    relay_failures: Vec<String>,
 
     // --- connection state ---
     /// The state last reported (`None` before the first).
@@ -321,6 +377,8 @@ struct Engine {
     speaker: LevelMeter,
     /// Latest round-trip time.
     rtt: Option<Duration>,
+    /// The selected ICE pair's local candidate is one of our relays.
+    relayed: bool,
 }
 
 impl Engine {
@@ -336,7 +394,12 @@ impl Engine {
             if !self.rtc_open && !self.playout_started {
                 break;
             }
-            let sleep_until = self.rtc_timeout.min(Instant::now() + MAX_SLEEP);
+            let sleep_until = self
+                .relays
+                .iter()
+                .map(|r| r.relay.next_poll())
+                .fold(self.rtc_timeout, Instant::min)
+                .min(Instant::now() + MAX_SLEEP);
             let wake = tokio::select! {
                 c = commands.recv() => Wake::Command(c),
                 (i, r) = net::recv_any(&self.sockets, &mut buf, next_socket), if self.rtc_open => {
@@ -388,16 +451,12 @@ impl Engine {
                     }
                     self.drain();
                 }
-                Wake::Resolved(addrs) => {
+                Wake::Resolved(resolved) => {
                     lookup = None;
-                    if addrs.is_empty() {
-                        tracing::warn!("no STUN server could be resolved");
-                    }
-                    let locals: Vec<_> = self.sockets.iter().map(|s| s.addr).collect();
-                    self.gatherer.start(&addrs, &locals, Instant::now());
-                    self.announce();
+                    self.on_resolved(resolved);
                 }
             }
+            self.poll_relays(Instant::now());
         }
         tracing::debug!("media engine stopped");
     }
@@ -550,7 +609,7 @@ impl Engine {
         for s in fresh {
             self.emit(MediaEvent::Signal(s));
         }
-        if !self.end_sent && self.gatherer.is_done(Instant::now()) {
+        if !self.end_sent && self.gatherer.is_done(Instant::now()) && self.relays_gathered() {
             self.end_sent = true;
             self.emit(MediaEvent::Signal(MediaSignal::EndOfCandidates));
         }
@@ -572,6 +631,23 @@ impl Engine {
     // network
 
     fn on_datagram(&mut self, d: &Datagram, data: &[u8]) {
+        let now = Instant::now();
+        for k in 0..self.relays.len() {
+            if self.relays[k].socket != d.socket {
+                continue;
+            }
+            match self.relays[k].relay.handle(d.from, data, now) {
+                Incoming::NotOurs => {}
+                // Its consequences come out of `poll_relays`.
+                Incoming::Consumed => return,
+                Incoming::FromPeer { peer, data } => {
+                    if let Some(relayed) = self.relays[k].relay.relayed() {
+                        self.receive(peer, relayed, &data);
+                    }
+                    return;
+                }
+            }
+        }
         if let Some(answer) = self.gatherer.handle(d.socket, d.from, data) {
             if let Some(mapped) = answer {
                 let base = self.sockets[d.socket].addr;
@@ -583,21 +659,32 @@ impl Engine {
             }
             return;
         }
+        if self.relay_only {
+            // Our host addresses are no candidates: only TURN goes there.
+            tracing::trace!("relay only: ignoring a datagram from {}", d.from);
+            return;
+        }
+        self.receive(d.from, self.sockets[d.socket].addr, data);
+    }
+
+    /// Hands str0m a datagram from `source` to our `destination` (a host
+    /// socket's address, or a relayed address).
+    fn receive(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         let Ok(contents) = data.try_into() else {
-            tracing::trace!("ignoring a datagram from {} that is not WebRTC", d.from);
+            tracing::trace!("ignoring a datagram from {source} that is not WebRTC");
             return;
         };
         let input = Input::Receive(
             Instant::now(),
             Receive {
                 proto: Protocol::Udp,
-                source: d.from,
-                destination: self.sockets[d.socket].addr,
+                source,
+                destination,
                 contents,
             },
         );
         if let Err(e) = self.rtc.handle_input(input) {
-            tracing::debug!("dropping a datagram from {}: {e}", d.from);
+            tracing::debug!("dropping a datagram from {source}: {e}");
         }
         self.last_rx = Instant::now();
         self.drain();
@@ -622,16 +709,141 @@ impl Engine {
         }
     }
 
-    fn transmit(&self, t: &Transmit) {
-        let Some(s) = self.sockets.iter().find(|s| s.addr == t.source) else {
+    fn transmit(&mut self, t: &Transmit) {
+        if let Some(s) = self.sockets.iter().find(|s| s.addr == t.source) {
+            if let Err(e) = s.socket.try_send_to(&t.contents, t.destination) {
+                // UDP: a full buffer or an unreachable network loses this
+                // datagram; ICE and the codec cope with loss.
+                tracing::debug!("send to {} failed: {e}", t.destination);
+            }
+            return;
+        }
+        let Some(k) = self
+            .relays
+            .iter()
+            .position(|r| r.relay.relayed() == Some(t.source))
+        else {
             tracing::debug!("no socket for {}", t.source);
             return;
         };
-        if let Err(e) = s.socket.try_send_to(&t.contents, t.destination) {
-            // UDP: a full buffer or an unreachable network loses this
-            // datagram; ICE and the codec cope with loss.
-            tracing::debug!("send to {} failed: {e}", t.destination);
+        let wrapped = self.relays[k]
+            .relay
+            .send(t.destination, &t.contents, Instant::now());
+        if let Some(bytes) = wrapped {
+            self.send_to_turn_server(k, &bytes);
         }
+    }
+
+    /// Sends `bytes` to relay `k`'s TURN server from its socket.
+    fn send_to_turn_server(&self, k: usize, bytes: &[u8]) {
+        let slot = &self.relays[k];
+        let socket = &self.sockets[slot.socket].socket;
+        if let Err(e) = socket.try_send_to(bytes, slot.relay.server()) {
+            tracing::debug!("send to TURN server {} failed: {e}", slot.relay.server());
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // TURN
+
+    /// The STUN and TURN servers' addresses are known: start gathering
+    /// server-reflexive candidates and allocating relays.
+    fn on_resolved(&mut self, resolved: Resolved) {
+        let now = Instant::now();
+        let locals: Vec<_> = self.sockets.iter().map(|s| s.addr).collect();
+        if self.gatherer.is_waiting() && resolved.stun.is_empty() {
+            tracing::warn!("no STUN server could be resolved");
+        }
+        self.gatherer.start(&resolved.stun, &locals, now);
+        self.turn_resolving = false;
+        for (server, addrs) in resolved.turn {
+            // The first address we have a socket of the same family for.
+            let pick = addrs.iter().find_map(|a| {
+                locals
+                    .iter()
+                    .position(|l| l.is_ipv4() == a.is_ipv4())
+                    .map(|i| (i, *a))
+            });
+            let Some((socket, addr)) = pick else {
+                self.relay_failures.push(if addrs.is_empty() {
+                    format!("cannot resolve the TURN server {}", server.url)
+                } else {
+                    format!(
+                        "no local address of the TURN server {}'s address family",
+                        server.url
+                    )
+                });
+                continue;
+            };
+            if self.relays.iter().any(|r| r.relay.server() == addr) {
+                continue;
+            }
+            tracing::debug!("allocating a TURN relay on {addr} from {}", locals[socket]);
+            self.relays.push(RelaySlot {
+                socket,
+                relay: Relay::new(&server, locals[socket], addr, now),
+            });
+        }
+        self.check_relays();
+        self.announce();
+    }
+
+    /// Lets every relay whose time has come send its requests and report
+    /// allocations (which become `relay` candidates) and failures.
+    fn poll_relays(&mut self, now: Instant) {
+        if !self.rtc_open || self.closing {
+            return;
+        }
+        let mut changed = false;
+        for k in 0..self.relays.len() {
+            if self.relays[k].relay.next_poll() > now {
+                continue;
+            }
+            for output in self.relays[k].relay.poll(now) {
+                match output {
+                    RelayOutput::ToServer(bytes) => self.send_to_turn_server(k, &bytes),
+                    RelayOutput::Allocated(relayed) => {
+                        changed = true;
+                        let local = self.sockets[self.relays[k].socket].addr;
+                        match Candidate::relayed(relayed, local, "udp") {
+                            Ok(c) => self.add_local_candidate(c),
+                            Err(e) => tracing::warn!("unusable relayed address {relayed}: {e}"),
+                        }
+                    }
+                    RelayOutput::Failed(why) => {
+                        changed = true;
+                        tracing::warn!("TURN: {why}");
+                        self.relay_failures.push(why);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.check_relays();
+            self.announce();
+        }
+    }
+
+    /// With `relay_only`, no relay left (none allocated or allocating)
+    /// ends the media: there is no other way to the peer.
+    fn check_relays(&mut self) {
+        if !self.relay_only || self.turn_resolving || self.relays.iter().any(|r| !r.relay.is_done())
+        {
+            return;
+        }
+        let why = if self.relay_failures.is_empty() {
+            "no TURN relay".to_owned()
+        } else {
+            self.relay_failures.join("; ")
+        };
+        self.fail(MediaError::Turn(format!(
+            "{why}; relay_only leaves no other path to the peer"
+        )));
+    }
+
+    /// Gathering relay candidates is over (allocated or failed).
+    fn relays_gathered(&self) -> bool {
+        !self.turn_resolving && !self.relays.iter().any(|r| r.relay.is_allocating())
     }
 
     fn on_rtc_event(&mut self, e: Event) {
@@ -661,6 +873,10 @@ impl Engine {
             }
             Event::MediaData(d) => self.on_media_data(d),
             Event::PeerStats(p) => {
+                if let Some(pair) = &p.selected_candidate_pair {
+                    let local = pair.local.addr;
+                    self.relayed = self.relays.iter().any(|r| r.relay.relayed() == Some(local));
+                }
                 let pair_rtt = p
                     .selected_candidate_pair
                     .and_then(|c| c.current_round_trip_time);
@@ -827,6 +1043,15 @@ impl Engine {
             concealed_frames: j.concealed,
             late_packets: j.late,
             playout_delay_ms: self.playout.delay_ms(),
+            relayed: self.relayed,
+            relay_packets: self
+                .relays
+                .iter()
+                .map(|r| {
+                    let c = r.relay.counters;
+                    c.channel_data_sent + c.indications_sent + c.received
+                })
+                .sum(),
         }
     }
 
@@ -879,6 +1104,14 @@ impl Engine {
                 Ok(Output::Transmit(t)) => self.transmit(&t),
                 Ok(Output::Event(_)) => {}
                 Ok(Output::Timeout(_)) | Err(_) => break,
+            }
+        }
+        // Give the relays back (Refresh with lifetime 0), after the close
+        // went through them.
+        let now = Instant::now();
+        for k in 0..self.relays.len() {
+            for bytes in self.relays[k].relay.close(now) {
+                self.send_to_turn_server(k, &bytes);
             }
         }
         self.rtc.disconnect();

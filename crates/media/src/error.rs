@@ -24,6 +24,11 @@ pub enum MediaError {
     /// while no offer of ours was pending).
     #[error("negotiation: {0}")]
     Negotiation(String),
+    /// A TURN relay could not be had or was lost, and the media needed it
+    /// (`relay_only`): the server refused the credentials, did not answer,
+    /// or could not be resolved.
+    #[error("TURN relay: {0}")]
+    Turn(String),
     /// No media connection was established (or re-established) in time.
     #[error("no media connection within {0} ms")]
     Timeout(u64),

@@ -33,6 +33,8 @@
 //!   48000/2, `useinbandfec=1`), then trickles its candidates and
 //!   `end_of_candidates` (the offer carries them too, for peers that do not
 //!   trickle). The answerer answers the offer, then trickles the same way.
+//!   `end_of_candidates` follows the last STUN answer and TURN allocation
+//!   (or their timeouts, 2.5 s and 5 s).
 //! - Media starts at the first `Connected`: every 20 ms one frame is read
 //!   from the source, Opus-encoded and sent, and one frame is played from
 //!   the jitter buffer into the sink — from then on exactly one per tick,
@@ -63,7 +65,8 @@
 //!   parsed here, never trusted, never unwrapped).
 //! - `net`: local addresses, one UDP socket per host candidate, reading
 //!   them all from one task. `stun`: server-reflexive candidates from
-//!   STUN servers.
+//!   STUN servers. `turn`: relay candidates from TURN servers (UDP,
+//!   long-term credentials), and carrying their traffic.
 //! - `codec`: Opus encoder (VoIP, 32 kbit/s, in-band FEC for 10 % loss) and
 //!   decoder (FEC, concealment).
 //! - [`jitter`]: the jitter buffer (reorder, duplicates, late packets,
@@ -90,11 +93,20 @@
 //! - **A full ICE agent** (RFC 8445, trickle, ICE restarts), DTLS-SRTP,
 //!   RTCP and Opus packetization — everything a standard peer expects. It
 //!   does no gathering: host candidates come from the interfaces
-//!   (`net`), server-reflexive ones from our small STUN client (`stun`). A
-//!   TURN relay would be handled the same way, outside str0m, as a
-//!   `relay` candidate whose traffic we wrap in TURN; that is **not
-//!   implemented yet**: TURN servers are logged and ignored, and
-//!   `relay_only` is refused.
+//!   (`net`), server-reflexive ones from our small STUN client (`stun`),
+//!   relay ones from TURN (`turn`), outside str0m too: each `turn:` server
+//!   gets an allocation from one of our host sockets; its relayed address
+//!   is added to str0m as a `relay` candidate and trickled like the others;
+//!   str0m's transmits from that address are wrapped for the TURN server
+//!   (ChannelData once a channel is bound to the peer, Send indications
+//!   before), and what the server relays back (ChannelData, Data
+//!   indications) is unwrapped and handed to str0m as received on the
+//!   relayed address from the peer. The allocation, permissions and
+//!   channels are refreshed before they expire and the allocation is
+//!   given back (Refresh, lifetime 0) when the media ends. The TURN
+//!   protocol is the sans-I/O crate `turn-client-proto`, driven from the
+//!   engine's loop like str0m. TURN over UDP only: `turns:` (TLS) and
+//!   `?transport=tcp` servers are skipped with a logged reason.
 //!
 //! str0m runs in frame mode: the engine writes whole Opus frames and gets
 //! whole frames back, str0m packetizes and depacketizes; its own reordering
@@ -124,6 +136,7 @@ mod processing;
 mod signals;
 mod stats;
 mod stun;
+mod turn;
 
 pub mod audio;
 pub mod jitter;
@@ -158,12 +171,18 @@ pub enum Role {
 pub struct MediaConfig {
     /// STUN and TURN servers, as the server hands them out in `login_ok`.
     /// STUN servers yield server-reflexive candidates (for peers behind
-    /// NATs); TURN is not supported yet: TURN servers are logged and
-    /// ignored.
+    /// NATs); TURN servers (`turn:host:port`, `?transport=udp`, with
+    /// `username` and `credential`) yield relay candidates, for peers that
+    /// cannot reach each other directly. `turns:` and TCP TURN are logged
+    /// and skipped.
     pub ice_servers: Vec<IceServer>,
     /// Use relay (TURN) candidates only, so the peer never learns our
-    /// addresses (privacy, tests). Refused with [`MediaError::Config`] while
-    /// TURN is not supported (and always without a TURN server).
+    /// addresses (privacy, tests): no host or server-reflexive candidates
+    /// are gathered or announced. Without a usable TURN server [`start`]
+    /// refuses it with [`MediaError::Config`]; when no relay can be
+    /// allocated (credentials refused, no answer within 5 s, the name does
+    /// not resolve) the media ends with [`MediaEvent::Failed`]
+    /// ([`MediaError::Turn`]).
     pub relay_only: bool,
     /// The one local address to use. `None`: every non-loopback interface
     /// address (127.0.0.1 if there is none). Tests use 127.0.0.1.

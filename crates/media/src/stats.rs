@@ -31,6 +31,13 @@ pub struct CallStats {
     pub late_packets: u64,
     /// Audio waiting to be played (the jitter buffer's delay), in ms.
     pub playout_delay_ms: u64,
+    /// The media goes through our TURN relay: the selected ICE pair's local
+    /// candidate is a `relay` candidate of ours (as of the last check).
+    pub relayed: bool,
+    /// Datagrams carried through our TURN relays since the start, both
+    /// ways (sent as ChannelData or Send indications, received as
+    /// ChannelData or Data indications).
+    pub relay_packets: u64,
 }
 
 /// RMS over an interval.

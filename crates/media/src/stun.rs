@@ -4,13 +4,15 @@
 //! str0m is the ICE agent but does no gathering (it is sans-I/O), so this
 //! small client sends Binding requests from each host socket and turns
 //! the answers into `srflx` candidates. Responses are recognised by their
-//! transaction id before anything reaches str0m. TURN (`relay` candidates)
-//! is not implemented yet: TURN servers are reported and ignored.
+//! transaction id before anything reaches str0m. TURN servers (`relay`
+//! candidates) are sorted out here too and handled by `turn`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use callinvite_protocol::IceServer;
+
+use crate::turn::{self, TurnServer};
 
 /// RFC 8489 magic cookie.
 const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -39,8 +41,8 @@ pub struct StunServer {
 pub struct IceServerSet {
     /// `stun:` servers.
     pub stun: Vec<StunServer>,
-    /// `turn:`/`turns:` URLs (not supported yet).
-    pub turn: Vec<String>,
+    /// Usable TURN servers (`turn:` over UDP, with credentials).
+    pub turn: Vec<TurnServer>,
     /// URLs that could not be understood, with why.
     pub unusable: Vec<String>,
 }
@@ -48,10 +50,17 @@ pub struct IceServerSet {
 /// Sorts `servers` into STUN and TURN.
 pub fn classify(servers: &[IceServer]) -> IceServerSet {
     let mut set = IceServerSet::default();
-    for url in servers.iter().flat_map(|s| s.urls.iter()) {
+    for (server, url) in servers
+        .iter()
+        .flat_map(|s| s.urls.iter().map(move |u| (s, u)))
+    {
         let lower = url.to_ascii_lowercase();
         if lower.starts_with("turn:") || lower.starts_with("turns:") {
-            set.turn.push(url.clone());
+            match turn::parse_turn_url(url, server) {
+                Ok(t) if !set.turn.contains(&t) => set.turn.push(t),
+                Ok(_) => {}
+                Err(why) => set.unusable.push(why),
+            }
         } else if let Some(rest) = lower.strip_prefix("stun:") {
             match parse_host_port(&url[url.len() - rest.len()..]) {
                 Some(s) => set.stun.push(s),
@@ -59,7 +68,7 @@ pub fn classify(servers: &[IceServer]) -> IceServerSet {
             }
         } else {
             set.unusable.push(format!(
-                "{url}: only stun: URLs are supported (stuns: and others are not)"
+                "{url}: only stun: and turn: URLs are supported (stuns: and others are not)"
             ));
         }
     }
@@ -285,6 +294,11 @@ impl Gatherer {
         Some(parse_binding_response(data, &tid))
     }
 
+    /// Still waiting for the servers' addresses.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting_for_servers
+    }
+
     /// Every server answered or gathering timed out.
     pub fn is_done(&self, now: Instant) -> bool {
         if self.waiting_for_servers {
@@ -374,8 +388,17 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(set.turn.len(), 2);
-        assert_eq!(set.unusable.len(), 2);
+        // The first turn: URL has no credentials, turns: is TLS.
+        assert!(set.turn.is_empty());
+        assert_eq!(set.unusable.len(), 4, "{:?}", set.unusable);
+        let with_creds = IceServer {
+            urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+            username: Some("u".into()),
+            credential: Some("p".into()),
+        };
+        let set = classify(&[with_creds.clone(), with_creds]);
+        assert_eq!(set.turn.len(), 1, "duplicates are dropped");
+        assert_eq!(set.turn[0].port, 3478);
     }
 
     #[test]

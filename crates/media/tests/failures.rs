@@ -152,14 +152,18 @@ async fn no_peer_means_a_timeout() {
 }
 
 #[tokio::test]
-async fn relay_only_without_turn_support_is_refused() {
+async fn relay_only_without_a_usable_turn_server_is_refused() {
+    let server = |url: &str, creds: bool| IceServer {
+        urls: vec![url.into()],
+        username: creds.then(|| "u".into()),
+        credential: creds.then(|| "p".into()),
+    };
     for ice_servers in [
         vec![],
-        vec![IceServer {
-            urls: vec!["turn:127.0.0.1:3478".into()],
-            username: Some("u".into()),
-            credential: Some("p".into()),
-        }],
+        vec![server("stun:127.0.0.1:3478", false)],
+        vec![server("turn:127.0.0.1:3478", false)],
+        vec![server("turns:127.0.0.1:5349", true)],
+        vec![server("turn:127.0.0.1:3478?transport=tcp", true)],
     ] {
         let config = MediaConfig {
             relay_only: true,
@@ -173,10 +177,47 @@ async fn relay_only_without_turn_support_is_refused() {
             Box::new(NullSink),
         );
         match r {
-            Err(MediaError::Config(m)) => eprintln!("refused: {m}"),
+            Err(MediaError::Config(m)) => {
+                eprintln!("refused: {m}");
+                assert!(m.contains("relay_only needs a usable TURN server"), "{m}");
+            }
             other => panic!("{:?}", other.map(|_| ())),
         }
     }
+}
+
+#[tokio::test]
+async fn relay_only_with_a_silent_turn_server_fails() {
+    support::init_tracing();
+    // A socket that reads nothing: requests vanish, no ICMP either.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = MediaConfig {
+        relay_only: true,
+        ice_servers: vec![IceServer {
+            urls: vec![format!("turn:{}", silent.local_addr().unwrap())],
+            username: Some("1:u".into()),
+            credential: Some("p".into()),
+        }],
+        connect_timeout: Duration::from_secs(30),
+        ..loopback()
+    };
+    let started = Instant::now();
+    let (_handle, rx) = start(
+        Role::Offerer,
+        config,
+        Box::new(SilenceSource),
+        Box::new(NullSink),
+    )
+    .unwrap();
+    // The allocation gives up after 5 s, long before the connect timeout.
+    let events = all_events(rx, Duration::from_secs(20)).await;
+    eprintln!("failed after {:?}", started.elapsed());
+    let e = expect_failure(&events, |e| matches!(e, MediaError::Turn(_)));
+    eprintln!("{e}");
+    assert!(e.to_string().contains("no answer"), "{e}");
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, MediaEvent::Signal(MediaSignal::Candidate { .. }))));
 }
 
 #[test]

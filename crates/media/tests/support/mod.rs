@@ -1,7 +1,10 @@
 //! Helpers for the engine tests: wiring two engines together through
-//! their signals, a lossy UDP relay, and tone analysis (Goertzel).
+//! their signals, a lossy UDP relay, tone analysis (Goertzel), and a
+//! private coturn (`coturn`).
 
 #![allow(dead_code)]
+
+pub mod coturn;
 
 use std::f64::consts::PI;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
