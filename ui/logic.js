@@ -406,6 +406,7 @@ export function mediaView(media) {
     const loss = Math.round((media.loss ?? 0) * 100);
     const word = { good: "Good", fair: "Fair", poor: "Poor" }[media.quality] ?? "";
     qualityText = `${word} · ${Math.round(media.rtt_ms)} ms · ${loss}% loss · ${Math.round(media.jitter_ms ?? 0)} ms jitter`;
+    if (media.relayed) qualityText += " · via relay";
   }
   return {
     status: line,

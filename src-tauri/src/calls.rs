@@ -97,6 +97,8 @@ pub struct MediaStatus {
     pub speaker_level: f32,
     /// "good", "fair" or "poor", from rtt, loss and jitter.
     pub quality: &'static str,
+    /// The sound goes through the TURN relay (no direct path was found).
+    pub relayed: bool,
 }
 
 impl MediaStatus {
@@ -111,6 +113,7 @@ impl MediaStatus {
             mic_level: 0.0,
             speaker_level: 0.0,
             quality: "good",
+            relayed: false,
         }
     }
 }
@@ -131,6 +134,7 @@ pub enum MediaUpdate {
         jitter_ms: f32,
         mic_level: f32,
         speaker_level: f32,
+        relayed: bool,
     },
 }
 
@@ -604,6 +608,7 @@ impl Calls {
                 jitter_ms,
                 mic_level,
                 speaker_level,
+                relayed,
             } => {
                 if media.phase == MediaPhase::Failed {
                     return false;
@@ -613,6 +618,7 @@ impl Calls {
                 media.jitter_ms = jitter_ms;
                 media.mic_level = mic_level;
                 media.speaker_level = speaker_level;
+                media.relayed = relayed;
                 media.quality = quality(rtt_ms, loss, jitter_ms);
             }
         }

@@ -60,7 +60,17 @@ pub fn build<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
 /// Runs the app.
 pub fn run() {
     let options = AppOptions::from_args();
-    let filter = EnvFilter::try_new(&options.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // A bare level keeps the TURN/STUN crates' chatter (a line per packet
+    // exchange at info) to warnings; a full directive is taken as it is.
+    let directive = if options.log.contains('=') {
+        options.log.clone()
+    } else {
+        format!(
+            "{},turn_client_proto=warn,turn_types=warn,stun_proto=warn",
+            options.log
+        )
+    };
+    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

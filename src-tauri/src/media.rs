@@ -152,6 +152,7 @@ async fn follow<R: Runtime>(
                 jitter_ms: s.jitter_ms,
                 mic_level: s.mic_level,
                 speaker_level: s.speaker_level,
+                relayed: s.relayed,
             },
             MediaEvent::Signal(_) => continue,
         };

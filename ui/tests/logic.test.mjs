@@ -528,6 +528,7 @@ describe("mediaView", () => {
     assert.equal(v.status, "Connected");
     assert.equal(v.quality, "fair");
     assert.equal(v.qualityText, "Fair · 42 ms · 3% loss · 8 ms jitter");
+    assert.equal(L.mediaView({ ...base, relayed: true }).qualityText, "Fair · 42 ms · 3% loss · 8 ms jitter · via relay");
   });
   test("muted", () => {
     const v = L.mediaView({ ...base, muted: true });

@@ -600,7 +600,8 @@ impl Media {
                     while let Some(e) = events.recv().await {
                         let mut report = media_report(&call, e);
                         if report["event"] == "media_state" {
-                            report["ms_since_accept"] = json!(accepted.elapsed().as_millis() as u64);
+                            report["ms_since_accept"] =
+                                json!(accepted.elapsed().as_millis() as u64);
                         }
                         let _ = reports.send(report);
                     }
@@ -655,6 +656,7 @@ fn media_report(call: &str, event: MediaEvent) -> serde_json::Value {
             "mic_level": s.mic_level, "speaker_level": s.speaker_level,
             "fec_frames": s.fec_frames, "concealed_frames": s.concealed_frames,
             "playout_delay_ms": s.playout_delay_ms,
+            "relayed": s.relayed, "relay_packets": s.relay_packets,
         }),
         MediaEvent::Signal(s) => {
             json!({"event": "media_signal", "invitation_id": call, "kind": s.kind()})

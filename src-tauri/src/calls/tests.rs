@@ -581,6 +581,7 @@ fn media_status_shows_failures_warnings_mute_and_quality() {
         jitter_ms: jitter,
         mic_level: 0.2,
         speaker_level: 0.3,
+        relayed: false,
     };
     c.on_media(&iid("i1"), stats(20.0, 0.0, 3.0));
     assert_eq!(
