@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
 import { Session, sleep } from './webdriver.mjs';
-import { readWav, hears } from './wav.mjs';
+import { readWav, hears, rms } from './wav.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = join(ROOT, 'target', 'debug');
@@ -261,10 +261,19 @@ test('window hidden to the tray: the notification Accept answers the call', asyn
   await app.until('audio connected', async () => (await app.exec("return document.getElementById('incall-media').dataset.phase")) === 'connected', 15000);
   await app.until('call quality shown', async () => (await app.text('#incall-quality')).includes('ms'), 10000);
   await shot('accepted-from-notification');
+  // Mute: the screen says so, and from then on the bot hears silence.
+  await app.click('#incall-mute');
+  await app.until('muted shown', async () => (await app.text('#incall-media-status')) === 'You are muted', 5000);
+  assert.equal(await app.text('#incall-mute'), 'Unmute');
   assert.equal(await caller.exit, 0);
   await app.untilScreen('home');
   assert.ok(caller.events.some((e) => e.event === 'media_state' && e.state === 'connected'), "the bot's media connected");
   await sleep(500); // the app finishes its recording as the media stops
   console.error(`# ${hears('the app hears the bot', readWav(join(dataDir, 'heard.wav')), 880, 440)}`);
-  console.error(`# ${hears('the bot hears the app', readWav(botWav), 440, 880)}`);
+  const botHeard = readWav(botWav);
+  console.error(`# ${hears('the bot hears the app', botHeard, 440, 880)}`);
+  // The bot's last second (muted well before its hang-up) is silence.
+  const lastSecond = botHeard.samples.subarray(Math.max(0, botHeard.samples.length - botHeard.rate));
+  console.error(`# the bot's last second, app muted: rms ${rms(lastSecond).toFixed(4)}`);
+  assert.ok(rms(lastSecond) < 0.01, `the app was muted but the bot still heard rms ${rms(lastSecond)}`);
 });
