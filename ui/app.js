@@ -241,9 +241,6 @@ function renderContacts() {
     const again = [...list.querySelectorAll("button.call-contact")].find((b) => b.dataset.peer === hadFocus);
     again?.focus();
   }
-  $("dial-suggestions").replaceChildren(
-    ...contacts.map((peer) => Object.assign(document.createElement("option"), { value: peer })),
-  );
   queryPresence(contacts);
 }
 

@@ -179,13 +179,15 @@ test('sign in to a server by URL', async () => {
 
 test('app calls a bot that accepts, then hangs up', async () => {
   await ready();
-  const bot = cli('bot1', 'answer', '--accept', '--response', 'hello from bot1');
+  const bot = cli('bot1', 'answer', '--accept', '--response', 'hello from bot1', '--play', 'tone:660', '--media-ip', '127.0.0.1');
   await bot.waitEvent('connection_state_changed');
   await app.type('#dial-input', 'bot1');
   await app.click('#dial-call');
   await app.untilScreen('incall');
   assert.match(await app.text('#incall-peer'), /bot1/);
-  await sleep(1200);
+  // The caller's side of the sound: it connects, and the call quality shows.
+  await app.until('audio connected', async () => (await app.exec("return document.getElementById('incall-media').dataset.phase")) === 'connected', 15000);
+  await app.until('call quality shown', async () => (await app.text('#incall-quality')).includes('ms'), 10000);
   await shot('in-call');
   await app.click('#incall-hangup');
   await app.untilScreen('home');
