@@ -285,6 +285,8 @@ async fn start_node(args: &Args, redis: Option<&str>) -> (Server, u16) {
             "--max-devices-per-user",
             "1000000",
         ])
+        // Every client comes from 127.0.0.1.
+        .args(["--max-connections-per-address", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

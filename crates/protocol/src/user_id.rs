@@ -1,9 +1,10 @@
 //! User ids and their rules.
 //!
-//! A user id is 1–64 bytes, is not the literal `"null"`, does not start with a
-//! space and contains only `a–z A–Z 0–9`, space and
+//! A user id is 1–64 bytes, is not the literal `"null"`, does not start or
+//! end with a space and contains only `a–z A–Z 0–9`, space and
 //! `! # $ % & ( ) + - : ; < = . > ? @ [ ] ^ _ { } | ~ ,` — the rules of
-//! Agora RTM 1.x, so ids used there carry over unchanged.
+//! Agora RTM 1.x, so ids used there carry over unchanged, plus one: no
+//! trailing space, so that `"alice "` cannot pass for `"alice"`.
 
 use std::fmt;
 
@@ -27,6 +28,8 @@ pub enum UserIdError {
     Null,
     #[error("user id must not start with a space")]
     LeadingSpace,
+    #[error("user id must not end with a space (it would look like the id without it)")]
+    TrailingSpace,
     #[error(
         "user id contains {0:?}; allowed are a-z A-Z 0-9, space and !#$%&()+-:;<=.>?@[]^_{{}}|~,"
     )]
@@ -50,6 +53,9 @@ impl UserId {
         }
         if s.starts_with(' ') {
             return Err(UserIdError::LeadingSpace);
+        }
+        if s.ends_with(' ') {
+            return Err(UserIdError::TrailingSpace);
         }
         if let Some(c) = s
             .chars()
@@ -115,7 +121,17 @@ mod tests {
             "only the exact lowercase literal is reserved"
         );
         assert_eq!(UserId::parse(" bob"), Err(UserIdError::LeadingSpace));
+        assert_eq!(UserId::parse(" "), Err(UserIdError::LeadingSpace));
+        assert_eq!(UserId::parse("bob "), Err(UserIdError::TrailingSpace));
         assert!(UserId::parse("bob smith").is_ok());
+        assert!(UserId::parse("bob  smith").is_ok());
+        // Other white space is no allowed character at all, anywhere.
+        for s in ["bob\t", "\tbob", "bob\n", "bob\u{a0}", "bob\r"] {
+            assert!(
+                matches!(UserId::parse(s), Err(UserIdError::BadChar(_))),
+                "{s:?}"
+            );
+        }
         assert_eq!(UserId::parse("bob/x"), Err(UserIdError::BadChar('/')));
         assert_eq!(UserId::parse("bö"), Err(UserIdError::BadChar('ö')));
         assert_eq!(UserId::parse("a\"b"), Err(UserIdError::BadChar('"')));

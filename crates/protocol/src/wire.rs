@@ -431,8 +431,33 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeEr
     if let Ok(msg) = serde_json::from_str::<ClientMessage>(text) {
         return Ok(msg);
     }
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| (None, DecodeError::NotJson(e.to_string())))?;
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            // A number too large for an f64 (`1e400`) is valid JSON that
+            // serde_json refuses to hold, even in a field nobody reads. Such a
+            // number in an unknown field is ignored like the field; in a known
+            // one the message is refused as before.
+            if let Some(tamed) = tame_huge_numbers(text) {
+                return decode_client(&tamed).map_err(|(req, err)| match err {
+                    DecodeError::BadFields { kind, detail }
+                        if detail.contains(HUGE_NUMBER_KEY)
+                            || detail.starts_with("invalid type: map") =>
+                    {
+                        (
+                            req,
+                            DecodeError::BadFields {
+                                kind,
+                                detail: e.to_string(),
+                            },
+                        )
+                    }
+                    other => (req, other),
+                });
+            }
+            return Err((None, DecodeError::NotJson(e.to_string())));
+        }
+    };
     let Some(obj) = value.as_object() else {
         return Err((None, DecodeError::NotJson("not an object".into())));
     };
@@ -453,6 +478,62 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeEr
             },
         )
     })
+}
+
+/// The key of the object that stands in for a number too large to hold.
+const HUGE_NUMBER_KEY: &str = "callinvite:number_out_of_range";
+
+/// Replaces every number literal outside strings whose value does not fit an
+/// f64 (such as `1e400`, which JSON allows and serde_json refuses) with a
+/// small object no field of any message accepts. `None` when there is none
+/// (the text is then left to serde_json and its precise error).
+fn tame_huge_numbers(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut i, mut copied, mut in_string) = (0, 0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 2,
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                // Only ASCII was scanned, so these are char boundaries.
+                let token = &text[start..i];
+                if token.parse::<f64>().is_ok_and(f64::is_infinite) {
+                    let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                    o.push_str(&text[copied..start]);
+                    o.push_str("{\"");
+                    o.push_str(HUGE_NUMBER_KEY);
+                    o.push_str("\":true}");
+                    copied = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    let mut out = out?;
+    out.push_str(text.get(copied..).unwrap_or_default());
+    Some(out)
 }
 
 /// Encodes a session message with its sequence number as the first field:
@@ -476,7 +557,14 @@ pub fn encode_seq(seq: u64, msg: &ServerMessage) -> String {
 /// Decodes one server frame, with its `seq` if it has one (messages about the
 /// connection itself, such as `login_ok` or a rate-limit error, have none).
 pub fn decode_server(text: &str) -> Result<(Option<u64>, ServerMessage), serde_json::Error> {
-    let msg: ServerMessage = serde_json::from_str(text)?;
+    let msg: ServerMessage = match serde_json::from_str(text) {
+        Ok(msg) => msg,
+        // Unknown fields are ignored in this direction too, whatever number they hold.
+        Err(e) => match tame_huge_numbers(text) {
+            Some(tamed) => serde_json::from_str(&tamed).map_err(|_| e)?,
+            None => return Err(e),
+        },
+    };
     // `seq` comes first (see `encode_seq`): read its digits, no second parse.
     let seq = text.strip_prefix("{\"seq\":").and_then(|rest| {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -531,6 +619,55 @@ mod tests {
                 token: None
             })
         );
+    }
+
+    #[test]
+    fn unknown_fields_may_hold_numbers_too_large_for_a_double() {
+        let login = ClientMessage::Login {
+            req: None,
+            user: "a".into(),
+            token: None,
+        };
+        for text in [
+            r#"{"type":"login","user":"a","x":1e400}"#,
+            r#"{"type":"login","user":"a","x":-1E+400,"y":[1e999,{"z":2e308}]}"#,
+            r#"{"x":1000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000, "type":"login","user":"a"}"#,
+        ] {
+            assert_eq!(decode_client(text), Ok(login.clone()), "{text}");
+        }
+        // Strings that look like numbers, and escaped quotes, are left alone.
+        assert_eq!(
+            decode_client(r#"{"type":"login","user":"a","token":"1e400 \" 1e400","x":1e400}"#),
+            Ok(ClientMessage::Login {
+                req: None,
+                user: "a".into(),
+                token: Some("1e400 \" 1e400".into()),
+            })
+        );
+        // Nested unknown fields too.
+        let media =
+            r#"{"type":"media","ref":3,"invitation_id":"i","signal":{"kind":"bye","x":1e400}}"#;
+        assert!(decode_client(media).is_ok(), "{:?}", decode_client(media));
+        // In a field that is read, such a number is still refused, with its position.
+        let (req, e) = decode_client(r#"{"type":"invite","ref":1e400,"callee":"b"}"#).unwrap_err();
+        assert_eq!(req, None);
+        assert_eq!(e.code(), ErrorCode::BadMessage);
+        assert!(e.to_string().contains("number out of range"), "{e}");
+        let (req, e) = decode_client(r#"{"type":"invite","ref":4,"callee":1e400}"#).unwrap_err();
+        assert_eq!(req, Some(4));
+        assert!(e.to_string().contains("number out of range"), "{e}");
+        // Other mistakes keep their precise error.
+        let (req, e) = decode_client(r#"{"type":"invite","ref":5,"x":1e400}"#).unwrap_err();
+        assert_eq!(req, Some(5));
+        assert!(e.to_string().contains("missing field `callee`"), "{e}");
+        assert!(matches!(
+            decode_client(r#"{"type":"login","user":"a","x":1e400"#),
+            Err((None, DecodeError::NotJson(_)))
+        ));
+        // And the client reads server messages the same way.
+        let (seq, msg) =
+            decode_server(r#"{"seq":2,"type":"ok","ref":1,"later":1e400}"#).expect("decodes");
+        assert_eq!((seq, msg), (Some(2), ServerMessage::Ok { req: Some(1) }));
     }
 
     #[test]

@@ -23,8 +23,29 @@ pub struct Config {
     /// Token secret. `None` runs the server open (development): any valid
     /// user id may log in without a token.
     pub secret: Option<Vec<u8>>,
-    /// Logins allowed per user id per second before `too_often`.
+    /// Successful logins allowed per user id per second; one more is answered
+    /// `too_often`. Failed logins do not count here (a stranger naming the
+    /// user cannot lock them out): they count per connection and per address.
     pub logins_per_second: u32,
+    /// Failed logins (a token refused) one connection may make; the last is
+    /// answered and the connection is closed (1008). 0: no limit.
+    pub failed_logins_per_connection: u32,
+    /// Failed logins one source address may make per minute; beyond that its
+    /// failing logins are answered `too_often` and their connections closed.
+    /// A valid token still gets in. 0: no limit.
+    pub failed_logins_per_address: u32,
+    /// Open TCP connections one source address (an IPv4 address, or an IPv6
+    /// /64) may hold; more are closed right after accept. 0: no limit.
+    pub max_connections_per_address: usize,
+    /// Open TCP connections the server holds in all; more are closed right
+    /// after accept. `None`: the file-descriptor limit less
+    /// [`crate::guard::FD_RESERVE`]; `Some(0)`: no limit.
+    pub max_connections: Option<usize>,
+    /// Web origins (`https://app.example.org`) whose pages may open a
+    /// WebSocket to this server. A handshake with an `Origin` header not in
+    /// this list is refused with 403 (browsers always send one; native
+    /// clients send none). Empty: no web page may connect. `"*"`: any may.
+    pub allowed_origins: Vec<String>,
     /// How long a new connection has to finish the WebSocket handshake.
     pub handshake_timeout: Duration,
     /// Messages queued for one connection before it is considered too slow
@@ -69,6 +90,11 @@ impl Default for Config {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             secret: None,
             logins_per_second: 5,
+            failed_logins_per_connection: 5,
+            failed_logins_per_address: 30,
+            max_connections_per_address: 256,
+            max_connections: None,
+            allowed_origins: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
             shutdown_grace: Duration::from_secs(2),

@@ -10,6 +10,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, timeout, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
+};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -21,6 +26,7 @@ use callinvite_protocol::wire::{decode_client, encode};
 use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
 
 use crate::config::Config;
+use crate::guard::Permit;
 use crate::hub::{Command, Departure, Outbound};
 
 /// Numbers connections, so the hub can tell a session's current connection from a stale one.
@@ -34,6 +40,7 @@ const CLOSE_POLICY: u16 = 1008;
 pub(crate) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
+    permit: Permit,
     hub: mpsc::Sender<Command>,
     config: Arc<Config>,
     stop: CancellationToken,
@@ -49,15 +56,36 @@ pub(crate) async fn serve<S>(
         .max_frame_size(Some(config.max_frame_bytes))
         .read_buffer_size(1024)
         .write_buffer_size(16 * 1024);
-    let ws = match timeout(
+    // Web pages are kept out: a browser always says which page opened the
+    // WebSocket (`Origin`), native clients say nothing.
+    let mut refused_origin = None;
+    // The callback's type is tungstenite's; its error is an HTTP response.
+    #[allow(clippy::result_large_err)]
+    let check_origin = |request: &Request, response: Response| match origin_refusal(
+        request,
+        &config.allowed_origins,
+    ) {
+        None => Ok(response),
+        Some((origin, answer)) => {
+            refused_origin = Some(origin);
+            Err(answer)
+        }
+    };
+    let handshake = timeout(
         config.handshake_timeout,
-        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check_origin, Some(ws_config)),
     )
-    .await
-    {
+    .await;
+    let ws = match handshake {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            debug!(%peer, error = %e, "WebSocket handshake failed");
+            match refused_origin {
+                Some(origin) => {
+                    config.metrics.refused("origin");
+                    info!(%peer, %origin, "WebSocket handshake refused: a web page's origin that is not allowed (--allowed-origin)");
+                }
+                None => debug!(%peer, error = %e, "WebSocket handshake failed"),
+            }
             return;
         }
         Err(_) => {
@@ -66,6 +94,8 @@ pub(crate) async fn serve<S>(
         }
     };
     config.metrics.connections.inc();
+    // Held until the socket is closed (after the writer below has finished).
+    let permit = Arc::new(permit);
     let (mut sink, mut frames) = ws.split();
     let (out, mut out_rx) = crate::hub::out_queue(config.outbound_queue);
     let kill = CancellationToken::new();
@@ -153,6 +183,9 @@ pub(crate) async fn serve<S>(
         config,
         session: None,
         id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+        permit: permit.clone(),
+        failed_logins: 0,
+        close: None,
     };
     // A connection that just stops (no close frame) may come back and resume.
     let mut how = Departure::Lost;
@@ -208,13 +241,7 @@ pub(crate) async fn serve<S>(
             Ok(Some(Ok(Message::Text(text)))) => {
                 if !bucket.take(tokio::time::Instant::now()) {
                     let req = decode_client(text.as_str()).ok().and_then(|m| m.req());
-                    let limit = conn.config.messages_per_second;
-                    conn.reply(ServerMessage::error(
-                        req,
-                        ErrorCode::RateLimited,
-                        format!("more than {limit} messages per second; this one was dropped — slow down"),
-                    ))
-                    .await;
+                    conn.rate_limited(req).await;
                     continue;
                 }
                 if conn.on_text(text.as_str()).await {
@@ -222,8 +249,19 @@ pub(crate) async fn serve<S>(
                     how = Departure::Logout;
                     break;
                 }
+                if let Some(reason) = conn.close {
+                    // Too many failed logins: the error went out; now the close frame.
+                    let _ = out.send(Outbound::Close(CLOSE_POLICY, reason)).await;
+                    how = Departure::Closed;
+                    break;
+                }
             }
             Ok(Some(Ok(Message::Binary(_)))) => {
+                // Binary frames count toward the message rate like any other.
+                if !bucket.take(tokio::time::Instant::now()) {
+                    conn.rate_limited(None).await;
+                    continue;
+                }
                 conn.reply(ServerMessage::error(
                     None,
                     ErrorCode::BinaryNotSupported,
@@ -257,6 +295,8 @@ pub(crate) async fn serve<S>(
     if timeout(Duration::from_secs(2), writer).await.is_err() {
         abort.abort();
     }
+    drop(frames);
+    drop(permit);
 }
 
 fn close_frame(code: u16, reason: &'static str) -> Message {
@@ -297,6 +337,41 @@ impl TokenBucket {
     }
 }
 
+/// Whether a handshake must be refused for its `Origin`: the origin and the
+/// HTTP answer (403) when it must.
+fn origin_refusal(request: &Request, allowed: &[String]) -> Option<(String, ErrorResponse)> {
+    let origin = request.headers().get(ORIGIN)?;
+    let text = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+    if origin_allowed(&text, allowed) {
+        return None;
+    }
+    let body = format!(
+        "this server does not accept connections from web pages (Origin: {text}); \
+         its operator can allow an origin with --allowed-origin\n"
+    );
+    let length = HeaderValue::from(body.len());
+    let mut answer = ErrorResponse::new(Some(body));
+    *answer.status_mut() = StatusCode::FORBIDDEN;
+    answer.headers_mut().insert(CONTENT_LENGTH, length);
+    answer.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    answer
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    Some((text, answer))
+}
+
+/// Whether a page of `origin` may connect: it is one of `allowed` (scheme,
+/// host and port compared without regard to case, a trailing `/` ignored),
+/// or `allowed` holds `*`.
+pub(crate) fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    let norm = |s: &str| s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let origin = norm(origin);
+    allowed.iter().any(|a| a == "*" || norm(a) == origin)
+}
+
 struct Conn {
     peer: SocketAddr,
     hub: mpsc::Sender<Command>,
@@ -307,11 +382,28 @@ struct Conn {
     session: Option<(DeviceId, UserId)>,
     /// This connection's number.
     id: u64,
+    /// Its place among the connections of its address and of the server.
+    permit: Arc<Permit>,
+    /// Logins refused on this connection for their token.
+    failed_logins: u32,
+    /// Set when the connection must be closed (1008) after the reply just sent.
+    close: Option<&'static str>,
 }
 
 impl Conn {
     async fn reply(&self, msg: ServerMessage) {
         let _ = self.out.send(Outbound::Text(encode(&msg).into())).await;
+    }
+
+    /// Answers a frame dropped for the message rate.
+    async fn rate_limited(&self, req: Option<u64>) {
+        let limit = self.config.messages_per_second;
+        self.reply(ServerMessage::error(
+            req,
+            ErrorCode::RateLimited,
+            format!("more than {limit} messages per second; this one was dropped — slow down"),
+        ))
+        .await;
     }
 
     /// Handles one text frame. Returns true when it was a logout.
@@ -389,12 +481,22 @@ impl Conn {
                     .await;
             }
         };
-        // The hub checks the login rate first and then the token, so failed
-        // token guesses count toward the rate like any other login.
+        // The token is checked here, before the hub: a failed login counts
+        // against this connection and its address, never against the user id
+        // it names, so nobody can lock a user out by naming them. The hub
+        // counts successful logins per user id.
+        if let Some(secret) = &self.config.secret {
+            let checked = match token.as_deref() {
+                None | Some("") => Err(crate::auth::TokenError::Missing),
+                Some(t) => crate::auth::verify(secret, user.as_str(), t),
+            };
+            if let Err(e) = checked {
+                return self.login_failed(req, &user, e).await;
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let cmd = Command::Login {
             user: user.clone(),
-            token,
             req,
             conn: self.id,
             out: self.out.clone(),
@@ -406,6 +508,43 @@ impl Conn {
         }
         if let Ok(Some(device)) = answer.await {
             self.session = Some((device, user));
+        }
+    }
+
+    /// Answers a login whose token was refused, counting it against this
+    /// connection and its address; past either limit, the connection is closed.
+    async fn login_failed(&mut self, req: Option<u64>, user: &UserId, e: crate::auth::TokenError) {
+        self.failed_logins = self.failed_logins.saturating_add(1);
+        let per_connection = self.config.failed_logins_per_connection;
+        let (over, first) = self.permit.login_failed();
+        let address = self.permit.address();
+        if over {
+            // The address has failed too often: its failing logins are told
+            // so, not why they failed, and their connections closed.
+            if first {
+                warn!(%address, limit = self.permit.failed_per_address(), %user, "too many failed logins from one address: refusing its failing logins for the rest of the minute");
+            }
+            self.config.metrics.login("too_often");
+            let wait = self.permit.window_left();
+            self.close = Some("too many failed logins");
+            return self
+                .reply(ServerMessage::error(
+                    req,
+                    ErrorCode::TooOften,
+                    format!(
+                        "more than {} failed logins from your address in a minute; try again in {wait} s with a valid token",
+                        self.permit.failed_per_address()
+                    ),
+                ))
+                .await;
+        }
+        info!(peer = %self.peer, %user, error = %e, "login refused");
+        self.config.metrics.login(e.code().as_str());
+        self.reply(ServerMessage::error(req, e.code(), e.to_string()))
+            .await;
+        if per_connection > 0 && self.failed_logins >= per_connection {
+            info!(peer = %self.peer, failed = self.failed_logins, "too many failed logins on one connection: closing it");
+            self.close = Some("too many failed logins");
         }
     }
 

@@ -8,8 +8,11 @@
 //! Layout:
 //! - [`config`]: every window and limit, with defaults.
 //! - [`auth`]: HS256 tokens (mint and verify).
-//! - `connection`: one task per connection — handshake, frame decoding,
-//!   heartbeat, writer queue.
+//! - `connection`: one task per connection — handshake (with the `Origin`
+//!   policy), frame decoding, token check, heartbeat, writer queue.
+//! - [`guard`]: what one source address, and the server as a whole, may
+//!   hold: open connections (capped per address and in all, below the
+//!   file-descriptor limit) and failed logins.
 //! - [`metrics`] and [`http`]: Prometheus metrics and `/healthz` on an operations port.
 //! - `hub`: one task that owns all shared state and applies requests in
 //!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s
@@ -37,6 +40,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 mod connection;
+pub mod guard;
 pub mod http;
 mod hub;
 pub mod ice;
@@ -45,6 +49,7 @@ pub mod missed;
 pub mod tls;
 
 pub use config::Config;
+pub use guard::raise_fd_limit;
 
 /// Serves connections on `listener` until `shutdown` is cancelled.
 pub async fn run(
@@ -81,20 +86,42 @@ pub async fn run(
     ));
     let connections = TaskTracker::new();
     let stop_connections = CancellationToken::new();
+    let guard = guard::Guard::new(&config);
+    if guard.max_connections() != usize::MAX {
+        info!(
+            max_connections = guard.max_connections(),
+            max_connections_per_address = config.max_connections_per_address,
+            fd_limit = ?guard::fd_limits().map(|(soft, _)| soft),
+            "connection caps"
+        );
+    }
+    let mut accept_failures = guard::Throttle::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Counted from here until the socket is closed: each holds a descriptor.
+                    let permit = match guard.admit(peer.ip()) {
+                        Ok(permit) => permit,
+                        Err(refusal) => {
+                            // Closed at once, with a word for plain HTTP clients (best effort).
+                            if config.tls.is_none() {
+                                let _ = stream.try_write(refusal.http_response().as_bytes());
+                            }
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let (hub, config2, stop) = (hub_tx.clone(), config.clone(), stop_connections.clone());
                     match config.tls.clone() {
                         None => {
-                            connections.spawn(connection::serve(stream, peer, hub, config2, stop));
+                            connections.spawn(connection::serve(stream, peer, permit, hub, config2, stop));
                         }
                         Some(tls) => {
                             connections.spawn(async move {
                                 match tokio::time::timeout(config2.handshake_timeout, tls.0.accept(stream)).await {
-                                    Ok(Ok(stream)) => connection::serve(stream, peer, hub, config2, stop).await,
+                                    Ok(Ok(stream)) => connection::serve(stream, peer, permit, hub, config2, stop).await,
                                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                                 }
@@ -103,8 +130,11 @@ pub async fn run(
                     }
                 }
                 Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
+                    // Typically out of file descriptors: back off instead of spinning,
+                    // and say so once in a while rather than ten times a second.
+                    if let Some(skipped) = accept_failures.hit(tokio::time::Instant::now()) {
+                        warn!(error = %e, failures_since_last_report = skipped, open = config.metrics.tcp_connections.get(), "accept failed");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },

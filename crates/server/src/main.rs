@@ -67,9 +67,29 @@ struct ServeArgs {
     /// Largest WebSocket frame in bytes; bigger closes the connection with 1009.
     #[arg(long, default_value_t = callinvite_protocol::limits::DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
-    /// Logins per user id per second before `too_often`.
+    /// Successful logins per user id per second before `too_often` (failed ones do not count).
     #[arg(long, default_value_t = 5)]
     logins_per_second: u32,
+    /// Failed logins (token refused) one connection may make before it is closed (0: no limit).
+    #[arg(long, default_value_t = 5)]
+    failed_logins_per_connection: u32,
+    /// Failed logins one source address may make per minute; beyond that its
+    /// failing logins get `too_often` and are disconnected (0: no limit).
+    #[arg(long, default_value_t = 30)]
+    failed_logins_per_address: u32,
+    /// Open TCP connections one source address (IPv4 address or IPv6 /64) may
+    /// hold; more are closed at once (0: no limit).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_address: usize,
+    /// Open TCP connections in all; more are closed at once. Default: the
+    /// file-descriptor limit (raised to its hard limit at start) less 128 (0: no limit).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// A web origin whose pages may connect, e.g. https://app.example.org
+    /// (repeatable; "*" allows any). Without it, a handshake carrying an
+    /// Origin header (every browser sends one) is refused with 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
     /// Messages one connection may send per second; more are refused with `rate_limited`.
     #[arg(long, default_value_t = 60)]
     messages_per_second: u32,
@@ -189,6 +209,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Each connection holds a file descriptor, and the default soft limit
+    // (often 1024) is far below what the server can hold: take the hard limit.
+    match callinvite_server::raise_fd_limit() {
+        Ok((old, new)) if new > old => {
+            tracing::info!(from = old, to = new, "raised the file-descriptor limit")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
+    }
     if args.heartbeat < Duration::from_secs(1) {
         eprintln!("error: --heartbeat must be at least 1s");
         return ExitCode::from(2);
@@ -218,6 +247,24 @@ fn serve(args: ServeArgs) -> ExitCode {
         ..Config::default()
     };
     config.logins_per_second = args.logins_per_second;
+    config.failed_logins_per_connection = args.failed_logins_per_connection;
+    config.failed_logins_per_address = args.failed_logins_per_address;
+    config.max_connections_per_address = args.max_connections_per_address;
+    config.max_connections = args.max_connections;
+    for origin in &args.allowed_origins {
+        let o = origin.trim_end_matches('/');
+        let ok = o == "*"
+            || o == "null"
+            || ((o.starts_with("https://") || o.starts_with("http://"))
+                && !o
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.is_empty() || rest.contains('/')));
+        if !ok {
+            eprintln!("error: --allowed-origin {origin:?} is not an origin: give scheme://host[:port], such as https://app.example.org, or *");
+            return ExitCode::from(2);
+        }
+    }
+    config.allowed_origins = args.allowed_origins.clone();
     config.messages_per_second = args.messages_per_second;
     config.max_devices_per_user = args.max_devices_per_user;
     config.max_outgoing_invitations = args.max_outgoing_invitations;

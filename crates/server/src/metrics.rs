@@ -19,11 +19,31 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// Everything the server counts. Cheap to share (`Arc`); updated by the hub and the connections.
 pub struct Metrics {
     registry: Registry,
     /// Open WebSocket connections (logged in or not).
     pub connections: Gauge,
+    /// Open TCP connections on the WebSocket port, including those still in
+    /// their TLS or WebSocket handshake: each holds a file descriptor.
+    pub tcp_connections: Gauge,
+    /// The most TCP connections the WebSocket port holds at once (`--max-connections`,
+    /// by default the file-descriptor limit less a reserve).
+    pub max_connections: Gauge,
+    /// The process's file-descriptor limit (soft `RLIMIT_NOFILE`); 0 if unknown.
+    pub fd_limit: Gauge,
+    /// File descriptors the process has open (counted in /proc/self/fd when
+    /// /metrics is read; 0 where that is not available).
+    pub open_fds: Gauge,
+    /// Connections closed right after accept or refused at the handshake, by
+    /// reason: `per_address` (the address's cap), `server_full` (the
+    /// connection cap), `origin` (a web page's `Origin`), `metrics_port_full`.
+    pub connections_refused: Family<ReasonLabel, Counter>,
     /// Logged-in devices.
     pub devices: Gauge,
     /// Login attempts by result (`ok` or the error code).
@@ -52,6 +72,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("callinvite");
         let connections = Gauge::default();
+        let tcp_connections = Gauge::default();
+        let max_connections = Gauge::default();
+        let fd_limit = Gauge::default();
+        let open_fds = Gauge::default();
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
         let devices = Gauge::default();
         let logins = Family::<ResultLabel, Counter>::default();
         let invitations = Family::<OutcomeLabel, Counter>::default();
@@ -62,6 +87,31 @@ impl Metrics {
             "connections",
             "Open WebSocket connections",
             connections.clone(),
+        );
+        registry.register(
+            "tcp_connections",
+            "Open TCP connections on the WebSocket port, handshaking or not",
+            tcp_connections.clone(),
+        );
+        registry.register(
+            "max_connections",
+            "The most TCP connections the WebSocket port holds at once",
+            max_connections.clone(),
+        );
+        registry.register(
+            "fd_limit",
+            "The process's file-descriptor limit (soft RLIMIT_NOFILE)",
+            fd_limit.clone(),
+        );
+        registry.register(
+            "open_fds",
+            "File descriptors the process has open",
+            open_fds.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept or refused at the handshake, by reason",
+            connections_refused.clone(),
         );
         registry.register("devices", "Logged-in devices", devices.clone());
         registry.register("logins", "Login attempts by result", logins.clone());
@@ -79,6 +129,11 @@ impl Metrics {
         Metrics {
             registry,
             connections,
+            tcp_connections,
+            max_connections,
+            fd_limit,
+            open_fds,
+            connections_refused,
             devices,
             logins,
             invitations,
@@ -91,6 +146,14 @@ impl Metrics {
         self.logins
             .get_or_create(&ResultLabel {
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
             })
             .inc();
     }
@@ -109,10 +172,20 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        if let Some(n) = count_open_fds() {
+            self.open_fds.set(n as i64);
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             out = format!("# encoding failed: {e}\n");
         }
         out
     }
+}
+
+/// How many file descriptors this process has open, where the system says
+/// (Linux: the entries of /proc/self/fd, less the one reading it).
+fn count_open_fds() -> Option<usize> {
+    let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(dir.count().saturating_sub(1))
 }

@@ -479,39 +479,42 @@ async fn slow_login_and_slow_handshake_do_not_hold_a_slot() {
 }
 
 #[tokio::test]
-async fn token_guessing_counts_toward_the_login_rate() {
+async fn token_guessing_is_limited_per_connection_and_address_not_per_user_id() {
     let secret = b"0123456789abcdef-rate".to_vec();
     let server = start(Config {
         secret: Some(secret.clone()),
         logins_per_second: 3,
+        failed_logins_per_connection: 2,
+        failed_logins_per_address: 3,
         ..Config::default()
     })
     .await;
-    let mut codes = vec![];
-    for i in 0..4 {
-        let mut raw = server.raw().await;
-        raw.send(
-            json!({"type": "login", "ref": i, "user": "alice", "token": format!("guess-{i}")}),
-        )
-        .await;
-        codes.push(
-            raw.recv().await["code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-    }
-    assert_eq!(
-        codes,
-        [
-            "invalid_token",
-            "invalid_token",
-            "invalid_token",
-            "too_often"
-        ]
+    let guess =
+        |i: u64| json!({"type": "login", "ref": i, "user": "alice", "token": format!("guess-{i}")});
+    // One connection: two failures, then it is closed.
+    let mut a = server.raw().await;
+    a.send(guess(1)).await;
+    assert_eq!(a.recv().await["code"], "invalid_token");
+    a.send(guess(2)).await;
+    assert_eq!(a.recv().await["code"], "invalid_token");
+    assert_eq!(a.closed().await, Some(1008));
+    // The address: a third failure is still answered, the fourth is `too_often` (and closed).
+    let mut b = server.raw().await;
+    b.send(guess(3)).await;
+    assert_eq!(b.recv().await["code"], "invalid_token");
+    b.send(guess(4)).await;
+    let limited = b.recv().await;
+    assert_eq!(limited["code"], "too_often", "{limited}");
+    assert!(
+        limited["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed logins from your address"),
+        "{limited}"
     );
-    // Even the right token waits out the window; other users are not affected.
-    let mut bob = server.raw().await;
-    bob.send(json!({"type": "login", "ref": 9, "user": "bob", "token": auth::mint(&secret, "bob", Duration::from_secs(60))})).await;
-    assert_eq!(bob.recv().await["type"], "login_ok");
+    assert_eq!(b.closed().await, Some(1008));
+    // None of that was charged to alice: her right token gets in, even from this address.
+    let mut alice = server.raw().await;
+    alice.send(json!({"type": "login", "ref": 9, "user": "alice", "token": auth::mint(&secret, "alice", Duration::from_secs(60))})).await;
+    assert_eq!(alice.recv().await["type"], "login_ok");
 }

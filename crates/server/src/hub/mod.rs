@@ -150,11 +150,11 @@ pub(crate) fn close_reason(code: u16) -> &'static str {
 
 /// What connections tell the hub.
 pub(crate) enum Command {
-    /// A connection with a verified user id wants to log in. The hub sends
-    /// `login_ok` or the error itself, and answers `reply` with the device id.
+    /// A connection with a valid user id (and, with a secret, a valid token
+    /// for it) wants to log in. The hub sends `login_ok` or the error itself,
+    /// and answers `reply` with the device id.
     Login {
         user: UserId,
-        token: Option<String>,
         req: Option<u64>,
         conn: u64,
         out: OutTx,
@@ -389,14 +389,13 @@ impl Hub {
         match cmd {
             Command::Login {
                 user,
-                token,
                 req,
                 conn,
                 out,
                 kill,
                 reply,
             } => {
-                let device = self.login(user, token, req, conn, out, kill, now);
+                let device = self.login(user, req, conn, out, kill, now);
                 let _ = reply.send(device);
             }
             Command::Resume {
@@ -506,10 +505,12 @@ impl Hub {
         }
     }
 
+    /// A login whose credentials were checked by its connection. Only logins
+    /// that succeed count toward the user id's rate, so a stranger naming the
+    /// user with bad tokens cannot lock them out.
     fn login(
         &mut self,
         user: UserId,
-        token: Option<String>,
         req: Option<u64>,
         conn: u64,
         out: OutTx,
@@ -517,42 +518,27 @@ impl Hub {
         now: Instant,
     ) -> Option<DeviceId> {
         let out = &out;
-        let window = self.login_rate.entry(user.clone()).or_insert((now, 0));
-        if now.duration_since(window.0) >= Duration::from_secs(1) {
-            *window = (now, 0);
-        }
-        window.1 += 1;
-        if window.1 > self.config.logins_per_second {
-            info!(%user, "login refused: too often");
-            self.config.metrics.login("too_often");
-            let msg = ServerMessage::error(
-                req,
-                ErrorCode::TooOften,
-                format!(
-                    "more than {} logins per second for this user id; wait a second",
-                    self.config.logins_per_second
-                ),
-            );
-            let _ = out.try_send(Outbound::Text(encode(&msg).into()));
-            return None;
+        if let Some((start, n)) = self.login_rate.get(&user) {
+            if now.duration_since(*start) < Duration::from_secs(1)
+                && *n >= self.config.logins_per_second
+            {
+                info!(%user, "login refused: too often");
+                self.config.metrics.login("too_often");
+                let msg = ServerMessage::error(
+                    req,
+                    ErrorCode::TooOften,
+                    format!(
+                        "more than {} logins per second for this user id; wait a second",
+                        self.config.logins_per_second
+                    ),
+                );
+                let _ = out.try_send(Outbound::Text(encode(&msg).into()));
+                return None;
+            }
         }
         if self.login_rate.len() > 100_000 {
             self.login_rate
                 .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
-        }
-        if let Some(secret) = &self.config.secret {
-            let checked = match token.as_deref() {
-                None | Some("") => Err(crate::auth::TokenError::Missing),
-                Some(t) => crate::auth::verify(secret, user.as_str(), t),
-            };
-            if let Err(e) = checked {
-                info!(%user, error = %e, "login refused");
-                self.config.metrics.login(e.code().as_str());
-                let _ = out.try_send(Outbound::Text(
-                    encode(&ServerMessage::error(req, e.code(), e.to_string())).into(),
-                ));
-                return None;
-            }
         }
 
         let mut online = self.users.get(&user).map_or(0, |l| l.len());
@@ -583,6 +569,11 @@ impl Hub {
             let _ = out.try_send(Outbound::Text(encode(&msg).into()));
             return None;
         }
+        let window = self.login_rate.entry(user.clone()).or_insert((now, 0));
+        if now.duration_since(window.0) >= Duration::from_secs(1) {
+            *window = (now, 0);
+        }
+        window.1 += 1;
         Some(self.admit(user, req, conn, out.clone(), kill, None, now))
     }
 
