@@ -414,6 +414,7 @@ function tick() {
   const now = Date.now();
   if (screen === "outgoing" && callStart) {
     $("outgoing-elapsed").textContent = L.formatDuration(now - callStart.startMs);
+    if (snapshot?.call?.phase === "waiting_offline") $("outgoing-status").textContent = L.outgoingStatus(snapshot.call, now);
   } else if (screen === "incall" && snapshot?.call) {
     const since = snapshot.call.phase_since_ms;
     $("incall-duration").textContent = L.formatDuration(Number.isFinite(since) ? now - since : 0);

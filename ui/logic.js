@@ -77,6 +77,7 @@ export function validateUserId(s) {
   if (bytes > MAX_USER_ID_BYTES) return `User ID is ${bytes} bytes; the limit is 64.`;
   if (s === "null") return 'User ID "null" is reserved; choose another.';
   if (s.startsWith(" ")) return "User ID must not start with a space.";
+  if (s.endsWith(" ")) return "User ID must not end with a space (it would look like the ID without it).";
   for (const c of s) {
     const ok = /^[A-Za-z0-9 ]$/.test(c) || ALLOWED_PUNCTUATION.includes(c);
     if (!ok) {
@@ -165,14 +166,18 @@ export function formatDuration(ms) {
 }
 
 /** Status line of the outgoing-call screen. */
-export function outgoingStatus(call) {
+export function outgoingStatus(call, nowMs = Date.now()) {
   switch (call?.phase) {
     case "calling":
       return "Calling…";
     case "ringing":
       return "Ringing…";
-    case "waiting_offline":
-      return `${call.peer} is offline — waiting for them to come online…`;
+    case "waiting_offline": {
+      const left = Number.isFinite(call.wait_until_ms) ? Math.max(0, call.wait_until_ms - nowMs) : null;
+      return left == null
+        ? `${call.peer} is offline — waiting for them to come online…`
+        : `${call.peer} is offline — waiting ${formatDuration(Math.ceil(left / 1000) * 1000)} more for them to come online`;
+    }
     default:
       return "";
   }

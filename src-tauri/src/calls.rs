@@ -55,6 +55,8 @@ pub struct ActiveCall {
     pub accepted_ms: Option<u64>,
     /// The call's sound, once accepted.
     pub media: Option<MediaStatus>,
+    /// Outgoing to an offline callee: when (Unix ms) the server gives up waiting.
+    pub wait_until_ms: Option<u64>,
 }
 
 /// Which side of the media negotiation this device is.
@@ -211,6 +213,9 @@ pub struct Calls {
     pub waiting: BTreeMap<InvitationId, (String, String)>,
     pub presence: BTreeMap<String, bool>,
     pub history: Vec<HistoryEntry>,
+    /// How long the server waits for an offline callee (its `offline_ms`), so
+    /// the outgoing screen can say how long the wait lasts.
+    pub offline_window_ms: u64,
 }
 
 /// Most history entries kept.
@@ -225,6 +230,7 @@ impl Calls {
             waiting: BTreeMap::new(),
             presence: BTreeMap::new(),
             history,
+            offline_window_ms: 30_000,
         }
     }
 
@@ -241,6 +247,7 @@ impl Calls {
             local: Some(local),
             accepted_ms: None,
             media: None,
+            wait_until_ms: None,
         });
     }
 
@@ -370,6 +377,7 @@ impl Calls {
                     if !callee_online {
                         call.phase = Phase::WaitingOffline;
                         call.phase_since_ms = now_ms;
+                        call.wait_until_ms = Some(now_ms + self.offline_window_ms);
                     }
                 }
             }
@@ -459,6 +467,7 @@ impl Calls {
                         local: None,
                         accepted_ms: None,
                         media: None,
+                        wait_until_ms: None,
                     });
                     fx.push(Effect::NotifyIncoming {
                         invitation_id: id,

@@ -377,6 +377,7 @@ async fn begin_session<R: Runtime>(app: &AppHandle<R>, client: Client) {
     let peers = {
         let mut inner = state.inner.lock().await;
         inner.calls.me = Some(client.user().to_string());
+        inner.calls.offline_window_ms = client.session().timers.offline_ms;
         inner.calls.connection = Connection::Connected;
         inner.client = Some(client.clone());
         inner.calls.recent_peers(50)
@@ -609,6 +610,7 @@ pub async fn accept<R: Runtime>(
                 local: None,
                 accepted_ms: None,
                 media: None,
+                wait_until_ms: None,
             });
         } else if let Some(c) = inner.calls.call.as_mut() {
             c.answering = true;

@@ -134,6 +134,7 @@ mod tests {
                 local: None,
                 accepted_ms: None,
                 media: None,
+                wait_until_ms: None,
             }),
             presence: Default::default(),
             history: vec![],

@@ -81,8 +81,9 @@ describe("validateUserId", () => {
     assert.equal(L.validateUserId("Null"), null, "only the exact lowercase literal is reserved");
     assert.equal(L.validateUserId("nullx"), null);
     assert.equal(L.validateUserId(`aZ09 ${L.ALLOWED_PUNCTUATION}`), null);
-    assert.equal(L.validateUserId("trailing "), null);
   });
+  test("no trailing space (the server refuses it too: \"alice \" must not pass for \"alice\")", () =>
+    assert.match(L.validateUserId("trailing "), /must not end with a space/));
   test("empty or not a string", () => {
     assert.match(L.validateUserId(""), /Enter a user ID/);
     assert.match(L.validateUserId(undefined), /Enter a user ID/);
@@ -218,6 +219,12 @@ describe("formatDuration", () => {
 describe("outgoingStatus", () => {
   test("calling", () => assert.equal(L.outgoingStatus(call({ phase: "calling" })), "Calling…"));
   test("ringing", () => assert.equal(L.outgoingStatus(call({ phase: "ringing" })), "Ringing…"));
+  test("offline: how long the wait still lasts", () => {
+    const c = call({ phase: "waiting_offline", peer: "bob", wait_until_ms: 40_000 });
+    assert.equal(L.outgoingStatus(c, 10_000), "bob is offline — waiting 0:30 more for them to come online");
+    assert.equal(L.outgoingStatus(c, 39_100), "bob is offline — waiting 0:01 more for them to come online");
+    assert.equal(L.outgoingStatus(c, 45_000), "bob is offline — waiting 0:00 more for them to come online");
+  });
   test("waiting_offline", () =>
     assert.equal(
       L.outgoingStatus(call({ phase: "waiting_offline" })),

@@ -56,6 +56,7 @@ fn outgoing(c: &mut Calls, id: &str, online: bool) {
         local: None,
         accepted_ms: None,
         media: None,
+        wait_until_ms: None,
     });
     c.on_event(
         &Event::LocalInvitationSent {
@@ -188,10 +189,14 @@ fn outgoing_endings_map_to_outcomes() {
 }
 
 #[test]
-fn offline_callee_shows_waiting() {
+fn offline_callee_shows_waiting_and_until_when() {
     let mut c = signed_in();
+    c.offline_window_ms = 4_000;
     outgoing(&mut c, "i", false);
-    assert_eq!(c.call.as_ref().unwrap().phase, Phase::WaitingOffline);
+    let call = c.call.as_ref().unwrap();
+    assert_eq!(call.phase, Phase::WaitingOffline);
+    // `outgoing` sends at 1 000 ms: the server waits the offline window from then.
+    assert_eq!(call.wait_until_ms, Some(5_000));
 }
 
 #[test]
