@@ -324,6 +324,7 @@ function fillSettings(force = false) {
   $("setting-ca-file").value = s.ca_file ?? "";
   $("setting-share-lan").checked = Boolean(s.share_on_lan);
   $("setting-start-muted").checked = Boolean(s.start_muted);
+  $("setting-dnd").value = ["busy", "silent"].includes(s.do_not_disturb) ? s.do_not_disturb : "off";
   $("setting-microphone").value = s.microphone ?? "";
   $("setting-speaker").value = s.speaker ?? "";
 }
@@ -499,6 +500,7 @@ async function saveSettings(event) {
     ca_file: $("setting-ca-file").value,
     share_on_lan: $("setting-share-lan").checked,
     start_muted: $("setting-start-muted").checked,
+    do_not_disturb: $("setting-dnd").value,
     microphone: $("setting-microphone").value,
     speaker: $("setting-speaker").value,
   };

@@ -325,7 +325,7 @@ export function nextCallStart(prev, call, nowMs) {
 
 /** Which looping sound plays: "ringtone" on the incoming screen, "ringback" while ringing out, else null. */
 export function soundFor(screen, call) {
-  if (screen === "incoming") return "ringtone";
+  if (screen === "incoming") return call?.silent ? null : "ringtone";
   if (screen === "outgoing" && call?.phase === "ringing") return "ringback";
   return null;
 }
@@ -389,6 +389,7 @@ export function mergeSettings(current, form) {
     microphone: form.microphone ?? current?.microphone ?? "",
     speaker: form.speaker ?? current?.speaker ?? "",
     start_muted: Boolean(form.start_muted),
+    do_not_disturb: ["busy", "silent"].includes(form.do_not_disturb) ? form.do_not_disturb : "off",
   };
 }
 

@@ -11,7 +11,7 @@ use callinvite_client::{
     CallEndReason, ConnectionState, Event, FailureReason, InvitationId, LocalInvitation,
 };
 
-use crate::store::{BusyPolicy, HistoryEntry, Settings};
+use crate::store::{BusyPolicy, DoNotDisturb, HistoryEntry, Settings};
 
 /// Where the call on screen stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -57,6 +57,8 @@ pub struct ActiveCall {
     pub media: Option<MediaStatus>,
     /// Outgoing to an offline callee: when (Unix ms) the server gives up waiting.
     pub wait_until_ms: Option<u64>,
+    /// Incoming while "do not disturb: silent" is on: no ringtone.
+    pub silent: bool,
 }
 
 /// Which side of the media negotiation this device is.
@@ -216,6 +218,8 @@ pub struct Calls {
     /// How long the server waits for an offline callee (its `offline_ms`), so
     /// the outgoing screen can say how long the wait lasts.
     pub offline_window_ms: u64,
+    /// Invitations refused busy because do not disturb was on (for their wording).
+    pub dnd_refused: std::collections::BTreeSet<InvitationId>,
 }
 
 /// Most history entries kept.
@@ -231,6 +235,7 @@ impl Calls {
             presence: BTreeMap::new(),
             history,
             offline_window_ms: 30_000,
+            dnd_refused: Default::default(),
         }
     }
 
@@ -248,6 +253,7 @@ impl Calls {
             accepted_ms: None,
             media: None,
             wait_until_ms: None,
+            silent: false,
         });
     }
 
@@ -455,7 +461,12 @@ impl Calls {
             Event::RemoteInvitationReceived { invitation } => {
                 let id = invitation.invitation_id.clone();
                 let (caller, content) = (invitation.caller.clone(), invitation.content.clone());
-                if self.call.is_none() {
+                if settings.do_not_disturb == DoNotDisturb::Busy {
+                    // Do not disturb: answered busy at once, kept as a missed call.
+                    self.waiting.insert(id.clone(), (caller, content));
+                    self.dnd_refused.insert(id.clone());
+                    fx.push(Effect::RefuseBusy(id));
+                } else if self.call.is_none() {
                     self.call = Some(ActiveCall {
                         invitation_id: Some(id.clone()),
                         direction: Direction::Incoming,
@@ -468,6 +479,7 @@ impl Calls {
                         accepted_ms: None,
                         media: None,
                         wait_until_ms: None,
+                        silent: settings.do_not_disturb == DoNotDisturb::Silent,
                     });
                     fx.push(Effect::NotifyIncoming {
                         invitation_id: id,
@@ -534,12 +546,17 @@ impl Calls {
                     );
                     fx.push(Effect::SaveHistory);
                     if missed {
+                        let detail = if self.dnd_refused.remove(&id) {
+                            "answered busy: do not disturb is on"
+                        } else {
+                            "answered busy while you were in a call"
+                        };
                         fx.push(Effect::NotifyMissed(caller.clone()));
                         fx.push(Effect::Outcome(CallOutcome {
                             peer: caller,
                             direction: Direction::Incoming,
                             outcome: "missed",
-                            detail: "answered busy while you were in a call".into(),
+                            detail: detail.into(),
                         }));
                     }
                 }
@@ -665,6 +682,7 @@ impl Calls {
         now_ms: u64,
         fx: &mut Vec<Effect>,
     ) {
+        self.dnd_refused.remove(id);
         fx.push(Effect::Withdraw(id.clone()));
         let peer = if self.is_current(id) {
             let peer = self.call.as_ref().map(|c| c.peer.clone());

@@ -524,7 +524,7 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
             Effect::RefuseBusy(id) => {
                 let client = state.inner.lock().await.client.clone();
                 if let Some(client) = client {
-                    info!(invitation = %id, "in a call: answering busy");
+                    info!(invitation = %id, "answering busy (in a call, or do not disturb)");
                     if let Err(e) = client.refuse_remote_invitation(&id, "busy", true).await {
                         warn!(error = %e, "busy refusal failed");
                     }
@@ -611,6 +611,7 @@ pub async fn accept<R: Runtime>(
                 accepted_ms: None,
                 media: None,
                 wait_until_ms: None,
+                silent: false,
             });
         } else if let Some(c) = inner.calls.call.as_mut() {
             c.answering = true;

@@ -19,6 +19,19 @@ pub enum BusyPolicy {
     Notify,
 }
 
+/// Do not disturb: what happens to incoming calls while it is on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoNotDisturb {
+    /// Calls ring as usual.
+    #[default]
+    Off,
+    /// Calls are answered busy at once and kept as missed calls.
+    Busy,
+    /// Calls show (window and notification) without the ringtone.
+    Silent,
+}
+
 /// User settings of one profile.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -43,6 +56,8 @@ pub struct Settings {
     pub speaker: String,
     /// Calls start with the microphone muted.
     pub start_muted: bool,
+    /// Do not disturb.
+    pub do_not_disturb: DoNotDisturb,
 }
 
 impl Default for Settings {
@@ -58,6 +73,7 @@ impl Default for Settings {
             microphone: String::new(),
             speaker: String::new(),
             start_muted: false,
+            do_not_disturb: DoNotDisturb::Off,
         }
     }
 }

@@ -99,10 +99,15 @@ pub fn set_status<R: Runtime>(app: &AppHandle<R>, snap: &Snapshot) {
     let Some(status) = app.try_state::<TrayStatus<R>>() else {
         return;
     };
+    let dnd = match snap.settings.do_not_disturb {
+        crate::store::DoNotDisturb::Off => "",
+        crate::store::DoNotDisturb::Silent => " · do not disturb (silent)",
+        crate::store::DoNotDisturb::Busy => " · do not disturb",
+    };
     let text = match (&snap.user, snap.connection) {
         (Some(u), Connection::Connected) => match &snap.call {
             Some(c) => format!("Online as {u} · call with {}", c.peer),
-            None => format!("Online as {u}"),
+            None => format!("Online as {u}{dnd}"),
         },
         (Some(u), Connection::Connecting) => format!("Connecting as {u}…"),
         (Some(u), _) => format!("Offline ({u}) · reconnecting"),
@@ -135,6 +140,7 @@ mod tests {
                 accepted_ms: None,
                 media: None,
                 wait_until_ms: None,
+                silent: false,
             }),
             presence: Default::default(),
             history: vec![],

@@ -508,17 +508,17 @@ describe("mergeSettings", () => {
     assert.deepEqual(
       L.mergeSettings(current, { busy_policy: "notify", meeting_url_template: " https://m/{channel} ", ca_file: " /etc/ca.pem ", share_on_lan: true }),
       { ...current, busy_policy: "notify", meeting_url_template: "https://m/{channel}", ca_file: "/etc/ca.pem", share_on_lan: true,
-        microphone: "", speaker: "", start_muted: false },
+        microphone: "", speaker: "", start_muted: false, do_not_disturb: "off" },
     ));
   test("unknown policy → auto_busy; no current settings", () =>
     assert.deepEqual(L.mergeSettings(null, { busy_policy: "?" }), {
       busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false,
-      microphone: "", speaker: "", start_muted: false,
+      microphone: "", speaker: "", start_muted: false, do_not_disturb: "off",
     }));
   test("devices and start muted", () =>
     assert.deepEqual(
       L.mergeSettings({ microphone: "old", speaker: "spk" }, { microphone: "USB Mic", start_muted: true }),
-      { microphone: "USB Mic", speaker: "spk", start_muted: true, busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false },
+      { microphone: "USB Mic", speaker: "spk", start_muted: true, busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false, do_not_disturb: "off" },
     ));
 });
 
@@ -601,5 +601,16 @@ describe("serverLabel", () => {
   test("another server by its host", () => {
     assert.equal(L.serverLabel("wss://calls.example.org:8443/x"), "calls.example.org");
     assert.equal(L.serverLabel(""), "");
+  });
+});
+
+describe("do not disturb", () => {
+  test("silent calls do not ring", () => {
+    assert.equal(L.soundFor("incoming", { silent: true }), null);
+    assert.equal(L.soundFor("incoming", { silent: false }), "ringtone");
+  });
+  test("saved only as a known value", () => {
+    assert.equal(L.mergeSettings({}, { do_not_disturb: "busy" }).do_not_disturb, "busy");
+    assert.equal(L.mergeSettings({}, { do_not_disturb: "nap" }).do_not_disturb, "off");
   });
 });

@@ -40,7 +40,7 @@ const REQUIRED = {
   "incoming-decline": "button", "incoming-busy": "button",
   "screen-incall": "section", "incall-peer": null, "incall-duration": null, "incall-hangup": "button", "incall-mute": "button",
   "incall-media": null, "incall-media-status": null, "incall-mic-level": "meter", "incall-speaker-level": "meter", "incall-quality": null,
-  "setting-microphone": "select", "setting-speaker": "select", "setting-start-muted": "input",
+  "setting-microphone": "select", "setting-speaker": "select", "setting-start-muted": "input", "setting-dnd": "select",
   notice: null, "notice-dismiss": "button",
 };
 

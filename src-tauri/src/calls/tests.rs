@@ -57,6 +57,7 @@ fn outgoing(c: &mut Calls, id: &str, online: bool) {
         accepted_ms: None,
         media: None,
         wait_until_ms: None,
+        silent: false,
     });
     c.on_event(
         &Event::LocalInvitationSent {
@@ -609,4 +610,62 @@ fn media_status_shows_failures_warnings_mute_and_quality() {
     );
     // The call itself goes on: only a hang-up ends it.
     assert_eq!(c.call.as_ref().unwrap().phase, Phase::InCall);
+}
+
+#[test]
+fn do_not_disturb_answers_busy_or_rings_silently() {
+    let busy = Settings {
+        do_not_disturb: crate::store::DoNotDisturb::Busy,
+        ..Settings::default()
+    };
+    let mut c = signed_in();
+    let fx = c.on_event(
+        &Event::RemoteInvitationReceived {
+            invitation: remote("r1", "carol"),
+        },
+        &busy,
+        10,
+    );
+    assert_eq!(
+        fx,
+        vec![Effect::RefuseBusy(iid("r1"))],
+        "no ringing, no notification"
+    );
+    assert!(c.call.is_none());
+    let fx = c.on_event(
+        &Event::RemoteInvitationRefused {
+            invitation: remote("r1", "carol"),
+            busy: true,
+        },
+        &busy,
+        20,
+    );
+    assert!(fx.contains(&Effect::NotifyMissed("carol".into())));
+    let detail = fx.iter().find_map(|e| match e {
+        Effect::Outcome(o) => Some(o.detail.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        detail.as_deref(),
+        Some("answered busy: do not disturb is on")
+    );
+    assert!(c.history[0].missed);
+
+    let silent = Settings {
+        do_not_disturb: crate::store::DoNotDisturb::Silent,
+        ..Settings::default()
+    };
+    let mut c = signed_in();
+    let fx = c.on_event(
+        &Event::RemoteInvitationReceived {
+            invitation: remote("r2", "dave"),
+        },
+        &silent,
+        10,
+    );
+    assert!(
+        matches!(fx[0], Effect::NotifyIncoming { .. }),
+        "still shown"
+    );
+    assert!(c.call.as_ref().unwrap().silent, "but without the ringtone");
 }
