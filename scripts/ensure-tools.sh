@@ -17,7 +17,7 @@ fi
 # What building the desktop app needs (Tauri 2 on Linux), and its calls' sound:
 # libopus (the voice codec), ALSA headers (cpal's microphone and speaker), cmake
 # (the C parts of the WebRTC crypto backend, AWS-LC, may build with it).
-APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev libopus-dev libasound2-dev cmake"
+APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev libopus-dev libasound2-dev cmake libwebrtc-audio-processing-dev libclang-dev"
 # What the server's cluster tests need (they start their own redis-server), and the
 # media relay tests (they start their own coturn on loopback).
 TEST_PACKAGES="redis-server coturn"

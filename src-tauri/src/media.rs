@@ -8,14 +8,20 @@
 //! WAV file and a WAV recording, for tests and machines without sound
 //! devices. A missing microphone or speaker does not stop the call: the
 //! other direction still works, and the screen says what is missing.
+//!
+//! A real microphone goes through voice processing (cargo feature
+//! `voice-processing`, always on for Linux): echo cancellation against what the
+//! speaker plays, noise suppression, high-pass filter and gain control. A
+//! fake input is sent as it is (a test tone would be taken for noise), and
+//! if the processing cannot be set up the call goes on without it.
 
 use tauri::{AppHandle, Manager, Runtime};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
 
 use callinvite_client::media::{
-    AudioSink, AudioSource, CallMedia, MediaError, MediaEvent, MediaState, NullSink, Role,
-    SilenceSource, ToneSource, WavSink, WavSource,
+    AudioProcessing, AudioSink, AudioSource, CallMedia, MediaError, MediaEvent, MediaState,
+    NoProcessing, NullSink, Role, SilenceSource, ToneSource, WavSink, WavSource,
 };
 use callinvite_client::{Event, InvitationId};
 
@@ -47,11 +53,19 @@ pub async fn start<R: Runtime>(app: &AppHandle<R>, id: InvitationId, role: Media
     let mut config = CallMedia::config(&client).await;
     config.bind_ip = state.options.media_ip;
     let mut warnings = Vec::new();
-    let source = open_source(&state.options, &settings).unwrap_or_else(|e| {
-        warn!(error = %e, "no microphone: sending silence");
-        warnings.push(format!("No microphone ({e}): they cannot hear you."));
-        Box::new(SilenceSource)
-    });
+    let (source, processor) = match open_source(&state.options, &settings) {
+        // A real microphone: clean it up (echo, noise, level).
+        Ok(source) if state.options.fake_audio_input.is_none() => (source, voice_processing()),
+        Ok(source) => (source, Box::new(NoProcessing) as Box<dyn AudioProcessing>),
+        Err(e) => {
+            warn!(error = %e, "no microphone: sending silence");
+            warnings.push(format!("No microphone ({e}): they cannot hear you."));
+            (
+                Box::new(SilenceSource) as Box<dyn AudioSource>,
+                Box::new(NoProcessing) as Box<dyn AudioProcessing>,
+            )
+        }
+    };
     let sink = open_sink(&state.options, &settings).unwrap_or_else(|e| {
         warn!(error = %e, "no speaker: the peer's sound is dropped");
         warnings.push(format!("No speaker ({e}): you cannot hear them."));
@@ -61,7 +75,7 @@ pub async fn start<R: Runtime>(app: &AppHandle<R>, id: InvitationId, role: Media
         MediaRole::Offerer => Role::Offerer,
         MediaRole::Answerer => Role::Answerer,
     };
-    match CallMedia::start(&client, &id, role, config, source, sink) {
+    match CallMedia::start_with_processing(&client, &id, role, config, source, sink, processor) {
         Ok((media, events)) => {
             media.set_muted(muted);
             info!(invitation = %id, ?role, "call media started");
@@ -201,6 +215,27 @@ fn open_source(
         Some(path) => Ok(Box::new(WavSource::open(path)?.looping(true))),
         None => microphone(settings),
     }
+}
+
+/// Echo cancellation, noise suppression and gain control for a real
+/// microphone; none (logged) if the processing cannot be set up.
+#[cfg(any(feature = "voice-processing", target_os = "linux"))]
+fn voice_processing() -> Box<dyn AudioProcessing> {
+    match callinvite_client::media::VoiceProcessing::new() {
+        Ok(p) => {
+            info!("voice processing on: echo cancellation, noise suppression, gain control");
+            Box::new(p)
+        }
+        Err(e) => {
+            warn!(error = %e, "no voice processing: the microphone is sent as it is");
+            Box::new(NoProcessing)
+        }
+    }
+}
+
+#[cfg(not(any(feature = "voice-processing", target_os = "linux")))]
+fn voice_processing() -> Box<dyn AudioProcessing> {
+    Box::new(NoProcessing)
 }
 
 /// The speaker, or the recording the options name.

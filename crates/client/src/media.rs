@@ -32,9 +32,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 pub use callinvite_media::{
-    AudioSink, AudioSource, CallStats, MediaConfig, MediaError, MediaEvent, MediaHandle,
-    MediaState, NullSink, Role, SharedSink, SilenceSource, ToneSource, WavSink, WavSource,
+    AudioProcessing, AudioSink, AudioSource, CallStats, MediaConfig, MediaError, MediaEvent,
+    MediaHandle, MediaState, NoProcessing, NullSink, Role, SharedSink, SilenceSource, ToneSource,
+    WavSink, WavSource,
 };
+#[cfg(feature = "voice-processing")]
+pub use callinvite_media::{VoiceConfig, VoiceProcessing, VoiceStats};
 
 use crate::{Client, Event, InvitationId};
 
@@ -75,7 +78,31 @@ impl CallMedia {
         source: Box<dyn AudioSource>,
         sink: Box<dyn AudioSink>,
     ) -> Result<(CallMedia, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
-        let (handle, mut engine_events) = callinvite_media::start(role, config, source, sink)?;
+        Self::start_with_processing(
+            client,
+            id,
+            role,
+            config,
+            source,
+            sink,
+            Box::new(NoProcessing),
+        )
+    }
+
+    /// [`CallMedia::start`] with voice processing between the microphone
+    /// and the codec, e.g. echo cancellation and noise suppression with
+    /// `VoiceProcessing` (cargo feature `voice-processing`).
+    pub fn start_with_processing(
+        client: &Client,
+        id: &InvitationId,
+        role: Role,
+        config: MediaConfig,
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+        processor: Box<dyn AudioProcessing>,
+    ) -> Result<(CallMedia, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        let (handle, mut engine_events) =
+            callinvite_media::start_with_processing(role, config, source, sink, processor)?;
         let (events, rx) = mpsc::unbounded_channel();
         let client = client.clone();
         let call = id.clone();

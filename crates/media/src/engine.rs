@@ -1052,6 +1052,7 @@ impl Engine {
                     c.channel_data_sent + c.indications_sent + c.received
                 })
                 .sum(),
+            echo: self.processor.echo(),
         }
     }
 

@@ -50,4 +50,8 @@ pub enum MediaError {
     /// Any other audio device failure (busy, unsupported format, …).
     #[error("audio device: {0}")]
     Device(String),
+    /// The voice processing (echo cancellation, noise suppression) could
+    /// not be set up.
+    #[error("voice processing: {0}")]
+    Processing(String),
 }

@@ -77,9 +77,13 @@
 //!   `devices`): microphone and speaker through cpal.
 //! - `stats`: [`CallStats`]. `error`: [`MediaError`].
 //! - `processing`: [`AudioProcessing`], the **hook for echo cancellation,
-//!   noise suppression and gain control**. None is implemented yet
-//!   ([`NoProcessing`]); `webrtc-audio-processing` (AEC3) is meant to plug
-//!   in there, fed with every played frame as the echo reference.
+//!   noise suppression and gain control**, fed with every microphone frame
+//!   before it is encoded and every played frame as the echo reference;
+//!   [`NoProcessing`] passes audio through. `voice` (cargo feature
+//!   `voice-processing`): `VoiceProcessing`, WebRTC's audio processing
+//!   module (echo canceller, noise suppressor, high-pass filter, automatic
+//!   gain) from the system's `webrtc-audio-processing` library; pass it to
+//!   [`start_with_processing`].
 //!
 //! # Why str0m
 //!
@@ -137,6 +141,8 @@ mod signals;
 mod stats;
 mod stun;
 mod turn;
+#[cfg(feature = "voice-processing")]
+mod voice;
 
 pub mod audio;
 pub mod jitter;
@@ -153,6 +159,8 @@ pub use callinvite_protocol::{IceServer, MediaSignal};
 pub use error::MediaError;
 pub use processing::{AudioProcessing, NoProcessing};
 pub use stats::CallStats;
+#[cfg(feature = "voice-processing")]
+pub use voice::{VoiceConfig, VoiceProcessing, VoiceStats};
 
 use engine::Command;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};

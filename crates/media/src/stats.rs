@@ -38,6 +38,11 @@ pub struct CallStats {
     /// ways (sent as ChannelData or Send indications, received as
     /// ChannelData or Data indications).
     pub relay_packets: u64,
+    /// Share (0..=1) of the last interval's microphone frames in which the
+    /// voice processing's echo canceller found echo of the speaker (the
+    /// peer's voice coming back through our microphone); `None` without an
+    /// echo canceller ([`crate::AudioProcessing::echo`]).
+    pub echo: Option<f32>,
 }
 
 /// RMS over an interval.

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use callinvite_media::{
-    start, CallStats, MediaConfig, MediaError, MediaEvent, MediaHandle, MediaSignal, MediaState,
-    Role, SharedSink, ToneSource, SAMPLE_RATE,
+    start_with_processing, AudioProcessing, AudioSource, CallStats, MediaConfig, MediaError,
+    MediaEvent, MediaHandle, MediaSignal, MediaState, NoProcessing, Role, SharedSink, ToneSource,
+    SAMPLE_RATE,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -204,22 +205,34 @@ pub fn call(
     a_to_b: Rewrite,
     b_to_a: Rewrite,
 ) -> (Peer, Peer) {
+    call_with(
+        (
+            config_a,
+            Box::new(ToneSource::new(a_hz, 0.3)),
+            Box::new(NoProcessing),
+        ),
+        (
+            config_b,
+            Box::new(ToneSource::new(b_hz, 0.3)),
+            Box::new(NoProcessing),
+        ),
+        a_to_b,
+        b_to_a,
+    )
+}
+
+/// One side of [`call_with`]: its configuration, what its microphone
+/// hears, its voice processing.
+pub type Side = (MediaConfig, Box<dyn AudioSource>, Box<dyn AudioProcessing>);
+
+/// [`call`] with any sources and voice processing: A offers, B answers.
+pub fn call_with(a: Side, b: Side, a_to_b: Rewrite, b_to_a: Rewrite) -> (Peer, Peer) {
     let sink_a = SharedSink::new();
     let sink_b = SharedSink::new();
-    let (ha, ea) = start(
-        Role::Offerer,
-        config_a,
-        Box::new(ToneSource::new(a_hz, 0.3)),
-        Box::new(sink_a.clone()),
-    )
-    .expect("start A");
-    let (hb, eb) = start(
-        Role::Answerer,
-        config_b,
-        Box::new(ToneSource::new(b_hz, 0.3)),
-        Box::new(sink_b.clone()),
-    )
-    .expect("start B");
+    let (ha, ea) = start_with_processing(Role::Offerer, a.0, a.1, Box::new(sink_a.clone()), a.2)
+        .expect("start A");
+    let (hb, eb) = start_with_processing(Role::Answerer, b.0, b.1, Box::new(sink_b.clone()), b.2)
+        .expect("start B");
     let a = Peer {
         handle: ha,
         log: Arc::default(),
