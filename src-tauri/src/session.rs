@@ -166,7 +166,7 @@ async fn ensure_embedded(
             let token = CancellationToken::new();
             let mut config = callinvite_server::Config::default();
             // Missed calls of users who are offline survive a restart of the app.
-            config.missed.file = Some(data_dir.join("server-missed-calls.json"));
+            config.missed.file = Some(data_dir.join("server-missed-calls.redb"));
             // On this computer only, logins need a token from the account's
             // secret: other local accounts, and web pages, cannot sign in as
             // the user and answer their calls. Shared on the LAN, the server

@@ -73,7 +73,7 @@ pub struct Config {
     pub resume_buffer: usize,
     /// Run as one node of a cluster on Redis; `None` is a single node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
-    /// Where and how many missed calls are kept.
+    /// Where missed calls are kept and their bounds.
     pub missed: crate::missed::MissedConfig,
     /// At shutdown, how long clients get to read their `going_away` and close
     /// before the remaining connections are closed.

@@ -114,7 +114,8 @@ struct ServeArgs {
     /// Unacknowledged messages kept per device for a resume.
     #[arg(long, default_value_t = 1024)]
     resume_buffer: usize,
-    /// Where missed calls are kept across restarts (missed-calls.json).
+    /// Where missed calls are kept across restarts (missed-calls.redb; an
+    /// older missed-calls.json there is imported once).
     /// Default: $XDG_DATA_HOME/callinvite-server, or ~/.local/share/callinvite-server.
     /// "-" keeps them in memory only.
     #[arg(long, env = "CALLINVITE_DATA_DIR")]
@@ -132,6 +133,21 @@ struct ServeArgs {
     /// Missed calls older than this are dropped.
     #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
     missed_calls_max_age: Duration,
+    /// Bytes of missed calls kept per user (content, caller, id, 64 each; the oldest go first).
+    #[arg(long, default_value_t = 128 * 1024)]
+    missed_calls_bytes_per_user: usize,
+    /// Missed calls one caller may leave across all users (more replace its oldest).
+    #[arg(long, default_value_t = 100)]
+    missed_calls_per_caller: usize,
+    /// Missed calls one caller may leave with one user (more replace its oldest there).
+    #[arg(long, default_value_t = 3)]
+    missed_calls_per_caller_per_user: usize,
+    /// Missed calls kept in all (when full, the oldest overall go first).
+    #[arg(long, default_value_t = 100_000)]
+    missed_calls_total: usize,
+    /// Bytes of missed calls kept in all (when full, the oldest overall go first).
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    missed_calls_total_bytes: usize,
     /// Certificate chain (PEM) to serve wss:// (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -274,6 +290,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.resume_grace = args.resume_grace;
     config.missed.per_user = args.missed_calls_per_user.max(1);
     config.missed.max_age = args.missed_calls_max_age;
+    config.missed.per_user_bytes = args.missed_calls_bytes_per_user;
+    config.missed.per_caller = args.missed_calls_per_caller.max(1);
+    config.missed.per_caller_per_user = args.missed_calls_per_caller_per_user.max(1);
+    config.missed.max_total = args.missed_calls_total.max(1);
+    config.missed.max_total_bytes = args.missed_calls_total_bytes;
     if let Some(url) = &args.redis {
         let mut cluster = callinvite_server::cluster::ClusterConfig::new(url);
         cluster.node_timeout = args.node_timeout.max(Duration::from_millis(500));
@@ -284,11 +305,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         // In a cluster, Redis keeps them.
         _ if args.redis.is_some() => None,
         Some(d) if d.as_os_str() == "-" => None,
-        Some(d) => Some(d.join("missed-calls.json")),
+        Some(d) => Some(d.join("missed-calls.redb")),
         None => std::env::var_os("XDG_DATA_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-            .map(|d| d.join("callinvite-server").join("missed-calls.json")),
+            .map(|d| d.join("callinvite-server").join("missed-calls.redb")),
     };
     config.resume_buffer = args.resume_buffer.max(1);
     config.timeouts.offline = args.offline_window;

@@ -1148,12 +1148,14 @@ impl Hub {
                         call: call.clone(),
                     },
                 );
-                self.missed.record(&callee, call);
-                self.bus.store_missed(
-                    &callee,
-                    &self.missed.of(&callee),
-                    self.config.missed.max_age,
-                );
+                // The bounds may have dropped other users' calls too (the
+                // caller's oldest elsewhere, or the oldest overall): the
+                // cluster's copy of each changed user is rewritten.
+                for user in self.missed.record(&callee, call) {
+                    let calls = self.missed.of(&user);
+                    self.bus
+                        .store_missed(&user, &calls, self.config.missed.max_age);
+                }
             }
         }
         let Some(record) = self.records.get(id) else {
