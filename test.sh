@@ -18,9 +18,10 @@ need_aiortc target/aiortc-venv
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
   echo "== the server's invitation flow tests again, against two nodes on a private redis-server"
-  CALLINVITE_TEST_CLUSTER=1 cargo nextest run -p callinvite-server --test invitations --no-fail-fast
+  # --workspace with a filter, not -p: the same features as the build above, so nothing is built twice.
+  CALLINVITE_TEST_CLUSTER=1 cargo nextest run --workspace --no-fail-fast -E 'package(callinvite-server) and binary(invitations)'
   echo "== the media engine against aiortc, a WebRTC implementation we did not write"
-  AIORTC_PYTHON="$PWD/target/aiortc-venv/bin/python" cargo nextest run -p callinvite-media --test interop_aiortc --run-ignored only --no-fail-fast
+  AIORTC_PYTHON="$PWD/target/aiortc-venv/bin/python" cargo nextest run --workspace --no-fail-fast --run-ignored only -E 'binary(interop_aiortc)'
 else
   echo "(cargo-nextest not found: using cargo test)"
   cargo test --workspace --no-fail-fast
