@@ -361,7 +361,7 @@ function renderInCall() {
   content.textContent = call.content ?? "";
   content.hidden = !call.content;
   const media = call.media ?? null;
-  const view = L.mediaView(media);
+  const view = L.mediaView(media, snapshot.connection);
   $("incall-media").dataset.phase = media?.phase ?? "none";
   $("incall-media-status").textContent = view.status;
   $("incall-mic-level").value = media && !media.muted ? Math.min(1, (media.mic_level ?? 0) * 3) : 0;

@@ -397,7 +397,17 @@ export function mergeSettings(current, form) {
  * The in-call sound line: {status, quality, qualityText, muteLabel} from the
  * call's media status (null before the call has sound).
  */
-export function mediaView(media) {
+export function mediaView(media, connection = "connected") {
+  if (connection !== "connected" && connection != null) {
+    // The server link broke (say, the app running the built-in server quit):
+    // never a running timer with no sign of trouble.
+    return {
+      status: "Reconnecting to the server…",
+      quality: "none",
+      qualityText: "",
+      muteLabel: media?.muted ? "Unmute" : "Mute",
+    };
+  }
   if (!media) return { status: "", quality: "none", qualityText: "", muteLabel: "Mute" };
   const status = {
     connecting: "Connecting audio…",

@@ -36,8 +36,9 @@ pub struct Inner {
     pub client: Option<Client>,
     /// How the UI names the server ("embedded (127.0.0.1:7450)" or the URL).
     pub server_label: String,
-    /// Stops the embedded server this instance runs, if it runs one.
-    embedded: Option<CancellationToken>,
+    /// Stops the embedded server this instance runs, if it runs one, and
+    /// how the UI names it.
+    embedded: Option<(CancellationToken, String)>,
     pub last_error: Option<String>,
     /// Bumped at every sign-in and sign-out so a stale event pump stops.
     generation: u64,
@@ -273,13 +274,31 @@ async fn connect<R: Runtime>(
             user,
             Duration::from_secs(7 * 24 * 3600),
         ));
-        ensure_embedded(
-            state.options.embedded_port,
-            settings.share_on_lan,
-            state.store.dir(),
-            &secret,
-        )
-        .await?
+        let running = state
+            .inner
+            .lock()
+            .await
+            .embedded
+            .as_ref()
+            .filter(|(token, _)| !token.is_cancelled())
+            .map(|(_, label)| label.clone());
+        match running {
+            // This instance runs it (it may have taken it over): sign in there.
+            Some(label) => (
+                format!("ws://127.0.0.1:{}", state.options.embedded_port),
+                label,
+                None,
+            ),
+            None => {
+                ensure_embedded(
+                    state.options.embedded_port,
+                    settings.share_on_lan,
+                    state.store.dir(),
+                    &secret,
+                )
+                .await?
+            }
+        }
     } else {
         (
             settings.server.trim().to_owned(),
@@ -299,9 +318,9 @@ async fn connect<R: Runtime>(
     }
     let result = Client::login(login).await;
     let mut inner = state.inner.lock().await;
-    inner.server_label = label;
+    inner.server_label = label.clone();
     if let Some(token) = embedded {
-        if let Some(old) = inner.embedded.replace(token) {
+        if let Some((old, _)) = inner.embedded.replace((token, label)) {
             old.cancel();
         }
     }
@@ -424,6 +443,18 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
             if crate::media::route(&app, &event).await {
                 continue;
             }
+            if matches!(
+                event,
+                callinvite_client::Event::ConnectionStateChanged {
+                    state: callinvite_client::ConnectionState::Reconnecting,
+                    ..
+                }
+            ) {
+                // The built-in server may have gone with the app that ran it:
+                // take it over now, so this profile (and the others) are back
+                // in a second or two instead of waiting out the resume window.
+                tauri::async_runtime::spawn(take_over_embedded(app.clone()));
+            }
             // The raw event too, for anything in the UI that wants more than the snapshot.
             let _ = app.emit("client-event", &event);
             let effects = {
@@ -484,6 +515,47 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
                 }
             }
         };
+    }
+}
+
+/// If this profile uses the built-in server and does not run it, tries to
+/// start it (the port is free when the instance that ran it has quit). The
+/// client's next resume then reaches the new server, which no longer has the
+/// session: it ends, and the event pump signs in again at once.
+async fn take_over_embedded<R: Runtime>(app: AppHandle<R>) {
+    let state = app.state::<AppState>();
+    let (settings, runs_it) = {
+        let inner = state.inner.lock().await;
+        (inner.settings.clone(), inner.embedded.is_some())
+    };
+    if settings.server.trim() != "embedded" || runs_it {
+        return;
+    }
+    let file = state.embedded_secret_file.clone();
+    let secret = match tauri::async_runtime::spawn_blocking(move || embedded_secret(&file)).await {
+        Ok(Ok(s)) => s,
+        _ => return,
+    };
+    // Give a server that is merely restarting its listener a moment first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match ensure_embedded(
+        state.options.embedded_port,
+        settings.share_on_lan,
+        state.store.dir(),
+        &secret,
+    )
+    .await
+    {
+        Ok((_, label, Some(token))) => {
+            info!(%label, "took over the built-in server (the instance that ran it is gone)");
+            let mut inner = state.inner.lock().await;
+            inner.server_label = label.clone();
+            if let Some((old, _)) = inner.embedded.replace((token, label)) {
+                old.cancel();
+            }
+        }
+        Ok(_) => {} // Still there, or another profile was quicker.
+        Err(e) => warn!(error = %e.message, "cannot take over the built-in server"),
     }
 }
 

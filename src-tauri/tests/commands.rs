@@ -51,6 +51,16 @@ fn harness(name: &str) -> Harness {
 }
 
 fn harness_with(name: &str, config: Config, dir: Option<std::path::PathBuf>) -> Harness {
+    harness_full(name, config, dir, |_| {})
+}
+
+/// A harness whose app options `adjust` changes (port, secret file, …).
+fn harness_full(
+    name: &str,
+    config: Config,
+    dir: Option<std::path::PathBuf>,
+    adjust: impl FnOnce(&mut AppOptions),
+) -> Harness {
     let listener = block(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -61,7 +71,8 @@ fn harness_with(name: &str, config: Config, dir: Option<std::path::PathBuf>) -> 
         let _ = std::fs::remove_dir_all(&d);
         d
     });
-    let options = AppOptions::for_test(dir.clone(), free_port());
+    let mut options = AppOptions::for_test(dir.clone(), free_port());
+    adjust(&mut options);
     let state = AppState::new(options, Store::new(dir.clone()), None);
     let app = build(mock_builder())
         .manage(state)
@@ -478,4 +489,83 @@ fn a_wss_server_with_a_private_ca_is_reached_with_the_ca_file_from_the_settings(
     sign_in(&h).expect("sign in over wss");
     h.state_until("connected", |s| s["connection"] == "connected");
     let _ = std::fs::remove_dir_all(&pki);
+}
+
+/// Profile A runs the built-in server and quits without a word (its process,
+/// here its runtime, is gone: connections drop with no close frame). Profile
+/// B, signed in to A's server, takes the server over and is back online
+/// without waiting out the resume window; a third party reaches it there.
+#[test]
+fn a_profile_takes_over_the_built_in_server_when_the_app_running_it_quits() {
+    let port = free_port();
+    let shared = std::env::temp_dir().join(format!(
+        "callinvite-app-test-takeover-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&shared);
+    std::fs::create_dir_all(&shared).unwrap();
+    let secret_file = shared.join("embedded-server.secret");
+    let secret = callinvite_desktop::session::embedded_secret(&secret_file).unwrap();
+
+    // Profile A's app: the built-in server, in a runtime of its own.
+    let a = tokio::runtime::Runtime::new().unwrap();
+    // A long resume window: without the takeover, B's client would keep
+    // trying to resume on the dead server for a minute before signing in again.
+    let config = Config {
+        secret: Some(secret.clone()),
+        resume_grace: Duration::from_secs(60),
+        ..Config::default()
+    };
+    a.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio::spawn(callinvite_server::run(
+            listener,
+            config,
+            CancellationToken::new(),
+        ));
+    });
+
+    let file = secret_file.clone();
+    let b = harness_full("takeover-b", Config::default(), None, move |o| {
+        o.embedded_port = port;
+        o.embedded_secret_file = Some(file);
+    });
+    let snap = b
+        .invoke(
+            "sign_in",
+            json!({"user": "bob", "server": null, "token": null}),
+        )
+        .expect("sign in to A's built-in server");
+    assert!(
+        snap["server"].as_str().unwrap().contains("shared"),
+        "{}",
+        snap["server"]
+    );
+
+    // A quits.
+    let quit = std::time::Instant::now();
+    a.shutdown_background();
+    b.state_until("reconnecting", |s| s["connection"] != "connected");
+    let back = b.state_until("connected to its own built-in server", |s| {
+        s["connection"] == "connected" && !s["server"].as_str().unwrap_or("").contains("shared")
+    });
+    eprintln!(
+        "B back online {:?} after A quit, serving the built-in server itself ({})",
+        quit.elapsed(),
+        back["server"]
+    );
+    // Another profile of the account finds bob online there.
+    let token = callinvite_server::auth::mint(&secret, "carol", Duration::from_secs(60));
+    let (carol, _c) = block(Client::login(
+        LoginOptions::new(format!("ws://127.0.0.1:{port}"), "carol").token(token),
+    ))
+    .expect("carol reaches B's built-in server");
+    let presence = block(carol.query_presence(&["bob"])).unwrap();
+    assert!(
+        presence[0].online,
+        "bob is online on the server B took over"
+    );
+    b.invoke("sign_out", json!({})).unwrap();
 }

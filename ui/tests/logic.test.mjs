@@ -546,6 +546,11 @@ describe("mediaView", () => {
     assert.equal(L.mediaView({ ...base, phase: "failed", message: "No audio: no path." }).status, "No audio: no path.");
     assert.equal(L.mediaView({ ...base, phase: "failed", message: null }).status, "No audio");
   });
+  test("a broken server link shows in the call", () => {
+    assert.equal(L.mediaView(base, "connecting").status, "Reconnecting to the server…");
+    assert.equal(L.mediaView(null, "disconnected").status, "Reconnecting to the server…");
+    assert.equal(L.mediaView(base, "connected").status, "Connected");
+  });
   test("a warning stays while connected", () =>
     assert.match(L.mediaView({ ...base, message: "No microphone (x): they cannot hear you." }).status, /No microphone/));
 });
