@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use callinvite_e2e::{binary, cli};
+use callinvite_e2e::{binary, cli, start_server};
 
 /// The server, started by `sh` with a file-descriptor limit, its log in a file.
 struct Server {
@@ -301,4 +301,398 @@ fn out_of_descriptors_both_ports_back_off_and_recover() {
         text.lines().next()
     );
     assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+}
+
+/// The status line of the HTTP answer to a hand-written WebSocket handshake
+/// (at most `wait` for it), and the stream, positioned just after the answer's head.
+fn ws_handshake(addr: &str, origin: Option<&str>, wait: Duration) -> (String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(wait)).unwrap();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    tcp.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("send the handshake");
+    // Byte by byte, so as not to read past the head into the first frame.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match tcp.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    (head.lines().next().unwrap_or_default().to_owned(), tcp)
+}
+
+/// Sends one masked text frame.
+fn ws_send_text(tcp: &mut TcpStream, text: &str) -> std::io::Result<()> {
+    let payload = text.as_bytes();
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81u8];
+    if payload.len() < 126 {
+        frame.push(0x80 | payload.len() as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame)
+}
+
+/// Reads one frame: (opcode, payload).
+fn ws_recv(tcp: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head)?;
+    let mut len = u64::from(head[1] & 0x7f);
+    if len == 126 {
+        let mut ext = [0u8; 2];
+        tcp.read_exact(&mut ext)?;
+        len = u64::from(u16::from_be_bytes(ext));
+    } else if len == 127 {
+        let mut ext = [0u8; 8];
+        tcp.read_exact(&mut ext)?;
+        len = u64::from_be_bytes(ext);
+    }
+    let mut mask = [0u8; 4];
+    if head[1] & 0x80 != 0 {
+        tcp.read_exact(&mut mask)?;
+    }
+    assert!(len < 1 << 20, "a frame of {len} bytes");
+    let mut payload = vec![0u8; len as usize];
+    tcp.read_exact(&mut payload)?;
+    if head[1] & 0x80 != 0 {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    Ok((head[0] & 0x0f, payload))
+}
+
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// A secret file for `--secret-file`, and a way to mint tokens with the server binary.
+struct Secret {
+    path: PathBuf,
+}
+
+impl Secret {
+    fn new() -> Secret {
+        let path = std::env::temp_dir().join(format!(
+            "callinvite-abuse-secret-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::write(&path, "a-test-secret-of-enough-length\n").unwrap();
+        Secret { path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    fn token(&self, user: &str) -> String {
+        let out = Command::new(binary("callinvite-server"))
+            .args(["token", "--user", user, "--ttl", "1h", "--secret-file"])
+            .arg(&self.path)
+            .output()
+            .expect("run callinvite-server token");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Attack 1 on the real process: an attacker sends `login` for alice with a
+/// garbage token every 50 ms for 3 s, reconnecting whenever the server
+/// closes it. Alice's own CLI, with a valid token and from the same address,
+/// logs in every time meanwhile.
+#[test]
+fn failed_logins_naming_a_user_do_not_lock_them_out_of_the_binary() {
+    let secret = Secret::new();
+    let (_server, url) = start_server(&["--secret-file", secret.path()]);
+    let addr = url.trim_start_matches("ws://").to_owned();
+    let attack_for = Duration::from_secs(3);
+
+    let target = addr.clone();
+    let attacker = thread::spawn(move || {
+        let started = Instant::now();
+        let (mut attempts, mut invalid, mut too_often, mut closed, mut connections) =
+            (0u32, 0u32, 0u32, 0u32, 0u32);
+        let mut conn: Option<TcpStream> = None;
+        // Bounded: 3 s, and at most 200 attempts.
+        while started.elapsed() < attack_for && attempts < 200 {
+            let attempt_started = Instant::now();
+            let tcp = match conn.as_mut() {
+                Some(tcp) => tcp,
+                None => {
+                    let (status, tcp) = ws_handshake(&target, None, Duration::from_secs(5));
+                    assert!(status.contains(" 101 "), "attacker handshake: {status:?}");
+                    connections += 1;
+                    conn.insert(tcp)
+                }
+            };
+            attempts += 1;
+            let login = format!(
+                r#"{{"type":"login","ref":{attempts},"user":"alice","token":"garbage-{attempts}"}}"#
+            );
+            let mut reply = None;
+            if ws_send_text(tcp, &login).is_ok() {
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                // The reply, then (past a limit) the close frame.
+                while let Ok((op, payload)) = ws_recv(tcp) {
+                    match op {
+                        0x1 => {
+                            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                            reply = Some(v["code"].as_str().unwrap_or_default().to_owned());
+                            break;
+                        }
+                        0x8 => break,
+                        _ => {}
+                    }
+                }
+            }
+            match reply.as_deref() {
+                Some("invalid_token") => invalid += 1,
+                Some("too_often") => too_often += 1,
+                Some(other) => panic!("unexpected answer to a bad login: {other}"),
+                None => {}
+            }
+            // Closed by the server after this answer? Then come back on a new
+            // connection. Waiting 50 ms to find out paces the attack.
+            let gone = reply.is_none() || {
+                tcp.set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                match ws_recv(tcp) {
+                    Ok((0x8, _)) => true,
+                    Ok(_) => false,
+                    Err(e) => !timed_out(&e),
+                }
+            };
+            if gone {
+                closed += 1;
+                conn = None;
+            }
+            // One attempt every 50 ms, on a connection kept or a new one.
+            thread::sleep(Duration::from_millis(50).saturating_sub(attempt_started.elapsed()));
+        }
+        (
+            attempts,
+            invalid,
+            too_often,
+            closed,
+            connections,
+            started.elapsed(),
+        )
+    });
+
+    // Meanwhile alice's CLI logs in with her valid token, 5 times, 500 ms apart.
+    let token = secret.token("alice");
+    let started = Instant::now();
+    thread::sleep(Duration::from_millis(200));
+    let mut latencies = vec![];
+    for i in 0..5 {
+        let t = Instant::now();
+        let (status, events) = cli(
+            &format!("alice-{i}"),
+            &url,
+            "alice",
+            &["--token", &token, "presence", "alice"],
+        )
+        .finish();
+        latencies.push(t.elapsed());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "alice's login {i} under attack failed: {events:?}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    let alice_done = started.elapsed();
+    let (attempts, invalid, too_often, closed, connections, attack_took) = attacker.join().unwrap();
+    eprintln!(
+        "attack 1 (binary): {attempts} bad logins naming alice in {attack_took:?} on {connections} connections: \
+         {invalid} answered invalid_token, {too_often} too_often; the server closed the attacker's connection {closed} times"
+    );
+    eprintln!(
+        "attack 1 (binary): alice's CLI (valid token, same address) succeeded {}/5 times meanwhile; each run took {:?}",
+        latencies.len(),
+        latencies
+    );
+    assert!(attempts >= 20, "the attack ran ({attempts} attempts)");
+    assert!(invalid > 0, "bad tokens were refused");
+    assert!(too_often > 0, "the address was limited");
+    assert!(closed > 0, "attacking connections were closed");
+    assert_eq!(latencies.len(), 5);
+    assert!(
+        alice_done <= attack_took + Duration::from_millis(500),
+        "alice's tries ({alice_done:?}) outlasted the attack ({attack_took:?})"
+    );
+}
+
+/// Attack on the real process: a web page (a handshake with `Origin`) is
+/// refused with 403; a native client (no `Origin`) gets in; an origin given
+/// with `--allowed-origin` gets in.
+#[test]
+fn the_binary_refuses_web_pages_unless_their_origin_is_allowed() {
+    let wait = Duration::from_secs(5);
+    let (_server, url) = start_server(&[]);
+    let addr = url.trim_start_matches("ws://");
+    let (evil, _) = ws_handshake(addr, Some("https://evil.example"), wait);
+    let (native, _) = ws_handshake(addr, None, wait);
+    eprintln!(
+        "origin (binary, default): https://evil.example got {evil:?}; no Origin got {native:?}"
+    );
+    assert!(evil.contains(" 403 "), "{evil:?}");
+    assert!(native.contains(" 101 "), "{native:?}");
+
+    let (_server, url) = start_server(&["--allowed-origin", "https://app.example.org"]);
+    let addr = url.trim_start_matches("ws://");
+    let (app, _) = ws_handshake(addr, Some("https://app.example.org"), wait);
+    let (evil, _) = ws_handshake(addr, Some("https://evil.example"), wait);
+    let (native, _) = ws_handshake(addr, None, wait);
+    eprintln!(
+        "origin (binary, --allowed-origin https://app.example.org): that origin got {app:?}; \
+         https://evil.example got {evil:?}; no Origin got {native:?}"
+    );
+    assert!(app.contains(" 101 "), "{app:?}");
+    assert!(evil.contains(" 403 "), "{evil:?}");
+    assert!(native.contains(" 101 "), "{native:?}");
+}
+
+/// `GET /healthz` on `addr`: the status line, or None if no answer within 2 s.
+fn healthz(addr: &str) -> Option<String> {
+    let mut tcp = TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    let _ = tcp.read_to_string(&mut text);
+    Some(text.lines().next()?.to_owned())
+}
+
+/// Attacks 3 and 4 on the real process: 20 connections to the operations
+/// port that send nothing and 20 that send half a request head are all
+/// closed by the server's header timeout (5 s), and /healthz answers
+/// during and after.
+#[test]
+fn the_binarys_metrics_port_closes_silent_and_unfinished_connections() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let (mut server, _url) = start_server(&["--metrics-listen", &metrics]);
+    if !server
+        .seen
+        .iter()
+        .any(|l| l.contains("serving /healthz and /metrics"))
+    {
+        server.wait_line("serving /healthz and /metrics");
+    }
+    assert_eq!(
+        healthz(&metrics).as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "/healthz before"
+    );
+
+    let started = Instant::now();
+    let mut conns = vec![];
+    for _ in 0..20 {
+        conns.push(("silent", TcpStream::connect(&metrics).expect("connect")));
+    }
+    for _ in 0..20 {
+        let mut tcp = TcpStream::connect(&metrics).expect("connect");
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n")
+            .unwrap();
+        conns.push(("unfinished", tcp));
+    }
+    thread::sleep(Duration::from_secs(1));
+    let during = healthz(&metrics);
+    let during_at = started.elapsed();
+
+    // Each one, until the server closes it (at most 8 s after the start).
+    let deadline = started + Duration::from_secs(8);
+    let mut closed_after: Vec<(&str, Duration, String)> = vec![];
+    let mut held = vec![];
+    for (kind, mut tcp) in conns {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        let closed = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            tcp.set_read_timeout(Some(left)).unwrap();
+            match tcp.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if timed_out(&e) => break false,
+                Err(_) => break true,
+            }
+        };
+        if closed {
+            let answer = String::from_utf8_lossy(&got);
+            closed_after.push((
+                kind,
+                started.elapsed(),
+                answer.lines().next().unwrap_or_default().to_owned(),
+            ));
+        } else {
+            held.push(kind);
+        }
+    }
+    let after = healthz(&metrics);
+    let times = |k: &str| -> Vec<Duration> {
+        closed_after
+            .iter()
+            .filter(|c| c.0 == k)
+            .map(|c| c.1)
+            .collect()
+    };
+    let (silent, unfinished) = (times("silent"), times("unfinished"));
+    let range = |v: &[Duration]| (v.iter().min().copied(), v.iter().max().copied());
+    let answers: std::collections::BTreeSet<&str> =
+        closed_after.iter().map(|c| c.2.as_str()).collect();
+    eprintln!(
+        "metrics port (binary, header timeout 5 s): {} silent connections closed after {:?} (min, max); \
+         {} with an unfinished head closed after {:?}; answers before closing: {answers:?}; still open after 8 s: {}",
+        silent.len(),
+        range(&silent),
+        unfinished.len(),
+        range(&unfinished),
+        held.len()
+    );
+    eprintln!(
+        "metrics port (binary): /healthz during the attack ({during_at:?} in): {during:?}; after: {after:?}"
+    );
+    assert!(held.is_empty(), "not closed within 8 s: {held:?}");
+    assert_eq!(silent.len(), 20);
+    assert_eq!(unfinished.len(), 20);
+    for (kind, after, _) in &closed_after {
+        assert!(
+            *after >= Duration::from_secs(4),
+            "{kind} closed after {after:?}, before the header timeout"
+        );
+    }
+    assert_eq!(during.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert_eq!(after.as_deref(), Some("HTTP/1.1 200 OK"));
 }
