@@ -193,43 +193,63 @@ impl MicSource {
     /// Opens the named input device, or the default one.
     pub fn open(name: Option<&str>) -> Result<Self, MediaError> {
         let samples: Shared = Arc::default();
-        let shared = samples.clone();
-        let name = name.map(str::to_owned);
-        let stream = StreamThread::spawn(move || {
-            let device = find_device(true, name.as_deref())?;
-            let supported = device.default_input_config().map_err(device_error)?;
-            let format = supported.sample_format();
-            let config = supported.config();
-            tracing::info!(
-                "microphone {:?}: {} Hz, {} channels, {format}",
-                device_name(&device),
-                config.sample_rate,
-                config.channels
-            );
-            macro_rules! build {
-                ($t:ty) => {
-                    build_input::<$t>(&device, config, shared)
-                };
-            }
-            match format {
-                SampleFormat::I8 => build!(i8),
-                SampleFormat::I16 => build!(i16),
-                SampleFormat::I32 => build!(i32),
-                SampleFormat::U8 => build!(u8),
-                SampleFormat::U16 => build!(u16),
-                SampleFormat::U32 => build!(u32),
-                SampleFormat::F32 => build!(f32),
-                SampleFormat::F64 => build!(f64),
-                other => Err(MediaError::Device(format!(
-                    "unsupported sample format {other}"
-                ))),
-            }
-        })?;
+        let stream = open_stream(true, name, samples.clone())?;
         Ok(MicSource {
             samples,
             _stream: stream,
         })
     }
+}
+
+/// Opens the named device (or the default one) for capture (`input`) or
+/// playback, in its default format, on a stream thread that moves 48 kHz
+/// mono samples through `shared`.
+fn open_stream(
+    input: bool,
+    name: Option<&str>,
+    shared: Shared,
+) -> Result<StreamThread, MediaError> {
+    let name = name.map(str::to_owned);
+    StreamThread::spawn(move || {
+        let device = find_device(input, name.as_deref())?;
+        let supported = if input {
+            device.default_input_config()
+        } else {
+            device.default_output_config()
+        }
+        .map_err(device_error)?;
+        let format = supported.sample_format();
+        let config = supported.config();
+        tracing::info!(
+            "{} {:?}: {} Hz, {} channels, {format}",
+            if input { "microphone" } else { "speaker" },
+            device_name(&device),
+            config.sample_rate,
+            config.channels
+        );
+        macro_rules! build {
+            ($t:ty) => {
+                if input {
+                    build_input::<$t>(&device, config, shared)
+                } else {
+                    build_output::<$t>(&device, config, shared)
+                }
+            };
+        }
+        match format {
+            SampleFormat::I8 => build!(i8),
+            SampleFormat::I16 => build!(i16),
+            SampleFormat::I32 => build!(i32),
+            SampleFormat::U8 => build!(u8),
+            SampleFormat::U16 => build!(u16),
+            SampleFormat::U32 => build!(u32),
+            SampleFormat::F32 => build!(f32),
+            SampleFormat::F64 => build!(f64),
+            other => Err(MediaError::Device(format!(
+                "unsupported sample format {other}"
+            ))),
+        }
+    })
 }
 
 fn build_input<T>(
@@ -287,38 +307,7 @@ impl SpeakerSink {
     /// Opens the named output device, or the default one.
     pub fn open(name: Option<&str>) -> Result<Self, MediaError> {
         let samples: Shared = Arc::default();
-        let shared = samples.clone();
-        let name = name.map(str::to_owned);
-        let stream = StreamThread::spawn(move || {
-            let device = find_device(false, name.as_deref())?;
-            let supported = device.default_output_config().map_err(device_error)?;
-            let format = supported.sample_format();
-            let config = supported.config();
-            tracing::info!(
-                "speaker {:?}: {} Hz, {} channels, {format}",
-                device_name(&device),
-                config.sample_rate,
-                config.channels
-            );
-            macro_rules! build {
-                ($t:ty) => {
-                    build_output::<$t>(&device, config, shared)
-                };
-            }
-            match format {
-                SampleFormat::I8 => build!(i8),
-                SampleFormat::I16 => build!(i16),
-                SampleFormat::I32 => build!(i32),
-                SampleFormat::U8 => build!(u8),
-                SampleFormat::U16 => build!(u16),
-                SampleFormat::U32 => build!(u32),
-                SampleFormat::F32 => build!(f32),
-                SampleFormat::F64 => build!(f64),
-                other => Err(MediaError::Device(format!(
-                    "unsupported sample format {other}"
-                ))),
-            }
-        })?;
+        let stream = open_stream(false, name, samples.clone())?;
         Ok(SpeakerSink {
             samples,
             _stream: stream,
