@@ -2,7 +2,9 @@
 //! tone and records what it hears; the recordings are checked by their
 //! spectrum (the peer's frequency, not our own, not noise).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use callinvite_e2e::{assert_hears, cli, named, read_wav, rms, start_server, Coturn};
 
@@ -12,54 +14,41 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-#[test]
-fn two_clients_hear_each_others_tone() {
-    let (_server, url) = start_server(&[]);
-    let dir = temp_dir("direct");
+/// A call with a tone each way: bob (`answer --accept`, 880 Hz, hangs up
+/// after 4 s) and alice (`call bob`, 440 Hz), both recording into `dir`, with
+/// `extra` flags for both. Checks both exit 0 and each hears the other's tone;
+/// returns alice's and bob's events, alice's recording and its rate.
+fn tone_call(url: &str, dir: &Path, extra: &[&str]) -> (Vec<Value>, Vec<Value>, Vec<i16>, u32) {
     let (a_wav, b_wav) = (dir.join("alice.wav"), dir.join("bob.wav"));
+    let side = |args: &[&str], freq: &str, wav: &Path| -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["--play".into(), format!("tone:{freq}"), "--record".into()]);
+        v.push(wav.to_str().expect("utf-8 temp path").to_owned());
+        v.extend(["--media-ip".into(), "127.0.0.1".into()]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let bob_args = side(
+        &["answer", "--accept", "--hangup-after", "4s"],
+        "880",
+        &b_wav,
+    );
     let mut bob = cli(
         "bob",
-        &url,
+        url,
         "bob",
-        &[
-            "answer",
-            "--accept",
-            "--hangup-after",
-            "4s",
-            "--play",
-            "tone:880",
-            "--record",
-            b_wav.to_str().unwrap(),
-            "--media-ip",
-            "127.0.0.1",
-        ],
+        &bob_args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     bob.wait_event("connection_state_changed");
+    let alice_args = side(&["call", "bob"], "440", &a_wav);
     let alice = cli(
         "alice",
-        &url,
+        url,
         "alice",
-        &[
-            "call",
-            "bob",
-            "--play",
-            "tone:440",
-            "--record",
-            a_wav.to_str().unwrap(),
-            "--media-ip",
-            "127.0.0.1",
-        ],
+        &alice_args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let (status, events) = alice.finish();
     assert_eq!(status.code(), Some(0), "{events:?}");
-    let states: Vec<&str> = named(&events, "media_state")
-        .iter()
-        .filter_map(|e| e["state"].as_str())
-        .collect();
-    assert!(
-        states.contains(&"connected"),
-        "alice's media never connected: {events:?}"
-    );
     let (bob_status, bob_events) = bob.finish();
     assert_eq!(bob_status.code(), Some(0), "{bob_events:?}");
 
@@ -72,6 +61,22 @@ fn two_clients_hear_each_others_tone() {
     eprintln!(
         "{}",
         assert_hears("bob hears alice", &b, rate, 440.0, 880.0)
+    );
+    (events, bob_events, a, rate)
+}
+
+#[test]
+fn two_clients_hear_each_others_tone() {
+    let (_server, url) = start_server(&[]);
+    let dir = temp_dir("direct");
+    let (events, _, a, rate) = tone_call(&url, &dir, &[]);
+    let states: Vec<&str> = named(&events, "media_state")
+        .iter()
+        .filter_map(|e| e["state"].as_str())
+        .collect();
+    assert!(
+        states.contains(&"connected"),
+        "alice's media never connected: {events:?}"
     );
     // After bob hung up, alice's recording ends in silence: the last 100 ms are quiet.
     let tail = &a[a.len().saturating_sub(rate as usize / 10)..];
@@ -97,46 +102,7 @@ fn relay_only_call_through_coturn() {
         "--turn-secret-file",
         secret_file.to_str().unwrap(),
     ]);
-    let (a_wav, b_wav) = (dir.join("alice.wav"), dir.join("bob.wav"));
-    let mut bob = cli(
-        "bob",
-        &url,
-        "bob",
-        &[
-            "answer",
-            "--accept",
-            "--hangup-after",
-            "4s",
-            "--play",
-            "tone:880",
-            "--record",
-            b_wav.to_str().unwrap(),
-            "--media-ip",
-            "127.0.0.1",
-            "--relay-only",
-        ],
-    );
-    bob.wait_event("connection_state_changed");
-    let alice = cli(
-        "alice",
-        &url,
-        "alice",
-        &[
-            "call",
-            "bob",
-            "--play",
-            "tone:440",
-            "--record",
-            a_wav.to_str().unwrap(),
-            "--media-ip",
-            "127.0.0.1",
-            "--relay-only",
-        ],
-    );
-    let (status, events) = alice.finish();
-    assert_eq!(status.code(), Some(0), "{events:?}");
-    let (bob_status, bob_events) = bob.finish();
-    assert_eq!(bob_status.code(), Some(0), "{bob_events:?}");
+    let (events, bob_events, _, _) = tone_call(&url, &dir, &["--relay-only"]);
     for (who, events) in [("alice", &events), ("bob", &bob_events)] {
         let states: Vec<&str> = named(events, "media_state")
             .iter()
@@ -154,17 +120,6 @@ fn relay_only_call_through_coturn() {
             eprintln!("{who}'s last media_stats: {stats}");
         }
     }
-
-    let (a, rate) = read_wav(&a_wav);
-    let (b, _) = read_wav(&b_wav);
-    eprintln!(
-        "{}",
-        assert_hears("alice hears bob", &a, rate, 880.0, 440.0)
-    );
-    eprintln!(
-        "{}",
-        assert_hears("bob hears alice", &b, rate, 440.0, 880.0)
-    );
 
     // coturn's side: each user (the server's TURN user name is
     // `<expiry>:<user id>`) got an allocation, and channels were bound.
