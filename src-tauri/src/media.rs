@@ -168,7 +168,7 @@ async fn follow<R: Runtime>(
                 speaker_level: s.speaker_level,
                 relayed: s.relayed,
             },
-            MediaEvent::Signal(_) => continue,
+            MediaEvent::Signal(_) | MediaEvent::RemoteVideo(_) => continue,
         };
         update(&app, &id, upd).await;
     }

@@ -12,8 +12,9 @@ use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
 use callinvite_client::media::{
-    AudioSink, AudioSource, CallMedia, MediaEvent, MediaState, NullSink, Role, SilenceSource,
-    ToneSource, WavSink, WavSource,
+    bars_error, AudioSink, AudioSource, CallMedia, MediaEvent, MediaState, NoProcessing, NullSink,
+    Role, SilenceSource, TestPattern, ToneSource, VideoFrame, VideoIo, VideoSink, VideoSource,
+    WavSink, WavSource,
 };
 use callinvite_client::{
     Client, ClientError, Event, EventStream, FailureReason, InvitationId, LoginOptions,
@@ -123,11 +124,29 @@ struct MediaArgs {
     /// Use only this local address for media (e.g. 127.0.0.1); default: every interface.
     #[arg(long, value_name = "IP")]
     media_ip: Option<std::net::IpAddr>,
+    /// Video in accepted calls, sending this: `pattern` (moving colour bars,
+    /// 640x480 at 30 fps) or `off` (receive only). The peer's pictures are
+    /// decoded; media_stats says how many, their size, and how far their
+    /// colour bars are from the test pattern's (`pattern_error`, 0-255).
+    #[arg(long, value_name = "SOURCE", value_parser = ["pattern", "off"])]
+    video: Option<String>,
 }
 
 impl MediaArgs {
     fn enabled(&self) -> bool {
-        self.play.is_some() || self.record.is_some()
+        self.play.is_some() || self.record.is_some() || self.video.is_some()
+    }
+}
+
+/// A video sink that checks each received picture against the test
+/// pattern (the CLI's way to show the picture got through).
+struct PatternCheck(std::sync::Arc<std::sync::Mutex<Option<u8>>>);
+
+impl VideoSink for PatternCheck {
+    fn frame(&mut self, frame: &VideoFrame) {
+        if let Ok(mut e) = self.0.lock() {
+            *e = Some(bars_error(frame));
+        }
     }
 }
 
@@ -587,11 +606,35 @@ impl Media {
             config.relay_only = self.args.relay_only;
             config.bind_ip = self.args.media_ip;
             let (source, sink) = (self.source()?, self.sink(id)?);
-            CallMedia::start(&self.client, id, role, config, source, sink)
-                .map_err(|e| e.to_string())
+            let pattern_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let video = match self.args.video.as_deref() {
+                None => None,
+                Some(what) => Some(VideoIo {
+                    source: match what {
+                        "pattern" => Some(Box::new(
+                            TestPattern::new(640, 480, 30).map_err(|e| e.to_string())?,
+                        ) as Box<dyn VideoSource>),
+                        _ => None,
+                    },
+                    preview: None,
+                    sink: Box::new(PatternCheck(pattern_error.clone())),
+                }),
+            };
+            CallMedia::start_with_video(
+                &self.client,
+                id,
+                role,
+                config,
+                source,
+                sink,
+                Box::new(NoProcessing),
+                video,
+            )
+            .map(|(media, events)| (media, events, pattern_error))
+            .map_err(|e| e.to_string())
         };
         match started.await {
-            Ok((media, mut events)) => {
+            Ok((media, mut events, pattern_error)) => {
                 let reports = self.reports.clone();
                 let call = id.0.clone();
                 // Started as the accept was seen: media_state lines say how long after it.
@@ -599,6 +642,10 @@ impl Media {
                 tokio::spawn(async move {
                     while let Some(e) = events.recv().await {
                         let mut report = media_report(&call, e);
+                        if report.get("video").is_some_and(|v| v.is_object()) {
+                            let error = pattern_error.lock().ok().and_then(|e| *e);
+                            report["video"]["pattern_error"] = json!(error);
+                        }
                         if report["event"] == "media_state" {
                             report["ms_since_accept"] =
                                 json!(accepted.elapsed().as_millis() as u64);
@@ -657,7 +704,23 @@ fn media_report(call: &str, event: MediaEvent) -> serde_json::Value {
             "fec_frames": s.fec_frames, "concealed_frames": s.concealed_frames,
             "playout_delay_ms": s.playout_delay_ms,
             "relayed": s.relayed, "relay_packets": s.relay_packets,
+            "video": s.video.map(|v| json!({
+                "camera_on": v.camera_on,
+                "sent_width": v.sent_width, "sent_height": v.sent_height,
+                "sent_fps": v.sent_fps, "sent_kbps": v.sent_kbps, "target_kbps": v.target_kbps,
+                "frames_sent": v.frames_sent, "keyframes_sent": v.keyframes_sent,
+                "keyframe_requests_received": v.keyframe_requests_received,
+                "encode_ms": v.encode_ms,
+                "receiving": v.receiving,
+                "received_width": v.received_width, "received_height": v.received_height,
+                "received_fps": v.received_fps, "frames_decoded": v.frames_decoded,
+                "frames_dropped": v.frames_dropped, "keyframes_received": v.keyframes_received,
+                "keyframes_requested": v.keyframes_requested, "decode_ms": v.decode_ms,
+            })),
         }),
+        MediaEvent::RemoteVideo(active) => {
+            json!({"event": "remote_video", "invitation_id": call, "active": active})
+        }
         MediaEvent::Signal(s) => {
             json!({"event": "media_signal", "invitation_id": call, "kind": s.kind()})
         }

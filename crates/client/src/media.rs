@@ -1,4 +1,4 @@
-//! A call's sound: the media engine of [`callinvite_media`] for one
+//! A call's sound and picture: the media engine of [`callinvite_media`] for one
 //! established call, signaled through the server.
 //!
 //! [`CallMedia::start`] starts the engine for a call this device is in (the
@@ -31,10 +31,12 @@
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+pub use callinvite_media::video::{bars_error, VideoReceiveStats, VideoSendStats};
 pub use callinvite_media::{
     AudioProcessing, AudioSink, AudioSource, CallStats, MediaConfig, MediaError, MediaEvent,
-    MediaHandle, MediaState, NoProcessing, NullSink, Role, SharedSink, SilenceSource, ToneSource,
-    WavSink, WavSource,
+    MediaHandle, MediaState, NoProcessing, NullSink, NullVideoSink, Role, SharedSink,
+    SilenceSource, TestPattern, ToneSource, VideoFrame, VideoIo, VideoSink, VideoSource,
+    VideoStats, WavSink, WavSource,
 };
 #[cfg(feature = "voice-processing")]
 pub use callinvite_media::{VoiceConfig, VoiceProcessing, VoiceStats};
@@ -101,8 +103,25 @@ impl CallMedia {
         sink: Box<dyn AudioSink>,
         processor: Box<dyn AudioProcessing>,
     ) -> Result<(CallMedia, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        Self::start_with_video(client, id, role, config, source, sink, processor, None)
+    }
+
+    /// [`CallMedia::start_with_processing`] with video (`video`: the
+    /// camera or another source, a preview sink and where the peer's
+    /// pictures go; see [`callinvite_media::start_with_video`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_video(
+        client: &Client,
+        id: &InvitationId,
+        role: Role,
+        config: MediaConfig,
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+        processor: Box<dyn AudioProcessing>,
+        video: Option<VideoIo>,
+    ) -> Result<(CallMedia, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
         let (handle, mut engine_events) =
-            callinvite_media::start_with_processing(role, config, source, sink, processor)?;
+            callinvite_media::start_with_video(role, config, source, sink, processor, video)?;
         let (events, rx) = mpsc::unbounded_channel();
         let client = client.clone();
         let call = id.clone();
@@ -159,6 +178,12 @@ impl CallMedia {
     /// Sends silence instead of the microphone while `muted`.
     pub fn set_muted(&self, muted: bool) {
         self.handle.set_muted(muted);
+    }
+
+    /// Sends pictures from `source` (a camera switched on or changed,
+    /// screen sharing), or none (`None`: camera off). Calls with video only.
+    pub fn set_video_source(&self, source: Option<Box<dyn VideoSource>>) {
+        self.handle.set_video_source(source);
     }
 
     /// Stops the media (also done on drop).

@@ -88,6 +88,7 @@ fn forward(
                 }
                 MediaEvent::Stats(s) => eprintln!("stats: {s:?}"),
                 MediaEvent::Failed(e) => eprintln!("failed: {e}"),
+                MediaEvent::RemoteVideo(on) => eprintln!("remote video: {on}"),
             }
         }
     });

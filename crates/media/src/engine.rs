@@ -28,6 +28,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use callinvite_protocol::MediaSignal;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaData, MediaKind, MediaTime, Mid, Pt};
@@ -46,7 +47,10 @@ use crate::signals::{self, RemoteCandidate};
 use crate::stats::{CallStats, LevelMeter, ReceiveCounter};
 use crate::stun::{self, Gatherer, StunServer};
 use crate::turn::{Incoming, Relay, RelayOutput, TurnServer};
-use crate::{MediaConfig, MediaError, MediaEvent, MediaState, Role};
+use crate::video::path::VideoPath;
+use crate::video::send::OutgoingFrame;
+use crate::video::{self, VideoSource};
+use crate::{MediaConfig, MediaError, MediaEvent, MediaState, Role, VideoIo};
 
 /// The media clock: one 20 ms frame each way per tick.
 const TICK: Duration = Duration::from_millis(20);
@@ -72,15 +76,29 @@ const RECV_BUFFER: usize = 2048;
 /// for longer than this (the 20 ms clock wakes us anyway).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
-/// What the [`crate::MediaHandle`] asks of the task.
-#[derive(Debug)]
+/// What the [`crate::MediaHandle`] and the video threads ask of the task.
 pub(crate) enum Command {
     /// A signal from the peer.
     Signal(MediaSignal),
     /// Send silence (or stop doing so).
     SetMuted(bool),
+    /// Send pictures from this source from now on (`None`: no video).
+    SetVideoSource(Option<Box<dyn VideoSource>>),
+    /// The send thread encoded a frame: packetize and send it.
+    VideoOut(OutgoingFrame),
+    /// The receive thread lacks a reference picture: ask the peer for a
+    /// keyframe.
+    RequestKeyframe,
     /// Stop everything.
     Close,
+}
+
+/// The audio and video ends of a call, handed to [`spawn`].
+pub(crate) struct Io {
+    pub source: Box<dyn AudioSource>,
+    pub sink: Box<dyn AudioSink>,
+    pub processor: Box<dyn AudioProcessing>,
+    pub video: Option<VideoIo>,
 }
 
 /// What woke the loop up.
@@ -117,12 +135,17 @@ struct RelaySlot {
 pub(crate) fn spawn(
     role: Role,
     config: MediaConfig,
-    source: Box<dyn AudioSource>,
-    sink: Box<dyn AudioSink>,
-    processor: Box<dyn AudioProcessing>,
+    io: Io,
+    commands_tx: UnboundedSender<Command>,
     commands: UnboundedReceiver<Command>,
     events: UnboundedSender<MediaEvent>,
 ) -> Result<(), MediaError> {
+    let Io {
+        source,
+        sink,
+        processor,
+        video,
+    } = io;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
     let servers = stun::classify(&config.ice_servers);
     for u in &servers.unusable {
@@ -158,9 +181,14 @@ pub(crate) fn spawn(
     let sockets = net::bind_all(&ips)?;
 
     let now = Instant::now();
+    let with_video = video.is_some();
     let rtc = Rtc::builder()
         .clear_codecs()
         .enable_opus(true, false)
+        .enable_vp8(with_video)
+        // Transport-wide congestion control: its estimate sizes the
+        // picture and the encoder's bitrate (`video::send`).
+        .enable_bwe(with_video.then_some(Bitrate::bps(video::send::START_BITRATE)))
         // Hand every packet over at once, in any order: our jitter buffer
         // reorders and conceals, and str0m waiting for gaps would only add
         // delay.
@@ -215,6 +243,10 @@ pub(crate) fn spawn(
         speaker: LevelMeter::default(),
         rtt: None,
         relayed: false,
+        video: match video {
+            Some(io) => Some(VideoPath::new(io, commands_tx)?),
+            None => None,
+        },
     };
     if !relay_only {
         for i in 0..engine.sockets.len() {
@@ -379,6 +411,10 @@ struct Engine {
     rtt: Option<Duration>,
     /// The selected ICE pair's local candidate is one of our relays.
     relayed: bool,
+
+    // --- video ---
+    /// The video m-line and its threads; `None` in an audio-only call.
+    video: Option<VideoPath>,
 }
 
 impl Engine {
@@ -421,6 +457,25 @@ impl Engine {
                     break;
                 }
                 Wake::Command(Some(Command::SetMuted(m))) => self.muted = m,
+                Wake::Command(Some(Command::SetVideoSource(source))) => match &self.video {
+                    Some(v) => v.set_source(source),
+                    None => tracing::warn!("no video in this call: the video source is ignored"),
+                },
+                Wake::Command(Some(Command::VideoOut(frame))) => {
+                    if let Some(v) = self.video.as_mut() {
+                        if self.rtc_open && v.write(&mut self.rtc, frame, Instant::now()) {
+                            self.drain();
+                        }
+                    }
+                }
+                Wake::Command(Some(Command::RequestKeyframe)) => {
+                    if let Some(v) = self.video.as_mut() {
+                        if self.rtc_open {
+                            v.request_keyframe(&mut self.rtc, Instant::now());
+                            self.drain();
+                        }
+                    }
+                }
                 Wake::Command(Some(Command::Signal(s))) => self.on_signal(s),
                 Wake::Datagram(Ok(d)) => {
                     self.recv_errors = 0;
@@ -470,15 +525,22 @@ impl Engine {
         if self.role != Role::Offerer {
             return;
         }
+        let with_video = self.video.is_some();
         let applied = {
             let mut api = self.rtc.sdp_api();
             let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-            api.apply().map(|(offer, pending)| (mid, offer, pending))
+            let video_mid = with_video
+                .then(|| api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None));
+            api.apply()
+                .map(|(offer, pending)| (mid, video_mid, offer, pending))
         };
         self.drain();
         match applied {
-            Some((mid, offer, pending)) => {
+            Some((mid, video_mid, offer, pending)) => {
                 self.audio_mid = Some(mid);
+                if let Some(v) = self.video.as_mut() {
+                    v.mid = video_mid;
+                }
                 self.pending_offer = Some(pending);
                 self.emit(MediaEvent::Signal(MediaSignal::Offer {
                     sdp: offer.to_sdp_string(),
@@ -528,6 +590,9 @@ impl Engine {
         match result {
             Ok(answer) => {
                 self.opus_pt = None;
+                if let Some(v) = self.video.as_mut() {
+                    v.renegotiated();
+                }
                 self.emit(MediaEvent::Signal(MediaSignal::Answer {
                     sdp: answer.to_sdp_string(),
                 }));
@@ -550,7 +615,12 @@ impl Engine {
         let result = self.rtc.sdp_api().accept_answer(pending, answer);
         self.drain();
         match result {
-            Ok(()) => self.opus_pt = None,
+            Ok(()) => {
+                self.opus_pt = None;
+                if let Some(v) = self.video.as_mut() {
+                    v.renegotiated();
+                }
+            }
             Err(e) => self.fail(signals::rejected_sdp(e)),
         }
     }
@@ -864,11 +934,23 @@ impl Engine {
                     IceConnectionState::New => {}
                 }
             }
-            Event::MediaAdded(m) => {
-                if m.kind == MediaKind::Audio && self.audio_mid.is_none() {
-                    self.audio_mid = Some(m.mid);
-                } else if m.kind != MediaKind::Audio {
-                    tracing::info!("ignoring the peer's {:?} m-line: audio only", m.kind);
+            Event::MediaAdded(m) => match (m.kind, self.video.as_mut()) {
+                (MediaKind::Audio, _) if self.audio_mid.is_none() => self.audio_mid = Some(m.mid),
+                (MediaKind::Video, Some(v)) if v.mid.is_none() => v.mid = Some(m.mid),
+                (kind, _) => tracing::info!("ignoring the peer's extra {kind:?} m-line"),
+            },
+            Event::KeyframeRequest(r) => {
+                if let Some(v) = self.video.as_ref().filter(|v| v.mid == Some(r.mid)) {
+                    tracing::debug!("the peer asked for a keyframe ({:?})", r.kind);
+                    v.on_keyframe_request();
+                }
+            }
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => {
+                if let Some(v) = self.video.as_ref() {
+                    tracing::debug!("bandwidth estimate {estimate}");
+                    v.on_estimate(estimate.as_u64());
                 }
             }
             Event::MediaData(d) => self.on_media_data(d),
@@ -898,6 +980,11 @@ impl Engine {
     }
 
     fn on_media_data(&mut self, d: MediaData) {
+        if let Some(v) = self.video.as_mut() {
+            if v.on_media_data(&d) {
+                return;
+            }
+        }
         if Some(d.mid) != self.audio_mid {
             return;
         }
@@ -968,6 +1055,11 @@ impl Engine {
             self.processor.process_render(&out);
             self.speaker.add(&out);
             self.sink.write(&out);
+        }
+        if let Some(active) = self.video.as_mut().and_then(|v| v.poll_remote(now)) {
+            if self.rtc_open {
+                self.emit(MediaEvent::RemoteVideo(active));
+            }
         }
         if self.ticks.is_multiple_of(STATS_EVERY_TICKS) && self.rtc_open && self.ever_connected {
             let stats = self.stats();
@@ -1053,6 +1145,7 @@ impl Engine {
                 })
                 .sum(),
             echo: self.processor.echo(),
+            video: self.video.as_mut().map(|v| v.stats(Instant::now())),
         }
     }
 
@@ -1118,6 +1211,8 @@ impl Engine {
         self.rtc.disconnect();
         self.rtc_open = false;
         self.source = None;
+        // Stops both video threads (and releases a camera).
+        self.video = None;
         self.deadline = None;
         self.set_state(MediaState::Closed);
         self.events = None;

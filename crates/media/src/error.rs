@@ -54,4 +54,20 @@ pub enum MediaError {
     /// not be set up.
     #[error("voice processing: {0}")]
     Processing(String),
+    /// Creating, configuring or running the VP8 encoder or decoder failed.
+    #[error("vp8: {0}")]
+    VideoCodec(String),
+    /// A video frame or video option is unusable (odd or zero size, a
+    /// buffer of the wrong length).
+    #[error("video: {0}")]
+    Video(String),
+    /// No camera (of that name) exists.
+    #[error("no camera: {0}")]
+    NoCamera(String),
+    /// Opening or reading the camera failed (busy, permission, format).
+    #[error("camera: {0}")]
+    Camera(String),
+    /// Capturing a screen or window failed or is not possible here.
+    #[error("screen capture: {0}")]
+    ScreenCapture(String),
 }

@@ -146,6 +146,7 @@ mod voice;
 
 pub mod audio;
 pub mod jitter;
+pub mod video;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -158,7 +159,8 @@ pub use audio::{
 pub use callinvite_protocol::{IceServer, MediaSignal};
 pub use error::MediaError;
 pub use processing::{AudioProcessing, NoProcessing};
-pub use stats::CallStats;
+pub use stats::{CallStats, VideoStats};
+pub use video::{NullVideoSink, TestPattern, VideoFrame, VideoSink, VideoSource};
 #[cfg(feature = "voice-processing")]
 pub use voice::{VoiceConfig, VoiceProcessing, VoiceStats};
 
@@ -240,6 +242,35 @@ pub enum MediaEvent {
     Failed(MediaError),
     /// About once a second while the media runs.
     Stats(CallStats),
+    /// The peer's video started (`true`: a picture was decoded) or stopped
+    /// (`false`: none for [`REMOTE_VIDEO_GONE`] — their camera is off, or
+    /// the video is stuck). Only in calls with video.
+    RemoteVideo(bool),
+}
+
+/// No picture from the peer for this long reports
+/// [`MediaEvent::RemoteVideo`]`(false)`.
+pub const REMOTE_VIDEO_GONE: Duration = Duration::from_millis(1500);
+
+/// The video side of a call (see [`start_with_video`]).
+pub struct VideoIo {
+    /// What we send (a camera, a screen, the test pattern); `None` starts
+    /// with the camera off. Changed later with
+    /// [`MediaHandle::set_video_source`].
+    pub source: Option<Box<dyn VideoSource>>,
+    /// Our own pictures as they are sent, full size (a local preview).
+    pub preview: Option<Box<dyn VideoSink>>,
+    /// Where the peer's decoded pictures go.
+    pub sink: Box<dyn VideoSink>,
+}
+
+impl std::fmt::Debug for VideoIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoIo")
+            .field("source", &self.source.is_some())
+            .field("preview", &self.preview.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Controls a running engine. Clones control the same engine; when the
@@ -277,6 +308,14 @@ impl MediaHandle {
         let _ = self.inner.commands.send(Command::SetMuted(muted));
     }
 
+    /// Sends pictures from `source` from now on (a camera was switched on
+    /// or changed, screen sharing started), or none (`None`: camera off —
+    /// the previous source is dropped, which releases a camera). The first
+    /// picture of a new source is a keyframe. Only in calls with video.
+    pub fn set_video_source(&self, source: Option<Box<dyn VideoSource>>) {
+        let _ = self.inner.commands.send(Command::SetVideoSource(source));
+    }
+
     /// Stops the engine: tells the peer (`Bye`, RTCP BYE, DTLS close),
     /// reports `State(Closed)` if the media was still up, and sends nothing
     /// more. The sink is dropped (a [`WavSink`] is finalized).
@@ -307,14 +346,34 @@ pub fn start_with_processing(
     sink: Box<dyn AudioSink>,
     processor: Box<dyn AudioProcessing>,
 ) -> Result<(MediaHandle, UnboundedReceiver<MediaEvent>), MediaError> {
+    start_with_video(role, config, source, sink, processor, None)
+}
+
+/// [`start_with_processing`] with video: a VP8 `video` m-line beside the
+/// audio one, bandwidth estimation (transport-wide congestion control)
+/// that sizes the picture and the bitrate, and keyframes on request
+/// (PLI/FIR) both ways. The offerer offers video; an answerer given video
+/// accepts the peer's. Without `video`, a peer's video is not received.
+pub fn start_with_video(
+    role: Role,
+    config: MediaConfig,
+    source: Box<dyn AudioSource>,
+    sink: Box<dyn AudioSink>,
+    processor: Box<dyn AudioProcessing>,
+    video: Option<VideoIo>,
+) -> Result<(MediaHandle, UnboundedReceiver<MediaEvent>), MediaError> {
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     engine::spawn(
         role,
         config,
-        source,
-        sink,
-        processor,
+        engine::Io {
+            source,
+            sink,
+            processor,
+            video,
+        },
+        commands_tx.clone(),
         commands_rx,
         events_tx,
     )?;

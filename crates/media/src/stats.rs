@@ -43,6 +43,51 @@ pub struct CallStats {
     /// peer's voice coming back through our microphone); `None` without an
     /// echo canceller ([`crate::AudioProcessing::echo`]).
     pub echo: Option<f32>,
+    /// The video's figures; `None` in a call without video.
+    pub video: Option<VideoStats>,
+}
+
+/// The video half of [`CallStats`]: rates are over the last interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VideoStats {
+    /// A source is set (our camera is on).
+    pub camera_on: bool,
+    /// Size of the pictures we send (0×0 with the camera off).
+    pub sent_width: u32,
+    /// See `sent_width`.
+    pub sent_height: u32,
+    /// Frames per second we sent.
+    pub sent_fps: f32,
+    /// Video bitrate we sent, kbit/s.
+    pub sent_kbps: u32,
+    /// The encoder's target from the bandwidth estimate, kbit/s.
+    pub target_kbps: u32,
+    /// Frames sent since the start.
+    pub frames_sent: u64,
+    /// Keyframes sent since the start.
+    pub keyframes_sent: u64,
+    /// Keyframe requests (PLI/FIR) the peer sent us.
+    pub keyframe_requests_received: u64,
+    /// Time to encode the last picture, ms.
+    pub encode_ms: f32,
+    /// The peer's pictures are arriving.
+    pub receiving: bool,
+    /// Size of the peer's last picture.
+    pub received_width: u32,
+    /// See `received_width`.
+    pub received_height: u32,
+    /// Pictures per second decoded.
+    pub received_fps: f32,
+    /// Pictures decoded since the start.
+    pub frames_decoded: u64,
+    /// Frames dropped (lost references, undecodable, decoder behind).
+    pub frames_dropped: u64,
+    /// Keyframes received.
+    pub keyframes_received: u64,
+    /// Keyframes we asked the peer for.
+    pub keyframes_requested: u64,
+    /// Time to decode the last picture, ms.
+    pub decode_ms: f32,
 }
 
 /// RMS over an interval.

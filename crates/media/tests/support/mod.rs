@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use callinvite_media::video::bars_error;
 use callinvite_media::{
-    start_with_processing, AudioProcessing, AudioSource, CallStats, MediaConfig, MediaError,
-    MediaEvent, MediaHandle, MediaSignal, MediaState, NoProcessing, Role, SharedSink, ToneSource,
-    SAMPLE_RATE,
+    start_with_video, AudioProcessing, AudioSource, CallStats, MediaConfig, MediaError, MediaEvent,
+    MediaHandle, MediaSignal, MediaState, NoProcessing, Role, SharedSink, ToneSource, VideoFrame,
+    VideoIo, VideoSink, SAMPLE_RATE,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -116,8 +117,52 @@ pub struct Log {
     pub stats: Vec<CallStats>,
     /// Every signal the engine emitted (before rewriting).
     pub signals: Vec<MediaSignal>,
+    /// Every `RemoteVideo` report, with when.
+    pub remote_video: Vec<(Instant, bool)>,
     /// The event channel closed.
     pub ended: bool,
+}
+
+/// One picture a [`FrameLog`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct SeenFrame {
+    pub at: Instant,
+    pub width: u32,
+    pub height: u32,
+    /// `bars_error` of the picture against the test pattern.
+    pub bars_error: u8,
+}
+
+/// A video sink that notes every picture (and checks it against the test
+/// pattern).
+#[derive(Clone, Default)]
+pub struct FrameLog(pub Arc<Mutex<Vec<SeenFrame>>>);
+
+impl FrameLog {
+    pub fn frames(&self) -> Vec<SeenFrame> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Pictures seen within `window` before now.
+    pub fn recent(&self, window: Duration) -> Vec<SeenFrame> {
+        let now = Instant::now();
+        self.frames()
+            .into_iter()
+            .filter(|f| now.duration_since(f.at) <= window)
+            .collect()
+    }
+}
+
+impl VideoSink for FrameLog {
+    fn frame(&mut self, frame: &VideoFrame) {
+        let seen = SeenFrame {
+            at: Instant::now(),
+            width: frame.width(),
+            height: frame.height(),
+            bars_error: bars_error(frame),
+        };
+        self.0.lock().unwrap().push(seen);
+    }
 }
 
 /// One engine under test.
@@ -189,6 +234,9 @@ pub fn forward(
                 MediaEvent::State(s) => log.lock().unwrap().states.push((Instant::now(), s)),
                 MediaEvent::Failed(e) => log.lock().unwrap().failures.push(e),
                 MediaEvent::Stats(s) => log.lock().unwrap().stats.push(s),
+                MediaEvent::RemoteVideo(v) => {
+                    log.lock().unwrap().remote_video.push((Instant::now(), v))
+                }
             }
         }
         log.lock().unwrap().ended = true;
@@ -227,12 +275,38 @@ pub type Side = (MediaConfig, Box<dyn AudioSource>, Box<dyn AudioProcessing>);
 
 /// [`call`] with any sources and voice processing: A offers, B answers.
 pub fn call_with(a: Side, b: Side, a_to_b: Rewrite, b_to_a: Rewrite) -> (Peer, Peer) {
+    call_av(a, b, None, None, a_to_b, b_to_a)
+}
+
+/// [`call_with`] with video on either side.
+pub fn call_av(
+    a: Side,
+    b: Side,
+    video_a: Option<VideoIo>,
+    video_b: Option<VideoIo>,
+    a_to_b: Rewrite,
+    b_to_a: Rewrite,
+) -> (Peer, Peer) {
     let sink_a = SharedSink::new();
     let sink_b = SharedSink::new();
-    let (ha, ea) = start_with_processing(Role::Offerer, a.0, a.1, Box::new(sink_a.clone()), a.2)
-        .expect("start A");
-    let (hb, eb) = start_with_processing(Role::Answerer, b.0, b.1, Box::new(sink_b.clone()), b.2)
-        .expect("start B");
+    let (ha, ea) = start_with_video(
+        Role::Offerer,
+        a.0,
+        a.1,
+        Box::new(sink_a.clone()),
+        a.2,
+        video_a,
+    )
+    .expect("start A");
+    let (hb, eb) = start_with_video(
+        Role::Answerer,
+        b.0,
+        b.1,
+        Box::new(sink_b.clone()),
+        b.2,
+        video_b,
+    )
+    .expect("start B");
     let a = Peer {
         handle: ha,
         log: Arc::default(),

@@ -1,0 +1,205 @@
+//! The video receive thread: the engine task → VP8 decoder → the sink.
+//!
+//! Decoding (and whatever the sink does: converting for a window) runs off
+//! the engine task, on a thread fed through a bounded queue. A frame that
+//! cannot be used — the queue is full, the decoder rejects it, or str0m
+//! says frames were lost before it — means the pictures that follow may
+//! refer to what we lack, so the thread waits for the next keyframe and
+//! asks the engine to request one from the peer (PLI).
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::vp8::{is_keyframe, Vp8Decoder};
+use super::VideoSink;
+use crate::engine::Command;
+
+/// Frames queued for the decoder; more means it cannot keep up, and the
+/// newest are dropped (then a keyframe is asked for).
+const QUEUE: usize = 30;
+/// While waiting for a keyframe, ask again this often.
+const REPEAT_REQUEST: Duration = Duration::from_millis(500);
+
+/// What the receiving side did, read by the engine for its stats.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VideoReceiveStats {
+    /// Pictures decoded and shown since the start.
+    pub frames_decoded: u64,
+    /// Frames dropped while waiting for a keyframe, undecodable, or
+    /// because the queue was full.
+    pub frames_dropped: u64,
+    /// Keyframes received.
+    pub keyframes_received: u64,
+    /// Keyframes we asked for.
+    pub keyframes_requested: u64,
+    /// Size of the last picture.
+    pub width: u32,
+    /// See `width`.
+    pub height: u32,
+    /// When the last picture was decoded.
+    pub last_frame: Option<Instant>,
+    /// Decoding time of the last picture, microseconds.
+    pub decode_us: u64,
+}
+
+/// One received frame.
+pub(crate) struct IncomingFrame {
+    /// The VP8 frame (all its packets).
+    pub data: Vec<u8>,
+    /// str0m saw no gap before it.
+    pub contiguous: bool,
+}
+
+/// The engine's handle on the thread. Dropping it ends the thread.
+pub(crate) struct VideoReceiver {
+    queue: SyncSender<IncomingFrame>,
+    pub stats: Arc<Mutex<VideoReceiveStats>>,
+    /// Ask for a keyframe the next time the engine looks.
+    engine: UnboundedSender<Command>,
+    _thread: JoinHandle<()>,
+}
+
+impl VideoReceiver {
+    pub fn spawn(
+        sink: Box<dyn VideoSink>,
+        engine: UnboundedSender<Command>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let stats = Arc::new(Mutex::new(VideoReceiveStats::default()));
+        let worker = Worker {
+            queue: rx,
+            sink,
+            engine: engine.clone(),
+            stats: stats.clone(),
+            decoder: None,
+            waiting_for_keyframe: true,
+            last_request: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("video-receive".into())
+            .spawn(move || worker.run())?;
+        Ok(VideoReceiver {
+            queue: tx,
+            stats,
+            engine,
+            _thread: thread,
+        })
+    }
+
+    /// Queues a frame; a full queue drops it and asks for a keyframe.
+    pub fn push(&self, f: IncomingFrame) {
+        match self.queue.try_send(f) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::debug!("video decoder behind: dropping a frame");
+                if let Ok(mut s) = self.stats.lock() {
+                    s.frames_dropped += 1;
+                }
+                let _ = self.engine.send(Command::RequestKeyframe);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    pub fn stats(&self) -> VideoReceiveStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+struct Worker {
+    queue: Receiver<IncomingFrame>,
+    sink: Box<dyn VideoSink>,
+    engine: UnboundedSender<Command>,
+    stats: Arc<Mutex<VideoReceiveStats>>,
+    /// Made on the first frame.
+    decoder: Option<Vp8Decoder>,
+    /// Frames are dropped until a keyframe arrives.
+    waiting_for_keyframe: bool,
+    /// When we last asked for a keyframe (asked again every
+    /// [`REPEAT_REQUEST`] while still waiting: a PLI can be lost too).
+    last_request: Option<Instant>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while let Ok(f) = self.queue.recv() {
+            self.on_frame(f);
+        }
+    }
+
+    fn lost(&mut self, why: &str) {
+        tracing::debug!("video: {why}; waiting for a keyframe");
+        if let Ok(mut s) = self.stats.lock() {
+            s.frames_dropped += 1;
+        }
+        self.waiting_for_keyframe = true;
+        self.maybe_request();
+    }
+
+    /// Asks for a keyframe unless one was asked for just now.
+    fn maybe_request(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_request
+            .is_some_and(|t| now.duration_since(t) < REPEAT_REQUEST)
+        {
+            return;
+        }
+        self.last_request = Some(now);
+        if let Ok(mut s) = self.stats.lock() {
+            s.keyframes_requested += 1;
+        }
+        let _ = self.engine.send(Command::RequestKeyframe);
+    }
+
+    fn on_frame(&mut self, f: IncomingFrame) {
+        let key = is_keyframe(&f.data);
+        if key {
+            self.waiting_for_keyframe = false;
+            if let Ok(mut s) = self.stats.lock() {
+                s.keyframes_received += 1;
+            }
+        } else if !f.contiguous {
+            return self.lost("frames were lost");
+        } else if self.waiting_for_keyframe {
+            if let Ok(mut s) = self.stats.lock() {
+                s.frames_dropped += 1;
+            }
+            // Joined mid-stream (the first keyframe was lost) or the
+            // request went missing: ask (again).
+            return self.maybe_request();
+        }
+        if self.decoder.is_none() {
+            match Vp8Decoder::new() {
+                Ok(d) => self.decoder = Some(d),
+                Err(e) => {
+                    tracing::warn!("video decoder: {e}");
+                    return;
+                }
+            }
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
+        };
+        let t0 = Instant::now();
+        match decoder.decode(&f.data) {
+            Ok(Some(picture)) => {
+                let decode_us = t0.elapsed().as_micros() as u64;
+                self.sink.frame(&picture);
+                if let Ok(mut s) = self.stats.lock() {
+                    s.frames_decoded += 1;
+                    s.width = picture.width();
+                    s.height = picture.height();
+                    s.last_frame = Some(Instant::now());
+                    s.decode_us = decode_us;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.lost(&format!("undecodable frame ({e})")),
+        }
+    }
+}
