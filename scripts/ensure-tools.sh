@@ -16,11 +16,12 @@ fi
 
 # What building the desktop app needs (Tauri 2 on Linux), and its calls' sound:
 # libopus (the voice codec), ALSA headers (cpal's microphone and speaker), cmake
-# (the C parts of the WebRTC crypto backend, AWS-LC, may build with it).
-APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev libopus-dev libasound2-dev cmake libwebrtc-audio-processing-dev libclang-dev"
+# (the C parts of the WebRTC crypto backend, AWS-LC, may build with it), libvpx
+# (the VP8 video codec).
+APP_BUILD_PACKAGES="build-essential pkg-config libssl-dev libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libsoup-3.0-dev libopus-dev libasound2-dev cmake libwebrtc-audio-processing-dev libclang-dev libvpx-dev"
 # What the server's cluster tests need (they start their own redis-server), and the
 # media relay tests (they start their own coturn on loopback).
-TEST_PACKAGES="redis-server coturn"
+TEST_PACKAGES="redis-server coturn xvfb"
 # What the headless end-to-end tests need.
 # imagemagick: the tests capture the window with its `import`.
 E2E_PACKAGES="xvfb xauth x11-utils webkit2gtk-driver dbus dbus-x11 dunst libnotify-bin xdotool imagemagick curl nodejs"
