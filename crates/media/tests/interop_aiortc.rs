@@ -1,5 +1,6 @@
 //! Interoperability with a standard WebRTC stack: aiortc (Python), in both
-//! roles. Each side sends a tone and must hear the other's.
+//! roles. Each side sends a tone and must hear the other's; in the video
+//! calls each side also sends colour bars (VP8) and must see the other's.
 //!
 //! Needs a Python with aiortc, so it is ignored by default:
 //!
@@ -13,7 +14,11 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use callinvite_media::{start, MediaConfig, MediaEvent, MediaSignal, Role, SharedSink, ToneSource};
+use callinvite_media::video::BARS;
+use callinvite_media::{
+    start_with_video, MediaConfig, MediaEvent, MediaSignal, NoProcessing, Role, SharedSink,
+    TestPattern, ToneSource, VideoIo,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -22,16 +27,28 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/aiortc_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Python with aiortc (AIORTC_PYTHON)"]
 async fn aiortc_answers_our_offer() {
-    interop(Role::Offerer).await;
+    interop(Role::Offerer, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Python with aiortc (AIORTC_PYTHON)"]
 async fn we_answer_an_aiortc_offer() {
-    interop(Role::Answerer).await;
+    interop(Role::Answerer, false).await;
 }
 
-async fn interop(role: Role) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Python with aiortc (AIORTC_PYTHON)"]
+async fn aiortc_answers_our_video_offer() {
+    interop(Role::Offerer, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Python with aiortc (AIORTC_PYTHON)"]
+async fn we_answer_an_aiortc_video_offer() {
+    interop(Role::Answerer, true).await;
+}
+
+async fn interop(role: Role, video: bool) {
     support::init_tracing();
     let python = std::env::var("AIORTC_PYTHON").unwrap_or_else(|_| "python3".into());
     let their_role = match role {
@@ -41,6 +58,7 @@ async fn interop(role: Role) {
     let mut child = Command::new(python)
         .arg(SCRIPT)
         .args(["--role", their_role, "--freq", "660", "--seconds", "4"])
+        .args(video.then_some("--video"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -52,7 +70,8 @@ async fn interop(role: Role) {
 
     // Loopback only, both sides (the peer script makes aiortc gather 127.0.0.1).
     let sink = SharedSink::new();
-    let (handle, mut events) = start(
+    let frames = support::FrameLog::default();
+    let (handle, mut events) = start_with_video(
         role,
         MediaConfig {
             bind_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
@@ -60,6 +79,12 @@ async fn interop(role: Role) {
         },
         Box::new(ToneSource::new(440.0, 0.3)),
         Box::new(sink.clone()),
+        Box::new(NoProcessing),
+        video.then(|| VideoIo {
+            source: Some(Box::new(TestPattern::new(640, 480, 30).unwrap())),
+            preview: None,
+            sink: Box::new(frames.clone()),
+        }),
     )
     .unwrap();
 
@@ -111,6 +136,31 @@ async fn interop(role: Role) {
         660.0,
         440.0,
     );
+    if video {
+        // aiortc decoded our VP8 and sees our bars.
+        let v = &report["video"];
+        assert!(v["frames"].as_u64().unwrap() >= 30, "aiortc saw {v}");
+        // Any rung of our sender's ladder: aiortc's REMB estimate decides.
+        let sizes = [[640, 480], [320, 240], [160, 120]].map(|s| serde_json::json!(s));
+        assert!(sizes.contains(&v["size"]), "{v}");
+        for (i, want) in BARS.iter().enumerate() {
+            let got = &v["bars"][i];
+            for c in 0..3 {
+                let d = (got[c].as_i64().unwrap() - i64::from(want[c])).abs();
+                assert!(d <= 40, "aiortc sees bar {i} as {got}, not {want:?}");
+            }
+        }
+        // We decoded aiortc's VP8 and see its bars.
+        let recent = frames.recent(Duration::from_secs(1));
+        eprintln!(
+            "we saw {} pictures from aiortc, {} in the last second; bars error {:?}",
+            frames.frames().len(),
+            recent.len(),
+            recent.last().map(|f| f.bars_error)
+        );
+        assert!(recent.len() >= 5, "we hardly see aiortc's video");
+        assert!(recent.iter().all(|f| f.bars_error <= 40 && (f.width, f.height) == (640, 480)));
+    }
     handle.close();
     let _ = child.wait().await;
 }
