@@ -1,6 +1,8 @@
 //! Calls with sound between real `callinvite` processes: each side plays a
 //! tone and records what it hears; the recordings are checked by their
-//! spectrum (the peer's frequency, not our own, not noise).
+//! spectrum (the peer's frequency, not our own, not noise). With
+//! `--video pattern` each side also sends the test pattern and reports how
+//! far the pictures it decodes are from it.
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,41 @@ fn tone_call(url: &str, dir: &Path, extra: &[&str]) -> (Vec<Value>, Vec<Value>, 
         assert_hears("bob hears alice", &b, rate, 440.0, 880.0)
     );
     (events, bob_events, a, rate)
+}
+
+/// Both sides send the colour-bar test pattern through the server's
+/// signaling: each CLI's last `media_stats` shows it decoding the other's
+/// pictures at 640×480 with the bars in place, beside the tones.
+#[test]
+fn two_clients_see_each_others_test_pattern() {
+    let (_server, url) = start_server(&[]);
+    let dir = temp_dir("video");
+    let (events, bob_events, _, _) = tone_call(&url, &dir, &["--video", "pattern"]);
+    for (who, events) in [("alice", &events), ("bob", &bob_events)] {
+        let stats = named(events, "media_stats");
+        let last = stats
+            .iter()
+            .rev()
+            .find(|s| s["video"]["frames_decoded"].as_u64().unwrap_or(0) > 0)
+            .unwrap_or_else(|| panic!("{who} decoded no picture: {events:?}"));
+        let v = &last["video"];
+        eprintln!("{who}'s last video stats: {v}");
+        assert!(v["frames_decoded"].as_u64().unwrap() >= 30, "{who}: {v}");
+        let error = v["pattern_error"].as_u64().expect("pattern_error");
+        assert!(error <= 40, "{who} sees the bars off by {error}: {v}");
+        assert_eq!(
+            (v["received_width"].as_u64(), v["received_height"].as_u64()),
+            (Some(640), Some(480)),
+            "{who}: {v}"
+        );
+        assert!(
+            named(events, "remote_video")
+                .iter()
+                .any(|e| e["active"] == true),
+            "{who} was never told the peer's video started"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
