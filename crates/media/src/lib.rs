@@ -1,6 +1,7 @@
-//! callinvite-media: the voice media engine of a 1:1 call — standard
-//! WebRTC (ICE, DTLS-SRTP, RTP/RTCP, Opus), so the other end can be another
-//! callinvite device, a browser or any standard peer such as aiortc.
+//! callinvite-media: the media engine of a 1:1 call, sound and picture —
+//! standard WebRTC (ICE, DTLS-SRTP, RTP/RTCP, Opus, VP8), so the other end
+//! can be another callinvite device, a browser or any standard peer such as
+//! aiortc.
 //!
 //! Signaling is the caller's business: it feeds the peer's
 //! [`MediaSignal`]s (offer, answer, candidates, bye — relayed by the
@@ -30,7 +31,9 @@
 //! # Behaviour
 //!
 //! - The offerer offers at once (one `sendrecv` audio m-line: Opus
-//!   48000/2, `useinbandfec=1`), then trickles its candidates and
+//!   48000/2, `useinbandfec=1`; with [`start_with_video`] also a `sendrecv`
+//!   VP8 video m-line with RTX, NACK, PLI/FIR and transport-cc), then
+//!   trickles its candidates and
 //!   `end_of_candidates` (the offer carries them too, for peers that do not
 //!   trickle). The answerer answers the offer, then trickles the same way.
 //!   `end_of_candidates` follows the last STUN answer and TURN allocation
@@ -44,6 +47,17 @@
 //!   `Reconnecting`; after 2 more seconds the offerer offers an ICE restart,
 //!   and an offer received while connected is answered as one. Not back
 //!   within `connect_timeout`: `Failed`.
+//! - Video (see [`video`]): from the first `Connected` each picture the
+//!   source gives is scaled to what the bandwidth estimate allows
+//!   (640×480 from 450 kbit/s, 320×240 from 150, else 160×120), VP8-encoded
+//!   on the send thread and packetized by str0m; received frames are
+//!   decoded on the receive thread and given to the sink. Lost packets are
+//!   retransmitted (NACK/RTX); a picture that still cannot be decoded
+//!   drops frames until a keyframe, which is asked for (PLI, repeated every
+//!   500 ms while waiting). [`MediaEvent::RemoteVideo`] says when the
+//!   peer's pictures start and stop (none for [`REMOTE_VIDEO_GONE`]).
+//!   [`MediaHandle::set_video_source`] switches the camera off, on, or to
+//!   another source (a screen).
 //! - Anything wrong from the peer — unparsable or unacceptable SDP, an
 //!   answer with no offer pending — ends the media with
 //!   [`MediaEvent::Failed`], a `Bye` for the peer and `State(Closed)`; a
@@ -75,7 +89,11 @@
 //! - [`audio`]: [`AudioSource`]/[`AudioSink`] and the device-less ones
 //!   (tone, silence, WAV in and out, memory). `devices` (cargo feature
 //!   `devices`): microphone and speaker through cpal.
-//! - `stats`: [`CallStats`]. `error`: [`MediaError`].
+//! - [`video`]: [`VideoFrame`], [`VideoSource`]/[`VideoSink`], the test
+//!   pattern, VP8 (libvpx), the send and receive threads and the engine's
+//!   video path; `video::camera` (cargo feature `camera`) and
+//!   `video::screen` (feature `screen`) are the real sources.
+//! - `stats`: [`CallStats`] (with [`VideoStats`]). `error`: [`MediaError`].
 //! - `processing`: [`AudioProcessing`], the **hook for echo cancellation,
 //!   noise suppression and gain control**, fed with every microphone frame
 //!   before it is encoded and every played frame as the echo reference;
@@ -125,9 +143,9 @@
 //! `tests/interop_aiortc.rs` (ignored unless a Python with aiortc is given
 //! in `AIORTC_PYTHON`).
 //!
-//! Video can come later as a second m-line: negotiation, the `Rtc` and the
-//! engine loop already handle any number of m-lines; media data is routed
-//! by mid and only the audio mid is used today.
+//! Video and audio share the one `Rtc` (BUNDLE): media data is routed by
+//! mid. The video threads talk to the engine task through its command
+//! channel, so str0m is still touched by the task alone.
 
 mod codec;
 #[cfg(feature = "devices")]

@@ -326,3 +326,44 @@ async fn a_peer_without_video_still_talks() {
     assert!(log_b.frames().is_empty());
     assert!(b.last_stats().unwrap().video.is_none());
 }
+
+/// What PROTOCOL.md §3b.2 promises about the offer of a call with video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_video_offer_is_what_the_protocol_doc_says() {
+    let (a, b) = call_av(
+        side(loopback(), 440.0),
+        side(loopback(), 880.0),
+        Some(pattern_video(&FrameLog::default())),
+        Some(pattern_video(&FrameLog::default())),
+        unchanged(),
+        unchanged(),
+    );
+    b.wait_for(MediaState::Connected, CONNECT).await;
+    let offer = a
+        .log()
+        .signals
+        .iter()
+        .find_map(|s| match s {
+            callinvite_media::MediaSignal::Offer { sdp } => Some(sdp.clone()),
+            _ => None,
+        })
+        .expect("an offer");
+    eprintln!("{offer}");
+    for needed in [
+        "a=group:BUNDLE",
+        "a=rtcp-mux",
+        "m=audio",
+        "opus/48000/2",
+        "useinbandfec=1",
+        "m=video",
+        "VP8/90000",
+        "rtx/90000",
+        "nack pli",
+        "ccm fir",
+        "transport-cc",
+        "transport-wide-cc",
+    ] {
+        assert!(offer.contains(needed), "the offer lacks {needed}:\n{offer}");
+    }
+    assert!(!offer.contains("H264"), "we offer VP8 only:\n{offer}");
+}
