@@ -17,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::receive::{IncomingFrame, VideoReceiver};
 use super::send::{OutgoingFrame, SendCommand, VideoSender};
+use super::vp8::is_keyframe;
 use super::VideoSource;
 use crate::engine::Command;
 use crate::stats::VideoStats;
@@ -42,6 +43,11 @@ pub(crate) struct VideoPath {
     rtp_base: u64,
     /// When we last sent a PLI.
     last_pli: Option<Instant>,
+    /// A frame could not be sent (no connection yet, no negotiated video)
+    /// and the send thread was asked for a keyframe, which must be the
+    /// next frame the peer gets: until one is written, every failed
+    /// keyframe asks again.
+    keyframe_wanted: bool,
     /// The peer's pictures are arriving (as last reported).
     pub remote_active: bool,
     /// Frames written since the start, for the sent frame rate.
@@ -69,6 +75,7 @@ impl VideoPath {
             origin: now,
             rtp_base: u64::from(fastrand::u32(..)),
             last_pli: None,
+            keyframe_wanted: false,
             remote_active: false,
             written: 0,
             bytes_written: 0,
@@ -84,6 +91,20 @@ impl VideoPath {
     /// Writes an encoded frame through str0m. Returns whether it was
     /// written (not: no connection or no negotiated video yet).
     pub fn write(&mut self, rtc: &mut Rtc, frame: OutgoingFrame, now: Instant) -> bool {
+        let key = is_keyframe(&frame.data);
+        let written = self.try_write(rtc, frame, now);
+        if written && key {
+            self.keyframe_wanted = false;
+        } else if !written && (key || !self.keyframe_wanted) {
+            // The peer cannot decode what follows without what was lost:
+            // the first frames are encoded before the connection is up.
+            self.keyframe_wanted = true;
+            self.sender.send(SendCommand::Keyframe { from_peer: false });
+        }
+        written
+    }
+
+    fn try_write(&mut self, rtc: &mut Rtc, frame: OutgoingFrame, now: Instant) -> bool {
         if !rtc.is_connected() {
             return false;
         }
@@ -159,7 +180,7 @@ impl VideoPath {
 
     /// The peer asked us for a keyframe.
     pub fn on_keyframe_request(&self) {
-        self.sender.send(SendCommand::Keyframe);
+        self.sender.send(SendCommand::Keyframe { from_peer: true });
     }
 
     /// str0m's bandwidth estimate changed.

@@ -45,8 +45,9 @@ const UPSCALE_MARGIN: f64 = 1.25;
 pub(crate) enum SendCommand {
     /// Use this source from now on (`None`: send nothing — camera off).
     Source(Option<Box<dyn VideoSource>>),
-    /// The peer asked for a keyframe (PLI/FIR).
-    Keyframe,
+    /// Make the next picture a keyframe: the peer asked (PLI/FIR), or a
+    /// keyframe could not be sent (before the connection was up).
+    Keyframe { from_peer: bool },
     /// The bandwidth estimate changed, bits/s.
     Estimate(u64),
     /// End the thread.
@@ -210,10 +211,12 @@ impl Worker {
     fn on_command(&mut self, c: SendCommand) -> bool {
         match c {
             SendCommand::Source(s) => self.set_source(s),
-            SendCommand::Keyframe => {
+            SendCommand::Keyframe { from_peer } => {
                 self.keyframe_due = true;
-                if let Ok(mut s) = self.stats.lock() {
-                    s.keyframe_requests += 1;
+                if from_peer {
+                    if let Ok(mut s) = self.stats.lock() {
+                        s.keyframe_requests += 1;
+                    }
                 }
             }
             SendCommand::Estimate(bps) => self.on_estimate(bps),
