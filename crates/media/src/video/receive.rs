@@ -14,13 +14,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::vp8::{is_keyframe, Vp8Decoder};
+use super::vp8::{is_keyframe, keyframe_size, Vp8Decoder};
 use super::VideoSink;
 use crate::engine::Command;
 
 /// Frames queued for the decoder; more means it cannot keep up, and the
 /// newest are dropped (then a keyframe is asked for).
 const QUEUE: usize = 30;
+/// Largest picture we decode (a keyframe announcing more is dropped before
+/// the decoder allocates for it): 1920×1088 — far above what we send, and
+/// what browsers send in a call.
+const MAX_PIXELS: u32 = 1920 * 1088;
 /// While waiting for a keyframe, ask again this often.
 const REPEAT_REQUEST: Duration = Duration::from_millis(500);
 
@@ -78,6 +82,7 @@ impl VideoReceiver {
             decoder: None,
             waiting_for_keyframe: true,
             last_request: None,
+            warned_oversize: false,
         };
         let thread = std::thread::Builder::new()
             .name("video-receive".into())
@@ -122,6 +127,8 @@ struct Worker {
     /// When we last asked for a keyframe (asked again every
     /// [`REPEAT_REQUEST`] while still waiting: a PLI can be lost too).
     last_request: Option<Instant>,
+    /// The oversize warning was logged (once per call).
+    warned_oversize: bool,
 }
 
 impl Worker {
@@ -158,6 +165,18 @@ impl Worker {
 
     fn on_frame(&mut self, f: IncomingFrame) {
         let key = is_keyframe(&f.data);
+        if let Some((w, h)) = keyframe_size(&f.data).filter(|(w, h)| w * h > MAX_PIXELS) {
+            if let Ok(mut s) = self.stats.lock() {
+                s.frames_dropped += 1;
+            }
+            self.waiting_for_keyframe = true;
+            if !std::mem::replace(&mut self.warned_oversize, true) {
+                tracing::warn!(
+                    "video: the peer sends {w}x{h} pictures, larger than we show: dropped"
+                );
+            }
+            return;
+        }
         if key {
             self.waiting_for_keyframe = false;
             if let Ok(mut s) = self.stats.lock() {
@@ -201,5 +220,52 @@ impl Worker {
             Ok(None) => {}
             Err(e) => self.lost(&format!("undecodable frame ({e})")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::vp8::Vp8Encoder;
+    use crate::video::VideoFrame;
+
+    /// Counts the pictures it is given.
+    struct Count(Arc<Mutex<Vec<(u32, u32)>>>);
+
+    impl VideoSink for Count {
+        fn frame(&mut self, f: &VideoFrame) {
+            self.0.lock().unwrap().push((f.width(), f.height()));
+        }
+    }
+
+    fn keyframe(w: u32, h: u32) -> Vec<u8> {
+        let mut enc = Vp8Encoder::new(w, h, 30, 500).unwrap();
+        let f = VideoFrame::black(w, h).unwrap();
+        enc.encode(&f, 0, true).unwrap().unwrap().data
+    }
+
+    #[test]
+    fn a_picture_larger_than_we_show_is_never_decoded() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let receiver = VideoReceiver::spawn(Box::new(Count(shown.clone())), tx).unwrap();
+        receiver.push(IncomingFrame {
+            data: keyframe(2560, 1440),
+            contiguous: true,
+        });
+        receiver.push(IncomingFrame {
+            data: keyframe(640, 480),
+            contiguous: true,
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shown.lock().unwrap().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the 640x480 keyframe was not shown"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*shown.lock().unwrap(), vec![(640, 480)]);
+        assert_eq!(receiver.stats().frames_dropped, 1);
     }
 }

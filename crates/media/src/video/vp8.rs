@@ -588,6 +588,18 @@ pub(crate) fn is_keyframe(data: &[u8]) -> bool {
     data.len() >= 10 && data[0] & 1 == 0 && data[3..6] == [0x9d, 0x01, 0x2a]
 }
 
+/// The picture size a keyframe announces (RFC 6386 §9.1: 14-bit width and
+/// height after the start code; the top two bits are scaling), read before
+/// decoding so that a peer cannot make us allocate for a huge picture.
+pub(crate) fn keyframe_size(data: &[u8]) -> Option<(u32, u32)> {
+    if !is_keyframe(data) {
+        return None;
+    }
+    let w = u16::from_le_bytes([data[6], data[7]]) & 0x3fff;
+    let h = u16::from_le_bytes([data[8], data[9]]) & 0x3fff;
+    Some((u32::from(w), u32::from(h)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,6 +608,17 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const PTS_30FPS: i64 = 3000;
+
+    #[test]
+    fn keyframe_size_reads_the_header() {
+        let mut enc = Vp8Encoder::new(320, 240, 30, 300).unwrap();
+        let f = pattern_frames(320, 240, 1).remove(0);
+        let key = enc.encode(&f, 0, true).unwrap().unwrap();
+        assert_eq!(keyframe_size(&key.data), Some((320, 240)));
+        let delta = enc.encode(&f, PTS_30FPS, false).unwrap().unwrap();
+        assert_eq!(keyframe_size(&delta.data), None);
+        assert_eq!(keyframe_size(&[0u8; 4]), None);
+    }
 
     fn pattern_frames(w: u32, h: u32, n: usize) -> Vec<VideoFrame> {
         let mut p = TestPattern::unpaced(w, h).unwrap();
