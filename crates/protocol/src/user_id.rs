@@ -7,15 +7,20 @@
 //! trailing space, so that `"alice "` cannot pass for `"alice"`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::limits::MAX_USER_ID_BYTES;
 
 /// A validated user id. Construct with [`UserId::parse`].
+///
+/// Shared, not copied: a clone is a reference count, so the server's many
+/// copies of one user's id (its devices, its invitations, the records kept
+/// for ended ones) cost one allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct UserId(String);
+pub struct UserId(Arc<str>);
 
 /// Why a string is not a valid user id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,7 +68,7 @@ impl UserId {
         {
             return Err(UserIdError::BadChar(c));
         }
-        Ok(UserId(s.to_owned()))
+        Ok(UserId(Arc::from(s)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -80,7 +85,7 @@ impl TryFrom<String> for UserId {
 
 impl From<UserId> for String {
     fn from(id: UserId) -> String {
-        id.0
+        id.0.as_ref().to_owned()
     }
 }
 

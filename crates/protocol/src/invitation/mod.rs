@@ -5,6 +5,8 @@
 //!   refuse, cancel, hang-up, a device went away, a timer tick) together with
 //!   the current time, and returns the messages to send, in order. It owns
 //!   every timer; [`Record::deadline`] says when it next wants a `Tick`.
+//!   Once it has ended, its [`record::Tombstone`] is all a server needs to
+//!   keep: it answers late requests the same way.
 //! - [`caller::LocalInvitationState`] and [`callee::RemoteInvitationState`]
 //!   are what one client device knows of an invitation it sent or received.
 //!   They reject API misuse locally (already sent, already accepted, …) and
@@ -17,4 +19,4 @@ pub mod callee;
 pub mod caller;
 pub mod record;
 
-pub use record::{Effect, GoneCause, Input, Outcome, Party, Record, Timeouts};
+pub use record::{Effect, GoneCause, Input, Outcome, Party, Record, Timeouts, Tombstone};

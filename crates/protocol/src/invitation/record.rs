@@ -21,8 +21,13 @@
 //! - an answer implies receipt: if a device answers before any device acked,
 //!   the caller still gets `received_by_peer` before `accepted`/`refused`.
 //!
-//! An ended record is kept for `retention` so that late requests get a precise
-//! `already_*` error instead of `not_found`.
+//! An ended invitation is remembered for `retention` so that late requests get a
+//! precise `already_*` error instead of `not_found`. What that takes is small —
+//! who the caller and callee are, the caller's device and how it ended — and
+//! [`Record::tombstone`] gives exactly that as a [`Tombstone`], which answers
+//! late requests as the ended record does (the record itself answers them
+//! through its tombstone). A server keeps the tombstone, not the record with
+//! its content and callee devices.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -311,8 +316,30 @@ impl Record {
         matches!(self.phase, Phase::Ended { gc_at, .. } if now >= gc_at)
     }
 
+    /// What answers late requests once it has ended (`None` before).
+    pub fn tombstone(&self) -> Option<Tombstone> {
+        Some(Tombstone {
+            caller: self.caller.user.clone(),
+            caller_device: self.caller.device,
+            callee: self.callee.clone(),
+            outcome: self.outcome()?,
+        })
+    }
+
     /// Applies one input at time `now`; returns the messages to send, in order.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        if let Phase::Ended { outcome, .. } = self.phase {
+            // Only answers to late requests, the same as its tombstone's.
+            return late_answer(
+                &self.caller.user,
+                self.caller.device,
+                &self.callee,
+                outcome,
+                input,
+            )
+            .into_iter()
+            .collect();
+        }
         let mut fx = Vec::new();
         match input {
             Input::CalleeDeviceOnline(device) => self.on_callee_online(device, now, &mut fx),
@@ -441,20 +468,7 @@ impl Record {
                 ErrorCode::AlreadyEnded,
                 "the invitation was answered on another device",
             ),
-            Phase::Ended {
-                outcome: Outcome::Refused { by, .. },
-                ..
-            } if by == device || self.caller.device == device => (
-                ErrorCode::AlreadyRefused,
-                "the invitation was already refused",
-            ),
-            Phase::Ended {
-                outcome: Outcome::CallEnded { accepted_by, .. },
-                ..
-            } if accepted_by == device => (
-                ErrorCode::AlreadyAccepted,
-                "the invitation was already accepted (and the call has ended)",
-            ),
+            // Canceling (an ended record answers through `late_answer`).
             _ => (ErrorCode::AlreadyEnded, "the invitation has already ended"),
         }
     }
@@ -637,20 +651,7 @@ impl Record {
                     ErrorCode::AlreadyAccepted,
                     "the invitation was already accepted; hang up instead",
                 ),
-                Phase::Ended {
-                    outcome: Outcome::CallEnded { .. },
-                    ..
-                } => (
-                    ErrorCode::AlreadyAccepted,
-                    "the invitation was already accepted",
-                ),
-                Phase::Ended {
-                    outcome: Outcome::Refused { .. },
-                    ..
-                } => (
-                    ErrorCode::AlreadyRefused,
-                    "the invitation was already refused",
-                ),
+                // Canceling (an ended record answers through `late_answer`).
                 _ => (ErrorCode::AlreadyEnded, "the invitation has already ended"),
             };
             return Self::reject(fx, from.device, req, code, msg);
@@ -944,6 +945,109 @@ impl Record {
     }
 }
 
+/// What is left of an ended invitation: enough to answer a late request
+/// exactly as the ended [`Record`] would ([`Record::handle`] answers through
+/// the same code), and nothing else — no content, no responses, no callee
+/// devices, no timers. The user ids are shared with the server's other
+/// copies ([`UserId`] clones are reference counts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    caller: UserId,
+    caller_device: DeviceId,
+    callee: UserId,
+    outcome: Outcome,
+}
+
+impl Tombstone {
+    /// How the invitation ended.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+    pub fn caller(&self) -> &UserId {
+        &self.caller
+    }
+    /// The device the invitation was sent from.
+    pub fn caller_device(&self) -> DeviceId {
+        self.caller_device
+    }
+    pub fn callee(&self) -> &UserId {
+        &self.callee
+    }
+
+    /// The answer to a late input: an error for an `accept`, `refuse`,
+    /// `cancel`, `hangup` or media signal (who gets which is the ended
+    /// columns of PROTOCOL.md §3.11), nothing for anything else.
+    pub fn handle(&self, input: Input) -> Option<Effect> {
+        late_answer(
+            &self.caller,
+            self.caller_device,
+            &self.callee,
+            self.outcome,
+            input,
+        )
+    }
+}
+
+/// An ended invitation's answer to `input` (see [`Tombstone::handle`]).
+fn late_answer(
+    caller: &UserId,
+    caller_device: DeviceId,
+    callee: &UserId,
+    outcome: Outcome,
+    input: Input,
+) -> Option<Effect> {
+    let (from, req, allowed) = match &input {
+        Input::Accept { from, req, .. } | Input::Refuse { from, req, .. } => {
+            (from, *req, from.user == *callee)
+        }
+        Input::Cancel { from, req } => (from, *req, from.user == *caller),
+        Input::Hangup { from, req } | Input::Media { from, req, .. } => {
+            (from, *req, from.user == *caller || from.user == *callee)
+        }
+        _ => return None,
+    };
+    let (code, message) = if !allowed {
+        (ErrorCode::NotFound, "no such invitation for you")
+    } else {
+        match (&input, outcome) {
+            (Input::Accept { .. } | Input::Refuse { .. }, Outcome::Refused { by, .. })
+                if by == from.device || caller_device == from.device =>
+            {
+                (
+                    ErrorCode::AlreadyRefused,
+                    "the invitation was already refused",
+                )
+            }
+            (
+                Input::Accept { .. } | Input::Refuse { .. },
+                Outcome::CallEnded { accepted_by, .. },
+            ) if accepted_by == from.device => (
+                ErrorCode::AlreadyAccepted,
+                "the invitation was already accepted (and the call has ended)",
+            ),
+            (Input::Accept { .. } | Input::Refuse { .. }, _) => {
+                (ErrorCode::AlreadyEnded, "the invitation has already ended")
+            }
+            (Input::Cancel { .. }, Outcome::CallEnded { .. }) => (
+                ErrorCode::AlreadyAccepted,
+                "the invitation was already accepted",
+            ),
+            (Input::Cancel { .. }, Outcome::Refused { .. }) => (
+                ErrorCode::AlreadyRefused,
+                "the invitation was already refused",
+            ),
+            (Input::Cancel { .. }, _) => {
+                (ErrorCode::AlreadyEnded, "the invitation has already ended")
+            }
+            _ => (ErrorCode::AlreadyEnded, "the call has already ended"),
+        }
+    };
+    Some(Effect {
+        to: from.device,
+        msg: ServerMessage::error(Some(req), code, message),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1108,6 +1212,282 @@ mod tests {
         // bob's budget is his own, and the call is still up.
         assert_eq!(r.handle(media(bob(B1), 1000, candidate()), t0).len(), 2);
         assert_eq!(r.phase_name(), "in_call");
+    }
+
+    /// The ended columns of PROTOCOL.md §3.11, request by request and party
+    /// by party, from the ended record and from its tombstone alike; and the
+    /// tombstone keeps none of the content.
+    #[test]
+    fn a_tombstone_answers_late_requests_as_the_ended_record() {
+        use ErrorCode::*;
+        let t0 = Instant::now();
+        let accept = |from: Party, req| Input::Accept {
+            from,
+            req,
+            response: "late".into(),
+        };
+        let refuse = |from: Party, req| Input::Refuse {
+            from,
+            req,
+            response: String::new(),
+            busy: false,
+        };
+        let cancel = |from: Party, req| Input::Cancel { from, req };
+        let hangup = |from: Party, req| Input::Hangup { from, req };
+        let signal = |from: Party, req| media(from, req, candidate());
+        // alice's other device: the caller user, not the caller device.
+        let alice2 = Party {
+            user: UserId::parse("alice").unwrap(),
+            device: DeviceId(2),
+        };
+        // The four ways to end, each from a ringing record (B1 acked, B2 rings).
+        let refused = {
+            let mut r = ringing(t0);
+            r.handle(refuse(bob(B1), 1), t0);
+            r
+        };
+        let call_over = {
+            let mut r = ringing(t0);
+            r.handle(accept(bob(B1), 1), t0);
+            r.handle(hangup(alice(), 2), t0);
+            r
+        };
+        let canceled = {
+            let mut r = ringing(t0);
+            r.handle(cancel(alice(), 1), t0);
+            r.handle(Input::Tick, t0 + secs(3));
+            r
+        };
+        let failed = {
+            let mut r = ringing(t0);
+            r.handle(Input::Tick, t0 + secs(60));
+            r
+        };
+        type Late = fn(Party, u64) -> Input;
+        let (acc, refu, can, hang, sig): (Late, Late, Late, Late, Late) =
+            (accept, refuse, cancel, hangup, signal);
+        // (record, request, who, expected code, expected message)
+        let cases: Vec<(&Record, Late, Party, ErrorCode, &str)> = vec![
+            (
+                &refused,
+                acc,
+                bob(B1),
+                AlreadyRefused,
+                "the invitation was already refused",
+            ),
+            (
+                &refused,
+                refu,
+                bob(B1),
+                AlreadyRefused,
+                "the invitation was already refused",
+            ),
+            (
+                &refused,
+                acc,
+                bob(B2),
+                AlreadyEnded,
+                "the invitation has already ended",
+            ),
+            (
+                &refused,
+                can,
+                alice(),
+                AlreadyRefused,
+                "the invitation was already refused",
+            ),
+            (
+                &refused,
+                can,
+                alice2.clone(),
+                AlreadyRefused,
+                "the invitation was already refused",
+            ),
+            (
+                &refused,
+                hang,
+                bob(B2),
+                AlreadyEnded,
+                "the call has already ended",
+            ),
+            (
+                &refused,
+                sig,
+                alice(),
+                AlreadyEnded,
+                "the call has already ended",
+            ),
+            (
+                &call_over,
+                acc,
+                bob(B1),
+                AlreadyAccepted,
+                "the invitation was already accepted (and the call has ended)",
+            ),
+            (
+                &call_over,
+                refu,
+                bob(B1),
+                AlreadyAccepted,
+                "the invitation was already accepted (and the call has ended)",
+            ),
+            (
+                &call_over,
+                acc,
+                bob(B2),
+                AlreadyEnded,
+                "the invitation has already ended",
+            ),
+            (
+                &call_over,
+                can,
+                alice(),
+                AlreadyAccepted,
+                "the invitation was already accepted",
+            ),
+            (
+                &call_over,
+                hang,
+                bob(B1),
+                AlreadyEnded,
+                "the call has already ended",
+            ),
+            (
+                &call_over,
+                hang,
+                alice2.clone(),
+                AlreadyEnded,
+                "the call has already ended",
+            ),
+            (
+                &call_over,
+                sig,
+                bob(B1),
+                AlreadyEnded,
+                "the call has already ended",
+            ),
+            (
+                &canceled,
+                acc,
+                bob(B1),
+                AlreadyEnded,
+                "the invitation has already ended",
+            ),
+            (
+                &canceled,
+                refu,
+                bob(B2),
+                AlreadyEnded,
+                "the invitation has already ended",
+            ),
+            (
+                &canceled,
+                can,
+                alice(),
+                AlreadyEnded,
+                "the invitation has already ended",
+            ),
+            (
+                &canceled,
+                hang,
+                alice(),
+                AlreadyEnded,
+                "the call has already ended",
+            ),
+            (
+                &failed,
+                acc,
+                bob(B2),
+                AlreadyEnded,
+                "the invitation has already ended",
+            ),
+            (
+                &failed,
+                can,
+                alice2.clone(),
+                AlreadyEnded,
+                "the invitation has already ended",
+            ),
+            (
+                &failed,
+                sig,
+                bob(B1),
+                AlreadyEnded,
+                "the call has already ended",
+            ),
+        ];
+        let everyone = [alice(), alice2.clone(), bob(B1), bob(B2), mallory()];
+        let mut not_found = vec![];
+        for r in [&refused, &call_over, &canceled, &failed] {
+            // The caller cannot answer, the callee cannot cancel, strangers nothing.
+            not_found.push((r, acc, alice()));
+            not_found.push((r, refu, alice2.clone()));
+            not_found.push((r, can, bob(B1)));
+            for late in [acc, refu, can, hang, sig] {
+                not_found.push((r, late, mallory()));
+            }
+        }
+        let mut req = 100;
+        let mut check = |r: &Record, late: Late, who: Party, code: ErrorCode, message: &str| {
+            req += 1;
+            let expected = vec![to(
+                who.device,
+                ServerMessage::error(Some(req), code, message),
+            )];
+            let tomb = r.tombstone().expect("ended");
+            assert_eq!(
+                r.clone().handle(late(who.clone(), req), t0 + secs(61)),
+                expected
+            );
+            assert_eq!(
+                tomb.handle(late(who, req)).into_iter().collect::<Vec<_>>(),
+                expected
+            );
+        };
+        for (r, late, who, code, message) in cases {
+            check(r, late, who, code, message);
+        }
+        for (r, late, who) in not_found {
+            check(r, late, who, NotFound, "no such invitation for you");
+        }
+        // Anything else changes nothing and says nothing.
+        for r in [&refused, &call_over, &canceled, &failed] {
+            let tomb = r.tombstone().unwrap();
+            for who in &everyone {
+                for input in [
+                    Input::Ack {
+                        from: who.device,
+                        of: AckOf::Invitation,
+                    },
+                    Input::Ack {
+                        from: who.device,
+                        of: AckOf::Canceled,
+                    },
+                    Input::CalleeDeviceOnline(who.device),
+                    Input::DeviceGone {
+                        device: who.device,
+                        cause: GoneCause::Logout,
+                    },
+                    Input::Tick,
+                    Input::Shutdown,
+                ] {
+                    assert_eq!(r.clone().handle(input.clone(), t0 + secs(61)), vec![]);
+                    assert_eq!(tomb.handle(input), None);
+                }
+            }
+            assert_eq!(tomb.outcome(), r.outcome().unwrap());
+            assert_eq!(tomb.caller_device(), CALLER_DEV);
+        }
+        assert_eq!(
+            ringing(t0).tombstone(),
+            None,
+            "only an ended record has one"
+        );
+        assert!(
+            std::mem::size_of::<Tombstone>() <= 56,
+            "two shared user ids, a device and the outcome: {} bytes",
+            std::mem::size_of::<Tombstone>()
+        );
     }
 
     fn ringing(t0: Instant) -> Record {
