@@ -50,6 +50,12 @@ pub struct Metrics {
     pub logins: Family<ResultLabel, Counter>,
     /// Invitations by how they ended (`accepted`, `refused`, `busy`, `canceled`, or the failure reason).
     pub invitations: Family<OutcomeLabel, Counter>,
+    /// Invitations not ended yet (ringing, being canceled, or in a call).
+    pub invitations_open: Gauge,
+    /// Ended invitations remembered to answer late requests (for 60 s).
+    pub ended_invitations: Gauge,
+    /// The bytes those take (see `hub::ended`); no content is kept.
+    pub ended_invitations_bytes: Gauge,
     /// Seconds from `invite` to the first callee device's `ack` (the invitation ringing).
     pub delivery_seconds: Histogram,
     /// Seconds from `invite` to the answer (accept or refuse).
@@ -80,6 +86,9 @@ impl Metrics {
         let devices = Gauge::default();
         let logins = Family::<ResultLabel, Counter>::default();
         let invitations = Family::<OutcomeLabel, Counter>::default();
+        let invitations_open = Gauge::default();
+        let ended_invitations = Gauge::default();
+        let ended_invitations_bytes = Gauge::default();
         // 0.1 ms … ~3.3 s for delivery; 10 ms … ~5.5 min for answers.
         let delivery_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let answer_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 16));
@@ -117,6 +126,21 @@ impl Metrics {
         registry.register("logins", "Login attempts by result", logins.clone());
         registry.register("invitations", "Invitations by outcome", invitations.clone());
         registry.register(
+            "invitations_open",
+            "Invitations not ended yet",
+            invitations_open.clone(),
+        );
+        registry.register(
+            "ended_invitations",
+            "Ended invitations remembered to answer late requests",
+            ended_invitations.clone(),
+        );
+        registry.register(
+            "ended_invitations_bytes",
+            "Bytes of the ended invitations remembered",
+            ended_invitations_bytes.clone(),
+        );
+        registry.register(
             "invitation_delivery_seconds",
             "Time from invite to the callee's acknowledgement",
             delivery_seconds.clone(),
@@ -137,6 +161,9 @@ impl Metrics {
             devices,
             logins,
             invitations,
+            invitations_open,
+            ended_invitations,
+            ended_invitations_bytes,
             delivery_seconds,
             answer_seconds,
         }

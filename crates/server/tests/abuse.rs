@@ -7,7 +7,9 @@
 //! - the operations port closes slow and idle connections and caps them;
 //! - web pages (a WebSocket handshake with `Origin`) are refused;
 //! - binary frames count toward the message rate; unknown fields may hold
-//!   any JSON number; user ids with a leading or trailing space are refused.
+//!   any JSON number; user ids with a leading or trailing space are refused;
+//! - invitations of the largest content that end at once leave no content
+//!   behind (only a small tombstone each, for the retention window).
 //!
 //! Every test prints its figures (run with `--nocapture` to see them).
 
@@ -809,5 +811,140 @@ async fn user_ids_with_surrounding_white_space_are_refused() {
             .unwrap()
             .starts_with("callee: user id must not end with a space"),
         "{e}"
+    );
+}
+
+/// This process's resident memory, in KiB (Linux; 0 elsewhere).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One invitation from `caller` to `callee` with `content`, refused at once;
+/// the callee acknowledges what it read (`seen`), as clients do. Returns its id.
+async fn invite_and_refuse(caller: &mut Raw, callee: &mut Raw, req: u64, content: &str) -> String {
+    caller
+        .send(json!({"type": "invite", "ref": req, "callee": "bob", "content": content}))
+        .await;
+    let inv = callee.recv_type("invitation").await;
+    let id = inv["invitation_id"].as_str().expect("an id").to_owned();
+    callee
+        .send(json!({"type": "refuse", "ref": req, "invitation_id": id}))
+        .await;
+    callee
+        .send(json!({"type": "seen", "seq": inv["seq"]}))
+        .await;
+    caller.recv_type("refused").await;
+    id
+}
+
+/// Attack 7: ended invitations used to be kept whole for the 60 s retention
+/// window, content and all, so a connection sending 8 KiB invitations that
+/// end at once held about 8 KiB more server memory per invitation for a
+/// minute (≈29 MB per flooding connection at 60 messages/s). Now only a
+/// tombstone is kept: who called whom from which device and how it ended,
+/// ~80 bytes. A late answer still gets its precise error from it.
+#[tokio::test]
+async fn ended_invitations_keep_no_content() {
+    const FLOOD: u64 = 3000;
+    let server = Server::start(Config {
+        messages_per_second: 1_000_000,
+        ..Config::default()
+    })
+    .await;
+    let mut mallory = server.raw_from("127.0.0.1").await;
+    mallory
+        .send(json!({"type": "login", "ref": 0, "user": "mallory"}))
+        .await;
+    assert_eq!(mallory.recv().await["type"], "login_ok");
+    let mut bob = server.raw_from("127.0.0.1").await;
+    bob.send(json!({"type": "login", "ref": 0, "user": "bob"}))
+        .await;
+    assert_eq!(bob.recv().await["type"], "login_ok");
+    let content = "x".repeat(callinvite_protocol::limits::MAX_CONTENT_BYTES);
+    // Warm up (allocator, buffers) before the first figure.
+    let first = invite_and_refuse(&mut mallory, &mut bob, 1, &content).await;
+    for i in 0..50 {
+        invite_and_refuse(&mut mallory, &mut bob, 2 + i, &content).await;
+    }
+    let rss_before = rss_kib();
+    let kept_before = server.metric("callinvite_ended_invitations");
+    for i in 0..FLOOD {
+        invite_and_refuse(&mut mallory, &mut bob, 100 + i, &content).await;
+    }
+    let rss_after = rss_kib();
+    let kept = server.metric("callinvite_ended_invitations");
+    let bytes = server.metric("callinvite_ended_invitations_bytes");
+    let grew_kib = rss_after.saturating_sub(rss_before);
+    println!(
+        "{FLOOD} invitations of 8 KiB, each refused: {kept} ended ones kept in {bytes} bytes ({} per invitation); RSS {rss_before} → {rss_after} KiB (+{grew_kib} KiB, {:.0} bytes per invitation)",
+        bytes / kept.max(1),
+        grew_kib as f64 * 1024.0 / FLOOD as f64
+    );
+    assert_eq!(
+        kept - kept_before,
+        FLOOD as i64,
+        "every ended one is remembered"
+    );
+    assert_eq!(server.metric("callinvite_invitations_open"), 0);
+    assert!(
+        bytes / kept <= 160,
+        "{} bytes per ended invitation: no content may be kept",
+        bytes / kept
+    );
+    // 3 000 × 8 KiB is 24 MiB of content; kept, the RSS would grow by that.
+    assert!(
+        grew_kib < 8 * 1024,
+        "RSS grew by {grew_kib} KiB over {FLOOD} ended invitations of 8 KiB"
+    );
+    // A late answer to the first one still gets its precise error.
+    bob.send(json!({"type": "accept", "ref": 9999, "invitation_id": first}))
+        .await;
+    let late = bob.recv_type("error").await;
+    assert_eq!(late["code"], "already_refused", "{late}");
+    assert_eq!(late["ref"], 9999, "{late}");
+    mallory
+        .send(json!({"type": "cancel", "ref": 9999, "invitation_id": first}))
+        .await;
+    assert_eq!(mallory.recv_type("error").await["code"], "already_refused");
+}
+
+/// Past the retention window an ended invitation is forgotten — its late
+/// answers get `not_found` — and so is its memory.
+#[tokio::test]
+async fn ended_invitations_are_forgotten_after_the_window() {
+    let mut config = Config::default();
+    config.timeouts.retention = Duration::from_millis(300);
+    let server = Server::start(config).await;
+    let mut alice = server.raw_from("127.0.0.1").await;
+    alice
+        .send(json!({"type": "login", "ref": 0, "user": "alice"}))
+        .await;
+    assert_eq!(alice.recv().await["type"], "login_ok");
+    let mut bob = server.raw_from("127.0.0.1").await;
+    bob.send(json!({"type": "login", "ref": 0, "user": "bob"}))
+        .await;
+    assert_eq!(bob.recv().await["type"], "login_ok");
+    let id = invite_and_refuse(&mut alice, &mut bob, 1, "hi").await;
+    assert_eq!(server.metric("callinvite_ended_invitations"), 1);
+    // Freed by the hub's own timer, without any other request.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric("callinvite_ended_invitations") != 0 {
+        assert!(Instant::now() < deadline, "never forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.metric("callinvite_ended_invitations_bytes"), 0);
+    bob.send(json!({"type": "accept", "ref": 2, "invitation_id": id}))
+        .await;
+    let late = bob.recv_type("error").await;
+    assert_eq!(late["code"], "not_found", "{late}");
+    assert_eq!(
+        late["message"],
+        format!("no invitation {id} for you"),
+        "{late}"
     );
 }

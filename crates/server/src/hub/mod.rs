@@ -34,6 +34,7 @@ use callinvite_protocol::{
     ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId,
 };
 
+mod ended;
 mod nodes;
 mod sessions;
 
@@ -241,7 +242,10 @@ pub(crate) struct Hub {
     devices: HashMap<DeviceId, Device>,
     /// Online devices of each user; a user is online while this is non-empty.
     users: HashMap<UserId, DeviceList>,
+    /// Invitations that have not ended.
     records: HashMap<InvitationId, Record>,
+    /// Invitations that ended within the retention window: what answers late requests.
+    ended: ended::Ended,
     /// Invitations still ringing for each callee, delivered to devices that log in.
     ringing_for: HashMap<UserId, HashSet<InvitationId>>,
     /// Invitations still ringing from each caller (for the per-user limit).
@@ -305,11 +309,14 @@ pub(crate) async fn run(
         );
     }
     loop {
-        let next = match (hub.timers.first(), hub.detached.first()) {
-            (Some((a, _)), Some((b, _))) => Some(*a.min(b)),
-            (Some((a, _)), None) | (None, Some((a, _))) => Some(*a),
-            (None, None) => None,
-        };
+        let next = [
+            hub.timers.first().map(|(t, _)| *t),
+            hub.detached.first().map(|(t, _)| *t),
+            hub.ended.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -355,6 +362,7 @@ fn parse_users(users: &[String]) -> Result<Vec<UserId>, (ErrorCode, String)> {
 
 impl Hub {
     pub(crate) fn new(config: Config, missed: MissedCalls, bus: Box<dyn Bus>) -> Self {
+        let ended = ended::Ended::new(config.timeouts.retention, now());
         Hub {
             config,
             next_device: if bus.clustered() {
@@ -365,6 +373,7 @@ impl Hub {
             devices: HashMap::new(),
             users: HashMap::new(),
             records: HashMap::new(),
+            ended,
             ringing_for: HashMap::new(),
             ringing_from: HashMap::new(),
             timers: BTreeSet::new(),
@@ -848,11 +857,12 @@ impl Hub {
                 } else {
                     InvitationId(uuid::Uuid::new_v4().to_string())
                 };
-                let online: Vec<DeviceId> = self
-                    .users
-                    .get(&callee)
-                    .map(|l| l.to_vec())
-                    .unwrap_or_default();
+                // An online callee's id is shared with the hub's copy.
+                let (callee, online): (UserId, Vec<DeviceId>) =
+                    match self.users.get_key_value(&callee) {
+                        Some((user, list)) => (user.clone(), list.to_vec()),
+                        None => (callee, Vec::new()),
+                    };
                 info!(invitation = %id, caller = %party.user, %device, %callee, callee_devices = online.len(), "invitation sent");
                 let (record, effects) = Record::new(
                     id.clone(),
@@ -873,6 +883,10 @@ impl Hub {
                     .or_default()
                     .insert(id.clone());
                 self.records.insert(id.clone(), record);
+                self.config
+                    .metrics
+                    .invitations_open
+                    .set(self.records.len() as i64);
                 self.apply(&id, "new", effects, now);
                 Ok(())
             }
@@ -1068,10 +1082,25 @@ impl Hub {
             return Ok(());
         }
         if !self.records.contains_key(id) {
+            if self.late(id, input, now) {
+                return Ok(());
+            }
             return Err((ErrorCode::NotFound, format!("no invitation {id} for you")));
         }
         self.drive(id, input, now);
         Ok(())
+    }
+
+    /// Answers an input for an invitation that ended within the retention
+    /// window, as its record would have; false if none did.
+    pub(super) fn late(&mut self, id: &InvitationId, input: Input, now: Instant) -> bool {
+        let Some(tomb) = self.ended.get(id, now) else {
+            return false;
+        };
+        if let Some(e) = tomb.handle(input) {
+            self.send(e.to, &e.msg);
+        }
+        true
     }
 
     fn drive(&mut self, id: &InvitationId, input: Input, now: Instant) {
@@ -1183,11 +1212,14 @@ impl Hub {
             }
         }
         let deadline = record.deadline();
-        let finished = record.is_finished(now);
+        let tombstone = record.tombstone();
         if let Some(old) = self.scheduled.remove(id) {
             self.timers.remove(&(old, id.clone()));
         }
-        if finished {
+        if let Some(tomb) = tombstone {
+            // Ended: only late requests are left to answer, and the
+            // tombstone answers them as the record would, without its
+            // content, responses, devices or timers.
             if let Some(record) = self.records.remove(id) {
                 for d in record.devices() {
                     if let Some(set) = self.involved.get_mut(&d) {
@@ -1197,12 +1229,21 @@ impl Hub {
                         }
                     }
                 }
-                debug!(invitation = %id, "record forgotten");
             }
+            self.ended.insert(id, tomb, now);
+            self.count_kept();
         } else if let Some(t) = deadline {
             self.scheduled.insert(id.clone(), t);
             self.timers.insert((t, id.clone()));
         }
+    }
+
+    /// The gauges of invitations kept: open ones and ended ones.
+    fn count_kept(&self) {
+        let m = &self.config.metrics;
+        m.invitations_open.set(self.records.len() as i64);
+        m.ended_invitations.set(self.ended.len() as i64);
+        m.ended_invitations_bytes.set(self.ended.bytes() as i64);
     }
 
     /// Ends every invitation and call with `server_shutdown`, then tells every
@@ -1280,6 +1321,10 @@ impl Hub {
     }
 
     fn fire_timers(&mut self, now: Instant) {
+        if self.ended.next_expiry().is_some_and(|t| t <= now) {
+            self.ended.expire(now);
+            self.count_kept();
+        }
         while let Some(&(t, device)) = self.detached.first() {
             if t > now {
                 break;

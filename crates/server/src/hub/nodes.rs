@@ -150,13 +150,15 @@ impl Hub {
             } => {
                 if self.records.contains_key(&id) {
                     self.drive(&id, input, now);
-                } else if let Some((device, req)) = reply_to {
-                    let msg = ServerMessage::error(
-                        Some(req),
-                        ErrorCode::NotFound,
-                        format!("no invitation {id} for you"),
-                    );
-                    self.send(device, &msg);
+                } else if !self.late(&id, input, now) {
+                    if let Some((device, req)) = reply_to {
+                        let msg = ServerMessage::error(
+                            Some(req),
+                            ErrorCode::NotFound,
+                            format!("no invitation {id} for you"),
+                        );
+                        self.send(device, &msg);
+                    }
                 }
             }
             Envelope::ResumeVia {
