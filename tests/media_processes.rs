@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use callinvite_e2e::{assert_hears, cli, named, read_wav, rms, start_server, Coturn};
+use callinvite_e2e::{assert_hears, binary, cli, named, read_wav, rms, start_server, Coturn};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("callinvite-media-{name}-{}", std::process::id()));
@@ -100,6 +100,23 @@ fn two_clients_see_each_others_test_pattern() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A misspelled video source fails when the command line is read (exit
+/// 2, saying what to choose), not later when a call is accepted.
+#[test]
+fn a_misspelled_video_source_is_refused_at_once() {
+    let out = std::process::Command::new(binary("callinvite"))
+        .args(["--server", "ws://127.0.0.1:9", "--user", "alice"])
+        .args(["call", "bob", "--video", "patern"])
+        .output()
+        .expect("run callinvite");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("choose pattern, off, camera[:ID] or screen[:ID]"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -125,10 +125,12 @@ struct MediaArgs {
     #[arg(long, value_name = "IP")]
     media_ip: Option<std::net::IpAddr>,
     /// Video in accepted calls, sending this: `pattern` (moving colour bars,
-    /// 640x480 at 30 fps) or `off` (receive only). The peer's pictures are
-    /// decoded; media_stats says how many, their size, and how far their
-    /// colour bars are from the test pattern's (`pattern_error`, 0-255).
-    #[arg(long, value_name = "SOURCE", value_parser = ["pattern", "off"])]
+    /// 640x480 at 30 fps), `camera` or `camera:ID` (built with the `camera`
+    /// feature), `screen` or `screen:ID` (X11; the `screen` feature), or
+    /// `off` (receive only). The peer's pictures are decoded; media_stats
+    /// says how many, their size, and how far their colour bars are from
+    /// the test pattern's (`pattern_error`, 0-255).
+    #[arg(long, value_name = "SOURCE", value_parser = parse_video_arg)]
     video: Option<String>,
 }
 
@@ -136,6 +138,58 @@ impl MediaArgs {
     fn enabled(&self) -> bool {
         self.play.is_some() || self.record.is_some() || self.video.is_some()
     }
+}
+
+/// Checks `--video` when the command line is read, so a misspelled source
+/// fails at once rather than when a call is accepted.
+fn parse_video_arg(s: &str) -> Result<String, String> {
+    let kind = s.split_once(':').map_or(s, |(k, _)| k);
+    match kind {
+        "off" | "pattern" if kind == s => Ok(s.to_owned()),
+        "camera" | "screen" => Ok(s.to_owned()),
+        _ => Err("choose pattern, off, camera[:ID] or screen[:ID]".into()),
+    }
+}
+
+/// The source `--video` names (`None`: off).
+fn video_source(what: &str) -> Result<Option<Box<dyn VideoSource>>, String> {
+    let (kind, id) = match what.split_once(':') {
+        Some((k, id)) => (k, Some(id)),
+        None => (what, None),
+    };
+    match kind {
+        "off" => Ok(None),
+        "pattern" => Ok(Some(Box::new(
+            TestPattern::new(640, 480, 30).map_err(|e| e.to_string())?,
+        ))),
+        #[cfg(feature = "camera")]
+        "camera" => Ok(Some(Box::new(
+            callinvite_client::media::video::CameraSource::open(id, 640, 480, 30)
+                .map_err(|e| e.to_string())?,
+        ))),
+        #[cfg(feature = "screen")]
+        "screen" => Ok(Some(Box::new(
+            callinvite_client::media::video::ScreenSource::open(id, 1280, 720, 15)
+                .map_err(|e| e.to_string())?,
+        ))),
+        #[cfg(not(feature = "camera"))]
+        "camera" => Err(without(kind)),
+        #[cfg(not(feature = "screen"))]
+        "screen" => Err(without(kind)),
+        _ => {
+            let _ = id;
+            Err("choose pattern, off, camera[:ID] or screen[:ID]".into())
+        }
+    }
+}
+
+/// Says that this build lacks the video source `kind`.
+#[cfg(not(all(feature = "camera", feature = "screen")))]
+fn without(kind: &str) -> String {
+    format!(
+        "this callinvite was built without the `{kind}` feature \
+         (cargo build -p callinvite-client --features {kind})"
+    )
 }
 
 /// A video sink that checks each received picture against the test
@@ -610,12 +664,7 @@ impl Media {
             let video = match self.args.video.as_deref() {
                 None => None,
                 Some(what) => Some(VideoIo {
-                    source: match what {
-                        "pattern" => Some(Box::new(
-                            TestPattern::new(640, 480, 30).map_err(|e| e.to_string())?,
-                        ) as Box<dyn VideoSource>),
-                        _ => None,
-                    },
+                    source: video_source(what).map_err(|e| format!("--video {what}: {e}"))?,
                     preview: None,
                     sink: Box::new(PatternCheck(pattern_error.clone())),
                 }),

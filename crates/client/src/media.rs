@@ -31,6 +31,9 @@
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+/// Video frames, sources (the test pattern; cameras and screens with the
+/// `camera` and `screen` features) and the VP8 path.
+pub use callinvite_media::video;
 pub use callinvite_media::video::{bars_error, VideoReceiveStats, VideoSendStats};
 pub use callinvite_media::{
     AudioProcessing, AudioSink, AudioSource, CallStats, MediaConfig, MediaError, MediaEvent,
