@@ -217,7 +217,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if noisy { " with sensor noise" } else { "" },
         wall.as_secs_f64()
     );
-    if let Some(v) = b_stats.lock().unwrap().as_ref().and_then(|s| s.video.clone()) {
+    if let Some(v) = b_stats
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|s| s.video.clone())
+    {
         println!(
             "B receives {}x{} at {:.1} fps; A sends {:.0} kbit/s (target {} kbit/s); encode {:.2} ms, decode {:.2} ms per picture (last)",
             v.received_width,
@@ -246,6 +251,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "CPU: {share:.1} % of one core for both ends = {:.1} % per side",
         share / 2.0
     );
-    println!("memory: {rss:.0} MiB RSS, {:.0} MiB more than before the call ({:.0} per side)", rss - rss0, (rss - rss0) / 2.0);
+    println!(
+        "memory: {rss:.0} MiB RSS, {:.0} MiB more than before the call ({:.0} per side)",
+        rss - rss0,
+        (rss - rss0) / 2.0
+    );
     Ok(())
 }

@@ -159,7 +159,9 @@ async fn interop(role: Role, video: bool) {
             recent.last().map(|f| f.bars_error)
         );
         assert!(recent.len() >= 5, "we hardly see aiortc's video");
-        assert!(recent.iter().all(|f| f.bars_error <= 40 && (f.width, f.height) == (640, 480)));
+        assert!(recent
+            .iter()
+            .all(|f| f.bars_error <= 40 && (f.width, f.height) == (640, 480)));
     }
     handle.close();
     let _ = child.wait().await;
