@@ -37,6 +37,8 @@ let eventCount = 0; // app-state events received so far
 let screenShownAt = 0; // when the current screen appeared
 let lastKeyDownAt = 0; // when a key was last pressed anywhere
 const KEYBOARD_GRACE_MS = 700; // typing that was meant for the previous screen must not answer a call
+let videoToken = null; // the running picture loops' token (null: stopped)
+let lastVideo = { remote: false, preview: "starting" }; // what the canvases showed last
 
 // ---- commands -----------------------------------------------------------------
 
@@ -66,6 +68,8 @@ async function run(button, cmd, args) {
 function disabledByState(button) {
   const answering = Boolean(snapshot?.call?.answering);
   if (["incoming-accept", "incoming-decline", "incoming-busy"].includes(button.id)) return answering;
+  if (button.id === "incall-mute") return !snapshot?.call?.media;
+  if (button.id === "incall-camera") return button.dataset.disabledByState === "1";
   return false;
 }
 
@@ -158,6 +162,7 @@ function render(snap) {
   renderIncoming();
   renderInCall();
   refreshDisabled();
+  updateVideoLoops();
   updateSound();
   tick();
   if (changed) focusFor(next);
@@ -327,6 +332,8 @@ function fillSettings(force = false) {
   $("setting-dnd").value = ["busy", "silent"].includes(s.do_not_disturb) ? s.do_not_disturb : "off";
   $("setting-microphone").value = s.microphone ?? "";
   $("setting-speaker").value = s.speaker ?? "";
+  $("setting-camera").value = s.camera ?? "";
+  $("setting-start-camera").checked = s.start_camera_on !== false;
 }
 
 function setAvatar(id, peer) {
@@ -372,12 +379,122 @@ function renderInCall() {
   mute.textContent = view.muteLabel;
   mute.setAttribute("aria-pressed", media?.muted ? "true" : "false");
   mute.disabled = !media;
+  renderVideo(media, call.peer);
+}
+
+/** The pictures' boxes and buttons (the canvases are drawn by videoLoop). */
+function renderVideo(media, peer) {
+  const v = L.videoView(media, peer);
+  $("incall-stage").dataset.remote = v.remote ? "on" : "off";
+  $("incall-placeholder-text").textContent = v.remoteText;
+  $("incall-video-info").textContent = v.info;
+  $("incall-preview").dataset.state = v.preview;
+  $("incall-preview-text").textContent = v.previewText;
+  // A picture that stopped must not come back as a still when it starts again.
+  if (lastVideo.remote && !v.remote) blank($("incall-remote-video"));
+  if (lastVideo.preview === "on" && v.preview !== "on") blank($("incall-local-video"));
+  lastVideo = { remote: v.remote, preview: v.preview };
+  const camera = $("incall-camera");
+  camera.textContent = v.cameraLabel;
+  camera.setAttribute("aria-pressed", v.cameraPressed ? "true" : "false");
+  camera.dataset.disabledByState = v.cameraDisabled ? "1" : "";
+  const sw = $("incall-switch-camera");
+  sw.hidden = !v.switchShown;
+  sw.title = v.switchTitle;
+  const share = $("incall-share-screen");
+  share.hidden = !v.shareShown;
+  share.textContent = v.shareLabel;
+  share.setAttribute("aria-pressed", v.sharePressed ? "true" : "false");
+  refreshDisabled();
+}
+
+function blank(canvas) {
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
 }
 
 function toggleMute() {
   const media = snapshot?.call?.media;
   if (!media) return;
   run($("incall-mute"), "set_muted", { muted: !media.muted });
+}
+
+function toggleCamera() {
+  const video = snapshot?.call?.media?.video;
+  if (!video || $("incall-camera").disabled) return;
+  run($("incall-camera"), "set_camera", { on: !video.camera_on });
+}
+
+// ---- pictures -------------------------------------------------------------------
+
+/** Starts the picture loops for the call on screen, or stops them. */
+function updateVideoLoops() {
+  const want = screen === "incall" && Boolean(snapshot?.call?.media) && hasTauri && Boolean(tauri.core.convertFileSrc);
+  if (want && !videoToken) {
+    const token = {};
+    videoToken = token;
+    videoLoop("remote", $("incall-remote-video"), token);
+    videoLoop("local", $("incall-local-video"), token);
+  } else if (!want && videoToken) {
+    videoToken = null;
+    blank($("incall-remote-video"));
+    blank($("incall-local-video"));
+    lastVideo = { remote: false, preview: "starting" };
+  }
+}
+
+const nextPaint = () => new Promise((resolve) => requestAnimationFrame(resolve));
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Draws one picture stream (`remote` or `local`) into `canvas` while `token`
+ * is current: asks the backend for the first picture newer than the last one
+ * drawn (it answers as soon as there is one, or 204 after a second), then
+ * draws it at the next display refresh. A hidden window gets no refreshes,
+ * so the loop waits, and the backend stops converting pictures for it.
+ * The canvas's data-frames, data-fps, data-fetch-ms and data-draw-ms count
+ * and time what was shown.
+ */
+async function videoLoop(name, canvas, token) {
+  const ctx = canvas.getContext("2d", { alpha: false });
+  const base = tauri.core.convertFileSrc(name, "frame");
+  const counter = new L.FrameCounter();
+  let seq = 0;
+  while (videoToken === token) {
+    let res;
+    const asked = performance.now();
+    try {
+      res = await fetch(L.frameUrl(base, seq), { cache: "no-store" });
+    } catch {
+      await pause(500);
+      continue;
+    }
+    if (res.status !== 200) {
+      if (res.status !== 204) await pause(500);
+      continue;
+    }
+    const frame = L.parseFrame(await res.arrayBuffer());
+    const fetched = performance.now();
+    if (!frame) continue;
+    seq = frame.seq;
+    await nextPaint();
+    if (videoToken !== token) break;
+    const drawing = performance.now();
+    if (canvas.width !== frame.width || canvas.height !== frame.height) {
+      canvas.width = frame.width;
+      canvas.height = frame.height;
+    }
+    ctx.putImageData(new ImageData(frame.pixels, frame.width, frame.height), 0, 0);
+    const drawn = performance.now();
+    counter.time("fetch", fetched - asked);
+    counter.time("draw", drawn - drawing);
+    counter.add(drawn);
+    canvas.dataset.frames = String(counter.frames);
+    canvas.dataset.fps = String(counter.fps);
+    canvas.dataset.fetchMs = counter.meanMs("fetch").toFixed(2);
+    canvas.dataset.drawMs = counter.meanMs("draw").toFixed(2);
+    canvas.dataset.size = `${frame.width}x${frame.height}`;
+  }
 }
 
 /** Fills the microphone and speaker choices (once per opening of Settings). */
@@ -408,6 +525,35 @@ async function fillDevices() {
   const help = $("setting-devices-help");
   help.hidden = !devices.error;
   help.textContent = devices.error ? `Sound devices: ${devices.error}` : "";
+  fillCameras();
+}
+
+/** Fills the camera choice (with the sound devices, once per opening of Settings). */
+async function fillCameras() {
+  let video;
+  try {
+    video = await invoke("video_devices");
+  } catch (e) {
+    video = { cameras: [], error: L.errorMessage(e) };
+  }
+  const cameras = Array.isArray(video.cameras) ? video.cameras : [];
+  const chosen = snapshot?.settings?.camera ?? "";
+  const options = [["", "First camera"], ...cameras.map((c) => [c.id, c.name])];
+  if (chosen && !cameras.some((c) => c.id === chosen)) options.push([chosen, `${chosen} (not connected)`]);
+  const select = $("setting-camera");
+  select.replaceChildren(
+    ...options.map(([value, label]) => {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = label;
+      return o;
+    }),
+  );
+  select.value = chosen;
+  const help = $("setting-camera-help");
+  const note = video.error ? `Cameras: ${video.error}` : cameras.length === 0 ? "No camera found: calls go without your picture." : "";
+  help.hidden = !note;
+  help.textContent = note;
 }
 
 /** Once a second: the call timers, and now and then the history's relative times. */
@@ -503,6 +649,8 @@ async function saveSettings(event) {
     do_not_disturb: $("setting-dnd").value,
     microphone: $("setting-microphone").value,
     speaker: $("setting-speaker").value,
+    camera: $("setting-camera").value,
+    start_camera_on: $("setting-start-camera").checked,
   };
   const urlError = L.validateMeetingUrl(form.meeting_url_template);
   if (urlError) {
@@ -544,6 +692,9 @@ function onKeyDown(event) {
   } else if (action === "mute") {
     event.preventDefault();
     toggleMute();
+  } else if (action === "camera") {
+    event.preventDefault();
+    toggleCamera();
   }
 }
 
@@ -599,6 +750,12 @@ function wire() {
   $("incoming-busy").addEventListener("click", (e) => answer("busy", e));
   $("incall-hangup").addEventListener("click", () => run($("incall-hangup"), "hang_up"));
   $("incall-mute").addEventListener("click", toggleMute);
+  $("incall-camera").addEventListener("click", toggleCamera);
+  $("incall-switch-camera").addEventListener("click", () => run($("incall-switch-camera"), "switch_camera"));
+  $("incall-share-screen").addEventListener("click", () => {
+    const sharing = Boolean(snapshot?.call?.media?.video?.sharing_screen);
+    run($("incall-share-screen"), "share_screen", { on: !sharing });
+  });
   $("settings").addEventListener("toggle", () => {
     if ($("settings").open) fillDevices();
   });
@@ -629,7 +786,7 @@ async function init() {
       call: null,
       presence: {},
       history: [],
-      settings: { server: "embedded", token: "", share_on_lan: false, busy_policy: "auto_busy", meeting_url_template: "", last_user: "", ca_file: "" },
+      settings: { server: "embedded", token: "", share_on_lan: false, busy_policy: "auto_busy", meeting_url_template: "", last_user: "", ca_file: "", start_camera_on: true },
       notifications_available: false,
       last_error: null,
     });

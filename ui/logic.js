@@ -257,12 +257,13 @@ export function historyLabel(entry, nowMs) {
   return { arrow, direction: incoming ? "Incoming" : "Outgoing", peer, when, outcome, duration, missed, text };
 }
 
-/** What a key press does on a screen: "call" | "cancel" | "decline" | null. */
+/** What a key press does on a screen: "call" | "cancel" | "decline" | "mute" | "camera" | null. */
 export function keyAction(screen, key) {
   if (screen === "home" && key === "Enter") return "call";
   if (screen === "outgoing" && key === "Escape") return "cancel";
   if (screen === "incoming" && key === "Escape") return "decline";
   if (screen === "incall" && (key === "m" || key === "M")) return "mute";
+  if (screen === "incall" && (key === "v" || key === "V")) return "camera";
   return null;
 }
 
@@ -389,6 +390,8 @@ export function mergeSettings(current, form) {
     microphone: form.microphone ?? current?.microphone ?? "",
     speaker: form.speaker ?? current?.speaker ?? "",
     start_muted: Boolean(form.start_muted),
+    camera: form.camera ?? current?.camera ?? "",
+    start_camera_on: Boolean(form.start_camera_on ?? current?.start_camera_on ?? true),
     do_not_disturb: ["busy", "silent"].includes(form.do_not_disturb) ? form.do_not_disturb : "off",
   };
 }
@@ -415,8 +418,11 @@ export function mediaView(media, connection = "connected") {
     reconnecting: "Reconnecting…",
     failed: media.message || "No audio",
   }[media.phase] ?? "";
-  // A warning (no microphone, no speaker) stays visible while connected.
-  const line = media.phase === "connected" && media.message ? media.message : status;
+  // A warning (no microphone, no speaker) stays visible while connected, and
+  // then one about the picture (no camera), unless muted is more to the point.
+  let line = status;
+  if (media.phase === "connected" && media.message) line = media.message;
+  else if (media.phase === "connected" && !media.muted && media.video?.message) line = media.video.message;
   let qualityText = "";
   if (media.phase === "connected" && media.rtt_ms != null) {
     const loss = Math.round((media.loss ?? 0) * 100);
@@ -458,5 +464,117 @@ export function windowTitle(snapshot) {
       return `${snapshot.user} — callinvite`;
     default:
       return "callinvite";
+  }
+}
+
+/**
+ * The in-call pictures: what the big box (theirs) and the corner (ours) show,
+ * and the video buttons. `media` is the call's media status (null before the
+ * call has media), `peer` their user id. Returns:
+ * - remote: their picture is shown (else the placeholder with `initial` and `remoteText`);
+ * - preview: "on" (our picture) | "off" (camera off) | "none" (no camera) |
+ *   "starting" | "error"; previewText says it in words;
+ * - camera button: cameraLabel, cameraPressed (true while off), cameraDisabled;
+ * - switchShown (more than one camera), switchTitle (the next one's name);
+ * - shareShown (the screen can be shared), shareLabel, sharePressed;
+ * - info: their picture's size and rate ("640×480 · 30 fps"), or "".
+ */
+export function videoView(media, peer) {
+  const v = media?.video ?? null;
+  const remote = Boolean(v?.remote);
+  let remoteText = "";
+  if (!remote && media?.phase === "connected") remoteText = "No video from them";
+  const cameras = Array.isArray(v?.cameras) ? v.cameras : null;
+  let preview;
+  if (!v) preview = "starting";
+  else if (v.sending) preview = "on";
+  else if (!v.camera_on && !v.sharing_screen) preview = cameras && cameras.length === 0 ? "none" : "off";
+  else if (cameras && cameras.length === 0 && !v.sharing_screen) preview = "none";
+  else if (v.message) preview = "error";
+  else preview = "starting";
+  const previewText = {
+    on: v?.sharing_screen ? "Your screen" : "",
+    off: "Camera off",
+    none: "No camera",
+    starting: "Starting camera…",
+    error: "No picture",
+  }[preview];
+  const cameraOn = Boolean(v?.camera_on);
+  const next = cameras && cameras.length > 1 ? cameras[((v.camera ?? 0) + 1) % cameras.length] : "";
+  const received = v?.received;
+  const info = remote && received && received.width > 0
+    ? `${received.width}×${received.height} · ${Math.round(received.fps ?? 0)} fps`
+    : "";
+  return {
+    remote,
+    initial: initialOf(peer),
+    remoteText,
+    preview,
+    previewText,
+    cameraLabel: cameraOn ? "Stop camera" : "Start camera",
+    cameraPressed: !cameraOn,
+    cameraDisabled: !cameras || cameras.length === 0,
+    switchShown: Boolean(cameras && cameras.length > 1),
+    switchTitle: next ? `Switch to ${next}` : "",
+    shareShown: Boolean(v?.can_share_screen),
+    shareLabel: v?.sharing_screen ? "Stop sharing" : "Share screen",
+    sharePressed: Boolean(v?.sharing_screen),
+    info,
+  };
+}
+
+/** Bytes before the pixels in a picture from the `frame:` scheme. */
+export const FRAME_HEADER_BYTES = 16;
+
+/**
+ * A picture from the `frame:` scheme (an ArrayBuffer: u32 width, u32 height,
+ * u64 sequence number, little-endian, then RGBA): {width, height, seq,
+ * pixels (a Uint8ClampedArray over the buffer, no copy)}, or null when it is
+ * not a whole picture.
+ */
+export function parseFrame(buffer) {
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength < FRAME_HEADER_BYTES) return null;
+  const dv = new DataView(buffer);
+  const width = dv.getUint32(0, true);
+  const height = dv.getUint32(4, true);
+  const seq = dv.getUint32(8, true) + dv.getUint32(12, true) * 2 ** 32;
+  const bytes = width * height * 4;
+  if (width === 0 || height === 0 || buffer.byteLength !== FRAME_HEADER_BYTES + bytes) return null;
+  return { width, height, seq, pixels: new Uint8ClampedArray(buffer, FRAME_HEADER_BYTES, bytes) };
+}
+
+/** The URL asking for the first picture after number `after` (`base`: convertFileSrc(name, "frame")). */
+export function frameUrl(base, after) {
+  return `${base}?after=${Number.isFinite(after) && after > 0 ? Math.floor(after) : 0}`;
+}
+
+/**
+ * Counts pictures shown: `add(nowMs)` for each; `fps` is how many in the last
+ * second; `frames` in all; `meanMs(name)` the mean of the times recorded with
+ * `time(name, ms)`.
+ */
+export class FrameCounter {
+  constructor() {
+    this.frames = 0;
+    this.recent = [];
+    this.sums = {};
+  }
+  add(nowMs) {
+    this.frames += 1;
+    this.recent.push(nowMs);
+    while (this.recent.length && this.recent[0] <= nowMs - 1000) this.recent.shift();
+    return this.fps;
+  }
+  get fps() {
+    return this.recent.length;
+  }
+  time(name, ms) {
+    const s = (this.sums[name] ??= { total: 0, n: 0 });
+    s.total += ms;
+    s.n += 1;
+  }
+  meanMs(name) {
+    const s = this.sums[name];
+    return s && s.n ? s.total / s.n : 0;
   }
 }

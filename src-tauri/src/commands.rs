@@ -223,3 +223,63 @@ pub async fn audio_devices() -> Result<crate::media::AudioDevices, CommandError>
         .await
         .map_err(|e| CommandError::new("internal", format!("listing audio devices failed: {e}")))
 }
+
+/// Turns the camera on or off in the call on screen (off releases it).
+#[tauri::command]
+pub async fn set_camera<R: Runtime>(app: AppHandle<R>, on: bool) -> Result<(), CommandError> {
+    if crate::media::set_camera(&app, on).await {
+        Ok(())
+    } else {
+        Err(CommandError::new(
+            "invalid_argument",
+            "there is no call with video to turn the camera on or off in",
+        ))
+    }
+}
+
+/// Moves to the next camera in the call on screen.
+#[tauri::command]
+pub async fn switch_camera<R: Runtime>(app: AppHandle<R>) -> Result<(), CommandError> {
+    if crate::media::switch_camera(&app).await {
+        Ok(())
+    } else {
+        Err(CommandError::new(
+            "invalid_argument",
+            "there is no other camera to switch to",
+        ))
+    }
+}
+
+/// Sends the screen instead of the camera (`on`), or the camera again.
+#[tauri::command]
+pub async fn share_screen<R: Runtime>(app: AppHandle<R>, on: bool) -> Result<(), CommandError> {
+    if crate::media::share_screen(&app, on).await {
+        Ok(())
+    } else {
+        Err(CommandError::new(
+            "invalid_argument",
+            "the screen cannot be shared here (no call with video, or no X11 display)",
+        ))
+    }
+}
+
+/// The cameras Settings can choose from, and whether the screen can be shared.
+#[tauri::command]
+pub async fn video_devices(
+    state: State<'_, AppState>,
+) -> Result<crate::media::VideoDevices, CommandError> {
+    let options = state.options.clone();
+    tauri::async_runtime::spawn_blocking(move || crate::media::video_devices_for(&options))
+        .await
+        .map_err(|e| CommandError::new("internal", format!("listing cameras failed: {e}")))
+}
+
+/// What went to the window's video so far (for measurements): the peer's
+/// pictures and our preview.
+#[tauri::command]
+pub async fn video_stats(state: State<'_, AppState>) -> Result<serde_json::Value, CommandError> {
+    Ok(serde_json::json!({
+        "remote": state.frames.remote.stats(),
+        "local": state.frames.local.stats(),
+    }))
+}

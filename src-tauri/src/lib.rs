@@ -10,6 +10,8 @@
 //! - [`commands`]: the commands the UI invokes.
 //! - [`tray`]: tray icon and main window (close hides to the tray).
 //! - [`instance`]: one running app per profile.
+//! - [`media`]: a call's sound and pictures (the media engine);
+//!   [`video`]: its pictures to the window through the `frame:` URI scheme.
 //! - Native notifications live in the `callinvite-notify` crate.
 //!
 //! The UI (`ui/`) is plain HTML/JS with no build step; it renders the
@@ -24,6 +26,7 @@ pub mod options;
 pub mod session;
 pub mod store;
 pub mod tray;
+pub mod video;
 
 use std::path::PathBuf;
 
@@ -34,27 +37,42 @@ use tracing_subscriber::EnvFilter;
 pub use options::AppOptions;
 pub use session::AppState;
 
-/// Registers the commands. The caller manages an [`AppState`] (see [`run`];
-/// tests use `tauri::test::mock_builder()`).
+/// Registers the commands and the `frame:` scheme (the call's pictures, see
+/// [`video`]). The caller manages an [`AppState`] (see [`run`]; tests use
+/// `tauri::test::mock_builder()`).
 pub fn build<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder.invoke_handler(tauri::generate_handler![
-        commands::get_state,
-        commands::sign_in,
-        commands::sign_out,
-        commands::call,
-        commands::cancel,
-        commands::accept,
-        commands::refuse,
-        commands::hang_up,
-        commands::query_presence,
-        commands::subscribe_presence,
-        commands::get_history,
-        commands::clear_history,
-        commands::get_settings,
-        commands::set_settings,
-        commands::set_muted,
-        commands::audio_devices,
-    ])
+    builder
+        .register_asynchronous_uri_scheme_protocol("frame", |ctx, request, responder| {
+            match ctx.app_handle().try_state::<AppState>() {
+                Some(state) => {
+                    video::serve(state.frames.clone(), request.uri().to_string(), responder)
+                }
+                None => responder.respond(video::response(Err((503, "starting")))),
+            }
+        })
+        .invoke_handler(tauri::generate_handler![
+            commands::get_state,
+            commands::sign_in,
+            commands::sign_out,
+            commands::call,
+            commands::cancel,
+            commands::accept,
+            commands::refuse,
+            commands::hang_up,
+            commands::query_presence,
+            commands::subscribe_presence,
+            commands::get_history,
+            commands::clear_history,
+            commands::get_settings,
+            commands::set_settings,
+            commands::set_muted,
+            commands::audio_devices,
+            commands::set_camera,
+            commands::switch_camera,
+            commands::share_screen,
+            commands::video_devices,
+            commands::video_stats,
+        ])
 }
 
 /// Runs the app.

@@ -43,6 +43,11 @@ pub struct AppOptions {
     /// later call overwrites it).
     #[arg(long, env = "CALLINVITE_FAKE_AUDIO_OUTPUT", value_name = "FILE.wav")]
     pub fake_audio_output: Option<PathBuf>,
+    /// Instead of the cameras, offer this one in calls: `pattern` (moving
+    /// colour bars, 640x480 at 30 fps) or `none` (as if there were no camera);
+    /// for tests and machines without a camera.
+    #[arg(long, env = "CALLINVITE_FAKE_VIDEO_INPUT", value_name = "SOURCE", value_parser = ["pattern", "none"])]
+    pub fake_video_input: Option<String>,
     /// Use only this local address for call media (e.g. 127.0.0.1); default: every interface.
     #[arg(long, env = "CALLINVITE_MEDIA_IP", value_name = "IP")]
     pub media_ip: Option<std::net::IpAddr>,
@@ -69,6 +74,7 @@ impl AppOptions {
             log: "warn".into(),
             fake_audio_input: Some("silence".into()),
             fake_audio_output: None,
+            fake_video_input: Some("none".into()),
             media_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
             automation: false,
         }
@@ -95,6 +101,16 @@ mod tests {
         let err = AppOptions::try_parse_from(["callinvite-app", "--proflie", "bob"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnknownArgument);
         assert!(err.to_string().contains("--proflie"));
+    }
+
+    #[test]
+    fn fake_video_input_is_the_pattern_or_none() {
+        let o = AppOptions::try_parse_from(["callinvite-app", "--fake-video-input", "pattern"])
+            .unwrap();
+        assert_eq!(o.fake_video_input.as_deref(), Some("pattern"));
+        assert!(
+            AppOptions::try_parse_from(["callinvite-app", "--fake-video-input", "bars"]).is_err()
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct AppState {
     pub store: Store,
     /// `None` when notifications are off (tests, or no service).
     pub notifier: Option<Notifier>,
+    /// The call's latest pictures, for the window (the `frame:` scheme).
+    pub frames: std::sync::Arc<crate::video::Frames>,
     pub inner: Mutex<Inner>,
 }
 
@@ -90,6 +92,7 @@ impl AppState {
             embedded_secret_file,
             store,
             notifier,
+            frames: Default::default(),
             inner: Mutex::new(Inner {
                 settings,
                 calls: Calls::new(history),

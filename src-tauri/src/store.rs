@@ -56,6 +56,10 @@ pub struct Settings {
     pub speaker: String,
     /// Calls start with the microphone muted.
     pub start_muted: bool,
+    /// Camera by id (as `video_devices` lists them); empty: the first.
+    pub camera: String,
+    /// Calls start with the camera on (else it stays off until turned on).
+    pub start_camera_on: bool,
     /// Do not disturb.
     pub do_not_disturb: DoNotDisturb,
 }
@@ -73,6 +77,8 @@ impl Default for Settings {
             microphone: String::new(),
             speaker: String::new(),
             start_muted: false,
+            camera: String::new(),
+            start_camera_on: true,
             do_not_disturb: DoNotDisturb::Off,
         }
     }
@@ -250,6 +256,10 @@ mod tests {
         assert_eq!(
             (s.last_user.as_str(), s.server.as_str()),
             ("bob", "embedded")
+        );
+        assert!(
+            s.start_camera_on,
+            "a file from before video starts calls with the camera on"
         );
     }
 

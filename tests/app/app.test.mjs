@@ -15,6 +15,7 @@ import { createInterface } from 'node:readline';
 
 import { Session, sleep } from './webdriver.mjs';
 import { readWav, hears, rms } from './wav.mjs';
+import { pictureRect, imageSize, readBars, barsError, describeBars, withDescendants, cpuSeconds, cpuShare } from './video.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = join(ROOT, 'target', 'debug');
@@ -107,6 +108,34 @@ function windowVisible() {
   }
 }
 
+/** Polls `proc`'s events until `pred` holds for one after the first `from`; returns it. */
+async function eventAfter(proc, from, what, pred, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const found = proc.events.slice(from).find(pred);
+    if (found) return found;
+    await sleep(100);
+  }
+  const last = proc.events.filter((e) => e.event === 'media_stats').at(-1);
+  throw new Error(`timed out waiting for ${what}; last media_stats ${JSON.stringify(last)}; stderr ${proc.stderr.join('').slice(-2000)}`);
+}
+
+/** The latest media_stats of `proc` that has video figures. */
+function videoStats(proc) {
+  return proc.events.filter((e) => e.event === 'media_stats' && e.video).at(-1)?.video ?? null;
+}
+
+/** A canvas's counters: frames drawn, fps over the last second, mean fetch and draw ms. */
+async function canvasFigures(css) {
+  return app.exec(`const d = document.querySelector(${JSON.stringify(css)}).dataset;
+    return { frames: Number(d.frames || 0), fps: Number(d.fps || 0), fetchMs: Number(d.fetchMs || 0), drawMs: Number(d.drawMs || 0), size: d.size || '' };`);
+}
+
+/** The app's process id (the one WebDriver started; its WebKit processes are its children). */
+function appPid() {
+  return Number(execFileSync('pgrep', ['-o', '-f', `callinvite-app.*${dataDir}`], { encoding: 'utf8' }).trim());
+}
+
 before(async () => {
   // A real server with a short offline window so the offline flow ends quickly.
   server = spawn(join(BIN, 'callinvite-server'), ['--listen', '127.0.0.1:0', '--offline-window', '4s', '--log', 'info', '--data-dir', '-'], {
@@ -123,11 +152,13 @@ before(async () => {
   });
   console.error(`# server at ${url}`);
   dataDir = mkdtempSync(join(tmpdir(), 'callinvite-app-e2e-'));
-  // No sound card under Xvfb: the app sends a 440 Hz tone as its microphone and
-  // records what it hears to a file (the media path, WebRTC to the peer, is real).
+  // No sound card or camera under Xvfb: the app sends a 440 Hz tone as its microphone
+  // and records what it hears to a file, and its camera is the moving colour bars (the
+  // media path, WebRTC to the peer, is real).
   app = await Session.start(join(BIN, 'callinvite-app'), [
     '--profile', 'e2e', '--data-dir', dataDir,
     '--fake-audio-input', 'tone:440', '--fake-audio-output', join(dataDir, 'heard.wav'), '--media-ip', '127.0.0.1',
+    '--fake-video-input', 'pattern',
   ]);
   console.error(`# app session ${app.id}`);
 });
@@ -278,4 +309,127 @@ test('window hidden to the tray: the notification Accept answers the call', asyn
   const lastSecond = botHeard.samples.subarray(Math.max(0, botHeard.samples.length - botHeard.rate));
   console.error(`# the bot's last second, app muted: rms ${rms(lastSecond).toFixed(4)}`);
   assert.ok(rms(lastSecond) < 0.01, `the app was muted but the bot still heard rms ${rms(lastSecond)}`);
+});
+
+test('video call: each side shows the other\'s colour bars; camera off and on', async () => {
+  await ready();
+  const bot = cli('vbot1', 'answer', '--accept', '--play', 'tone:660', '--video', 'pattern', '--media-ip', '127.0.0.1');
+  await bot.waitEvent('connection_state_changed');
+  await app.type('#dial-input', 'vbot1');
+  await app.click('#dial-call');
+  await app.untilScreen('incall');
+  // Their picture and ours are drawn.
+  await app.until('their video drawn', async () => (await app.exec(
+    "return document.getElementById('incall-stage').dataset.remote === 'on' && Number(document.getElementById('incall-remote-video').dataset.frames) > 15")), 20000);
+  await app.until('our preview drawn', async () => (await app.exec(
+    "return document.getElementById('incall-preview').dataset.state === 'on' && Number(document.getElementById('incall-local-video').dataset.frames) > 5")), 10000);
+  await app.until('audio connected', async () => (await app.exec("return document.getElementById('incall-media').dataset.phase")) === 'connected', 15000);
+
+  // (a) The bot decodes our pattern, and more and more of it.
+  const first = await eventAfter(bot, 0, 'the bot decoding our pictures', (e) => e.event === 'media_stats' && e.video?.frames_decoded > 0 && e.video.pattern_error != null);
+  const from = bot.events.indexOf(first) + 1;
+  const later = await eventAfter(bot, from, 'more of our pictures decoded', (e) => e.event === 'media_stats' && e.video?.frames_decoded > first.video.frames_decoded + 20);
+  console.error(`# the bot decodes our pattern: error ${later.video.pattern_error}/255, ${later.video.received_width}x${later.video.received_height} at ${later.video.received_fps.toFixed(1)} fps, ${later.video.frames_decoded} pictures`);
+  assert.ok(later.video.pattern_error <= 40, `our pattern arrives with error ${later.video.pattern_error}`);
+
+  // Frames shown per second, and what the app costs meanwhile (its process and WebKit's).
+  const pids = withDescendants(appPid());
+  const before = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video'), cpu: cpuSeconds(pids), bot: cpuSeconds([bot.child.pid]) };
+  const t0 = Date.now();
+  await sleep(5000);
+  const ms = Date.now() - t0;
+  const after = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video'), cpu: cpuSeconds(pids), bot: cpuSeconds([bot.child.pid]) };
+  const fps = (k) => ((after[k].frames - before[k].frames) * 1000) / ms;
+  const share = cpuShare(before.cpu, after.cpu, ms);
+  const total = Object.values(share).reduce((a, b) => a + b, 0);
+  const delivery = await app.execAsync('const done = arguments[arguments.length - 1]; window.__TAURI__.core.invoke("video_stats").then(done, (e) => done({ error: String(e?.message ?? e) }));');
+  console.error(`# shown: theirs ${fps('remote').toFixed(1)} fps (${after.remote.size}; fetch ${after.remote.fetchMs} ms, draw ${after.remote.drawMs} ms), ours ${fps('local').toFixed(1)} fps (${after.local.size}; fetch ${after.local.fetchMs} ms, draw ${after.local.drawMs} ms)`);
+  console.error(`# app CPU in the video call: ${(total * 100).toFixed(0)} % of one core (${Object.entries(share).map(([n, v]) => `${n} ${(v * 100).toFixed(0)} %`).join(', ')}); the bot (encode + decode, no display): ${(cpuShare(before.bot, after.bot, ms)['callinvite'] * 100).toFixed(0)} %`);
+  console.error(`# delivery (Rust side): ${JSON.stringify(delivery)}`);
+  assert.ok(fps('remote') >= 10, `their video is shown at ${fps('remote')} fps`);
+
+  // (b) The window shows their colour bars, and ours mirrored in the corner.
+  await shot('in-call');
+  const png = join(SHOTS, 'in-call.png');
+  const remote = await pictureRect(app, '#incall-remote-video');
+  const size = imageSize(png);
+  assert.deepEqual([size.w, size.h], [remote.pageW, remote.pageH], 'the window capture is the page, pixel for pixel');
+  const theirs = readBars(png, remote);
+  console.error(`# their bars on screen: ${describeBars(theirs)} (worst ${barsError(theirs)})`);
+  assert.ok(barsError(theirs) <= 50, `their bars on screen: ${describeBars(theirs)}`);
+  const ours = readBars(png, await pictureRect(app, '#incall-local-video'), true);
+  console.error(`# our bars in the preview, mirrored: ${describeBars(ours)} (worst ${barsError(ours)})`);
+  assert.ok(barsError(ours) <= 50, `our preview (mirrored): ${describeBars(ours)}`);
+
+  // (c) Camera off: the bot's pictures stop, our preview says so.
+  const mark = bot.events.length;
+  await app.click('#incall-camera');
+  await app.until('camera-off state', async () => (await app.exec(
+    "return document.getElementById('incall-preview').dataset.state === 'off' && document.getElementById('incall-preview-text').textContent === 'Camera off' && document.getElementById('incall-camera').textContent === 'Start camera'")), 5000);
+  await eventAfter(bot, mark, 'the bot seeing our video stop', (e) => e.event === 'remote_video' && e.active === false, 10000);
+  // Two statistics later (one a second), not one more picture has been decoded.
+  const stopped = videoStats(bot);
+  await sleep(2200);
+  const still = videoStats(bot);
+  console.error(`# camera off: the bot decoded ${stopped.frames_decoded} then ${still.frames_decoded} pictures, receiving ${still.receiving}`);
+  assert.equal(still.frames_decoded, stopped.frames_decoded, 'no pictures reach the bot with our camera off');
+  assert.equal(still.receiving, false);
+  await shot('in-call-camera-off');
+  // And on again, with the V key.
+  const again = bot.events.length;
+  await app.exec("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'v', bubbles: true}))");
+  await eventAfter(bot, again, 'the bot seeing our video again', (e) => e.event === 'remote_video' && e.active === true, 10000);
+  await app.until('preview back', async () => (await app.exec("return document.getElementById('incall-preview').dataset.state")) === 'on', 5000);
+
+  await app.click('#incall-hangup');
+  await app.untilScreen('home');
+  assert.equal(await bot.exit, 0);
+});
+
+test('a caller without video: the placeholder with its initial, our picture still reaches it', async () => {
+  await ready();
+  const caller = cli('nocam', 'call', 'appuser', '--hangup-after', '10s', '--play', 'tone:880', '--video', 'off', '--media-ip', '127.0.0.1');
+  await app.untilScreen('incoming');
+  await app.click('#incoming-accept');
+  await app.untilScreen('incall');
+  await app.until('audio connected', async () => (await app.exec("return document.getElementById('incall-media').dataset.phase")) === 'connected', 15000);
+  await app.until('placeholder for their video', async () => (await app.exec(
+    "return document.getElementById('incall-stage').dataset.remote === 'off' && document.getElementById('incall-placeholder-text').textContent")) === 'No video from them', 5000);
+  assert.equal(await app.text('#incall-avatar'), 'N');
+  const placeholderShown = await app.exec("const p = document.getElementById('incall-placeholder'); return getComputedStyle(p).visibility === 'visible' && getComputedStyle(document.getElementById('incall-remote-video')).visibility === 'hidden'");
+  assert.ok(placeholderShown, 'the placeholder, not a canvas, is on screen');
+  const seen = await eventAfter(caller, 0, 'the caller decoding our pattern', (e) => e.event === 'media_stats' && e.video?.frames_decoded > 30);
+  assert.ok(seen.video.pattern_error <= 40, `our pattern reaches a receive-only peer with error ${seen.video.pattern_error}`);
+  await shot('in-call-their-camera-off');
+  assert.equal(await caller.exit, 0);
+  await app.untilScreen('home');
+});
+
+test('screen sharing swaps our picture for the screen and back', async (t) => {
+  await ready();
+  const bot = cli('sbot', 'answer', '--accept', '--play', 'tone:660', '--video', 'pattern', '--media-ip', '127.0.0.1');
+  await bot.waitEvent('connection_state_changed');
+  await app.type('#dial-input', 'sbot');
+  await app.click('#dial-call');
+  await app.untilScreen('incall');
+  await app.until('the video buttons are set', async () => (await app.exec("return document.getElementById('incall-preview').dataset.state")) === 'on', 15000);
+  if (await app.exec("return document.getElementById('incall-share-screen').hidden")) {
+    t.skip('this build cannot share the screen (cargo feature screen)');
+    await app.click('#incall-hangup');
+    return;
+  }
+  await eventAfter(bot, 0, 'our pattern at the bot', (e) => e.event === 'media_stats' && e.video?.frames_decoded > 10 && e.video.pattern_error <= 40);
+  const mark = bot.events.length;
+  await app.click('#incall-share-screen');
+  await app.until('sharing shown', async () => (await app.text('#incall-share-screen')) === 'Stop sharing', 5000);
+  // The screen (1280x900 under Xvfb, sent at most 1280x720) is no colour bar picture.
+  const shared = await eventAfter(bot, mark, 'the screen at the bot', (e) => e.event === 'media_stats' && e.video?.receiving && e.video.received_width > 640);
+  console.error(`# the bot receives our screen: ${shared.video.received_width}x${shared.video.received_height} at ${shared.video.received_fps.toFixed(1)} fps, pattern error ${shared.video.pattern_error}`);
+  await shot('in-call-sharing-screen');
+  const back = bot.events.length;
+  await app.click('#incall-share-screen');
+  await eventAfter(bot, back, 'the camera again at the bot', (e) => e.event === 'media_stats' && e.video?.received_width === 640 && e.video.pattern_error <= 40);
+  await app.click('#incall-hangup');
+  await app.untilScreen('home');
+  assert.equal(await bot.exit, 0);
 });

@@ -3,6 +3,7 @@
 # Xvfb, the dunst notification daemon (with a scripted "menu" that picks the
 # Accept action), tauri-driver + WebKitWebDriver, then node's test runner.
 # Expects target/debug/{callinvite-app,callinvite-server,callinvite} to be built.
+# Arguments go to node's test runner: tests/app/run.sh --test-name-pattern=video
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -63,7 +64,8 @@ for _ in $(seq 1 100); do curl -s http://127.0.0.1:4444/status >/dev/null 2>&1 &
 curl -s http://127.0.0.1:4444/status >/dev/null 2>&1 || { echo "tauri-driver did not start:" >&2; cat "$WORK/tauri-driver.log" >&2; exit 1; }
 
 status=0
-node --test --test-concurrency=1 --test-timeout=120000 tests/app/ || status=$?
+# Extra arguments go to node's test runner, e.g. --test-name-pattern=video.
+node --test --test-concurrency=1 --test-timeout=120000 "$@" tests/app/ || status=$?
 if [ "$status" != 0 ]; then
   echo "--- tauri-driver log"; tail -50 "$WORK/tauri-driver.log" || true
   echo "--- dunst log"; tail -20 "$WORK/dunst.log" || true

@@ -64,6 +64,11 @@ export class Session {
     return call('POST', this.path('/execute/sync'), { script, args });
   }
 
+  /** Runs an async script: it ends by calling its last argument with the result. */
+  async execAsync(script, ...args) {
+    return call('POST', this.path('/execute/async'), { script, args });
+  }
+
   async screen() {
     return this.exec('return document.body.dataset.screen || null');
   }

@@ -355,6 +355,12 @@ describe("keyAction", () => {
   test("Escape on outgoing → cancel", () => assert.equal(L.keyAction("outgoing", "Escape"), "cancel"));
   test("Escape on incoming → decline", () => assert.equal(L.keyAction("incoming", "Escape"), "decline"));
   test("Escape in call does nothing (no accidental hang-up)", () => assert.equal(L.keyAction("incall", "Escape"), null));
+  test("M mutes and V turns the camera on or off, in a call only", () => {
+    assert.equal(L.keyAction("incall", "m"), "mute");
+    assert.equal(L.keyAction("incall", "V"), "camera");
+    assert.equal(L.keyAction("incall", "v"), "camera");
+    assert.equal(L.keyAction("home", "v"), null);
+  });
   test("everything else → null", () => {
     for (const screen of ["signin", "home", "outgoing", "incoming", "incall"]) {
       for (const key of ["Enter", "Escape", "a", " "]) {
@@ -508,18 +514,27 @@ describe("mergeSettings", () => {
     assert.deepEqual(
       L.mergeSettings(current, { busy_policy: "notify", meeting_url_template: " https://m/{channel} ", ca_file: " /etc/ca.pem ", share_on_lan: true }),
       { ...current, busy_policy: "notify", meeting_url_template: "https://m/{channel}", ca_file: "/etc/ca.pem", share_on_lan: true,
-        microphone: "", speaker: "", start_muted: false, do_not_disturb: "off" },
+        microphone: "", speaker: "", start_muted: false, do_not_disturb: "off", camera: "", start_camera_on: true },
     ));
   test("unknown policy → auto_busy; no current settings", () =>
     assert.deepEqual(L.mergeSettings(null, { busy_policy: "?" }), {
       busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false,
-      microphone: "", speaker: "", start_muted: false, do_not_disturb: "off",
+      microphone: "", speaker: "", start_muted: false, do_not_disturb: "off", camera: "", start_camera_on: true,
     }));
   test("devices and start muted", () =>
     assert.deepEqual(
       L.mergeSettings({ microphone: "old", speaker: "spk" }, { microphone: "USB Mic", start_muted: true }),
-      { microphone: "USB Mic", speaker: "spk", start_muted: true, busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false, do_not_disturb: "off" },
+      { microphone: "USB Mic", speaker: "spk", start_muted: true, busy_policy: "auto_busy", meeting_url_template: "", ca_file: "", share_on_lan: false, do_not_disturb: "off",
+        camera: "", start_camera_on: true },
     ));
+  test("camera and start with the camera on (kept when the form has neither)", () => {
+    const merged = L.mergeSettings({ camera: "/dev/video2", start_camera_on: false }, {});
+    assert.equal(merged.camera, "/dev/video2");
+    assert.equal(merged.start_camera_on, false);
+    const chosen = L.mergeSettings({ camera: "/dev/video2", start_camera_on: false }, { camera: "", start_camera_on: true });
+    assert.equal(chosen.camera, "");
+    assert.equal(chosen.start_camera_on, true);
+  });
 });
 
 describe("mediaView", () => {
@@ -617,5 +632,108 @@ describe("do not disturb", () => {
   test("saved only as a known value", () => {
     assert.equal(L.mergeSettings({}, { do_not_disturb: "busy" }).do_not_disturb, "busy");
     assert.equal(L.mergeSettings({}, { do_not_disturb: "nap" }).do_not_disturb, "off");
+  });
+});
+
+describe("videoView", () => {
+  const video = (over = {}) => ({
+    camera_on: true, sharing_screen: false, sending: true, cameras: ["Test pattern"], camera: 0,
+    can_share_screen: false, remote: true, message: null, received: { width: 640, height: 480, fps: 29.6 }, sent: null, ...over,
+  });
+  const media = (over = {}, phase = "connected") => ({ phase, muted: false, message: null, video: video(over) });
+  test("both pictures", () => {
+    const v = L.videoView(media(), "bob");
+    assert.equal(v.remote, true);
+    assert.equal(v.preview, "on");
+    assert.equal(v.previewText, "");
+    assert.equal(v.info, "640×480 · 30 fps");
+    assert.equal(v.cameraLabel, "Stop camera");
+    assert.equal(v.cameraPressed, false);
+    assert.equal(v.cameraDisabled, false);
+    assert.equal(v.switchShown, false, "one camera: no switch");
+    assert.equal(v.shareShown, false);
+  });
+  test("their video off: the placeholder with their initial", () => {
+    const v = L.videoView(media({ remote: false, received: null }), "bob");
+    assert.equal(v.remote, false);
+    assert.equal(v.initial, "B");
+    assert.equal(v.remoteText, "No video from them");
+    assert.equal(v.info, "");
+    assert.equal(L.videoView(media({ remote: false }, "connecting"), "bob").remoteText, "", "not before the line is up");
+    assert.equal(L.videoView(null, "carol").initial, "C");
+    assert.equal(L.videoView(null, "carol").remote, false);
+  });
+  test("our camera off, starting, missing or failed", () => {
+    const off = L.videoView(media({ camera_on: false, sending: false }), "bob");
+    assert.deepEqual([off.preview, off.previewText, off.cameraLabel, off.cameraPressed], ["off", "Camera off", "Start camera", true]);
+    const starting = L.videoView(media({ sending: false, cameras: null }), "bob");
+    assert.deepEqual([starting.preview, starting.previewText, starting.cameraDisabled], ["starting", "Starting camera…", true]);
+    const none = L.videoView(media({ sending: false, cameras: [], message: "No camera: they cannot see you." }), "bob");
+    assert.deepEqual([none.preview, none.previewText, none.cameraDisabled], ["none", "No camera", true]);
+    const noneOff = L.videoView(media({ camera_on: false, sending: false, cameras: [] }), "bob");
+    assert.equal(noneOff.preview, "none");
+    const failed = L.videoView(media({ sending: false, message: "Camera: busy. They cannot see you." }), "bob");
+    assert.deepEqual([failed.preview, failed.previewText], ["error", "No picture"]);
+  });
+  test("switch with more than one camera, naming the next", () => {
+    const v = L.videoView(media({ cameras: ["Front", "Back", "USB"], camera: 2 }), "bob");
+    assert.equal(v.switchShown, true);
+    assert.equal(v.switchTitle, "Switch to Front");
+  });
+  test("screen sharing where it works", () => {
+    const v = L.videoView(media({ can_share_screen: true }), "bob");
+    assert.deepEqual([v.shareShown, v.shareLabel, v.sharePressed], [true, "Share screen", false]);
+    const sharing = L.videoView(media({ can_share_screen: true, sharing_screen: true, camera_on: false }), "bob");
+    assert.deepEqual([sharing.shareLabel, sharing.sharePressed, sharing.preview, sharing.previewText], ["Stop sharing", true, "on", "Your screen"]);
+  });
+  test("the status line tells of a missing camera unless there is more to the point", () => {
+    const noCam = { phase: "connected", muted: false, message: null, video: video({ message: "No camera: they cannot see you." }) };
+    assert.equal(L.mediaView(noCam).status, "No camera: they cannot see you.");
+    assert.equal(L.mediaView({ ...noCam, muted: true }).status, "You are muted");
+    assert.match(L.mediaView({ ...noCam, message: "No microphone (x): they cannot hear you." }).status, /No microphone/);
+  });
+});
+
+describe("parseFrame and frameUrl", () => {
+  const frame = (w, h, seq, extra = 0) => {
+    const buf = new ArrayBuffer(16 + w * h * 4 + extra);
+    const dv = new DataView(buf);
+    dv.setUint32(0, w, true);
+    dv.setUint32(4, h, true);
+    dv.setUint32(8, seq % 2 ** 32, true);
+    dv.setUint32(12, Math.floor(seq / 2 ** 32), true);
+    new Uint8Array(buf, 16).fill(7);
+    return buf;
+  };
+  test("a whole picture: size, number and the pixels without a copy", () => {
+    const buf = frame(4, 2, 2 ** 33 + 5);
+    const f = L.parseFrame(buf);
+    assert.deepEqual([f.width, f.height, f.seq], [4, 2, 2 ** 33 + 5]);
+    assert.equal(f.pixels.length, 32);
+    assert.equal(f.pixels.buffer, buf);
+    assert.equal(f.pixels[0], 7);
+  });
+  test("anything else is not a picture", () => {
+    assert.equal(L.parseFrame(frame(4, 2, 1, 1)), null);
+    assert.equal(L.parseFrame(frame(0, 2, 1)), null);
+    assert.equal(L.parseFrame(new ArrayBuffer(8)), null);
+    assert.equal(L.parseFrame(null), null);
+  });
+  test("the URL asks for pictures after the last one drawn", () => {
+    assert.equal(L.frameUrl("frame://localhost/remote", 41), "frame://localhost/remote?after=41");
+    assert.equal(L.frameUrl("http://frame.localhost/local", undefined), "http://frame.localhost/local?after=0");
+  });
+});
+
+describe("FrameCounter", () => {
+  test("pictures in the last second, in all, and mean times", () => {
+    const c = new L.FrameCounter();
+    for (let t = 0; t < 2000; t += 40) c.add(t);
+    assert.equal(c.frames, 50);
+    assert.equal(c.fps, 25);
+    c.time("draw", 2);
+    c.time("draw", 4);
+    assert.equal(c.meanMs("draw"), 3);
+    assert.equal(c.meanMs("fetch"), 0);
   });
 });

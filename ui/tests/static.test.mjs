@@ -41,6 +41,9 @@ const REQUIRED = {
   "screen-incall": "section", "incall-peer": null, "incall-duration": null, "incall-hangup": "button", "incall-mute": "button",
   "incall-media": null, "incall-media-status": null, "incall-mic-level": "meter", "incall-speaker-level": "meter", "incall-quality": null,
   "setting-microphone": "select", "setting-speaker": "select", "setting-start-muted": "input", "setting-dnd": "select",
+  "incall-stage": null, "incall-remote-video": "canvas", "incall-placeholder": null, "incall-avatar": null,
+  "incall-preview": null, "incall-local-video": "canvas", "incall-preview-text": null, "incall-camera": "button",
+  "incall-switch-camera": "button", "incall-share-screen": "button", "setting-camera": "select", "setting-start-camera": "input",
   notice: null, "notice-dismiss": "button",
 };
 
@@ -106,6 +109,7 @@ describe("index.html", () => {
     assert.equal(text("incoming-decline"), "Decline");
     assert.equal(text("incoming-busy"), "Busy");
     assert.equal(text("incall-hangup"), "Hang up");
+    assert.equal(text("incall-camera"), "Stop camera");
   });
   test("loads app.js as a module and style.css", () => {
     assert.match(html, /<script type="module" src="app.js"><\/script>/);
@@ -126,6 +130,7 @@ describe("app.js", () => {
       "subscribe_presence", // not in the written contract; the backend has it, with query_presence as fallback
       "get_history", "clear_history", "get_settings", "set_settings",
       "set_muted", "audio_devices", // the call's sound
+      "set_camera", "switch_camera", "share_screen", "video_devices", // its pictures
     ]);
     const used = [...app.matchAll(/(?:run\([^,]+,\s*|invoke\()"([a-z_]+)"/g)].map((m) => m[1]);
     assert.ok(used.length >= 10);
@@ -146,6 +151,12 @@ describe("style.css", () => {
     assert.match(css, /:focus-visible\s*{[^}]*outline:\s*3px solid/);
   });
   test("container max width", () => assert.match(css, /max-width:\s*520px/));
+  test("the video boxes keep their size: a 4:3 stage, the preview in a corner, pictures hidden not removed", () => {
+    assert.match(css, /\.stage\s*{[^}]*aspect-ratio:\s*4 \/ 3/);
+    assert.match(css, /\.preview\s*{[^}]*position:\s*absolute/);
+    assert.match(css, /\.stage \.remote-video\s*{[^}]*visibility:\s*hidden/);
+    assert.doesNotMatch(css, /\.remote-video[^{]*{[^}]*display:\s*none/);
+  });
 });
 
 describe("sounds", () => {

@@ -1,0 +1,636 @@
+//! The call's pictures on screen: the peer's video and our own preview, from
+//! the media engine's video threads to the webview's `<canvas>`es.
+//!
+//! Each picture stream has a [`FrameSlot`] that keeps only the **latest**
+//! picture (a slow reader skips pictures, it never queues them). The engine's
+//! [`VideoSink`]s put pictures in ([`SlotSink`]: the peer's as they are, our
+//! preview halved first and mirrored, like a mirror), and the webview takes
+//! them out through the `frame:` URI scheme ([`serve`]):
+//!
+//! - `GET frame://localhost/remote?after=SEQ` (on Windows
+//!   `http://frame.localhost/remote?after=SEQ`; the UI builds the URL with
+//!   `convertFileSrc('remote', 'frame')`), or `/local` for the preview, is
+//!   answered with the first picture newer than `SEQ`: at once if there is
+//!   one, else as soon as it is decoded (a long poll: no polling, no delay),
+//!   or `204 No Content` after [`WAIT`] without one.
+//! - The body is a 16-byte header — `u32` width, `u32` height, `u64`
+//!   sequence number, little-endian — and the picture as RGBA, 4 bytes a
+//!   pixel, rows top to bottom: ready for `new ImageData(…)` and
+//!   `putImageData`, no decoding in the page.
+//!
+//! The sinks only keep the decoded I420 picture (a copy of its planes):
+//! RGBA is made when the page asks, on a blocking thread of the async
+//! runtime, never on a video thread (decoding and encoding go on at their
+//! pace), and only for the pictures the page draws — none while the window
+//! is hidden in the tray (its refresh loop stops asking). The conversion
+//! ([`to_rgba`]) is table-driven and writes straight into the response body;
+//! for the preview it halves and mirrors in the same pass.
+//!
+//! [`DeliveryStats`] counts what went through (pictures in, served, and the
+//! time taken), for the logs and the tests' figures.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use callinvite_client::media::{VideoFrame, VideoSink};
+
+/// How long a request waits for a newer picture before `204`.
+pub const WAIT: Duration = Duration::from_millis(1000);
+/// Bytes before the pixels in a response body.
+pub const HEADER_BYTES: usize = 16;
+
+/// The two picture streams of the call on screen.
+#[derive(Default)]
+pub struct Frames {
+    /// The peer's video.
+    pub remote: Arc<FrameSlot>,
+    /// Our own picture as it is sent (halved, mirrored).
+    pub local: Arc<FrameSlot>,
+}
+
+impl Frames {
+    /// The slot a request path names: `remote` or `local`.
+    pub fn slot(&self, name: &str) -> Option<&Arc<FrameSlot>> {
+        match name {
+            "remote" => Some(&self.remote),
+            "local" => Some(&self.local),
+            _ => None,
+        }
+    }
+
+    /// Forgets both pictures (a new call must not show the last one's).
+    pub fn clear(&self) {
+        self.remote.clear();
+        self.local.clear();
+    }
+}
+
+/// What a slot has delivered, since the app started.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DeliveryStats {
+    /// Pictures the engine handed over.
+    pub frames_in: u64,
+    /// Pictures converted to RGBA and sent to the page.
+    pub frames_served: u64,
+    /// Mean time to make one response (convert to RGBA, halve and mirror
+    /// for the preview, into the body), ms.
+    pub convert_ms: f64,
+    /// Bytes sent to the page.
+    pub bytes_served: u64,
+    /// Size of the last picture as served.
+    pub width: u32,
+    pub height: u32,
+}
+
+/// How a slot's pictures are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    /// As they are (the peer's).
+    AsIs,
+    /// Half the width and height, flipped left to right (our preview: a
+    /// corner needs no more, and a mirror image is what people expect of
+    /// themselves).
+    HalfMirrored,
+}
+
+/// The latest picture of one stream.
+pub struct FrameSlot {
+    state: Mutex<SlotState>,
+    /// (sequence number of the latest picture, whether there is one): wakes
+    /// the requests waiting for a newer picture.
+    latest: watch::Sender<(u64, bool)>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// Numbers the pictures, from 1; never goes back, also across calls.
+    seq: u64,
+    /// The latest picture, as decoded (I420), and how to show it.
+    frame: Option<(Arc<VideoFrame>, Look)>,
+    stats: DeliveryStats,
+    convert_time: Duration,
+}
+
+impl Default for FrameSlot {
+    fn default() -> Self {
+        FrameSlot {
+            state: Mutex::new(SlotState::default()),
+            latest: watch::channel((0, false)).0,
+        }
+    }
+}
+
+/// A picture ready for the page.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Picture {
+    pub seq: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Header and RGBA, as sent.
+    pub body: Vec<u8>,
+}
+
+impl FrameSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a new picture (the sinks call this on a video thread): kept, not converted.
+    pub fn put(&self, frame: VideoFrame, look: Look) {
+        let seq = {
+            let mut s = self.lock();
+            s.seq += 1;
+            s.stats.frames_in += 1;
+            s.frame = Some((Arc::new(frame), look));
+            s.seq
+        };
+        self.latest.send_replace((seq, true));
+    }
+
+    /// Forgets the picture (camera off, call over): nothing is served until the next.
+    pub fn clear(&self) {
+        let seq = {
+            let mut s = self.lock();
+            s.frame = None;
+            s.seq
+        };
+        self.latest.send_replace((seq, false));
+    }
+
+    /// The latest picture if it is newer than `after`, as the page gets it
+    /// (converted here: call it off the async threads).
+    pub fn newer_than(&self, after: u64) -> Option<Picture> {
+        let (seq, frame, look) = {
+            let s = self.lock();
+            match &s.frame {
+                Some((frame, look)) if s.seq > after => (s.seq, frame.clone(), *look),
+                _ => return None,
+            }
+        };
+        let started = Instant::now();
+        let (width, height, body) = to_rgba(&frame, look, seq);
+        let took = started.elapsed();
+        let mut s = self.lock();
+        s.convert_time += took;
+        s.stats.frames_served += 1;
+        s.stats.bytes_served += body.len() as u64;
+        s.stats.width = width;
+        s.stats.height = height;
+        Some(Picture {
+            seq,
+            width,
+            height,
+            body,
+        })
+    }
+
+    /// Waits up to `wait` for a picture newer than `after`, then converts it
+    /// on a blocking thread.
+    pub async fn wait_newer_than(self: Arc<Self>, after: u64, wait: Duration) -> Option<Picture> {
+        let mut rx = self.latest.subscribe();
+        let _ =
+            tokio::time::timeout(wait, rx.wait_for(|&(seq, present)| present && seq > after)).await;
+        tokio::task::spawn_blocking(move || self.newer_than(after))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// What the slot delivered so far.
+    pub fn stats(&self) -> DeliveryStats {
+        let s = self.lock();
+        let mut out = s.stats.clone();
+        if out.frames_served > 0 {
+            out.convert_ms = s.convert_time.as_secs_f64() * 1000.0 / out.frames_served as f64;
+        }
+        out
+    }
+}
+
+/// The 16 bytes before the pixels: width, height (u32), sequence number (u64), little-endian.
+pub fn header(width: u32, height: u32, seq: u64) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[0..4].copy_from_slice(&width.to_le_bytes());
+    h[4..8].copy_from_slice(&height.to_le_bytes());
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h
+}
+
+/// Lookup tables of BT.601 studio-range YUV to RGB — the formulas of the
+/// media crate's `yuv_to_rgb`, so the colours are the same to the bit —
+/// one lookup per term instead of multiplications and clamps per pixel.
+struct Tables {
+    /// 298 × (y − 16) + 128 (the rounding).
+    y: [i32; 256],
+    /// 409 × (v − 128), −100 × (u − 128), −208 × (v − 128), 516 × (u − 128).
+    rv: [i32; 256],
+    gu: [i32; 256],
+    gv: [i32; 256],
+    bu: [i32; 256],
+    /// `clamp[(x >> 8) + CLAMP_OFFSET]` is x >> 8 clamped to 0..=255.
+    clamp: [u8; CLAMP_LEN],
+}
+
+const CLAMP_OFFSET: i32 = 384;
+const CLAMP_LEN: usize = 1024;
+
+fn tables() -> &'static Tables {
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut t = Tables {
+            y: [0; 256],
+            rv: [0; 256],
+            gu: [0; 256],
+            gv: [0; 256],
+            bu: [0; 256],
+            clamp: [0; CLAMP_LEN],
+        };
+        for i in 0..256 {
+            let c = i as i32 - 16;
+            let d = i as i32 - 128;
+            t.y[i] = 298 * c + 128;
+            t.rv[i] = 409 * d;
+            t.gu[i] = -100 * d;
+            t.gv[i] = -208 * d;
+            t.bu[i] = 516 * d;
+        }
+        for (i, v) in t.clamp.iter_mut().enumerate() {
+            *v = (i as i32 - CLAMP_OFFSET).clamp(0, 255) as u8;
+        }
+        t
+    })
+}
+
+/// One RGBA pixel as a native 32-bit word whose bytes in memory are R, G,
+/// B, A (a macro, not a function: the debug build calls functions).
+macro_rules! rgba_word {
+    ($r:expr, $g:expr, $b:expr) => {
+        if cfg!(target_endian = "little") {
+            ($r as u32) | (($g as u32) << 8) | (($b as u32) << 16) | 0xFF00_0000
+        } else {
+            (($r as u32) << 24) | (($g as u32) << 16) | (($b as u32) << 8) | 0xFF
+        }
+    };
+}
+
+/// The picture as the page gets it: header, then RGBA (alpha 255), `look`
+/// applied. Returns the width and height served, and the body.
+///
+/// Written for the debug build as much as the release one: plain index
+/// loops, no closures or iterators in the inner loop, one 32-bit store per
+/// pixel.
+pub fn to_rgba(frame: &VideoFrame, look: Look, seq: u64) -> (u32, u32, Vec<u8>) {
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let (ow, oh) = match look {
+        Look::AsIs => (w, h),
+        Look::HalfMirrored => (w / 2, h / 2),
+    };
+    let mut body = vec![0u8; HEADER_BYTES + ow * oh * 4];
+    body[..HEADER_BYTES].copy_from_slice(&header(ow as u32, oh as u32, seq));
+    // SAFETY: every bit pattern is a valid u32 and a valid u8; align_to_mut
+    // only hands out the part of the buffer that is aligned for u32.
+    let (before, words, after) = unsafe { body[HEADER_BYTES..].align_to_mut::<u32>() };
+    if before.is_empty() && after.is_empty() {
+        convert(frame, look, words, ow, oh);
+    } else {
+        // An allocator that does not align to 4 (none we know of): via a copy.
+        let mut words = vec![0u32; ow * oh];
+        convert(frame, look, &mut words, ow, oh);
+        for (dst, word) in body[HEADER_BYTES..].chunks_exact_mut(4).zip(&words) {
+            dst.copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+    (ow as u32, oh as u32, body)
+}
+
+/// Fills `out` (`ow × oh` pixels) from `frame` as `look` says.
+fn convert(frame: &VideoFrame, look: Look, out: &mut [u32], ow: usize, oh: usize) {
+    let t = tables();
+    let (ty, clamp) = (&t.y, &t.clamp);
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let (yp, up, vp) = frame.planes();
+    let cw = w / 2;
+    // The clamp table's offset, folded into the chroma terms:
+    // (x >> 8) + 384 = (x + 384·256) >> 8.
+    let off = CLAMP_OFFSET << 8;
+    match look {
+        Look::AsIs => {
+            for row in 0..h {
+                let (yb, cb, ob) = (row * w, (row / 2) * cw, row * w);
+                let mut cx = 0;
+                while cx < cw {
+                    let (u, v) = (up[cb + cx] as usize, vp[cb + cx] as usize);
+                    let rv = t.rv[v] + off;
+                    let guv = t.gu[u] + t.gv[v] + off;
+                    let bu = t.bu[u] + off;
+                    let x = 2 * cx;
+                    let c = ty[yp[yb + x] as usize];
+                    out[ob + x] = rgba_word!(
+                        clamp[((c + rv) >> 8) as usize],
+                        clamp[((c + guv) >> 8) as usize],
+                        clamp[((c + bu) >> 8) as usize]
+                    );
+                    let c = ty[yp[yb + x + 1] as usize];
+                    out[ob + x + 1] = rgba_word!(
+                        clamp[((c + rv) >> 8) as usize],
+                        clamp[((c + guv) >> 8) as usize],
+                        clamp[((c + bu) >> 8) as usize]
+                    );
+                    cx += 1;
+                }
+            }
+        }
+        Look::HalfMirrored => {
+            // Each output pixel: the mean of a 2×2 block of luma, and that
+            // block's own chroma sample (I420 has one per 2×2 block).
+            for row in 0..oh {
+                let (y0, y1, cb, ob) = (2 * row * w, (2 * row + 1) * w, row * cw, row * ow);
+                let mut x = 0;
+                while x < ow {
+                    let (u, v) = (up[cb + x] as usize, vp[cb + x] as usize);
+                    let sum = yp[y0 + 2 * x] as usize
+                        + yp[y0 + 2 * x + 1] as usize
+                        + yp[y1 + 2 * x] as usize
+                        + yp[y1 + 2 * x + 1] as usize;
+                    let c = ty[(sum + 2) >> 2];
+                    out[ob + ow - 1 - x] = rgba_word!(
+                        clamp[((c + t.rv[v] + off) >> 8) as usize],
+                        clamp[((c + t.gu[u] + t.gv[v] + off) >> 8) as usize],
+                        clamp[((c + t.bu[u] + off) >> 8) as usize]
+                    );
+                    x += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A [`VideoSink`] into a [`FrameSlot`]: the peer's pictures
+/// ([`SlotSink::remote`]) or our own preview ([`SlotSink::preview`]).
+pub struct SlotSink {
+    slot: Arc<FrameSlot>,
+    look: Look,
+}
+
+impl SlotSink {
+    pub fn remote(slot: Arc<FrameSlot>) -> Self {
+        SlotSink {
+            slot,
+            look: Look::AsIs,
+        }
+    }
+
+    pub fn preview(slot: Arc<FrameSlot>) -> Self {
+        SlotSink {
+            slot,
+            look: Look::HalfMirrored,
+        }
+    }
+}
+
+impl VideoSink for SlotSink {
+    fn frame(&mut self, frame: &VideoFrame) {
+        // A small picture is not halved again.
+        let look = if self.look == Look::HalfMirrored && frame.width() < 320 {
+            Look::AsIs
+        } else {
+            self.look
+        };
+        self.slot.put(frame.clone(), look);
+    }
+}
+
+/// What a `frame:` request asks for: the slot's name and `after`.
+pub fn parse_request(uri: &str) -> Option<(String, u64)> {
+    // frame://localhost/remote?after=12 or http://frame.localhost/remote?after=12
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let path_and_query = rest.split_once('/').map(|(_, p)| p)?;
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let name = path.trim_matches('/');
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let after = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .map(|v| v.parse::<u64>().ok())
+        .unwrap_or(Some(0))?;
+    Some((name.to_owned(), after))
+}
+
+/// The response for a picture, or for none (`204`), or a bad request (`400`/`404`).
+pub fn response(
+    result: Result<Option<Picture>, (u16, &'static str)>,
+) -> tauri::http::Response<Cow<'static, [u8]>> {
+    let builder = tauri::http::Response::builder()
+        // The page's origin (tauri://localhost) is not frame://localhost.
+        .header("Access-Control-Allow-Origin", "*")
+        .header("Cache-Control", "no-store");
+    let built = match result {
+        Ok(Some(p)) => builder
+            .status(200)
+            .header("Content-Type", "application/octet-stream")
+            .body(Cow::Owned(p.body)),
+        Ok(None) => builder.status(204).body(Cow::Borrowed(&[][..])),
+        Err((status, why)) => builder
+            .status(status)
+            .header("Content-Type", "text/plain")
+            .body(Cow::Borrowed(why.as_bytes())),
+    };
+    built.unwrap_or_else(|_| tauri::http::Response::new(Cow::Borrowed(&[][..])))
+}
+
+/// Answers one `frame:` request (see the module's doc), on the async runtime.
+pub fn serve(frames: Arc<Frames>, uri: String, responder: tauri::UriSchemeResponder) {
+    let Some((name, after)) = parse_request(&uri) else {
+        responder.respond(response(Err((
+            400,
+            "expected /remote?after=N or /local?after=N",
+        ))));
+        return;
+    };
+    let Some(slot) = frames.slot(&name).cloned() else {
+        responder.respond(response(Err((
+            404,
+            "no such picture stream: remote or local",
+        ))));
+        return;
+    };
+    tauri::async_runtime::spawn(async move {
+        let picture = slot.wait_newer_than(after, WAIT).await;
+        responder.respond(response(Ok(picture)));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callinvite_client::media::TestPattern;
+    use callinvite_client::media::VideoSource;
+
+    fn pattern(w: u32, h: u32) -> VideoFrame {
+        TestPattern::unpaced(w, h).unwrap().next_frame().unwrap()
+    }
+
+    /// A picture of every colour the planes can carry, in blocks.
+    fn noise(w: u32, h: u32) -> VideoFrame {
+        let n = (w * h + 2 * (w / 2) * (h / 2)) as usize;
+        let data = (0..n).map(|i| (i * 7919 % 251) as u8).collect();
+        VideoFrame::from_i420(w, h, data).unwrap()
+    }
+
+    #[test]
+    fn requests_name_a_stream_and_the_last_picture_seen() {
+        assert_eq!(
+            parse_request("frame://localhost/remote?after=12"),
+            Some(("remote".into(), 12))
+        );
+        assert_eq!(
+            parse_request("http://frame.localhost/local?x=1&after=7"),
+            Some(("local".into(), 7))
+        );
+        assert_eq!(
+            parse_request("frame://localhost/remote"),
+            Some(("remote".into(), 0))
+        );
+        assert_eq!(parse_request("frame://localhost/remote?after=x"), None);
+        assert_eq!(parse_request("frame://localhost/"), None);
+        assert_eq!(parse_request("frame://localhost/a/b"), None);
+    }
+
+    #[test]
+    fn the_colours_are_the_media_crates_to_the_bit() {
+        for (w, h) in [(640, 480), (18, 6)] {
+            let frame = noise(w, h);
+            let mut expected = Vec::new();
+            frame.to_rgba(&mut expected, false);
+            let (ow, oh, body) = to_rgba(&frame, Look::AsIs, 9);
+            assert_eq!((ow, oh), (w, h));
+            assert_eq!(&body[..HEADER_BYTES], &header(w, h, 9));
+            assert!(body[HEADER_BYTES..] == expected[..], "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn the_preview_is_halved_and_mirrored() {
+        let slot = Arc::new(FrameSlot::default());
+        let mut sink = SlotSink::preview(slot.clone());
+        let frame = pattern(640, 480);
+        sink.frame(&frame);
+        let p = slot.newer_than(0).unwrap();
+        assert_eq!((p.width, p.height), (320, 240));
+        // Mirrored: the black bar is on the left, the white one on the right.
+        let px = |x: usize, y: usize| {
+            let o = HEADER_BYTES + (y * 320 + x) * 4;
+            [p.body[o], p.body[o + 1], p.body[o + 2], p.body[o + 3]]
+        };
+        assert_eq!(px(2, 10), [0, 0, 0, 255]);
+        assert_eq!(px(317, 10), [191, 191, 191, 255]);
+        // Close to halving then converting (which averages the chroma too).
+        let mut expected = Vec::new();
+        frame.half().to_rgba(&mut expected, true);
+        let worst = p.body[HEADER_BYTES..]
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 24, "off by {worst}");
+        // A small picture (the lowest rung) is not halved again.
+        sink.frame(&pattern(160, 120));
+        let p = slot.newer_than(1).unwrap();
+        assert_eq!((p.width, p.height), (160, 120));
+    }
+
+    #[test]
+    fn only_a_newer_picture_is_served_with_its_size_and_number() {
+        let slot = FrameSlot::default();
+        assert_eq!(slot.newer_than(0), None, "nothing yet");
+        slot.put(pattern(64, 48), Look::AsIs);
+        let p = slot.newer_than(0).expect("the first picture");
+        assert_eq!((p.seq, p.width, p.height), (1, 64, 48));
+        assert_eq!(p.body.len(), HEADER_BYTES + 64 * 48 * 4);
+        assert_eq!(&p.body[..HEADER_BYTES], &header(64, 48, 1));
+        // The first pixel is the white bar (75 %), opaque.
+        assert_eq!(
+            &p.body[HEADER_BYTES..HEADER_BYTES + 4],
+            &[191, 191, 191, 255]
+        );
+        assert_eq!(slot.newer_than(1), None, "not again");
+        slot.put(pattern(64, 48), Look::AsIs);
+        slot.put(pattern(64, 48), Look::AsIs);
+        assert_eq!(
+            slot.newer_than(1).unwrap().seq,
+            3,
+            "the latest, skipping the one between"
+        );
+        slot.clear();
+        assert_eq!(slot.newer_than(0), None, "cleared: nothing until the next");
+        slot.put(pattern(32, 24), Look::AsIs);
+        assert_eq!(slot.newer_than(3).unwrap().seq, 4, "numbers never go back");
+        let s = slot.stats();
+        assert_eq!(
+            (s.frames_in, s.frames_served),
+            (4, 3),
+            "only what was asked for is converted"
+        );
+        assert_eq!((s.width, s.height), (32, 24));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_request_waits_for_the_next_picture_or_gives_up() {
+        let slot = Arc::new(FrameSlot::default());
+        let waiting = tokio::spawn(slot.clone().wait_newer_than(0, WAIT));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slot.put(pattern(64, 48), Look::AsIs);
+        let p = waiting.await.unwrap().expect("woken by the picture");
+        assert_eq!(p.seq, 1);
+        let started = tokio::time::Instant::now();
+        assert_eq!(slot.clone().wait_newer_than(1, WAIT).await, None);
+        assert!(started.elapsed() >= WAIT, "gave up after WAIT");
+    }
+
+    #[test]
+    fn responses_allow_the_page_to_read_them() {
+        let r = response(Ok(None));
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["Access-Control-Allow-Origin"], "*");
+        let r = response(Err((404, "no")));
+        assert_eq!(r.status(), 404);
+    }
+
+    /// Prints what a conversion costs in this build (`cargo test … -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn conversion_cost() {
+        let frame = pattern(640, 480);
+        for (look, name) in [
+            (Look::AsIs, "640x480"),
+            (Look::HalfMirrored, "preview 320x240"),
+        ] {
+            let started = Instant::now();
+            for i in 0..30 {
+                std::hint::black_box(to_rgba(&frame, look, i));
+            }
+            println!(
+                "{name}: {:.2} ms",
+                started.elapsed().as_secs_f64() * 1000.0 / 30.0
+            );
+        }
+        let started = Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            frame.to_rgba(&mut out, false);
+        }
+        println!(
+            "VideoFrame::to_rgba 640x480: {:.2} ms",
+            started.elapsed().as_secs_f64() * 100.0
+        );
+    }
+}
