@@ -11,8 +11,9 @@
 //!
 //! Every call is a video call (`start_with_video`): the peer's pictures and
 //! our preview go to the screen through [`crate::video`]; what we send is the
-//! camera chosen in Settings (cargo feature `camera`), the screen while it
-//! is shared (feature `screen`, X11), or nothing while the camera is off —
+//! camera chosen in Settings (cargo feature `camera`, always on for Linux),
+//! the screen while it is shared (feature `screen`, X11; always on for
+//! Linux), or nothing while the camera is off —
 //! then the source is dropped, so a real camera is released and its light
 //! goes off. `--fake-video-input pattern` offers the test pattern as the one
 //! camera. No camera does not stop the call: the screen says "No camera:
@@ -111,7 +112,10 @@ pub async fn start<R: Runtime>(app: &AppHandle<R>, id: InvitationId, role: Media
     state.frames.clear();
     let video = VideoIo {
         source: None,
-        preview: Some(Box::new(SlotSink::preview(state.frames.local.clone()))),
+        preview: Some(Box::new(SlotSink::preview(
+            state.frames.local.clone(),
+            state.frames.mirror_local.clone(),
+        ))),
         sink: Box::new(SlotSink::remote(state.frames.remote.clone())),
     };
     match CallMedia::start_with_video(
@@ -327,6 +331,11 @@ pub async fn apply_video<R: Runtime>(app: &AppHandle<R>, id: &InvitationId) {
             };
             match opened {
                 Ok(source) => {
+                    // Our camera is previewed as in a mirror; a shared screen as it is.
+                    state.frames.mirror_local.store(
+                        wanted != VideoWanted::Screen,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     running.media.set_video_source(source);
                     Ok(())
                 }
@@ -372,26 +381,26 @@ fn open_video(
     }
 }
 
-#[cfg(feature = "camera")]
+#[cfg(any(feature = "camera", target_os = "linux"))]
 fn open_camera(id: Option<&str>) -> Result<Box<dyn VideoSource>, MediaError> {
     let (w, h, fps) = CAMERA_SIZE;
     let camera = callinvite_media::video::CameraSource::open(id, w, h, fps)?;
     Ok(Box::new(camera))
 }
 
-#[cfg(not(feature = "camera"))]
+#[cfg(not(any(feature = "camera", target_os = "linux")))]
 fn open_camera(_id: Option<&str>) -> Result<Box<dyn VideoSource>, MediaError> {
     Err(MediaError::Video("this build has no camera support".into()))
 }
 
-#[cfg(feature = "screen")]
+#[cfg(any(feature = "screen", target_os = "linux"))]
 fn open_screen() -> Result<Box<dyn VideoSource>, MediaError> {
     let (w, h, fps) = SCREEN_SIZE;
     let screen = callinvite_media::video::ScreenSource::open(None, w, h, fps)?;
     Ok(Box::new(screen))
 }
 
-#[cfg(not(feature = "screen"))]
+#[cfg(not(any(feature = "screen", target_os = "linux")))]
 fn open_screen() -> Result<Box<dyn VideoSource>, MediaError> {
     let _ = SCREEN_SIZE;
     Err(MediaError::Video(
@@ -439,7 +448,7 @@ pub fn video_devices_for(options: &AppOptions) -> VideoDevices {
     out
 }
 
-#[cfg(feature = "camera")]
+#[cfg(any(feature = "camera", target_os = "linux"))]
 fn list_cameras() -> Result<Vec<Camera>, String> {
     callinvite_media::video::cameras()
         .map(|list| {
@@ -453,17 +462,17 @@ fn list_cameras() -> Result<Vec<Camera>, String> {
         .map_err(|e| e.to_string())
 }
 
-#[cfg(not(feature = "camera"))]
+#[cfg(not(any(feature = "camera", target_os = "linux")))]
 fn list_cameras() -> Result<Vec<Camera>, String> {
     Err("this build has no camera support".into())
 }
 
-#[cfg(feature = "screen")]
+#[cfg(any(feature = "screen", target_os = "linux"))]
 fn screen_sharing() -> bool {
     callinvite_media::video::screens().is_ok_and(|s| !s.is_empty())
 }
 
-#[cfg(not(feature = "screen"))]
+#[cfg(not(any(feature = "screen", target_os = "linux")))]
 fn screen_sharing() -> bool {
     false
 }

@@ -30,6 +30,7 @@
 //! time taken), for the logs and the tests' figures.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -44,12 +45,23 @@ pub const WAIT: Duration = Duration::from_millis(1000);
 pub const HEADER_BYTES: usize = 16;
 
 /// The two picture streams of the call on screen.
-#[derive(Default)]
 pub struct Frames {
     /// The peer's video.
     pub remote: Arc<FrameSlot>,
-    /// Our own picture as it is sent (halved, mirrored).
+    /// Our own picture as it is sent (halved; mirrored while `mirror_local`).
     pub local: Arc<FrameSlot>,
+    /// Our picture is a camera's (mirror it), not a shared screen.
+    pub mirror_local: Arc<AtomicBool>,
+}
+
+impl Default for Frames {
+    fn default() -> Self {
+        Frames {
+            remote: Arc::default(),
+            local: Arc::default(),
+            mirror_local: Arc::new(AtomicBool::new(true)),
+        }
+    }
 }
 
 impl Frames {
@@ -87,14 +99,21 @@ pub struct DeliveryStats {
 }
 
 /// How a slot's pictures are shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Look {
-    /// As they are (the peer's).
-    AsIs,
-    /// Half the width and height, flipped left to right (our preview: a
-    /// corner needs no more, and a mirror image is what people expect of
-    /// themselves).
-    HalfMirrored,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Look {
+    /// At half the width and height (our preview: a corner needs no more).
+    pub half: bool,
+    /// Flipped left to right (our camera's preview: people expect a mirror
+    /// image of themselves; not a shared screen, whose text must read).
+    pub mirror: bool,
+}
+
+impl Look {
+    /// As it is (the peer's pictures).
+    pub const AS_IS: Look = Look {
+        half: false,
+        mirror: false,
+    };
 }
 
 /// The latest picture of one stream.
@@ -285,10 +304,7 @@ macro_rules! rgba_word {
 /// pixel.
 pub fn to_rgba(frame: &VideoFrame, look: Look, seq: u64) -> (u32, u32, Vec<u8>) {
     let (w, h) = (frame.width() as usize, frame.height() as usize);
-    let (ow, oh) = match look {
-        Look::AsIs => (w, h),
-        Look::HalfMirrored => (w / 2, h / 2),
-    };
+    let (ow, oh) = if look.half { (w / 2, h / 2) } else { (w, h) };
     let mut body = vec![0u8; HEADER_BYTES + ow * oh * 4];
     body[..HEADER_BYTES].copy_from_slice(&header(ow as u32, oh as u32, seq));
     // SAFETY: every bit pattern is a valid u32 and a valid u8; align_to_mut
@@ -317,53 +333,57 @@ fn convert(frame: &VideoFrame, look: Look, out: &mut [u32], ow: usize, oh: usize
     // The clamp table's offset, folded into the chroma terms:
     // (x >> 8) + 384 = (x + 384·256) >> 8.
     let off = CLAMP_OFFSET << 8;
-    match look {
-        Look::AsIs => {
-            for row in 0..h {
-                let (yb, cb, ob) = (row * w, (row / 2) * cw, row * w);
-                let mut cx = 0;
-                while cx < cw {
-                    let (u, v) = (up[cb + cx] as usize, vp[cb + cx] as usize);
-                    let rv = t.rv[v] + off;
-                    let guv = t.gu[u] + t.gv[v] + off;
-                    let bu = t.bu[u] + off;
-                    let x = 2 * cx;
-                    let c = ty[yp[yb + x] as usize];
-                    out[ob + x] = rgba_word!(
-                        clamp[((c + rv) >> 8) as usize],
-                        clamp[((c + guv) >> 8) as usize],
-                        clamp[((c + bu) >> 8) as usize]
-                    );
-                    let c = ty[yp[yb + x + 1] as usize];
-                    out[ob + x + 1] = rgba_word!(
-                        clamp[((c + rv) >> 8) as usize],
-                        clamp[((c + guv) >> 8) as usize],
-                        clamp[((c + bu) >> 8) as usize]
-                    );
-                    cx += 1;
-                }
+    let mirror = look.mirror;
+    if !look.half {
+        for row in 0..h {
+            let (yb, cb, ob) = (row * w, (row / 2) * cw, row * w);
+            let mut cx = 0;
+            while cx < cw {
+                let (u, v) = (up[cb + cx] as usize, vp[cb + cx] as usize);
+                let rv = t.rv[v] + off;
+                let guv = t.gu[u] + t.gv[v] + off;
+                let bu = t.bu[u] + off;
+                let x = 2 * cx;
+                let (d0, d1) = if mirror {
+                    (ob + w - 1 - x, ob + w - 2 - x)
+                } else {
+                    (ob + x, ob + x + 1)
+                };
+                let c = ty[yp[yb + x] as usize];
+                out[d0] = rgba_word!(
+                    clamp[((c + rv) >> 8) as usize],
+                    clamp[((c + guv) >> 8) as usize],
+                    clamp[((c + bu) >> 8) as usize]
+                );
+                let c = ty[yp[yb + x + 1] as usize];
+                out[d1] = rgba_word!(
+                    clamp[((c + rv) >> 8) as usize],
+                    clamp[((c + guv) >> 8) as usize],
+                    clamp[((c + bu) >> 8) as usize]
+                );
+                cx += 1;
             }
         }
-        Look::HalfMirrored => {
-            // Each output pixel: the mean of a 2×2 block of luma, and that
-            // block's own chroma sample (I420 has one per 2×2 block).
-            for row in 0..oh {
-                let (y0, y1, cb, ob) = (2 * row * w, (2 * row + 1) * w, row * cw, row * ow);
-                let mut x = 0;
-                while x < ow {
-                    let (u, v) = (up[cb + x] as usize, vp[cb + x] as usize);
-                    let sum = yp[y0 + 2 * x] as usize
-                        + yp[y0 + 2 * x + 1] as usize
-                        + yp[y1 + 2 * x] as usize
-                        + yp[y1 + 2 * x + 1] as usize;
-                    let c = ty[(sum + 2) >> 2];
-                    out[ob + ow - 1 - x] = rgba_word!(
-                        clamp[((c + t.rv[v] + off) >> 8) as usize],
-                        clamp[((c + t.gu[u] + t.gv[v] + off) >> 8) as usize],
-                        clamp[((c + t.bu[u] + off) >> 8) as usize]
-                    );
-                    x += 1;
-                }
+    } else {
+        // Each output pixel: the mean of a 2×2 block of luma, and that
+        // block's own chroma sample (I420 has one per 2×2 block).
+        for row in 0..oh {
+            let (y0, y1, cb, ob) = (2 * row * w, (2 * row + 1) * w, row * cw, row * ow);
+            let mut x = 0;
+            while x < ow {
+                let (u, v) = (up[cb + x] as usize, vp[cb + x] as usize);
+                let sum = yp[y0 + 2 * x] as usize
+                    + yp[y0 + 2 * x + 1] as usize
+                    + yp[y1 + 2 * x] as usize
+                    + yp[y1 + 2 * x + 1] as usize;
+                let c = ty[(sum + 2) >> 2];
+                let d = if mirror { ob + ow - 1 - x } else { ob + x };
+                out[d] = rgba_word!(
+                    clamp[((c + t.rv[v] + off) >> 8) as usize],
+                    clamp[((c + t.gu[u] + t.gv[v] + off) >> 8) as usize],
+                    clamp[((c + t.bu[u] + off) >> 8) as usize]
+                );
+                x += 1;
             }
         }
     }
@@ -373,32 +393,33 @@ fn convert(frame: &VideoFrame, look: Look, out: &mut [u32], ow: usize, oh: usize
 /// ([`SlotSink::remote`]) or our own preview ([`SlotSink::preview`]).
 pub struct SlotSink {
     slot: Arc<FrameSlot>,
-    look: Look,
+    /// For the preview: mirror it (the camera) or not (a shared screen).
+    mirror: Option<Arc<AtomicBool>>,
 }
 
 impl SlotSink {
     pub fn remote(slot: Arc<FrameSlot>) -> Self {
-        SlotSink {
-            slot,
-            look: Look::AsIs,
-        }
+        SlotSink { slot, mirror: None }
     }
 
-    pub fn preview(slot: Arc<FrameSlot>) -> Self {
+    /// Our pictures at half size, mirrored while `mirror` holds.
+    pub fn preview(slot: Arc<FrameSlot>, mirror: Arc<AtomicBool>) -> Self {
         SlotSink {
             slot,
-            look: Look::HalfMirrored,
+            mirror: Some(mirror),
         }
     }
 }
 
 impl VideoSink for SlotSink {
     fn frame(&mut self, frame: &VideoFrame) {
-        // A small picture is not halved again.
-        let look = if self.look == Look::HalfMirrored && frame.width() < 320 {
-            Look::AsIs
-        } else {
-            self.look
+        let look = match &self.mirror {
+            None => Look::AS_IS,
+            Some(mirror) => Look {
+                // A small picture is not halved again.
+                half: frame.width() >= 320,
+                mirror: mirror.load(Ordering::Relaxed),
+            },
         };
         self.slot.put(frame.clone(), look);
     }
@@ -510,7 +531,7 @@ mod tests {
             let frame = noise(w, h);
             let mut expected = Vec::new();
             frame.to_rgba(&mut expected, false);
-            let (ow, oh, body) = to_rgba(&frame, Look::AsIs, 9);
+            let (ow, oh, body) = to_rgba(&frame, Look::AS_IS, 9);
             assert_eq!((ow, oh), (w, h));
             assert_eq!(&body[..HEADER_BYTES], &header(w, h, 9));
             assert!(body[HEADER_BYTES..] == expected[..], "{w}x{h}");
@@ -520,7 +541,8 @@ mod tests {
     #[test]
     fn the_preview_is_halved_and_mirrored() {
         let slot = Arc::new(FrameSlot::default());
-        let mut sink = SlotSink::preview(slot.clone());
+        let mirror = Arc::new(AtomicBool::new(true));
+        let mut sink = SlotSink::preview(slot.clone(), mirror.clone());
         let frame = pattern(640, 480);
         sink.frame(&frame);
         let p = slot.newer_than(0).unwrap();
@@ -552,7 +574,7 @@ mod tests {
     fn only_a_newer_picture_is_served_with_its_size_and_number() {
         let slot = FrameSlot::default();
         assert_eq!(slot.newer_than(0), None, "nothing yet");
-        slot.put(pattern(64, 48), Look::AsIs);
+        slot.put(pattern(64, 48), Look::AS_IS);
         let p = slot.newer_than(0).expect("the first picture");
         assert_eq!((p.seq, p.width, p.height), (1, 64, 48));
         assert_eq!(p.body.len(), HEADER_BYTES + 64 * 48 * 4);
@@ -563,8 +585,8 @@ mod tests {
             &[191, 191, 191, 255]
         );
         assert_eq!(slot.newer_than(1), None, "not again");
-        slot.put(pattern(64, 48), Look::AsIs);
-        slot.put(pattern(64, 48), Look::AsIs);
+        slot.put(pattern(64, 48), Look::AS_IS);
+        slot.put(pattern(64, 48), Look::AS_IS);
         assert_eq!(
             slot.newer_than(1).unwrap().seq,
             3,
@@ -572,7 +594,7 @@ mod tests {
         );
         slot.clear();
         assert_eq!(slot.newer_than(0), None, "cleared: nothing until the next");
-        slot.put(pattern(32, 24), Look::AsIs);
+        slot.put(pattern(32, 24), Look::AS_IS);
         assert_eq!(slot.newer_than(3).unwrap().seq, 4, "numbers never go back");
         let s = slot.stats();
         assert_eq!(
@@ -588,7 +610,7 @@ mod tests {
         let slot = Arc::new(FrameSlot::default());
         let waiting = tokio::spawn(slot.clone().wait_newer_than(0, WAIT));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        slot.put(pattern(64, 48), Look::AsIs);
+        slot.put(pattern(64, 48), Look::AS_IS);
         let p = waiting.await.unwrap().expect("woken by the picture");
         assert_eq!(p.seq, 1);
         let started = tokio::time::Instant::now();
@@ -611,8 +633,14 @@ mod tests {
     fn conversion_cost() {
         let frame = pattern(640, 480);
         for (look, name) in [
-            (Look::AsIs, "640x480"),
-            (Look::HalfMirrored, "preview 320x240"),
+            (Look::AS_IS, "640x480"),
+            (
+                Look {
+                    half: true,
+                    mirror: true,
+                },
+                "preview 320x240",
+            ),
         ] {
             let started = Instant::now();
             for i in 0..30 {
