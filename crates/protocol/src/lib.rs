@@ -19,6 +19,11 @@
 //! - [`media`]: what the two devices of a call relay through the server to
 //!   set up WebRTC media (SDP, ICE candidates), and the STUN/TURN servers the
 //!   server hands out.
+//! - [`session`]: the session layer as sans-I/O code: the client's
+//!   [`session::ClientSession`] numbers requests and matches their replies,
+//!   passes each `seq` on once and in order, batches `seen`, and resumes a
+//!   dropped session (sending again what the server never got), with `now`
+//!   passed in.
 //!
 //! The wire protocol is documented for implementers in `docs/PROTOCOL.md`.
 
@@ -26,6 +31,7 @@ pub mod codes;
 pub mod invitation;
 pub mod limits;
 pub mod media;
+pub mod session;
 pub mod user_id;
 pub mod wire;
 
