@@ -524,13 +524,13 @@ export function videoView(media, peer) {
 }
 
 /** Bytes before the pixels in a picture from the `frame:` scheme. */
-export const FRAME_HEADER_BYTES = 16;
+export const FRAME_HEADER_BYTES = 24;
 
 /**
  * A picture from the `frame:` scheme (an ArrayBuffer: u32 width, u32 height,
- * u64 sequence number, little-endian, then RGBA): {width, height, seq,
- * pixels (a Uint8ClampedArray over the buffer, no copy)}, or null when it is
- * not a whole picture.
+ * u64 sequence number, u64 when the backend got it (Unix ms), little-endian,
+ * then RGBA): {width, height, seq, atMs, pixels (a Uint8ClampedArray over the
+ * buffer, no copy)}, or null when it is not a whole picture.
  */
 export function parseFrame(buffer) {
   if (!(buffer instanceof ArrayBuffer) || buffer.byteLength < FRAME_HEADER_BYTES) return null;
@@ -538,9 +538,10 @@ export function parseFrame(buffer) {
   const width = dv.getUint32(0, true);
   const height = dv.getUint32(4, true);
   const seq = dv.getUint32(8, true) + dv.getUint32(12, true) * 2 ** 32;
+  const atMs = dv.getUint32(16, true) + dv.getUint32(20, true) * 2 ** 32;
   const bytes = width * height * 4;
   if (width === 0 || height === 0 || buffer.byteLength !== FRAME_HEADER_BYTES + bytes) return null;
-  return { width, height, seq, pixels: new Uint8ClampedArray(buffer, FRAME_HEADER_BYTES, bytes) };
+  return { width, height, seq, atMs, pixels: new Uint8ClampedArray(buffer, FRAME_HEADER_BYTES, bytes) };
 }
 
 /** The URL asking for the first picture after number `after` (`base`: convertFileSrc(name, "frame")). */

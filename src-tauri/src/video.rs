@@ -13,10 +13,12 @@
 //!   answered with the first picture newer than `SEQ`: at once if there is
 //!   one, else as soon as it is decoded (a long poll: no polling, no delay),
 //!   or `204 No Content` after [`WAIT`] without one.
-//! - The body is a 16-byte header — `u32` width, `u32` height, `u64`
-//!   sequence number, little-endian — and the picture as RGBA, 4 bytes a
-//!   pixel, rows top to bottom: ready for `new ImageData(…)` and
-//!   `putImageData`, no decoding in the page.
+//! - The body is a 24-byte header — `u32` width, `u32` height, `u64`
+//!   sequence number, `u64` when the picture was handed over (Unix ms: the
+//!   page measures how long a picture takes to reach the screen), all
+//!   little-endian — and the picture as RGBA, 4 bytes a pixel, rows top to
+//!   bottom: ready for `new ImageData(…)` and `putImageData`, no decoding in
+//!   the page.
 //!
 //! The sinks only keep the decoded I420 picture (a copy of its planes):
 //! RGBA is made when the page asks, on a blocking thread of the async
@@ -42,7 +44,7 @@ use callinvite_client::media::{VideoFrame, VideoSink};
 /// How long a request waits for a newer picture before `204`.
 pub const WAIT: Duration = Duration::from_millis(1000);
 /// Bytes before the pixels in a response body.
-pub const HEADER_BYTES: usize = 16;
+pub const HEADER_BYTES: usize = 24;
 
 /// The two picture streams of the call on screen.
 pub struct Frames {
@@ -128,8 +130,9 @@ pub struct FrameSlot {
 struct SlotState {
     /// Numbers the pictures, from 1; never goes back, also across calls.
     seq: u64,
-    /// The latest picture, as decoded (I420), and how to show it.
-    frame: Option<(Arc<VideoFrame>, Look)>,
+    /// The latest picture, as decoded (I420), how to show it, and when it
+    /// came (Unix ms).
+    frame: Option<(Arc<VideoFrame>, Look, u64)>,
     stats: DeliveryStats,
     convert_time: Duration,
 }
@@ -164,7 +167,7 @@ impl FrameSlot {
             let mut s = self.lock();
             s.seq += 1;
             s.stats.frames_in += 1;
-            s.frame = Some((Arc::new(frame), look));
+            s.frame = Some((Arc::new(frame), look, unix_ms()));
             s.seq
         };
         self.latest.send_replace((seq, true));
@@ -183,15 +186,17 @@ impl FrameSlot {
     /// The latest picture if it is newer than `after`, as the page gets it
     /// (converted here: call it off the async threads).
     pub fn newer_than(&self, after: u64) -> Option<Picture> {
-        let (seq, frame, look) = {
+        let (seq, frame, look, at_ms) = {
             let s = self.lock();
             match &s.frame {
-                Some((frame, look)) if s.seq > after => (s.seq, frame.clone(), *look),
+                Some((frame, look, at_ms)) if s.seq > after => {
+                    (s.seq, frame.clone(), *look, *at_ms)
+                }
                 _ => return None,
             }
         };
         let started = Instant::now();
-        let (width, height, body) = to_rgba(&frame, look, seq);
+        let (width, height, body) = to_rgba(&frame, look, seq, at_ms);
         let took = started.elapsed();
         let mut s = self.lock();
         s.convert_time += took;
@@ -230,13 +235,21 @@ impl FrameSlot {
     }
 }
 
-/// The 16 bytes before the pixels: width, height (u32), sequence number (u64), little-endian.
-pub fn header(width: u32, height: u32, seq: u64) -> [u8; HEADER_BYTES] {
+/// The 24 bytes before the pixels: width, height (u32), sequence number,
+/// when the picture came (u64, Unix ms), little-endian.
+pub fn header(width: u32, height: u32, seq: u64, at_ms: u64) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     h[0..4].copy_from_slice(&width.to_le_bytes());
     h[4..8].copy_from_slice(&height.to_le_bytes());
     h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..24].copy_from_slice(&at_ms.to_le_bytes());
     h
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Lookup tables of BT.601 studio-range YUV to RGB — the formulas of the
@@ -302,11 +315,11 @@ macro_rules! rgba_word {
 /// Written for the debug build as much as the release one: plain index
 /// loops, no closures or iterators in the inner loop, one 32-bit store per
 /// pixel.
-pub fn to_rgba(frame: &VideoFrame, look: Look, seq: u64) -> (u32, u32, Vec<u8>) {
+pub fn to_rgba(frame: &VideoFrame, look: Look, seq: u64, at_ms: u64) -> (u32, u32, Vec<u8>) {
     let (w, h) = (frame.width() as usize, frame.height() as usize);
     let (ow, oh) = if look.half { (w / 2, h / 2) } else { (w, h) };
     let mut body = vec![0u8; HEADER_BYTES + ow * oh * 4];
-    body[..HEADER_BYTES].copy_from_slice(&header(ow as u32, oh as u32, seq));
+    body[..HEADER_BYTES].copy_from_slice(&header(ow as u32, oh as u32, seq, at_ms));
     // SAFETY: every bit pattern is a valid u32 and a valid u8; align_to_mut
     // only hands out the part of the buffer that is aligned for u32.
     let (before, words, after) = unsafe { body[HEADER_BYTES..].align_to_mut::<u32>() };
@@ -531,9 +544,9 @@ mod tests {
             let frame = noise(w, h);
             let mut expected = Vec::new();
             frame.to_rgba(&mut expected, false);
-            let (ow, oh, body) = to_rgba(&frame, Look::AS_IS, 9);
+            let (ow, oh, body) = to_rgba(&frame, Look::AS_IS, 9, 1234);
             assert_eq!((ow, oh), (w, h));
-            assert_eq!(&body[..HEADER_BYTES], &header(w, h, 9));
+            assert_eq!(&body[..HEADER_BYTES], &header(w, h, 9, 1234));
             assert!(body[HEADER_BYTES..] == expected[..], "{w}x{h}");
         }
     }
@@ -578,7 +591,9 @@ mod tests {
         let p = slot.newer_than(0).expect("the first picture");
         assert_eq!((p.seq, p.width, p.height), (1, 64, 48));
         assert_eq!(p.body.len(), HEADER_BYTES + 64 * 48 * 4);
-        assert_eq!(&p.body[..HEADER_BYTES], &header(64, 48, 1));
+        assert_eq!(&p.body[..16], &header(64, 48, 1, 0)[..16]);
+        let at_ms = u64::from_le_bytes(p.body[16..24].try_into().unwrap());
+        assert!(at_ms.abs_diff(unix_ms()) < 5_000, "when it came: {at_ms}");
         // The first pixel is the white bar (75 %), opaque.
         assert_eq!(
             &p.body[HEADER_BYTES..HEADER_BYTES + 4],
@@ -644,7 +659,7 @@ mod tests {
         ] {
             let started = Instant::now();
             for i in 0..30 {
-                std::hint::black_box(to_rgba(&frame, look, i));
+                std::hint::black_box(to_rgba(&frame, look, i, 0));
             }
             println!(
                 "{name}: {:.2} ms",

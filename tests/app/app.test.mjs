@@ -18,7 +18,8 @@ import { readWav, hears, rms } from './wav.mjs';
 import { pictureRect, imageSize, readBars, barsError, describeBars, withDescendants, cpuSeconds, cpuShare } from './video.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const BIN = join(ROOT, 'target', 'debug');
+// CALLINVITE_BIN_DIR=target/release measures the release build.
+const BIN = resolve(ROOT, process.env.CALLINVITE_BIN_DIR ?? join('target', 'debug'));
 // Screenshots go to a temporary folder so a test run leaves the checkout clean;
 // `SCREENSHOT_DIR=docs/screenshots tests/app/run.sh` refreshes the ones in the docs.
 const SHOTS = resolve(process.env.SCREENSHOT_DIR ?? mkdtempSync(join(tmpdir(), 'callinvite-shots-')));
@@ -125,10 +126,24 @@ function videoStats(proc) {
   return proc.events.filter((e) => e.event === 'media_stats' && e.video).at(-1)?.video ?? null;
 }
 
-/** A canvas's counters: frames drawn, fps over the last second, mean fetch and draw ms. */
+/** A canvas's counters: frames drawn, fps over the last second, mean ms to read a picture, draw it, and from the backend to drawn. */
 async function canvasFigures(css) {
   return app.exec(`const d = document.querySelector(${JSON.stringify(css)}).dataset;
-    return { frames: Number(d.frames || 0), fps: Number(d.fps || 0), fetchMs: Number(d.fetchMs || 0), drawMs: Number(d.drawMs || 0), size: d.size || '' };`);
+    return { frames: Number(d.frames || 0), fps: Number(d.fps || 0), bodyMs: Number(d.bodyMs || 0), drawMs: Number(d.drawMs || 0),
+             latencyMs: Number(d.latencyMs || 0), size: d.size || '' };`);
+}
+
+/** CPU share (of one core) of the app's processes, and the bot's, over `ms`. */
+async function cpuOver(pids, botPid, ms) {
+  const before = { app: cpuSeconds(pids), bot: cpuSeconds([botPid]) };
+  const t0 = Date.now();
+  await sleep(ms);
+  const took = Date.now() - t0;
+  const app = cpuShare(before.app, cpuSeconds(pids), took);
+  const bot = Object.values(cpuShare(before.bot, cpuSeconds([botPid]), took)).reduce((a, b) => a + b, 0);
+  const total = Object.values(app).reduce((a, b) => a + b, 0);
+  const text = `${(total * 100).toFixed(0)} % of one core (${Object.entries(app).map(([n, v]) => `${n} ${(v * 100).toFixed(0)} %`).join(', ')})`;
+  return { total, app, bot, text, took };
 }
 
 /** The app's process id (the one WebDriver started; its WebKit processes are its children). */
@@ -334,19 +349,29 @@ test('video call: each side shows the other\'s colour bars; camera off and on', 
 
   // Frames shown per second, and what the app costs meanwhile (its process and WebKit's).
   const pids = withDescendants(appPid());
-  const before = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video'), cpu: cpuSeconds(pids), bot: cpuSeconds([bot.child.pid]) };
-  const t0 = Date.now();
-  await sleep(5000);
-  const ms = Date.now() - t0;
-  const after = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video'), cpu: cpuSeconds(pids), bot: cpuSeconds([bot.child.pid]) };
-  const fps = (k) => ((after[k].frames - before[k].frames) * 1000) / ms;
-  const share = cpuShare(before.cpu, after.cpu, ms);
-  const total = Object.values(share).reduce((a, b) => a + b, 0);
+  const before = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video') };
+  const shown = await cpuOver(pids, bot.child.pid, 5000);
+  const after = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video') };
+  const fps = (k) => ((after[k].frames - before[k].frames) * 1000) / shown.took;
   const delivery = await app.execAsync('const done = arguments[arguments.length - 1]; window.__TAURI__.core.invoke("video_stats").then(done, (e) => done({ error: String(e?.message ?? e) }));');
-  console.error(`# shown: theirs ${fps('remote').toFixed(1)} fps (${after.remote.size}; fetch ${after.remote.fetchMs} ms, draw ${after.remote.drawMs} ms), ours ${fps('local').toFixed(1)} fps (${after.local.size}; fetch ${after.local.fetchMs} ms, draw ${after.local.drawMs} ms)`);
-  console.error(`# app CPU in the video call: ${(total * 100).toFixed(0)} % of one core (${Object.entries(share).map(([n, v]) => `${n} ${(v * 100).toFixed(0)} %`).join(', ')}); the bot (encode + decode, no display): ${(cpuShare(before.bot, after.bot, ms)['callinvite'] * 100).toFixed(0)} %`);
-  console.error(`# delivery (Rust side): ${JSON.stringify(delivery)}`);
+  const figures = (f) => `${f.size}; reading ${f.bodyMs} ms, drawing ${f.drawMs} ms, ${f.latencyMs} ms from the backend to the canvas`;
+  console.error(`# shown: theirs ${fps('remote').toFixed(1)} fps (${figures(after.remote)}), ours ${fps('local').toFixed(1)} fps (${figures(after.local)})`);
+  console.error(`# app CPU in the video call, window shown: ${shown.text}; the bot (encode + decode, no display): ${(shown.bot * 100).toFixed(0)} %`);
+  console.error(`# delivery (Rust side, since the app started): ${JSON.stringify(delivery)}`);
   assert.ok(fps('remote') >= 10, `their video is shown at ${fps('remote')} fps`);
+
+  // The same with the window hidden in the tray: the page draws nothing, asks for nothing,
+  // so the difference is what showing the pictures costs.
+  await app.exec("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'w', ctrlKey: true, bubbles: true}))");
+  await app.until('window hidden', async () => !windowVisible(), 10000);
+  await sleep(2500); // the last request in flight ends (WAIT is 1 s)
+  const hiddenFrom = await canvasFigures('#incall-remote-video');
+  const hidden = await cpuOver(pids, bot.child.pid, 5000);
+  const hiddenTo = await canvasFigures('#incall-remote-video');
+  console.error(`# app CPU in the video call, window hidden: ${hidden.text} (${hiddenTo.frames - hiddenFrom.frames} pictures drawn meanwhile); showing the video costs ${((shown.total - hidden.total) * 100).toFixed(0)} % of a core`);
+  execFileSync(join(BIN, 'callinvite-app'), ['--profile', 'e2e', '--data-dir', dataDir], { timeout: 20000, stdio: 'ignore' });
+  await app.until('window shown again', async () => windowVisible(), 10000);
+  await app.until('drawing again', async () => (await canvasFigures('#incall-remote-video')).frames > hiddenTo.frames + 10, 10000);
 
   // (b) The window shows their colour bars, and ours mirrored in the corner.
   await shot('in-call');

@@ -695,20 +695,22 @@ describe("videoView", () => {
 });
 
 describe("parseFrame and frameUrl", () => {
-  const frame = (w, h, seq, extra = 0) => {
-    const buf = new ArrayBuffer(16 + w * h * 4 + extra);
+  const frame = (w, h, seq, extra = 0, atMs = 1_764_500_000_123) => {
+    const buf = new ArrayBuffer(24 + w * h * 4 + extra);
     const dv = new DataView(buf);
     dv.setUint32(0, w, true);
     dv.setUint32(4, h, true);
     dv.setUint32(8, seq % 2 ** 32, true);
     dv.setUint32(12, Math.floor(seq / 2 ** 32), true);
-    new Uint8Array(buf, 16).fill(7);
+    dv.setUint32(16, atMs % 2 ** 32, true);
+    dv.setUint32(20, Math.floor(atMs / 2 ** 32), true);
+    new Uint8Array(buf, 24).fill(7);
     return buf;
   };
-  test("a whole picture: size, number and the pixels without a copy", () => {
+  test("a whole picture: size, number, when it came and the pixels without a copy", () => {
     const buf = frame(4, 2, 2 ** 33 + 5);
     const f = L.parseFrame(buf);
-    assert.deepEqual([f.width, f.height, f.seq], [4, 2, 2 ** 33 + 5]);
+    assert.deepEqual([f.width, f.height, f.seq, f.atMs], [4, 2, 2 ** 33 + 5, 1_764_500_000_123]);
     assert.equal(f.pixels.length, 32);
     assert.equal(f.pixels.buffer, buf);
     assert.equal(f.pixels[0], 7);
@@ -716,7 +718,7 @@ describe("parseFrame and frameUrl", () => {
   test("anything else is not a picture", () => {
     assert.equal(L.parseFrame(frame(4, 2, 1, 1)), null);
     assert.equal(L.parseFrame(frame(0, 2, 1)), null);
-    assert.equal(L.parseFrame(new ArrayBuffer(8)), null);
+    assert.equal(L.parseFrame(new ArrayBuffer(16)), null);
     assert.equal(L.parseFrame(null), null);
   });
   test("the URL asks for pictures after the last one drawn", () => {
