@@ -15,7 +15,7 @@ use callinvite_protocol::limits::{MAX_CONTENT_BYTES, MAX_RESPONSE_BYTES};
 use callinvite_protocol::wire::{AuthMode, PresenceEntry, TimersMs};
 use callinvite_protocol::{DeviceId, ErrorCode, InvitationId, UserId};
 
-use crate::driver::{self, Command};
+use crate::driver::{self, Answer, Command};
 use crate::error::ClientError;
 use crate::event::EventStream;
 
@@ -211,9 +211,9 @@ impl Client {
     ) -> Result<(), ClientError> {
         check_response(response)?;
         let (id, response) = (id.clone(), response.to_owned());
-        self.call(|reply| Command::Accept {
+        self.call(|reply| Command::Answer {
             id,
-            response,
+            answer: Answer::Accept { response },
             reply,
         })
         .await
@@ -229,10 +229,9 @@ impl Client {
     ) -> Result<(), ClientError> {
         check_response(response)?;
         let (id, response) = (id.clone(), response.to_owned());
-        self.call(|reply| Command::Refuse {
+        self.call(|reply| Command::Answer {
             id,
-            response,
-            busy,
+            answer: Answer::Refuse { response, busy },
             reply,
         })
         .await

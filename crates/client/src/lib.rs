@@ -19,13 +19,16 @@
 //! - [`client`]: the [`Client`] handle and its API (login, the invitation
 //!   manager calls, presence, logout).
 //! - [`event`]: the [`Event`]s the app receives, named after Agora's callbacks.
-//! - [`error`]: [`ClientError`].
+//! - [`error`]: the [`ClientError`] type.
 //! - [`media`] (feature `media`, on by default): a call's sound — the WebRTC
 //!   media engine of `callinvite-media` for an established call, signaled
 //!   through the server.
-//! - `driver`: the background task that owns the WebSocket, runs the
-//!   caller/callee state machines of [`callinvite_protocol::invitation`],
-//!   acknowledges deliveries, and turns server messages into events.
+//! - `driver`: the background task that owns the WebSocket: the select loop,
+//!   reconnecting with backoff, the caller/callee state machines of
+//!   [`callinvite_protocol::invitation`] turning server messages into events.
+//!   What keeps the session going across connections (numbering, replies,
+//!   `seq`, `seen`, acks, resume) is the sans-I/O
+//!   [`callinvite_protocol::session::ClientSession`] it drives.
 
 pub mod client;
 mod driver;
