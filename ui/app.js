@@ -451,20 +451,24 @@ const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * is current: asks the backend for the first picture newer than the last one
  * drawn (it answers as soon as there is one, or 204 after a second), then
  * draws it at the next display refresh. A hidden window gets no refreshes,
- * so the loop waits, and the backend stops converting pictures for it.
+ * so the loop waits, and the backend sends nothing for it.
+ * Pictures come as I420 and are converted here (logic.js i420ToRgba), or as
+ * RGBA when `window.callinviteVideoFormat` is "rgba" (for measuring both).
  * The canvas's data-frames and data-fps count what was shown; data-body-ms
- * (reading the answer), data-draw-ms (putImageData) and data-latency-ms
- * (from the backend getting the picture to drawing it) time it.
+ * (reading the answer), data-draw-ms (converting and putImageData) and
+ * data-latency-ms (from the backend getting the picture to drawing it) time it.
  */
 async function videoLoop(name, canvas, token) {
   const ctx = canvas.getContext("2d", { alpha: false });
   const base = tauri.core.convertFileSrc(name, "frame");
   const counter = new L.FrameCounter();
+  let image = null; // reused while the size stays
+  let words = null; // its pixels as 32-bit words
   let seq = 0;
   while (videoToken === token) {
     let res;
     try {
-      res = await fetch(L.frameUrl(base, seq), { cache: "no-store" });
+      res = await fetch(L.frameUrl(base, seq, window.callinviteVideoFormat), { cache: "no-store" });
     } catch {
       await pause(500);
       continue;
@@ -478,14 +482,26 @@ async function videoLoop(name, canvas, token) {
     const received = performance.now();
     if (!frame) continue;
     seq = frame.seq;
+    if (frame.format !== canvas.dataset.format) counter.resetTimes(); // the means are per format
     await nextPaint();
     if (videoToken !== token) break;
     const drawing = performance.now();
-    if (canvas.width !== frame.width || canvas.height !== frame.height) {
-      canvas.width = frame.width;
-      canvas.height = frame.height;
+    const { width, height } = L.shownSize(frame);
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
     }
-    ctx.putImageData(new ImageData(frame.pixels, frame.width, frame.height), 0, 0);
+    if (frame.format === "i420") {
+      if (!image || image.width !== width || image.height !== height) {
+        image = new ImageData(width, height);
+        words = new Uint32Array(image.data.buffer);
+      }
+      L.i420ToRgba(frame.data, frame.width, frame.height, frame.half, frame.mirror, words);
+      ctx.putImageData(image, 0, 0);
+    } else {
+      const pixels = new Uint8ClampedArray(frame.data.buffer, frame.data.byteOffset, frame.data.length);
+      ctx.putImageData(new ImageData(pixels, width, height), 0, 0);
+    }
     const drawn = performance.now();
     counter.time("body", received - answered);
     counter.time("draw", drawn - drawing);
@@ -497,7 +513,8 @@ async function videoLoop(name, canvas, token) {
     canvas.dataset.bodyMs = counter.meanMs("body").toFixed(2);
     canvas.dataset.drawMs = counter.meanMs("draw").toFixed(2);
     canvas.dataset.latencyMs = counter.meanMs("latency").toFixed(1);
-    canvas.dataset.size = `${frame.width}x${frame.height}`;
+    canvas.dataset.size = `${width}x${height}`;
+    canvas.dataset.format = frame.format;
   }
 }
 

@@ -13,20 +13,30 @@
 //!   answered with the first picture newer than `SEQ`: at once if there is
 //!   one, else as soon as it is decoded (a long poll: no polling, no delay),
 //!   or `204 No Content` after [`WAIT`] without one.
-//! - The body is a 24-byte header — `u32` width, `u32` height, `u64`
+//! - The body is a 32-byte header — `u32` width, `u32` height, `u64`
 //!   sequence number, `u64` when the picture was handed over (Unix ms: the
-//!   page measures how long a picture takes to reach the screen), all
-//!   little-endian — and the picture as RGBA, 4 bytes a pixel, rows top to
-//!   bottom: ready for `new ImageData(…)` and `putImageData`, no decoding in
-//!   the page.
+//!   page measures how long a picture takes to reach the screen), `u32`
+//!   format, `u32` look (bit 0: show it at half size, bit 1: mirrored), all
+//!   little-endian — and the picture:
+//!   - `&format=i420` (format 1, what the UI asks for): the decoded planes
+//!     as they are (Y, then U and V at half resolution: 1.5 bytes a pixel),
+//!     copied into the body and nothing else; the page converts them to RGBA
+//!     (and halves and mirrors the preview) as it draws.
+//!   - `&format=rgba` (format 0, the default): RGBA, 4 bytes a pixel, the look
+//!     already applied (width and height are then the shown size), ready for
+//!     `putImageData` — converted here ([`to_rgba`]), on a blocking thread
+//!     of the async runtime.
 //!
-//! The sinks only keep the decoded I420 picture (a copy of its planes):
-//! RGBA is made when the page asks, on a blocking thread of the async
-//! runtime, never on a video thread (decoding and encoding go on at their
-//! pace), and only for the pictures the page draws — none while the window
-//! is hidden in the tray (its refresh loop stops asking). The conversion
-//! ([`to_rgba`]) is table-driven and writes straight into the response body;
-//! for the preview it halves and mirrors in the same pass.
+//! Why I420 by default: in the debug build the page's JIT-compiled
+//! conversion beats Rust's unoptimized one, and in any build 1.5 bytes a
+//! pixel instead of 4 is 2.7 times less to copy into the response, through
+//! WebKit's process boundary and into the page (the e2e test measures both
+//! formats in one call; see the README).
+//!
+//! The sinks only keep the decoded picture (a copy of its planes); nothing
+//! is done on a video thread (decoding and encoding go on at their pace),
+//! and only the pictures the page draws are sent — none while the window is
+//! hidden in the tray (its refresh loop stops asking).
 //!
 //! [`DeliveryStats`] counts what went through (pictures in, served, and the
 //! time taken), for the logs and the tests' figures.
@@ -44,7 +54,7 @@ use callinvite_client::media::{VideoFrame, VideoSink};
 /// How long a request waits for a newer picture before `204`.
 pub const WAIT: Duration = Duration::from_millis(1000);
 /// Bytes before the pixels in a response body.
-pub const HEADER_BYTES: usize = 24;
+pub const HEADER_BYTES: usize = 32;
 
 /// The two picture streams of the call on screen.
 pub struct Frames {
@@ -90,12 +100,12 @@ pub struct DeliveryStats {
     pub frames_in: u64,
     /// Pictures converted to RGBA and sent to the page.
     pub frames_served: u64,
-    /// Mean time to make one response (convert to RGBA, halve and mirror
-    /// for the preview, into the body), ms.
-    pub convert_ms: f64,
+    /// Mean time to make one response (copy the planes, or convert to
+    /// RGBA, into the body), ms.
+    pub respond_ms: f64,
     /// Bytes sent to the page.
     pub bytes_served: u64,
-    /// Size of the last picture as served.
+    /// Size of the last picture (as decoded).
     pub width: u32,
     pub height: u32,
 }
@@ -118,6 +128,23 @@ impl Look {
     };
 }
 
+impl Look {
+    /// The header's look field: bit 0 half, bit 1 mirror.
+    pub fn bits(self) -> u32 {
+        u32::from(self.half) | (u32::from(self.mirror) << 1)
+    }
+}
+
+/// How the page gets a picture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// RGBA with the look applied (format 0).
+    #[default]
+    Rgba,
+    /// The I420 planes as decoded; the page applies the look (format 1).
+    I420,
+}
+
 /// The latest picture of one stream.
 pub struct FrameSlot {
     state: Mutex<SlotState>,
@@ -134,7 +161,7 @@ struct SlotState {
     /// came (Unix ms).
     frame: Option<(Arc<VideoFrame>, Look, u64)>,
     stats: DeliveryStats,
-    convert_time: Duration,
+    respond_time: Duration,
 }
 
 impl Default for FrameSlot {
@@ -184,8 +211,8 @@ impl FrameSlot {
     }
 
     /// The latest picture if it is newer than `after`, as the page gets it
-    /// (converted here: call it off the async threads).
-    pub fn newer_than(&self, after: u64) -> Option<Picture> {
+    /// (converted here for RGBA: call it off the async threads).
+    pub fn newer_than(&self, after: u64, format: Format) -> Option<Picture> {
         let (seq, frame, look, at_ms) = {
             let s = self.lock();
             match &s.frame {
@@ -196,14 +223,29 @@ impl FrameSlot {
             }
         };
         let started = Instant::now();
-        let (width, height, body) = to_rgba(&frame, look, seq, at_ms);
+        let (width, height, body) = match format {
+            Format::Rgba => to_rgba(&frame, look, seq, at_ms),
+            Format::I420 => {
+                let mut body = Vec::with_capacity(HEADER_BYTES + frame.data().len());
+                body.extend_from_slice(&header(
+                    frame.width(),
+                    frame.height(),
+                    seq,
+                    at_ms,
+                    Format::I420,
+                    look,
+                ));
+                body.extend_from_slice(frame.data());
+                (frame.width(), frame.height(), body)
+            }
+        };
         let took = started.elapsed();
         let mut s = self.lock();
-        s.convert_time += took;
+        s.respond_time += took;
         s.stats.frames_served += 1;
         s.stats.bytes_served += body.len() as u64;
-        s.stats.width = width;
-        s.stats.height = height;
+        s.stats.width = frame.width();
+        s.stats.height = frame.height();
         Some(Picture {
             seq,
             width,
@@ -212,13 +254,18 @@ impl FrameSlot {
         })
     }
 
-    /// Waits up to `wait` for a picture newer than `after`, then converts it
-    /// on a blocking thread.
-    pub async fn wait_newer_than(self: Arc<Self>, after: u64, wait: Duration) -> Option<Picture> {
+    /// Waits up to `wait` for a picture newer than `after`, then makes the
+    /// response on a blocking thread.
+    pub async fn wait_newer_than(
+        self: Arc<Self>,
+        after: u64,
+        format: Format,
+        wait: Duration,
+    ) -> Option<Picture> {
         let mut rx = self.latest.subscribe();
         let _ =
             tokio::time::timeout(wait, rx.wait_for(|&(seq, present)| present && seq > after)).await;
-        tokio::task::spawn_blocking(move || self.newer_than(after))
+        tokio::task::spawn_blocking(move || self.newer_than(after, format))
             .await
             .ok()
             .flatten()
@@ -229,20 +276,33 @@ impl FrameSlot {
         let s = self.lock();
         let mut out = s.stats.clone();
         if out.frames_served > 0 {
-            out.convert_ms = s.convert_time.as_secs_f64() * 1000.0 / out.frames_served as f64;
+            out.respond_ms = s.respond_time.as_secs_f64() * 1000.0 / out.frames_served as f64;
         }
         out
     }
 }
 
-/// The 24 bytes before the pixels: width, height (u32), sequence number,
-/// when the picture came (u64, Unix ms), little-endian.
-pub fn header(width: u32, height: u32, seq: u64, at_ms: u64) -> [u8; HEADER_BYTES] {
+/// The 32 bytes before the pixels: width, height (u32), sequence number,
+/// when the picture came (u64, Unix ms), format and look (u32), little-endian.
+pub fn header(
+    width: u32,
+    height: u32,
+    seq: u64,
+    at_ms: u64,
+    format: Format,
+    look: Look,
+) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     h[0..4].copy_from_slice(&width.to_le_bytes());
     h[4..8].copy_from_slice(&height.to_le_bytes());
     h[8..16].copy_from_slice(&seq.to_le_bytes());
     h[16..24].copy_from_slice(&at_ms.to_le_bytes());
+    let format = match format {
+        Format::Rgba => 0u32,
+        Format::I420 => 1,
+    };
+    h[24..28].copy_from_slice(&format.to_le_bytes());
+    h[28..32].copy_from_slice(&look.bits().to_le_bytes());
     h
 }
 
@@ -319,7 +379,15 @@ pub fn to_rgba(frame: &VideoFrame, look: Look, seq: u64, at_ms: u64) -> (u32, u3
     let (w, h) = (frame.width() as usize, frame.height() as usize);
     let (ow, oh) = if look.half { (w / 2, h / 2) } else { (w, h) };
     let mut body = vec![0u8; HEADER_BYTES + ow * oh * 4];
-    body[..HEADER_BYTES].copy_from_slice(&header(ow as u32, oh as u32, seq, at_ms));
+    // The look is applied: the page shows it as it is.
+    body[..HEADER_BYTES].copy_from_slice(&header(
+        ow as u32,
+        oh as u32,
+        seq,
+        at_ms,
+        Format::Rgba,
+        Look::AS_IS,
+    ));
     // SAFETY: every bit pattern is a valid u32 and a valid u8; align_to_mut
     // only hands out the part of the buffer that is aligned for u32.
     let (before, words, after) = unsafe { body[HEADER_BYTES..].align_to_mut::<u32>() };
@@ -438,8 +506,8 @@ impl VideoSink for SlotSink {
     }
 }
 
-/// What a `frame:` request asks for: the slot's name and `after`.
-pub fn parse_request(uri: &str) -> Option<(String, u64)> {
+/// What a `frame:` request asks for: the slot's name, `after` and the format.
+pub fn parse_request(uri: &str) -> Option<(String, u64, Format)> {
     // frame://localhost/remote?after=12 or http://frame.localhost/remote?after=12
     let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
     let path_and_query = rest.split_once('/').map(|(_, p)| p)?;
@@ -455,7 +523,12 @@ pub fn parse_request(uri: &str) -> Option<(String, u64)> {
         .find_map(|kv| kv.strip_prefix("after="))
         .map(|v| v.parse::<u64>().ok())
         .unwrap_or(Some(0))?;
-    Some((name.to_owned(), after))
+    let format = match query.split('&').find_map(|kv| kv.strip_prefix("format=")) {
+        None | Some("rgba") => Format::Rgba,
+        Some("i420") => Format::I420,
+        Some(_) => return None,
+    };
+    Some((name.to_owned(), after, format))
 }
 
 /// The response for a picture, or for none (`204`), or a bad request (`400`/`404`).
@@ -482,10 +555,10 @@ pub fn response(
 
 /// Answers one `frame:` request (see the module's doc), on the async runtime.
 pub fn serve(frames: Arc<Frames>, uri: String, responder: tauri::UriSchemeResponder) {
-    let Some((name, after)) = parse_request(&uri) else {
+    let Some((name, after, format)) = parse_request(&uri) else {
         responder.respond(response(Err((
             400,
-            "expected /remote?after=N or /local?after=N",
+            "expected /remote or /local, ?after=N and &format=rgba or i420",
         ))));
         return;
     };
@@ -497,7 +570,7 @@ pub fn serve(frames: Arc<Frames>, uri: String, responder: tauri::UriSchemeRespon
         return;
     };
     tauri::async_runtime::spawn(async move {
-        let picture = slot.wait_newer_than(after, WAIT).await;
+        let picture = slot.wait_newer_than(after, format, WAIT).await;
         responder.respond(response(Ok(picture)));
     });
 }
@@ -522,18 +595,19 @@ mod tests {
     #[test]
     fn requests_name_a_stream_and_the_last_picture_seen() {
         assert_eq!(
-            parse_request("frame://localhost/remote?after=12"),
-            Some(("remote".into(), 12))
+            parse_request("frame://localhost/remote?after=12&format=i420"),
+            Some(("remote".into(), 12, Format::I420))
         );
         assert_eq!(
             parse_request("http://frame.localhost/local?x=1&after=7"),
-            Some(("local".into(), 7))
+            Some(("local".into(), 7, Format::Rgba))
         );
         assert_eq!(
             parse_request("frame://localhost/remote"),
-            Some(("remote".into(), 0))
+            Some(("remote".into(), 0, Format::Rgba))
         );
         assert_eq!(parse_request("frame://localhost/remote?after=x"), None);
+        assert_eq!(parse_request("frame://localhost/remote?format=png"), None);
         assert_eq!(parse_request("frame://localhost/"), None);
         assert_eq!(parse_request("frame://localhost/a/b"), None);
     }
@@ -546,7 +620,10 @@ mod tests {
             frame.to_rgba(&mut expected, false);
             let (ow, oh, body) = to_rgba(&frame, Look::AS_IS, 9, 1234);
             assert_eq!((ow, oh), (w, h));
-            assert_eq!(&body[..HEADER_BYTES], &header(w, h, 9, 1234));
+            assert_eq!(
+                &body[..HEADER_BYTES],
+                &header(w, h, 9, 1234, Format::Rgba, Look::AS_IS)
+            );
             assert!(body[HEADER_BYTES..] == expected[..], "{w}x{h}");
         }
     }
@@ -558,7 +635,7 @@ mod tests {
         let mut sink = SlotSink::preview(slot.clone(), mirror.clone());
         let frame = pattern(640, 480);
         sink.frame(&frame);
-        let p = slot.newer_than(0).unwrap();
+        let p = slot.newer_than(0, Format::Rgba).unwrap();
         assert_eq!((p.width, p.height), (320, 240));
         // Mirrored: the black bar is on the left, the white one on the right.
         let px = |x: usize, y: usize| {
@@ -579,19 +656,22 @@ mod tests {
         assert!(worst <= 24, "off by {worst}");
         // A small picture (the lowest rung) is not halved again.
         sink.frame(&pattern(160, 120));
-        let p = slot.newer_than(1).unwrap();
+        let p = slot.newer_than(1, Format::Rgba).unwrap();
         assert_eq!((p.width, p.height), (160, 120));
     }
 
     #[test]
     fn only_a_newer_picture_is_served_with_its_size_and_number() {
         let slot = FrameSlot::default();
-        assert_eq!(slot.newer_than(0), None, "nothing yet");
+        assert_eq!(slot.newer_than(0, Format::Rgba), None, "nothing yet");
         slot.put(pattern(64, 48), Look::AS_IS);
-        let p = slot.newer_than(0).expect("the first picture");
+        let p = slot.newer_than(0, Format::Rgba).expect("the first picture");
         assert_eq!((p.seq, p.width, p.height), (1, 64, 48));
         assert_eq!(p.body.len(), HEADER_BYTES + 64 * 48 * 4);
-        assert_eq!(&p.body[..16], &header(64, 48, 1, 0)[..16]);
+        assert_eq!(
+            &p.body[..16],
+            &header(64, 48, 1, 0, Format::Rgba, Look::AS_IS)[..16]
+        );
         let at_ms = u64::from_le_bytes(p.body[16..24].try_into().unwrap());
         assert!(at_ms.abs_diff(unix_ms()) < 5_000, "when it came: {at_ms}");
         // The first pixel is the white bar (75 %), opaque.
@@ -599,18 +679,26 @@ mod tests {
             &p.body[HEADER_BYTES..HEADER_BYTES + 4],
             &[191, 191, 191, 255]
         );
-        assert_eq!(slot.newer_than(1), None, "not again");
+        assert_eq!(slot.newer_than(1, Format::Rgba), None, "not again");
         slot.put(pattern(64, 48), Look::AS_IS);
         slot.put(pattern(64, 48), Look::AS_IS);
         assert_eq!(
-            slot.newer_than(1).unwrap().seq,
+            slot.newer_than(1, Format::Rgba).unwrap().seq,
             3,
             "the latest, skipping the one between"
         );
         slot.clear();
-        assert_eq!(slot.newer_than(0), None, "cleared: nothing until the next");
+        assert_eq!(
+            slot.newer_than(0, Format::Rgba),
+            None,
+            "cleared: nothing until the next"
+        );
         slot.put(pattern(32, 24), Look::AS_IS);
-        assert_eq!(slot.newer_than(3).unwrap().seq, 4, "numbers never go back");
+        assert_eq!(
+            slot.newer_than(3, Format::Rgba).unwrap().seq,
+            4,
+            "numbers never go back"
+        );
         let s = slot.stats();
         assert_eq!(
             (s.frames_in, s.frames_served),
@@ -623,14 +711,36 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_request_waits_for_the_next_picture_or_gives_up() {
         let slot = Arc::new(FrameSlot::default());
-        let waiting = tokio::spawn(slot.clone().wait_newer_than(0, WAIT));
+        let waiting = tokio::spawn(slot.clone().wait_newer_than(0, Format::I420, WAIT));
         tokio::time::sleep(Duration::from_millis(100)).await;
         slot.put(pattern(64, 48), Look::AS_IS);
         let p = waiting.await.unwrap().expect("woken by the picture");
         assert_eq!(p.seq, 1);
         let started = tokio::time::Instant::now();
-        assert_eq!(slot.clone().wait_newer_than(1, WAIT).await, None);
+        assert_eq!(
+            slot.clone().wait_newer_than(1, Format::I420, WAIT).await,
+            None
+        );
         assert!(started.elapsed() >= WAIT, "gave up after WAIT");
+    }
+
+    #[test]
+    fn i420_is_the_planes_as_decoded_with_the_look_for_the_page() {
+        let slot = Arc::new(FrameSlot::default());
+        let mut sink = SlotSink::preview(slot.clone(), Arc::new(AtomicBool::new(true)));
+        let frame = pattern(640, 480);
+        sink.frame(&frame);
+        let p = slot.newer_than(0, Format::I420).unwrap();
+        assert_eq!((p.width, p.height), (640, 480));
+        assert_eq!(p.body.len(), HEADER_BYTES + 640 * 480 * 3 / 2);
+        assert_eq!(
+            &p.body[24..32],
+            &[1, 0, 0, 0, 3, 0, 0, 0],
+            "format i420, half and mirrored"
+        );
+        assert!(p.body[HEADER_BYTES..] == *frame.data());
+        let s = slot.stats();
+        assert_eq!((s.frames_served, s.bytes_served), (1, p.body.len() as u64));
     }
 
     #[test]

@@ -695,8 +695,9 @@ describe("videoView", () => {
 });
 
 describe("parseFrame and frameUrl", () => {
-  const frame = (w, h, seq, extra = 0, atMs = 1_764_500_000_123) => {
-    const buf = new ArrayBuffer(24 + w * h * 4 + extra);
+  const frame = ({ w, h, seq = 1, format = 0, look = 0, bytes = null, extra = 0, atMs = 1_764_500_000_123 }) => {
+    const payload = bytes ?? (format === 1 ? w * h * 1.5 : w * h * 4);
+    const buf = new ArrayBuffer(32 + payload + extra);
     const dv = new DataView(buf);
     dv.setUint32(0, w, true);
     dv.setUint32(4, h, true);
@@ -704,26 +705,109 @@ describe("parseFrame and frameUrl", () => {
     dv.setUint32(12, Math.floor(seq / 2 ** 32), true);
     dv.setUint32(16, atMs % 2 ** 32, true);
     dv.setUint32(20, Math.floor(atMs / 2 ** 32), true);
-    new Uint8Array(buf, 24).fill(7);
+    dv.setUint32(24, format, true);
+    dv.setUint32(28, look, true);
+    new Uint8Array(buf, 32).fill(7);
     return buf;
   };
-  test("a whole picture: size, number, when it came and the pixels without a copy", () => {
-    const buf = frame(4, 2, 2 ** 33 + 5);
+  test("an RGBA picture: size, number, when it came and the pixels without a copy", () => {
+    const buf = frame({ w: 4, h: 2, seq: 2 ** 33 + 5 });
     const f = L.parseFrame(buf);
-    assert.deepEqual([f.width, f.height, f.seq, f.atMs], [4, 2, 2 ** 33 + 5, 1_764_500_000_123]);
-    assert.equal(f.pixels.length, 32);
-    assert.equal(f.pixels.buffer, buf);
-    assert.equal(f.pixels[0], 7);
+    assert.deepEqual([f.width, f.height, f.seq, f.atMs, f.format, f.half, f.mirror], [4, 2, 2 ** 33 + 5, 1_764_500_000_123, "rgba", false, false]);
+    assert.equal(f.data.length, 32);
+    assert.equal(f.data.buffer, buf);
+    assert.equal(f.data[0], 7);
+    assert.deepEqual(L.shownSize(f), { width: 4, height: 2 });
+  });
+  test("an I420 picture with its look", () => {
+    const f = L.parseFrame(frame({ w: 4, h: 2, format: 1, look: 3 }));
+    assert.deepEqual([f.format, f.half, f.mirror, f.data.length], ["i420", true, true, 12]);
+    assert.deepEqual(L.shownSize(f), { width: 2, height: 1 });
   });
   test("anything else is not a picture", () => {
-    assert.equal(L.parseFrame(frame(4, 2, 1, 1)), null);
-    assert.equal(L.parseFrame(frame(0, 2, 1)), null);
+    assert.equal(L.parseFrame(frame({ w: 4, h: 2, extra: 1 })), null);
+    assert.equal(L.parseFrame(frame({ w: 0, h: 2 })), null);
+    assert.equal(L.parseFrame(frame({ w: 4, h: 2, format: 2 })), null);
+    assert.equal(L.parseFrame(frame({ w: 3, h: 2, format: 1, bytes: 9 })), null);
     assert.equal(L.parseFrame(new ArrayBuffer(16)), null);
     assert.equal(L.parseFrame(null), null);
   });
-  test("the URL asks for pictures after the last one drawn", () => {
-    assert.equal(L.frameUrl("frame://localhost/remote", 41), "frame://localhost/remote?after=41");
-    assert.equal(L.frameUrl("http://frame.localhost/local", undefined), "http://frame.localhost/local?after=0");
+  test("the URL asks for pictures after the last one drawn, as I420 unless told", () => {
+    assert.equal(L.frameUrl("frame://localhost/remote", 41), "frame://localhost/remote?after=41&format=i420");
+    assert.equal(L.frameUrl("http://frame.localhost/local", undefined, "rgba"), "http://frame.localhost/local?after=0&format=rgba");
+  });
+});
+
+describe("i420ToRgba", () => {
+  // The backend's formula (crates/media/src/video/frame.rs yuv_to_rgb), pixel by pixel.
+  const yuvToRgb = (y, u, v) => {
+    const c = y - 16, d = u - 128, e = v - 128;
+    const cl = (x) => Math.max(0, Math.min(255, x));
+    return [cl((298 * c + 409 * e + 128) >> 8), cl((298 * c - 100 * d - 208 * e + 128) >> 8), cl((298 * c + 516 * d + 128) >> 8)];
+  };
+  const picture = (w, h) => {
+    const data = new Uint8Array(w * h * 1.5);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7919) % 251;
+    return data;
+  };
+  const pixel = (out, i) => [...new Uint8Array(out.buffer, i * 4, 4)];
+  test("every pixel as the backend's formula, alpha 255", () => {
+    const [w, h] = [18, 6];
+    const data = picture(w, h);
+    const out = new Uint32Array(w * h);
+    L.i420ToRgba(data, w, h, false, false, out);
+    const uo = w * h, vo = uo + (w / 2) * (h / 2);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const c = (y >> 1) * (w / 2) + (x >> 1);
+        assert.deepEqual(pixel(out, y * w + x), [...yuvToRgb(data[y * w + x], data[uo + c], data[vo + c]), 255], `${x},${y}`);
+      }
+    }
+  });
+  test("mirrored: the same rows right to left", () => {
+    const [w, h] = [8, 4];
+    const data = picture(w, h);
+    const plain = new Uint32Array(w * h);
+    const mirrored = new Uint32Array(w * h);
+    L.i420ToRgba(data, w, h, false, false, plain);
+    L.i420ToRgba(data, w, h, false, true, mirrored);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) assert.equal(mirrored[y * w + x], plain[y * w + w - 1 - x]);
+  });
+  test("half size: the mean of each 2×2 block with its own chroma, mirrored too", () => {
+    const [w, h] = [8, 4];
+    const data = picture(w, h);
+    const out = new Uint32Array((w / 2) * (h / 2));
+    L.i420ToRgba(data, w, h, true, true, out);
+    const uo = w * h, vo = uo + (w / 2) * (h / 2);
+    for (let y = 0; y < h / 2; y++) {
+      for (let x = 0; x < w / 2; x++) {
+        const luma = (data[2 * y * w + 2 * x] + data[2 * y * w + 2 * x + 1] + data[(2 * y + 1) * w + 2 * x] + data[(2 * y + 1) * w + 2 * x + 1] + 2) >> 2;
+        const c = y * (w / 2) + x;
+        assert.deepEqual(pixel(out, y * (w / 2) + (w / 2 - 1 - x)), [...yuvToRgb(luma, data[uo + c], data[vo + c]), 255]);
+      }
+    }
+  });
+  test("the 75 % bars come out as the pattern's colours", () => {
+    // White, yellow, … as the test pattern puts them in I420 (rgb_to_yuv of BARS), 2x2 each.
+    const bars = [[180, 128, 128], [162, 44, 142], [131, 156, 44], [112, 72, 58], [84, 184, 198], [65, 100, 212], [35, 212, 114], [16, 128, 128]];
+    const expected = [[191, 191, 191], [191, 191, 0], [0, 191, 191], [0, 191, 0], [191, 0, 191], [191, 0, 0], [0, 0, 191], [0, 0, 0]];
+    for (let i = 0; i < bars.length; i++) {
+      const [y, u, v] = bars[i];
+      const data = new Uint8Array([y, y, y, y, u, v]);
+      const out = new Uint32Array(4);
+      L.i420ToRgba(data, 2, 2, false, false, out);
+      const got = pixel(out, 0).slice(0, 3);
+      for (let k = 0; k < 3; k++) assert.ok(Math.abs(got[k] - expected[i][k]) <= 2, `bar ${i}: ${got} vs ${expected[i]}`);
+    }
+  });
+  test("a 640×480 picture converts in a few milliseconds", () => {
+    const data = picture(640, 480);
+    const out = new Uint32Array(640 * 480);
+    L.i420ToRgba(data, 640, 480, false, false, out);
+    const t0 = performance.now();
+    for (let i = 0; i < 10; i++) L.i420ToRgba(data, 640, 480, false, false, out);
+    const ms = (performance.now() - t0) / 10;
+    assert.ok(ms < 50, `${ms} ms`);
   });
 });
 
@@ -737,5 +821,8 @@ describe("FrameCounter", () => {
     c.time("draw", 4);
     assert.equal(c.meanMs("draw"), 3);
     assert.equal(c.meanMs("fetch"), 0);
+    c.resetTimes();
+    assert.equal(c.meanMs("draw"), 0);
+    assert.equal(c.frames, 50);
   });
 });

@@ -138,6 +138,20 @@ describe("app.js", () => {
     assert.match(app, /listen\("app-state"/);
     assert.match(app, /listen\("call-outcome"/);
   });
+  test("every function it hands over by name (listeners, timers) and every top-level call is defined", () => {
+    const defined = new Set([
+      ...app.matchAll(/^(?:async )?function (\w+)\(/gm),
+      ...app.matchAll(/const (\w+) = (?:async )?\(/g),
+      ...app.matchAll(/\((\w+)\) =>/g), // a parameter
+    ].map((m) => m[1]));
+    const handed = [
+      ...app.matchAll(/addEventListener\("[\w-]+",\s*(\w+)\)/g),
+      ...app.matchAll(/set(?:Interval|Timeout)\((\w+),/g),
+      ...app.matchAll(/^\s*(\w+)\(\);$/gm),
+    ].map((m) => m[1]);
+    assert.ok(handed.includes("tick") && handed.includes("wire"));
+    for (const name of handed) assert.ok(defined.has(name), `app.js uses ${name}, which it does not define`);
+  });
   test("imports only logic.js (no packages)", () => {
     const imports = [...app.matchAll(/^import .* from "([^"]+)";$/gm)].map((m) => m[1]);
     assert.deepEqual(imports, ["./logic.js"]);
