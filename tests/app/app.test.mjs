@@ -496,3 +496,39 @@ test('what showing the video costs: I420 converted in the page against RGBA from
   await app.untilScreen('home');
   assert.equal(await bot.exit, 0);
 });
+
+test('Settings: the camera picker, and calls that start with the camera off', async () => {
+  await ready();
+  await app.exec("document.getElementById('settings').open = true");
+  await app.until('cameras listed', async () => (await app.exec(
+    "return [...document.getElementById('setting-camera').options].map((o) => o.value + '=' + o.textContent).join('|')")).includes('pattern=Test pattern'), 10000);
+  // The form is below the fold: set it as a user would, then save.
+  await app.exec("const s = document.getElementById('setting-camera'); s.value = 'pattern'; document.getElementById('setting-start-camera').checked = false; s.dispatchEvent(new Event('change', {bubbles: true}))");
+  await app.exec("document.getElementById('settings-save').scrollIntoView(); document.getElementById('settings-save').click()");
+  await app.until('saved', async () => {
+    const s = await app.execAsync('const done = arguments[arguments.length - 1]; window.__TAURI__.core.invoke("get_settings").then(done, () => done(null));');
+    return s && s.camera === 'pattern' && s.start_camera_on === false;
+  }, 5000);
+  try {
+    const bot = cli('offbot', 'answer', '--accept', '--play', 'tone:660', '--video', 'pattern', '--media-ip', '127.0.0.1', '--hangup-after', '6s');
+    await bot.waitEvent('connection_state_changed');
+    await app.type('#dial-input', 'offbot');
+    await app.click('#dial-call');
+    await app.untilScreen('incall');
+    await app.until('their video drawn', async () => (await canvasFigures('#incall-remote-video')).frames > 5, 20000);
+    assert.equal(await app.exec("return document.getElementById('incall-preview').dataset.state"), 'off');
+    assert.equal(await app.text('#incall-camera'), 'Start camera');
+    await app.untilScreen('home', 20000);
+    assert.equal(await bot.exit, 0);
+    const decoded = Math.max(0, ...bot.events.filter((e) => e.event === 'media_stats' && e.video).map((e) => e.video.frames_decoded));
+    assert.equal(decoded, 0, 'the bot got no picture from a call that started with the camera off');
+    assert.ok(!bot.events.some((e) => e.event === 'remote_video' && e.active), 'no remote_video active:true at the bot');
+  } finally {
+    // Back to the defaults for the tests after this one.
+    await app.exec("document.getElementById('settings').open = true");
+    await app.exec("const s = document.getElementById('setting-camera'); s.value = ''; document.getElementById('setting-start-camera').checked = true; s.dispatchEvent(new Event('change', {bubbles: true}))");
+    await app.exec("document.getElementById('settings-save').click(); document.getElementById('settings').open = false");
+    await app.until('defaults saved', async () => (await app.execAsync(
+      'const done = arguments[arguments.length - 1]; window.__TAURI__.core.invoke("get_settings").then((s) => done(s.start_camera_on === true && s.camera === ""), () => done(false));')), 5000);
+  }
+});
