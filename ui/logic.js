@@ -486,7 +486,8 @@ export function videoView(media, peer) {
   if (!remote && media?.phase === "connected") remoteText = "No video from them";
   const cameras = Array.isArray(v?.cameras) ? v.cameras : null;
   let preview;
-  if (!v) preview = "starting";
+  if (media?.phase === "failed") preview = "error";
+  else if (!v) preview = "starting";
   else if (v.sending) preview = "on";
   else if (!v.camera_on && !v.sharing_screen) preview = cameras && cameras.length === 0 ? "none" : "off";
   else if (cameras && cameras.length === 0 && !v.sharing_screen) preview = "none";

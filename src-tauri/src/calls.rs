@@ -730,6 +730,7 @@ impl Calls {
                 media.mic_level = 0.0;
                 media.speaker_level = 0.0;
                 media.video.remote = false;
+                media.video.sending = false;
                 media.video.received = None;
                 media.video.sent = None;
             }

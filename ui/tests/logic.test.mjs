@@ -674,6 +674,8 @@ describe("videoView", () => {
     assert.equal(noneOff.preview, "none");
     const failed = L.videoView(media({ sending: false, message: "Camera: busy. They cannot see you." }), "bob");
     assert.deepEqual([failed.preview, failed.previewText], ["error", "No picture"]);
+    const noLine = L.videoView(media({ sending: false, remote: false }, "failed"), "bob");
+    assert.deepEqual([noLine.preview, noLine.remote, noLine.remoteText], ["error", false, ""], "no media: the status line says why");
   });
   test("switch with more than one camera, naming the next", () => {
     const v = L.videoView(media({ cameras: ["Front", "Back", "USB"], camera: 2 }), "bob");

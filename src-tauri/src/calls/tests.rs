@@ -907,7 +907,11 @@ fn their_video_starts_and_stops_and_a_failed_line_has_none() {
     assert!(!c.on_media(&iid("other"), MediaUpdate::RemoteVideo(true)));
     c.on_media(&iid("i1"), MediaUpdate::RemoteVideo(true));
     c.on_media(&iid("i1"), MediaUpdate::Failed("No audio: no path.".into()));
-    assert!(!media_of(&c).video.remote);
+    let v = media_of(&c).video;
+    assert!(
+        !v.remote && !v.sending,
+        "a failed line carries no picture either way"
+    );
     assert!(!c.set_camera(true) || c.call.is_some());
     // Without a call there is nothing to switch.
     let mut none = signed_in();
