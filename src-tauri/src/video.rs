@@ -19,9 +19,9 @@
 //!   format, `u32` look (bit 0: show it at half size, bit 1: mirrored), all
 //!   little-endian — and the picture:
 //!   - `&format=i420` (format 1, what the UI asks for): the decoded planes
-//!     as they are (Y, then U and V at half resolution: 1.5 bytes a pixel),
-//!     copied into the body and nothing else; the page converts them to RGBA
-//!     (and halves and mirrors the preview) as it draws.
+//!     (Y, then U and V at half resolution: 1.5 bytes a pixel), copied into
+//!     the body — our preview halved first (a quarter of the bytes); the
+//!     page converts them to RGBA (mirroring the preview) as it draws.
 //!   - `&format=rgba` (format 0, the default): RGBA, 4 bytes a pixel, the look
 //!     already applied (width and height are then the shown size), ready for
 //!     `putImageData` — converted here ([`to_rgba`]), on a blocking thread
@@ -225,19 +225,7 @@ impl FrameSlot {
         let started = Instant::now();
         let (width, height, body) = match format {
             Format::Rgba => to_rgba(&frame, look, seq, at_ms),
-            Format::I420 => {
-                let mut body = Vec::with_capacity(HEADER_BYTES + frame.data().len());
-                body.extend_from_slice(&header(
-                    frame.width(),
-                    frame.height(),
-                    seq,
-                    at_ms,
-                    Format::I420,
-                    look,
-                ));
-                body.extend_from_slice(frame.data());
-                (frame.width(), frame.height(), body)
-            }
+            Format::I420 => i420_body(&frame, look, seq, at_ms),
         };
         let took = started.elapsed();
         let mut s = self.lock();
@@ -355,6 +343,61 @@ fn tables() -> &'static Tables {
         }
         t
     })
+}
+
+/// The picture as the page gets it in I420: header, then the Y, U and V
+/// planes. Halved here when the look says so (a quarter of the bytes to
+/// carry into the page: they cost more than the halving); the mirroring is
+/// left to the page's conversion, which does it for nothing.
+pub fn i420_body(frame: &VideoFrame, look: Look, seq: u64, at_ms: u64) -> (u32, u32, Vec<u8>) {
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    if !look.half {
+        let mut body = Vec::with_capacity(HEADER_BYTES + frame.data().len());
+        body.extend_from_slice(&header(w as u32, h as u32, seq, at_ms, Format::I420, look));
+        body.extend_from_slice(frame.data());
+        return (w as u32, h as u32, body);
+    }
+    // Even halves (I420 needs them): a pixel or two of a larger odd half is cropped.
+    let (hw, hh) = (((w / 2) & !1).max(2), ((h / 2) & !1).max(2));
+    let shown = Look {
+        half: false,
+        mirror: look.mirror,
+    };
+    let mut body = vec![0u8; HEADER_BYTES + hw * hh + 2 * (hw / 2) * (hh / 2)];
+    body[..HEADER_BYTES].copy_from_slice(&header(
+        hw as u32,
+        hh as u32,
+        seq,
+        at_ms,
+        Format::I420,
+        shown,
+    ));
+    let (yp, up, vp) = frame.planes();
+    let (dy, rest) = body[HEADER_BYTES..].split_at_mut(hw * hh);
+    let (du, dv) = rest.split_at_mut((hw / 2) * (hh / 2));
+    halve(yp, w, h, dy, hw, hh);
+    halve(up, w / 2, h / 2, du, hw / 2, hh / 2);
+    halve(vp, w / 2, h / 2, dv, hw / 2, hh / 2);
+    (hw as u32, hh as u32, body)
+}
+
+/// 2×2 box filter of plane `src` (`sw × sh`) into `dst` (`dw × dh`, at most
+/// half of each); plain index loops, for the debug build's sake.
+fn halve(src: &[u8], sw: usize, sh: usize, dst: &mut [u8], dw: usize, dh: usize) {
+    for row in 0..dh {
+        let r0 = (2 * row).min(sh - 1) * sw;
+        let r1 = (2 * row + 1).min(sh - 1) * sw;
+        let o = row * dw;
+        let mut x = 0;
+        while x < dw {
+            let c = 2 * x;
+            let c1 = if c + 1 < sw { c + 1 } else { c };
+            let sum =
+                src[r0 + c] as u32 + src[r0 + c1] as u32 + src[r1 + c] as u32 + src[r1 + c1] as u32;
+            dst[o + x] = ((sum + 2) >> 2) as u8;
+            x += 1;
+        }
+    }
 }
 
 /// One RGBA pixel as a native 32-bit word whose bytes in memory are R, G,
@@ -725,21 +768,38 @@ mod tests {
     }
 
     #[test]
-    fn i420_is_the_planes_as_decoded_with_the_look_for_the_page() {
-        let slot = Arc::new(FrameSlot::default());
-        let mut sink = SlotSink::preview(slot.clone(), Arc::new(AtomicBool::new(true)));
+    fn i420_is_the_planes_as_decoded_and_the_preview_halved_for_the_page_to_mirror() {
         let frame = pattern(640, 480);
-        sink.frame(&frame);
-        let p = slot.newer_than(0, Format::I420).unwrap();
+        let remote = Arc::new(FrameSlot::default());
+        SlotSink::remote(remote.clone()).frame(&frame);
+        let p = remote.newer_than(0, Format::I420).unwrap();
         assert_eq!((p.width, p.height), (640, 480));
-        assert_eq!(p.body.len(), HEADER_BYTES + 640 * 480 * 3 / 2);
         assert_eq!(
             &p.body[24..32],
-            &[1, 0, 0, 0, 3, 0, 0, 0],
-            "format i420, half and mirrored"
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            "format i420, as it is"
         );
         assert!(p.body[HEADER_BYTES..] == *frame.data());
-        let s = slot.stats();
+
+        let local = Arc::new(FrameSlot::default());
+        SlotSink::preview(local.clone(), Arc::new(AtomicBool::new(true))).frame(&frame);
+        let p = local.newer_than(0, Format::I420).unwrap();
+        assert_eq!((p.width, p.height), (320, 240));
+        assert_eq!(
+            p.body.len(),
+            HEADER_BYTES + 320 * 240 * 3 / 2,
+            "a quarter of the bytes"
+        );
+        assert_eq!(
+            &p.body[24..32],
+            &[1, 0, 0, 0, 2, 0, 0, 0],
+            "halved here, mirrored by the page"
+        );
+        assert!(
+            p.body[HEADER_BYTES..] == *frame.half().data(),
+            "the media crate's halving"
+        );
+        let s = local.stats();
         assert_eq!((s.frames_served, s.bytes_served), (1, p.body.len() as u64));
     }
 

@@ -483,6 +483,17 @@ test('what showing the video costs: I420 converted in the page against RGBA from
         + `(${to.remote.size}; reading ${to.remote.bodyMs} ms, drawing ${to.remote.drawMs} ms, ${to.remote.latencyMs} ms to the canvas), app ${shown.text}`);
     }
   }
+  // Drawn into the canvases but the canvases not on screen: the difference to I420 above is painting the window.
+  await app.exec("window.callinviteVideoFormat = 'i420'; document.getElementById('incall-stage').style.visibility = 'hidden'");
+  await sleep(800);
+  {
+    const from = await both();
+    const shown = await cpuOver(pids, bot.child.pid, 4000);
+    const to = await both();
+    const frames = to.remote.frames - from.remote.frames + to.local.frames - from.local.frames;
+    sums['i420, canvases hidden'] = { cpu: shown.total * shown.took, ms: shown.took, frames, rows: [`${frames * 1000 / shown.took | 0} pictures/s, app ${shown.text}`] };
+  }
+  await app.exec("document.getElementById('incall-stage').style.visibility = ''");
   for (const [format, s] of Object.entries(sums)) {
     const cpu = s.cpu / s.ms;
     const perPicture = ((cpu - hidden.total) * s.ms) / s.frames; // ms of CPU per picture shown
