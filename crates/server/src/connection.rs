@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use callinvite_protocol::limits::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG};
@@ -27,7 +28,7 @@ use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, Use
 
 use crate::config::Config;
 use crate::guard::Permit;
-use crate::hub::{Command, Departure, Outbound};
+use crate::hub::{sending, Command, Departure, Outbound, Sending};
 
 /// Numbers connections, so the hub can tell a session's current connection from a stale one.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -37,6 +38,11 @@ const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 /// WebSocket close code 1008: policy violation (here: too slow to keep up).
 const CLOSE_POLICY: u16 = 1008;
 
+/// Serves one accepted connection: the WebSocket handshake here, then the
+/// connection in two tasks of its own — a reader ([`read`]) and a writer
+/// ([`write`]) — spawned on `tasks`. Split so that an open connection's
+/// tasks hold only what an open connection needs: the handshake's state and
+/// this function's arguments are gone once it returns.
 pub(crate) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
@@ -44,17 +50,272 @@ pub(crate) async fn serve<S>(
     hub: mpsc::Sender<Command>,
     config: Arc<Config>,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Some(ws) = handshake(stream, peer, &config).await else {
+        return;
+    };
+    config.metrics.connections.inc();
+    let (sink, frames) = ws.split();
+    let (out, out_rx) = crate::hub::out_queue(config.outbound_queue);
+    let kill = CancellationToken::new();
+    let writer = tokio::spawn(write(sink, out_rx, kill.clone(), &config));
+    let conn = Conn {
+        peer,
+        hub,
+        out,
+        kill,
+        config,
+        session: None,
+        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+        // Held until the socket is closed (after the writer has finished).
+        permit: Arc::new(permit),
+        failed_logins: 0,
+        close: None,
+    };
+    tasks.spawn(read(frames, conn, writer, stop));
+}
+
+/// The writer: the only place that writes frames, so replies keep their
+/// order. It drains the connection's queue and sends heartbeat pings; a
+/// write that takes longer than the heartbeat means the peer stopped reading.
+fn write<S>(
+    mut sink: futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<S>, Message>,
+    mut out_rx: crate::hub::OutRx,
+    writer_kill: CancellationToken,
+    config: &Config,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ping_every = (config.heartbeat / 3).max(Duration::from_millis(100));
+    let write_timeout = config.heartbeat;
+    async move {
+        let mut ping = interval(ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            let mut frame = tokio::select! {
+                next = out_rx.recv() => match next {
+                    Some(Outbound::Text(text)) => Message::text(text),
+                    Some(Outbound::Close(code, reason)) => {
+                        let _ = timeout(write_timeout, sink.send(close_frame(code, reason))).await;
+                        break;
+                    }
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
+                // Too slow: the queue is full, so the close frame goes straight to the socket.
+                _ = writer_kill.cancelled() => {
+                    let _ = timeout(write_timeout, sink.send(close_frame(CLOSE_POLICY, "too slow: outbound queue full"))).await;
+                    break;
+                }
+            };
+            // Everything already queued (up to 64 frames) goes out with one
+            // flush: each is buffered as the next one is taken, the last sent.
+            let mut close = None;
+            if matches!(frame, Message::Text(_)) {
+                for _ in 1..64 {
+                    let next = match out_rx.try_recv() {
+                        Ok(Outbound::Text(t)) => Message::text(t),
+                        Ok(Outbound::Close(code, reason)) => {
+                            close = Some((code, reason));
+                            break;
+                        }
+                        Err(_) => break,
+                    };
+                    let buffered = std::mem::replace(&mut frame, next);
+                    if !matches!(
+                        timeout(write_timeout, sink.feed(buffered)).await,
+                        Ok(Ok(()))
+                    ) {
+                        return;
+                    }
+                }
+            }
+            if let Some((code, reason)) = close {
+                let _ = timeout(write_timeout, sink.feed(frame)).await;
+                let _ = timeout(write_timeout, sink.send(close_frame(code, reason))).await;
+                break;
+            }
+            match timeout(write_timeout, sink.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    writer_kill.cancel();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The reader: decodes frames, answers what the connection answers itself,
+/// hands requests to the hub and watches the heartbeat and the login
+/// deadline; when the connection ends, tells the hub and lets the writer
+/// flush a close frame. (Not an `async fn`: its arguments are used in place
+/// instead of being copied into the task once more.)
+#[allow(clippy::manual_async_fn)]
+fn read<S>(
+    mut frames: futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<S>>,
+    mut conn: Conn,
+    writer: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let mut bucket = TokenBucket::new(conn.config.messages_per_second);
+        let login_deadline = tokio::time::Instant::now() + conn.config.login_timeout;
+        // A connection that just stops (no close frame) may come back and resume.
+        let mut how = Departure::Lost;
+        loop {
+            // A connection must log in soon, or it only holds a slot: until it
+            // has, a read waits no longer than the login deadline either (one
+            // timer, not two, in every connection's task).
+            let wait = match conn.session {
+                None => login_deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(conn.config.heartbeat),
+                Some(_) => conn.config.heartbeat,
+            };
+            let frame = tokio::select! {
+                f = timeout(wait, frames.next()) => f,
+                _ = conn.kill.cancelled() => {
+                    info!(peer = %conn.peer, "closing a connection that does not keep up");
+                    break;
+                }
+                // The hub has said goodbye to logged-in devices; whoever is still here is closed now.
+                _ = stop.cancelled() => {
+                    let _ = conn.out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
+                    how = Departure::Closed;
+                    break;
+                }
+            };
+            match frame {
+                Err(_)
+                    if conn.session.is_none() && tokio::time::Instant::now() >= login_deadline =>
+                {
+                    info!(peer = %conn.peer, "no login within {:?}: closing", conn.config.login_timeout);
+                    let _ = conn
+                        .out
+                        .send(Outbound::Close(CLOSE_POLICY, "log in sooner"))
+                        .await;
+                    break;
+                }
+                Err(_) => {
+                    info!(peer = %conn.peer, "no frame within the heartbeat window: connection is dead");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(WsError::Capacity(e)))) => {
+                    warn!(peer = %conn.peer, error = %e, "frame too big: closing with 1009");
+                    let _ = conn
+                        .out
+                        .send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+                        .await;
+                    how = Departure::Closed;
+                    break;
+                }
+                Ok(Some(Err(WsError::Utf8(e)))) => {
+                    info!(peer = %conn.peer, error = %e, "text frame is not UTF-8: closing with 1007");
+                    let _ = conn
+                        .out
+                        .send(Outbound::Close(
+                            CLOSE_INVALID_PAYLOAD,
+                            "text frames must be UTF-8",
+                        ))
+                        .await;
+                    how = Departure::Closed;
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    debug!(peer = %conn.peer, error = %e, "connection error");
+                    break;
+                }
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if !bucket.take(tokio::time::Instant::now()) {
+                        let req = decode_client(text.as_str()).ok().and_then(|m| m.req());
+                        conn.rate_limited(req).await;
+                        continue;
+                    }
+                    if conn.on_text(text.as_str()).await {
+                        // Logged out: the hub sends `ok` and a close frame; nothing more is read.
+                        how = Departure::Logout;
+                        break;
+                    }
+                    if let Some(reason) = conn.close {
+                        // Too many failed logins: the error went out; now the close frame.
+                        let _ = conn.out.send(Outbound::Close(CLOSE_POLICY, reason)).await;
+                        how = Departure::Closed;
+                        break;
+                    }
+                }
+                Ok(Some(Ok(Message::Binary(_)))) => {
+                    // Binary frames count toward the message rate like any other.
+                    if !bucket.take(tokio::time::Instant::now()) {
+                        conn.rate_limited(None).await;
+                        continue;
+                    }
+                    conn.reply(ServerMessage::error(
+                        None,
+                        ErrorCode::BinaryNotSupported,
+                        "binary frames are not part of the protocol; send JSON text frames",
+                    ))
+                    .await;
+                }
+                Ok(Some(Ok(Message::Close(_)))) => {
+                    // The client meant to leave: its session ends now, no resume.
+                    how = Departure::Closed;
+                    break;
+                }
+                Ok(Some(Ok(_))) => {} // ping, pong: liveness only
+            }
+        }
+        if let Some((device, _)) = conn.session.take() {
+            let gone = Command::Gone {
+                device,
+                conn: conn.id,
+                how,
+            };
+            sending(&conn.hub, gone).await;
+        }
+        conn.config.metrics.connections.dec();
+        let permit = conn.permit.clone();
+        drop(conn);
+        // Let the writer flush a close frame; it ends once the hub drops its sender.
+        let abort = writer.abort_handle();
+        if timeout(Duration::from_secs(2), writer).await.is_err() {
+            abort.abort();
+        }
+        drop(frames);
+        drop(permit);
+    }
+}
+
+/// The WebSocket handshake, refused for a web page's `Origin` unless allowed;
+/// `None` if it failed or took too long.
+async fn handshake<S>(
+    stream: S,
+    peer: SocketAddr,
+    config: &Config,
+) -> Option<tokio_tungstenite::WebSocketStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // Small buffers: tungstenite's default read buffer is 128 KiB per connection,
-    // which would dominate the memory of an idle connection. Frames here are
-    // small; reads go in 1 KiB chunks (a larger frame takes a few reads).
+    // which would dominate the memory of an idle connection, and every
+    // connection keeps its read buffer for good. Frames here are small (a
+    // request is 60–300 bytes); reads go in 512-byte chunks, so a larger
+    // frame (an 8 KiB invitation, an SDP offer) takes a few reads.
     // The write buffer grows only as needed; 16 KiB lets a batch go out in one write.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes))
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024);
     // Web pages are kept out: a browser always says which page opened the
     // WebSocket (`Origin`), native clients say nothing.
@@ -76,8 +337,8 @@ pub(crate) async fn serve<S>(
         tokio_tungstenite::accept_hdr_async_with_config(stream, check_origin, Some(ws_config)),
     )
     .await;
-    let ws = match handshake {
-        Ok(Ok(ws)) => ws,
+    match handshake {
+        Ok(Ok(ws)) => Some(ws),
         Ok(Err(e)) => {
             match refused_origin {
                 Some(origin) => {
@@ -86,217 +347,13 @@ pub(crate) async fn serve<S>(
                 }
                 None => debug!(%peer, error = %e, "WebSocket handshake failed"),
             }
-            return;
+            None
         }
         Err(_) => {
             debug!(%peer, "WebSocket handshake timed out");
-            return;
-        }
-    };
-    config.metrics.connections.inc();
-    // Held until the socket is closed (after the writer below has finished).
-    let permit = Arc::new(permit);
-    let (mut sink, mut frames) = ws.split();
-    let (out, mut out_rx) = crate::hub::out_queue(config.outbound_queue);
-    let kill = CancellationToken::new();
-
-    // Writer: the only place that writes frames, so replies keep their order.
-    // A write that takes longer than the heartbeat means the peer stopped reading.
-    let ping_every = (config.heartbeat / 3).max(Duration::from_millis(100));
-    let write_timeout = config.heartbeat;
-    let writer_kill = kill.clone();
-    let writer = tokio::spawn(async move {
-        let mut ping = interval(ping_every);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ping.tick().await;
-        loop {
-            let frame = tokio::select! {
-                next = out_rx.recv() => match next {
-                    Some(Outbound::Text(text)) => {
-                        // Queue everything already waiting and write it with one flush.
-                        let mut batch = vec![Message::text(text)];
-                        let mut close = None;
-                        while batch.len() < 64 {
-                            match out_rx.try_recv() {
-                                Ok(Outbound::Text(t)) => batch.push(Message::text(t)),
-                                Ok(Outbound::Close(code, reason)) => {
-                                    close = Some((code, reason));
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        let last = batch.pop();
-                        let mut failed = false;
-                        for m in batch {
-                            if timeout(write_timeout, sink.feed(m)).await.map_or(true, |r| r.is_err()) {
-                                failed = true;
-                                break;
-                            }
-                        }
-                        if failed {
-                            break;
-                        }
-                        if let Some((code, reason)) = close {
-                            if let Some(m) = last {
-                                let _ = timeout(write_timeout, sink.feed(m)).await;
-                            }
-                            let _ = timeout(write_timeout, sink.send(close_frame(code, reason))).await;
-                            break;
-                        }
-                        match last {
-                            Some(m) => m,
-                            None => continue,
-                        }
-                    }
-                    Some(Outbound::Close(code, reason)) => {
-                        let _ = timeout(write_timeout, sink.send(close_frame(code, reason))).await;
-                        break;
-                    }
-                    None => break,
-                },
-                _ = ping.tick() => Message::Ping(Default::default()),
-                // Too slow: the queue is full, so the close frame goes straight to the socket.
-                _ = writer_kill.cancelled() => {
-                    let _ = timeout(write_timeout, sink.send(close_frame(CLOSE_POLICY, "too slow: outbound queue full"))).await;
-                    break;
-                }
-            };
-            match timeout(write_timeout, sink.send(frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break,
-                Err(_) => {
-                    writer_kill.cancel();
-                    break;
-                }
-            }
-        }
-    });
-
-    let mut bucket = TokenBucket::new(config.messages_per_second);
-    let login_deadline = tokio::time::Instant::now() + config.login_timeout;
-    let mut conn = Conn {
-        peer,
-        hub,
-        out: out.clone(),
-        kill: kill.clone(),
-        config,
-        session: None,
-        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
-        permit: permit.clone(),
-        failed_logins: 0,
-        close: None,
-    };
-    // A connection that just stops (no close frame) may come back and resume.
-    let mut how = Departure::Lost;
-    loop {
-        let frame = tokio::select! {
-            f = timeout(conn.config.heartbeat, frames.next()) => f,
-            // A connection must log in soon, or it only holds a slot.
-            _ = tokio::time::sleep_until(login_deadline), if conn.session.is_none() => {
-                info!(%peer, "no login within {:?}: closing", conn.config.login_timeout);
-                let _ = out.send(Outbound::Close(CLOSE_POLICY, "log in sooner")).await;
-                break;
-            }
-            _ = kill.cancelled() => {
-                info!(%peer, "closing a connection that does not keep up");
-                break;
-            }
-            // The hub has said goodbye to logged-in devices; whoever is still here is closed now.
-            _ = stop.cancelled() => {
-                let _ = out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
-                how = Departure::Closed;
-                break;
-            }
-        };
-        match frame {
-            Err(_) => {
-                info!(%peer, "no frame within the heartbeat window: connection is dead");
-                break;
-            }
-            Ok(None) => break,
-            Ok(Some(Err(WsError::Capacity(e)))) => {
-                warn!(%peer, error = %e, "frame too big: closing with 1009");
-                let _ = out
-                    .send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
-                    .await;
-                how = Departure::Closed;
-                break;
-            }
-            Ok(Some(Err(WsError::Utf8(e)))) => {
-                info!(%peer, error = %e, "text frame is not UTF-8: closing with 1007");
-                let _ = out
-                    .send(Outbound::Close(
-                        CLOSE_INVALID_PAYLOAD,
-                        "text frames must be UTF-8",
-                    ))
-                    .await;
-                how = Departure::Closed;
-                break;
-            }
-            Ok(Some(Err(e))) => {
-                debug!(%peer, error = %e, "connection error");
-                break;
-            }
-            Ok(Some(Ok(Message::Text(text)))) => {
-                if !bucket.take(tokio::time::Instant::now()) {
-                    let req = decode_client(text.as_str()).ok().and_then(|m| m.req());
-                    conn.rate_limited(req).await;
-                    continue;
-                }
-                if conn.on_text(text.as_str()).await {
-                    // Logged out: the hub sends `ok` and a close frame; nothing more is read.
-                    how = Departure::Logout;
-                    break;
-                }
-                if let Some(reason) = conn.close {
-                    // Too many failed logins: the error went out; now the close frame.
-                    let _ = out.send(Outbound::Close(CLOSE_POLICY, reason)).await;
-                    how = Departure::Closed;
-                    break;
-                }
-            }
-            Ok(Some(Ok(Message::Binary(_)))) => {
-                // Binary frames count toward the message rate like any other.
-                if !bucket.take(tokio::time::Instant::now()) {
-                    conn.rate_limited(None).await;
-                    continue;
-                }
-                conn.reply(ServerMessage::error(
-                    None,
-                    ErrorCode::BinaryNotSupported,
-                    "binary frames are not part of the protocol; send JSON text frames",
-                ))
-                .await;
-            }
-            Ok(Some(Ok(Message::Close(_)))) => {
-                // The client meant to leave: its session ends now, no resume.
-                how = Departure::Closed;
-                break;
-            }
-            Ok(Some(Ok(_))) => {} // ping, pong: liveness only
+            None
         }
     }
-    if let Some((device, _)) = conn.session.take() {
-        let _ = conn
-            .hub
-            .send(Command::Gone {
-                device,
-                conn: conn.id,
-                how,
-            })
-            .await;
-    }
-    conn.config.metrics.connections.dec();
-    drop(conn);
-    drop(out);
-    // Let the writer flush a close frame; it ends once the hub drops its sender.
-    let abort = writer.abort_handle();
-    if timeout(Duration::from_secs(2), writer).await.is_err() {
-        abort.abort();
-    }
-    drop(frames);
-    drop(permit);
 }
 
 fn close_frame(code: u16, reason: &'static str) -> Message {
@@ -391,19 +448,20 @@ struct Conn {
 }
 
 impl Conn {
-    async fn reply(&self, msg: ServerMessage) {
-        let _ = self.out.send(Outbound::Text(encode(&msg).into())).await;
+    /// Queues a reply of this connection's own (see [`Sending`] for why it
+    /// is not an `async fn`: the message would be held by the future).
+    fn reply(&self, msg: ServerMessage) -> Sending<'_> {
+        self.out.send(Outbound::Text(encode(&msg).into()))
     }
 
     /// Answers a frame dropped for the message rate.
-    async fn rate_limited(&self, req: Option<u64>) {
+    fn rate_limited(&self, req: Option<u64>) -> Sending<'_> {
         let limit = self.config.messages_per_second;
         self.reply(ServerMessage::error(
             req,
             ErrorCode::RateLimited,
             format!("more than {limit} messages per second; this one was dropped — slow down"),
         ))
-        .await;
     }
 
     /// Handles one text frame. Returns true when it was a logout.
@@ -450,18 +508,16 @@ impl Conn {
                 let device = *device;
                 self.session = None;
                 let conn = self.id;
-                let _ = self.hub.send(Command::Request { device, conn, msg }).await;
+                sending(&self.hub, Command::Request { device, conn, msg }).await;
                 return true;
             }
             (msg, Some((device, _))) => {
-                let _ = self
-                    .hub
-                    .send(Command::Request {
-                        device: *device,
-                        conn: self.id,
-                        msg,
-                    })
-                    .await;
+                let request = Command::Request {
+                    device: *device,
+                    conn: self.id,
+                    msg,
+                };
+                sending(&self.hub, request).await;
             }
         }
         false
@@ -472,13 +528,13 @@ impl Conn {
             Ok(u) => u,
             Err(e) => {
                 self.config.metrics.login("invalid_argument");
-                return self
-                    .reply(ServerMessage::error(
-                        req,
-                        ErrorCode::InvalidArgument,
-                        format!("user id: {e}"),
-                    ))
-                    .await;
+                self.reply(ServerMessage::error(
+                    req,
+                    ErrorCode::InvalidArgument,
+                    format!("user id: {e}"),
+                ))
+                .await;
+                return;
             }
         };
         // The token is checked here, before the hub: a failed login counts
@@ -527,16 +583,16 @@ impl Conn {
             self.config.metrics.login("too_often");
             let wait = self.permit.window_left();
             self.close = Some("too many failed logins");
-            return self
-                .reply(ServerMessage::error(
-                    req,
-                    ErrorCode::TooOften,
-                    format!(
-                        "more than {} failed logins from your address in a minute; try again in {wait} s with a valid token",
-                        self.permit.failed_per_address()
-                    ),
-                ))
-                .await;
+            self.reply(ServerMessage::error(
+                req,
+                ErrorCode::TooOften,
+                format!(
+                    "more than {} failed logins from your address in a minute; try again in {wait} s with a valid token",
+                    self.permit.failed_per_address()
+                ),
+            ))
+            .await;
+            return;
         }
         info!(peer = %self.peer, %user, error = %e, "login refused");
         self.config.metrics.login(e.code().as_str());
@@ -551,7 +607,7 @@ impl Conn {
     /// Hands a login or resume to the hub; when the hub is gone (the server
     /// is shutting down), answers `rejected` instead.
     async fn to_hub(&self, cmd: Command, req: Option<u64>) -> bool {
-        if self.hub.send(cmd).await.is_ok() {
+        if sending(&self.hub, cmd).await {
             return true;
         }
         self.reply(ServerMessage::error(
@@ -593,10 +649,7 @@ impl Conn {
             Err(_) => {
                 // Too long: the hub gives up on it (and answers the client),
                 // unless it settled it just now; either way it says which.
-                let _ = self
-                    .hub
-                    .send(Command::ResumeAbandoned { conn: self.id })
-                    .await;
+                sending(&self.hub, Command::ResumeAbandoned { conn: self.id }).await;
                 match timeout(Duration::from_secs(5), answer).await {
                     Ok(a) => a,
                     Err(_) => {

@@ -46,6 +46,7 @@ mod hub;
 pub mod ice;
 pub mod metrics;
 pub mod missed;
+mod outq;
 pub mod tls;
 
 pub use config::Config;
@@ -114,14 +115,15 @@ pub async fn run(
                     };
                     let _ = stream.set_nodelay(true);
                     let (hub, config2, stop) = (hub_tx.clone(), config.clone(), stop_connections.clone());
+                    let tasks = connections.clone();
                     match config.tls.clone() {
                         None => {
-                            connections.spawn(connection::serve(stream, peer, permit, hub, config2, stop));
+                            connections.spawn(connection::serve(stream, peer, permit, hub, config2, stop, tasks));
                         }
                         Some(tls) => {
                             connections.spawn(async move {
                                 match tokio::time::timeout(config2.handshake_timeout, tls.0.accept(stream)).await {
-                                    Ok(Ok(stream)) => connection::serve(stream, peer, permit, hub, config2, stop).await,
+                                    Ok(Ok(stream)) => connection::serve(stream, peer, permit, hub, config2, stop, tasks).await,
                                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                                 }

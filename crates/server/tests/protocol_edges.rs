@@ -258,6 +258,64 @@ async fn default_frame_limit_is_64_kib() {
     assert_eq!(big.closed().await, Some(1009));
 }
 
+/// The server reads in small chunks (an idle connection keeps its read
+/// buffer, so it is 512 bytes): the largest content and response, in
+/// multi-byte UTF-8 that chunks split mid-character, arrive whole, several
+/// back to back on one connection.
+#[tokio::test]
+async fn the_largest_content_and_response_arrive_whole() {
+    use callinvite_protocol::limits::{MAX_CONTENT_BYTES, MAX_RESPONSE_BYTES};
+    let server = start_default().await;
+    let mut alice = server.raw_login("alice").await;
+    let mut bob = server.raw_login("bob").await;
+    // 3-byte characters with a 1-byte one in front: every 512-byte chunk
+    // boundary falls inside a character somewhere.
+    let text = |len: usize, salt: char| {
+        let mut s = String::from(salt);
+        while s.len() + '€'.len_utf8() <= len {
+            s.push('€');
+        }
+        while s.len() < len {
+            s.push('x');
+        }
+        s
+    };
+    for round in 0..4u64 {
+        let salt = char::from(b'a' + round as u8);
+        let content = text(MAX_CONTENT_BYTES, salt);
+        let response = text(MAX_RESPONSE_BYTES, salt);
+        assert_eq!(
+            (content.len(), response.len()),
+            (MAX_CONTENT_BYTES, MAX_RESPONSE_BYTES)
+        );
+        alice
+            .send(json!({"type": "invite", "ref": 10 + round, "callee": "bob", "content": content}))
+            .await;
+        let inv = bob.recv_type("invitation").await;
+        assert_eq!(
+            inv["content"].as_str(),
+            Some(content.as_str()),
+            "round {round}"
+        );
+        let id = inv["invitation_id"].clone();
+        bob.send(
+            json!({"type": "accept", "ref": 10 + round, "invitation_id": id, "response": response}),
+        )
+        .await;
+        let accepted = alice.recv_type("accepted").await;
+        assert_eq!(
+            accepted["response"].as_str(),
+            Some(response.as_str()),
+            "round {round}"
+        );
+        alice
+            .send(json!({"type": "hangup", "ref": 20 + round, "invitation_id": id}))
+            .await;
+        alice.recv_type("call_ended").await;
+        bob.recv_type("call_ended").await;
+    }
+}
+
 #[tokio::test]
 async fn dead_connection_is_dropped_by_the_heartbeat() {
     let server = start(Config {

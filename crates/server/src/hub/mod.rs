@@ -56,18 +56,17 @@ pub(crate) enum Outbound {
 }
 
 /// The sending side of a connection's outbound queue (bounded: a full queue
-/// means a client too slow to keep up). Messages travel boxed: tokio's
-/// channel allocates its first 32 slots when it is made, and an idle
-/// connection should not pay 32 × 32 bytes for them (boxed: 32 × 8).
+/// means a client too slow to keep up). See [`crate::outq`] for why it is
+/// not tokio's channel.
 #[derive(Clone, Debug)]
-pub(crate) struct OutTx(mpsc::Sender<Box<Outbound>>);
+pub(crate) struct OutTx(crate::outq::Sender<Outbound>);
 
 /// The writer's side of the queue.
-pub(crate) struct OutRx(mpsc::Receiver<Box<Outbound>>);
+pub(crate) struct OutRx(crate::outq::Receiver<Outbound>);
 
 /// A connection's outbound queue holding at most `capacity` messages.
 pub(crate) fn out_queue(capacity: usize) -> (OutTx, OutRx) {
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = crate::outq::queue(capacity);
     (OutTx(tx), OutRx(rx))
 }
 
@@ -76,26 +75,63 @@ impl OutTx {
         &self,
         frame: Outbound,
     ) -> Result<(), mpsc::error::TrySendError<Outbound>> {
-        use mpsc::error::TrySendError;
-        self.0.try_send(Box::new(frame)).map_err(|e| match e {
-            TrySendError::Full(b) => TrySendError::Full(*b),
-            TrySendError::Closed(b) => TrySendError::Closed(*b),
-        })
+        self.0.try_send(frame)
     }
 
     /// Waits for room (the connection's own replies, which may wait).
-    pub(crate) async fn send(&self, frame: Outbound) -> Result<(), ()> {
-        self.0.send(Box::new(frame)).await.map_err(drop)
+    pub(crate) fn send(&self, frame: Outbound) -> Sending<'_> {
+        match self.0.try_send(frame) {
+            Ok(()) => Sending::Done(true),
+            Err(mpsc::error::TrySendError::Closed(_)) => Sending::Done(false),
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                Sending::Waiting(Box::pin(self.0.send(frame)))
+            }
+        }
     }
 }
 
 impl OutRx {
     pub(crate) async fn recv(&mut self) -> Option<Outbound> {
-        self.0.recv().await.map(|b| *b)
+        self.0.recv().await
     }
 
     pub(crate) fn try_recv(&mut self) -> Result<Outbound, mpsc::error::TryRecvError> {
-        self.0.try_recv().map(|b| *b)
+        self.0.try_recv()
+    }
+}
+
+/// A send on a bounded channel that takes no room in the future awaiting it
+/// unless it must wait: done at once when the channel has room (almost
+/// always), else a boxed wait. A connection's task holds whatever its
+/// awaits may hold for as long as it lives, so its sends are kept small.
+pub(crate) enum Sending<'a> {
+    /// Sent (true), or the receiver is gone (false).
+    Done(bool),
+    Waiting(std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>),
+}
+
+impl std::future::Future for Sending<'_> {
+    type Output = bool;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<bool> {
+        match self.get_mut() {
+            Sending::Done(sent) => std::task::Poll::Ready(*sent),
+            Sending::Waiting(wait) => wait.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Sends `value` on `tx`: see [`Sending`].
+pub(crate) fn sending<T: Send + 'static>(tx: &mpsc::Sender<T>, value: T) -> Sending<'_> {
+    use mpsc::error::TrySendError;
+    match tx.try_send(value) {
+        Ok(()) => Sending::Done(true),
+        Err(TrySendError::Closed(_)) => Sending::Done(false),
+        Err(TrySendError::Full(value)) => {
+            Sending::Waiting(Box::pin(async move { tx.send(value).await.is_ok() }))
+        }
     }
 }
 
@@ -233,7 +269,36 @@ struct Device {
     /// The highest request `ref` applied for it (reported on resume).
     last_ref: u64,
     /// Users whose presence it follows.
-    subscriptions: HashSet<UserId>,
+    subscriptions: Follows,
+}
+
+/// The users a device follows: most follow none, and an empty set is still
+/// 48 bytes in every device, so the set is boxed and made on first use.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // the point: 8 bytes inline, not 48
+struct Follows(Option<Box<HashSet<UserId>>>);
+
+impl Follows {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+    fn contains(&self, user: &UserId) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(user))
+    }
+    fn iter(&self) -> impl Iterator<Item = &UserId> {
+        self.0.iter().flat_map(|s| s.iter())
+    }
+    fn extend(&mut self, users: impl IntoIterator<Item = UserId>) {
+        self.0.get_or_insert_default().extend(users);
+    }
+    fn remove(&mut self, user: &UserId) {
+        if let Some(s) = &mut self.0 {
+            s.remove(user);
+            if s.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
 }
 
 pub(crate) struct Hub {
@@ -257,6 +322,11 @@ pub(crate) struct Hub {
     subscribers: HashMap<UserId, HashSet<DeviceId>>,
     /// Login rate per user id: (window start, logins in window).
     login_rate: HashMap<UserId, (Instant, u32)>,
+    /// Past this many entries, `login_rate` drops the windows that are over
+    /// (then this becomes twice what is left: amortized O(1) per login, and
+    /// at most about twice the users who logged in within the last second,
+    /// not an entry per user who ever logged in).
+    login_rate_prune_at: usize,
     /// Device of each session secret.
     sessions: HashMap<String, DeviceId>,
     /// Detached devices by the time their grace window ends.
@@ -380,6 +450,7 @@ impl Hub {
             scheduled: HashMap::new(),
             subscribers: HashMap::new(),
             login_rate: HashMap::new(),
+            login_rate_prune_at: 1024,
             sessions: HashMap::new(),
             detached: BTreeSet::new(),
             missed,
@@ -545,9 +616,11 @@ impl Hub {
                 return None;
             }
         }
-        if self.login_rate.len() > 100_000 {
+        if self.login_rate.len() > self.login_rate_prune_at {
             self.login_rate
                 .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+            self.login_rate.shrink_to_fit();
+            self.login_rate_prune_at = (2 * self.login_rate.len()).max(1024);
         }
 
         let mut online = self.users.get(&user).map_or(0, |l| l.len());
@@ -666,7 +739,7 @@ impl Hub {
                 seq: 0,
                 outbox: VecDeque::new(),
                 last_ref: req.unwrap_or(0),
-                subscriptions: HashSet::new(),
+                subscriptions: Follows::default(),
             },
         );
         let devices = self.users.entry(user.clone()).or_default();
@@ -982,7 +1055,7 @@ impl Hub {
                 let total = subs.len()
                     + users
                         .iter()
-                        .filter(|u| !subs.contains(*u))
+                        .filter(|u| !subs.contains(u))
                         .collect::<HashSet<_>>()
                         .len();
                 if total > MAX_PRESENCE_SUBSCRIPTIONS {
@@ -1354,7 +1427,7 @@ impl Hub {
         }
         info!(user = %d.user, %device, ?cause, "device gone");
         self.config.metrics.devices.dec();
-        for u in &d.subscriptions {
+        for u in d.subscriptions.iter() {
             self.unsubscribe(device, u);
         }
         let went_offline = self.take_offline(&d.user, device);
