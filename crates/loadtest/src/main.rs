@@ -5,6 +5,8 @@
 //! equivalent OFFER → ANSWER relay through peerjs-server, then prints cycles/s,
 //! latency percentiles, server CPU and RSS for both, and the ratios. With
 //! `--idle N` it also measures the server's memory per idle connection. With
+//! `--rate R` the pairs start R cycles per second in all instead of running
+//! back to back, and `--rss-every` prints the server's RSS over the run. With
 //! `--cluster` it also runs the cycle across two server nodes on a private
 //! redis-server (callers on one node, callees on the other).
 //! Everything stays on loopback; every loop is bounded in time.
@@ -67,6 +69,19 @@ struct Args {
     /// (internal) The worker's user ids start with this.
     #[arg(long, hide = true, default_value = "idle")]
     idle_prefix: String,
+    /// Fixed rate: start this many cycles per second in all (spread over the
+    /// pairs; a pair whose cycle runs late starts its next one at once).
+    /// Without it each pair runs cycles back to back (a closed loop, the
+    /// saturated rate). Raw-frame driver only.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Print the servers' RSS this often during the cycles (for memory over
+    /// time, e.g. whether it levels off once ended invitations are forgotten).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    rss_every: Option<Duration>,
+    /// Only the single callinvite-server row (skip --cluster, --peerjs, --idle).
+    #[arg(long)]
+    only_single: bool,
 }
 
 /// `--idle` connections held by `--idle-nodes` nodes of one cluster: a
@@ -125,7 +140,7 @@ async fn idle_memory_cluster(args: &Args) {
     let per = after.saturating_sub(before) as f64 * 1024.0 / held.max(1) as f64;
     let redis_per = redis_after.saturating_sub(redis_before) as f64 * 1024.0 / held.max(1) as f64;
     println!(
-        "idle connections: {held} held by {} nodes of one cluster; nodes' RSS {} → {} MiB; {:.1} KiB per idle connection (each node also tracks the others' devices); Redis {} → {} MiB ({:.0} B per connection: session records)",
+        "idle connections: {held} held by {} nodes of one cluster; nodes' RSS {} → {} MiB; {:.2} KiB per idle connection (each node also tracks the others' devices); Redis {} → {} MiB ({:.0} B per connection: session records)",
         nodes.len(),
         before / 1024,
         after / 1024,
@@ -156,6 +171,7 @@ fn worker_count(out: &mut std::io::BufReader<std::process::ChildStdout>, label: 
 async fn start_redis() -> (Server, String) {
     let redis_port = free_port();
     let redis = Server {
+        metrics: None,
         child: Command::new("redis-server")
             .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -230,6 +246,8 @@ fn free_port() -> u16 {
 
 struct Server {
     child: Child,
+    /// The callinvite-server's operations port (`/metrics`), if any.
+    metrics: Option<u16>,
 }
 
 impl Drop for Server {
@@ -266,12 +284,14 @@ async fn start_callinvite(args: &Args) -> (Server, u16) {
 /// A server process; with `redis`, a node of the cluster on it.
 async fn start_node(args: &Args, redis: Option<&str>) -> (Server, u16) {
     let port = free_port();
+    let metrics = free_port();
     let mut cmd = Command::new(server_bin(args));
     if let Some(url) = redis {
         cmd.args(["--redis", url]);
     }
     let child = cmd
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
         .args(["--data-dir", "-"])
         .args([
             "--messages-per-second",
@@ -292,7 +312,8 @@ async fn start_node(args: &Args, redis: Option<&str>) -> (Server, u16) {
         .spawn()
         .expect("start callinvite-server (build it: cargo build --release -p callinvite-server)");
     wait_port(port).await;
-    (Server { child }, port)
+    let metrics = Some(metrics);
+    (Server { child, metrics }, port)
 }
 
 /// The callinvite cycle: alice_i calls bob_i, bob accepts at once, alice hangs up, again.
@@ -453,6 +474,45 @@ impl RawClient {
     }
 }
 
+/// How a raw-frame run is paced and watched.
+#[derive(Clone, Default)]
+struct Pace {
+    /// Cycles per second in all; `None`: back to back.
+    rate: Option<f64>,
+    /// Print the servers' RSS this often.
+    rss_every: Option<Duration>,
+    /// The servers' operations ports, for their gauges.
+    metrics: Vec<u16>,
+}
+
+/// `/metrics` of the server whose operations port is `port` ("" if it fails).
+async fn fetch_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await.ok()?;
+        Some(text)
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// The value of the metric line `name value` (0 if absent).
+fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The invitation cycle over raw frames: alice invites bob with a key as
 /// content, bob acks and accepts, alice waits for `accepted`, hangs up, and
 /// both wait for `call_ended`.
@@ -462,18 +522,61 @@ async fn drive_callinvite_raw(
     pairs: usize,
     duration: Duration,
     pids: &[u32],
+    pace: Pace,
 ) -> Run {
-    let stop_at = Instant::now() + duration;
-    let cpu0 = cpu_seconds_all(pids);
-    let (mut callers, mut callees) = (vec![], vec![]);
+    let Pace {
+        rate,
+        rss_every,
+        metrics,
+    } = pace;
+    // Each pair's share of a fixed rate: one cycle per `period`.
+    let period = rate.map(|r| Duration::from_secs_f64(pairs as f64 / r.max(0.001)));
+    let mut clients = Vec::with_capacity(pairs);
     for i in 0..pairs {
-        let mut bob =
+        let bob =
             RawClient::login(&format!("ws://127.0.0.1:{callee_port}"), &format!("bob{i}")).await;
-        let mut alice = RawClient::login(
+        let alice = RawClient::login(
             &format!("ws://127.0.0.1:{caller_port}"),
             &format!("alice{i}"),
         )
         .await;
+        clients.push((bob, alice));
+    }
+    // The clock starts once every pair is logged in.
+    let start = Instant::now();
+    let stop_at = start + duration;
+    let cpu0 = cpu_seconds_all(pids);
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = rss_every.map(|every| {
+        let (pids, done, metrics) = (pids.to_vec(), done.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::from_std(start) + every, every);
+            loop {
+                let t = tick.tick().await.into_std();
+                if t > stop_at {
+                    break;
+                }
+                let rss: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+                // What the servers say they keep of ended invitations (gauges
+                // of servers that have them).
+                let (mut kept, mut bytes) = (0i64, 0i64);
+                for port in &metrics {
+                    let text = fetch_metrics(*port).await;
+                    kept += metric(&text, "callinvite_ended_invitations");
+                    bytes += metric(&text, "callinvite_ended_invitations_bytes");
+                }
+                println!(
+                    "  t={:>4.0} s  server RSS {:>5} MiB  cycles so far {:>7}  ended invitations kept {kept} in {:.1} MiB",
+                    t.saturating_duration_since(start).as_secs_f64(),
+                    rss / 1024,
+                    done.load(std::sync::atomic::Ordering::Relaxed),
+                    bytes as f64 / (1024.0 * 1024.0)
+                );
+            }
+        })
+    });
+    let (mut callers, mut callees) = (vec![], vec![]);
+    for (i, (mut bob, mut alice)) in clients.into_iter().enumerate() {
         // When bob got each invitation, and when he accepted it, by content.
         let received: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Default::default();
         let received2 = received.clone();
@@ -500,10 +603,23 @@ async fn drive_callinvite_raw(
                 }
             }
         }));
+        let done = done.clone();
         callers.push(tokio::spawn(async move {
             let mut n = 0u64;
             let mut samples = (vec![], vec![]);
+            // At a fixed rate the pairs start spread over one period.
+            let mut next =
+                start + period.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / pairs as f64));
             while Instant::now() < stop_at {
+                if let Some(p) = period {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+                    // Late (the last cycle took longer than a period): no catching up,
+                    // so the achieved rate is what the server kept up with.
+                    next = (next + p).max(Instant::now());
+                    if Instant::now() >= stop_at {
+                        break;
+                    }
+                }
                 let key = format!("{i}-{n}");
                 n += 1;
                 let sent = Instant::now();
@@ -546,11 +662,16 @@ async fn drive_callinvite_raw(
                         _ => return (n, samples),
                     }
                 }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             (n, samples)
         }));
     }
-    collect(callers, callees, duration, cpu0, pids).await
+    let run = collect(callers, callees, duration, cpu0, pids).await;
+    if let Some(s) = sampler {
+        s.abort();
+    }
+    run
 }
 
 /// peerjs: a_i sends OFFER to b_i, b_i answers with ANSWER at once, again.
@@ -767,11 +888,12 @@ async fn idle_memory(port: u16, pid: u32, n: usize) {
     let after = rss_kib(pid);
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / held.max(1) as f64;
     println!(
-        "idle connections: {} held; server RSS {} → {} MiB; {:.1} KiB per idle connection",
+        "idle connections: {} held; server RSS {} → {} MiB; {:.2} KiB ({:.0} bytes) per idle connection",
         held,
         before / 1024,
         after / 1024,
-        per / 1024.0
+        per / 1024.0,
+        per
     );
 }
 
@@ -811,21 +933,32 @@ async fn main() {
             "raw WebSocket frames"
         }
     );
+    if let Some(rate) = args.rate {
+        println!("(fixed rate: {rate} cycles/s offered in all)");
+    }
     println!("\n| server | cycles/s | invite→received p50/p99/p999 ms | accept→accepted p50/p99/p999 ms | server CPU | server RSS |\n|---|---|---|---|---|---|");
     let (server, port) = start_callinvite(&args).await;
     let pid = server.child.id();
-    let drive = |caller: u16, callee: u16, pids: Vec<u32>| {
+    let drive = |caller: u16, callee: u16, pids: Vec<u32>, metrics: Vec<u16>| {
         let (pairs, duration, library) = (args.pairs, args.duration, args.client_library);
+        let pace = Pace {
+            rate: args.rate,
+            rss_every: args.rss_every,
+            metrics,
+        };
         async move {
             if library {
                 drive_callinvite(caller, callee, pairs, duration, &pids).await
             } else {
-                drive_callinvite_raw(caller, callee, pairs, duration, &pids).await
+                drive_callinvite_raw(caller, callee, pairs, duration, &pids, pace).await
             }
         }
     };
-    let mut ci = drive(port, port, vec![pid]).await;
+    let mut ci = drive(port, port, vec![pid], server.metrics.into_iter().collect()).await;
     print_row("callinvite-server", &mut ci);
+    if args.only_single {
+        return;
+    }
     if args.cluster {
         let (redis, url) = start_redis().await;
         let (a, port_a) = start_node(&args, Some(&url)).await;
@@ -833,7 +966,8 @@ async fn main() {
         // Let the nodes hear of each other.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pids = [a.child.id(), b.child.id(), redis.child.id()];
-        let mut cl = drive(port_a, port_b, pids.to_vec()).await;
+        let metrics = a.metrics.into_iter().chain(b.metrics).collect();
+        let mut cl = drive(port_a, port_b, pids.to_vec(), metrics).await;
         print_row("callinvite, 2 nodes + Redis (CPU, RSS: all three)", &mut cl);
         let ratio = cl.cycles as f64 / ci.cycles.max(1) as f64;
         println!("\n2 nodes / 1 node throughput: {ratio:.2}×\n");
@@ -858,7 +992,10 @@ async fn main() {
             .stderr(Stdio::null())
             .spawn()
             .expect("start peerjs-server (is node installed?)");
-        let server = Server { child };
+        let server = Server {
+            child,
+            metrics: None,
+        };
         wait_port(port).await;
         let mut pj = drive_peerjs(port, args.pairs, args.duration, server.child.id()).await;
         print_row("peerjs-server", &mut pj);
