@@ -667,6 +667,7 @@ impl Media {
                     source: video_source(what).map_err(|e| format!("--video {what}: {e}"))?,
                     preview: None,
                     sink: Box::new(PatternCheck(pattern_error.clone())),
+                    encoded: None,
                 }),
             };
             CallMedia::start_with_video(

@@ -157,6 +157,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })),
         preview: None,
         sink: Box::new(seen.clone()),
+        encoded: None,
     };
     let (a, a_events) = start_with_video(
         Role::Offerer,

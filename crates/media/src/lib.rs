@@ -57,7 +57,10 @@
 //!   500 ms while waiting). [`MediaEvent::RemoteVideo`] says when the
 //!   peer's pictures start and stop (none for [`REMOTE_VIDEO_GONE`]).
 //!   [`MediaHandle::set_video_source`] switches the camera off, on, or to
-//!   another source (a screen).
+//!   another source (a screen). [`VideoIo::encoded`] taps the compressed
+//!   frames both ways, each stream starting with a keyframe and going on
+//!   only with frames our decoder accepted (a window can decode them
+//!   itself; returning `true` asks for a keyframe).
 //! - Anything wrong from the peer — unparsable or unacceptable SDP, an
 //!   answer with no offer pending — ends the media with
 //!   [`MediaEvent::Failed`], a `Bye` for the peer and `State(Closed)`; a
@@ -178,7 +181,7 @@ pub use callinvite_protocol::{IceServer, MediaSignal};
 pub use error::MediaError;
 pub use processing::{AudioProcessing, NoProcessing};
 pub use stats::{CallStats, VideoStats};
-pub use video::{NullVideoSink, TestPattern, VideoFrame, VideoSink, VideoSource};
+pub use video::{EncodedVideoSink, NullVideoSink, TestPattern, VideoFrame, VideoSink, VideoSource};
 #[cfg(feature = "voice-processing")]
 pub use voice::{VoiceConfig, VoiceProcessing, VoiceStats};
 
@@ -280,6 +283,11 @@ pub struct VideoIo {
     pub preview: Option<Box<dyn VideoSink>>,
     /// Where the peer's decoded pictures go.
     pub sink: Box<dyn VideoSink>,
+    /// The compressed frames, both ways (optional): the peer's as our
+    /// decoder took them, ours as encoded — for a window that decodes VP8
+    /// itself (see [`EncodedVideoSink`]). The decoder and `preview` keep
+    /// running beside it.
+    pub encoded: Option<Box<dyn EncodedVideoSink>>,
 }
 
 impl std::fmt::Debug for VideoIo {
@@ -287,6 +295,7 @@ impl std::fmt::Debug for VideoIo {
         f.debug_struct("VideoIo")
             .field("source", &self.source.is_some())
             .field("preview", &self.preview.is_some())
+            .field("encoded", &self.encoded.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -84,6 +84,7 @@ async fn interop(role: Role, video: bool) {
             source: Some(Box::new(TestPattern::new(640, 480, 30).unwrap())),
             preview: None,
             sink: Box::new(frames.clone()),
+            encoded: None,
         }),
     )
     .unwrap();

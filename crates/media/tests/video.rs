@@ -2,16 +2,20 @@
 //! through VP8 and str0m both ways and comes out with its colour bars, at
 //! a measured frame rate; the camera switched off and on; a lossy path
 //! recovers with keyframe requests; a relay-only call through coturn; a
-//! peer without video still talks.
+//! peer without video still talks; the compressed frames tapped for a
+//! window decode from a keyframe on, also over a lossy path.
 
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use callinvite_media::video::{bars_error, Vp8Decoder};
 use callinvite_media::{
-    IceServer, MediaConfig, MediaState, NoProcessing, NullVideoSink, TestPattern, ToneSource,
-    VideoIo,
+    EncodedVideoSink, IceServer, MediaConfig, MediaState, NoProcessing, NullVideoSink, TestPattern,
+    ToneSource, VideoIo,
 };
 use support::coturn::Coturn;
 use support::{
@@ -37,6 +41,7 @@ fn pattern_video(log: &FrameLog) -> VideoIo {
         source: Some(Box::new(TestPattern::new(640, 480, 30).unwrap())),
         preview: None,
         sink: Box::new(log.clone()),
+        encoded: None,
     }
 }
 
@@ -258,6 +263,99 @@ async fn a_lossy_path_recovers_with_keyframe_requests() {
     }
 }
 
+/// The compressed frames a window would get: (data, keyframe, width, height).
+type Tapped = Vec<(Vec<u8>, bool, u32, u32)>;
+
+/// Records the tapped streams, the peer's and ours.
+#[derive(Clone, Default)]
+struct TapLog {
+    remote: Arc<Mutex<Tapped>>,
+    local: Arc<Mutex<Tapped>>,
+}
+
+impl EncodedVideoSink for TapLog {
+    fn remote(&mut self, data: &[u8], keyframe: bool, width: u32, height: u32) -> bool {
+        let f = (data.to_vec(), keyframe, width, height);
+        self.remote.lock().unwrap().push(f);
+        false
+    }
+    fn local(&mut self, data: &[u8], keyframe: bool, width: u32, height: u32) -> bool {
+        let f = (data.to_vec(), keyframe, width, height);
+        self.local.lock().unwrap().push(f);
+        false
+    }
+}
+
+/// Decodes a tapped stream from its first frame with one decoder, as a
+/// window does: it must start with a keyframe, every frame must decode to
+/// its stated size, and the pictures must show the pattern. Returns the
+/// number of keyframes.
+fn assert_tapped_stream_decodes(who: &str, frames: &Tapped) -> usize {
+    assert!(frames.len() > 30, "{who}: {} frames tapped", frames.len());
+    assert!(
+        frames[0].1,
+        "{who}: the stream does not start with a keyframe"
+    );
+    let mut decoder = Vp8Decoder::new().unwrap();
+    let mut worst = 0;
+    for (i, (data, _, w, h)) in frames.iter().enumerate() {
+        let picture = decoder
+            .decode(data)
+            .unwrap_or_else(|e| panic!("{who}: tapped frame {i} does not decode: {e}"))
+            .unwrap_or_else(|| panic!("{who}: tapped frame {i} gave no picture"));
+        assert_eq!(
+            (picture.width(), picture.height()),
+            (*w, *h),
+            "{who}: frame {i}"
+        );
+        worst = worst.max(bars_error(&picture));
+    }
+    let keyframes = frames.iter().filter(|f| f.1).count();
+    eprintln!(
+        "{who}: {} frames tapped ({keyframes} keyframes, {} kB), decoded in order, worst bars error {worst}",
+        frames.len(),
+        frames.iter().map(|f| f.0.len()).sum::<usize>() / 1000
+    );
+    assert!(worst <= MAX_BARS_ERROR, "{who}: bars error {worst}");
+    keyframes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tapped_compressed_frames_decode_from_a_keyframe_on_over_a_lossy_path() {
+    support::init_tracing();
+    // As in the lossy test: 5 % loss each way, jitter.
+    let relay = Relay::start(0.05, Duration::from_millis(30)).await;
+    let (log_a, log_b) = (FrameLog::default(), FrameLog::default());
+    let tap = TapLog::default();
+    let mut video_a = pattern_video(&log_a);
+    video_a.encoded = Some(Box::new(tap.clone()));
+    let (a, b) = call_av(
+        side(loopback(), 440.0),
+        side(loopback(), 880.0),
+        Some(video_a),
+        Some(pattern_video(&log_b)),
+        via(relay.for_b),
+        via(relay.for_a),
+    );
+    a.wait_for(MediaState::Connected, CONNECT).await;
+    b.wait_for(MediaState::Connected, CONNECT).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop((a, b));
+    let remote = tap.remote.lock().unwrap().clone();
+    let local = tap.local.lock().unwrap().clone();
+    // The peer's: exactly the frames decoded into the sink, in order.
+    let shown = log_a.frames().len();
+    assert!(
+        remote.len().abs_diff(shown) <= 2,
+        "{} tapped against {shown} decoded",
+        remote.len()
+    );
+    assert_tapped_stream_decodes("the peer's frames as tapped", &remote);
+    // Ours: every frame encoded, the first a keyframe (before the
+    // connection was up: the preview shows from the start).
+    assert_tapped_stream_decodes("our frames as tapped", &local);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_only_video_call_goes_through_coturn() {
     support::init_tracing();
@@ -301,6 +399,7 @@ async fn a_peer_without_video_still_talks() {
             source: Some(Box::new(TestPattern::new(320, 240, 15).unwrap())),
             preview: None,
             sink: Box::new(NullVideoSink),
+            encoded: None,
         }),
         None,
         unchanged(),

@@ -8,6 +8,7 @@
 //! for the send thread, sends our keyframe requests (PLI, at most one per
 //! [`PLI_INTERVAL`]), and notices when the peer's pictures start or stop.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::receive::{IncomingFrame, VideoReceiver};
 use super::send::{OutgoingFrame, SendCommand, VideoSender};
 use super::vp8::is_keyframe;
-use super::VideoSource;
+use super::{SharedEncodedSink, VideoSource};
 use crate::engine::Command;
 use crate::stats::VideoStats;
 use crate::{MediaError, VideoIo, REMOTE_VIDEO_GONE};
@@ -63,9 +64,10 @@ impl VideoPath {
     pub fn new(io: VideoIo, engine: UnboundedSender<Command>) -> Result<Self, MediaError> {
         let thread_err =
             |e: std::io::Error| MediaError::Video(format!("starting a video thread: {e}"));
-        let sender =
-            VideoSender::spawn(io.source, io.preview, engine.clone()).map_err(thread_err)?;
-        let receiver = VideoReceiver::spawn(io.sink, engine).map_err(thread_err)?;
+        let encoded: Option<SharedEncodedSink> = io.encoded.map(|tap| Arc::new(Mutex::new(tap)));
+        let sender = VideoSender::spawn(io.source, io.preview, encoded.clone(), engine.clone())
+            .map_err(thread_err)?;
+        let receiver = VideoReceiver::spawn(io.sink, encoded, engine).map_err(thread_err)?;
         let now = Instant::now();
         Ok(VideoPath {
             mid: None,

@@ -6,6 +6,11 @@
 //! says frames were lost before it — means the pictures that follow may
 //! refer to what we lack, so the thread waits for the next keyframe and
 //! asks the engine to request one from the peer (PLI).
+//!
+//! The encoded tap, if there is one, gets exactly the frames the decoder
+//! accepted, so its stream too starts at a keyframe and restarts at the
+//! keyframe that repaired a loss; when it says it lost its place, a
+//! keyframe is asked for as after a loss of ours.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::vp8::{is_keyframe, keyframe_size, Vp8Decoder};
-use super::VideoSink;
+use super::{SharedEncodedSink, VideoSink};
 use crate::engine::Command;
 
 /// Frames queued for the decoder; more means it cannot keep up, and the
@@ -70,6 +75,7 @@ pub(crate) struct VideoReceiver {
 impl VideoReceiver {
     pub fn spawn(
         sink: Box<dyn VideoSink>,
+        encoded: Option<SharedEncodedSink>,
         engine: UnboundedSender<Command>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -77,6 +83,7 @@ impl VideoReceiver {
         let worker = Worker {
             queue: rx,
             sink,
+            encoded,
             engine: engine.clone(),
             stats: stats.clone(),
             decoder: None,
@@ -118,6 +125,8 @@ impl VideoReceiver {
 struct Worker {
     queue: Receiver<IncomingFrame>,
     sink: Box<dyn VideoSink>,
+    /// The frames the decoder accepted, compressed.
+    encoded: Option<SharedEncodedSink>,
     engine: UnboundedSender<Command>,
     stats: Arc<Mutex<VideoReceiveStats>>,
     /// Made on the first frame.
@@ -208,6 +217,7 @@ impl Worker {
         match decoder.decode(&f.data) {
             Ok(Some(picture)) => {
                 let decode_us = t0.elapsed().as_micros() as u64;
+                self.tap(&f.data, key, picture.width(), picture.height());
                 self.sink.frame(&picture);
                 if let Ok(mut s) = self.stats.lock() {
                     s.frames_decoded += 1;
@@ -217,8 +227,30 @@ impl Worker {
                     s.decode_us = decode_us;
                 }
             }
-            Ok(None) => {}
+            // Accepted, but nothing to show (a hidden frame): later frames
+            // may refer to it, so the tap gets it too, at the last size.
+            Ok(None) => {
+                let (w, h) = self
+                    .stats
+                    .lock()
+                    .map(|s| (s.width, s.height))
+                    .unwrap_or_default();
+                self.tap(&f.data, key, w, h);
+            }
             Err(e) => self.lost(&format!("undecodable frame ({e})")),
+        }
+    }
+
+    /// Hands a frame the decoder accepted to the encoded tap; asks for a
+    /// keyframe if it wants one.
+    fn tap(&mut self, data: &[u8], key: bool, width: u32, height: u32) {
+        let Some(tap) = &self.encoded else { return };
+        let wants_keyframe = tap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remote(data, key, width, height);
+        if wants_keyframe {
+            self.maybe_request();
         }
     }
 }
@@ -248,7 +280,7 @@ mod tests {
     fn a_picture_larger_than_we_show_is_never_decoded() {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let shown = Arc::new(Mutex::new(Vec::new()));
-        let receiver = VideoReceiver::spawn(Box::new(Count(shown.clone())), tx).unwrap();
+        let receiver = VideoReceiver::spawn(Box::new(Count(shown.clone())), None, tx).unwrap();
         receiver.push(IncomingFrame {
             data: keyframe(2560, 1440),
             contiguous: true,
@@ -267,5 +299,79 @@ mod tests {
         }
         assert_eq!(*shown.lock().unwrap(), vec![(640, 480)]);
         assert_eq!(receiver.stats().frames_dropped, 1);
+    }
+
+    #[test]
+    fn the_tap_gets_what_the_decoder_took_from_a_keyframe_on() {
+        use crate::video::tap_tests::{assert_decodes, Recorder};
+        use std::sync::atomic::Ordering;
+
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let tap = Recorder::default();
+        let receiver =
+            VideoReceiver::spawn(Box::new(NullVideoSinkForTest), Some(tap.shared()), tx).unwrap();
+        // A stream with keyframes at 0 and 6.
+        let mut enc = Vp8Encoder::new(320, 240, 30, 500).unwrap();
+        let mut pattern = crate::video::TestPattern::unpaced(320, 240).unwrap();
+        let frames: Vec<Vec<u8>> = (0..10)
+            .map(|i| {
+                use crate::video::VideoSource;
+                let f = pattern.next_frame().unwrap();
+                enc.encode(&f, i * 3000, i == 0 || i == 6)
+                    .unwrap()
+                    .unwrap()
+                    .data
+            })
+            .collect();
+        let push = |i: usize, contiguous: bool| {
+            receiver.push(IncomingFrame {
+                data: frames[i].clone(),
+                contiguous,
+            })
+        };
+        // Joined mid-stream: 1 before 0 is dropped; 3 comes after a loss,
+        // so 3, 4 and 5 are dropped until the keyframe 6.
+        push(1, true);
+        for i in 0..3 {
+            push(i, true);
+        }
+        push(3, false);
+        for i in 4..8 {
+            push(i, true);
+        }
+        let tapped = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while tap.remote.lock().unwrap().len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{:?} tapped",
+                    tap.remote.lock().unwrap().len()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            tap.remote.lock().unwrap().clone()
+        };
+        let got = tapped(5);
+        let expected: Vec<&Vec<u8>> = [0, 1, 2, 6, 7].iter().map(|&i| &frames[i]).collect();
+        assert_eq!(got.iter().map(|t| &t.0).collect::<Vec<_>>(), expected);
+        assert_eq!(
+            got.iter().map(|t| t.1).collect::<Vec<_>>(),
+            [true, false, false, true, false]
+        );
+        assert_decodes("the peer's stream", &got);
+        // The tap lost its place: a keyframe is asked for (after the
+        // request for the loss above has aged).
+        std::thread::sleep(REPEAT_REQUEST + Duration::from_millis(50));
+        let asked = receiver.stats().keyframes_requested;
+        tap.want_keyframe.store(true, Ordering::SeqCst);
+        push(8, true);
+        tapped(6);
+        assert_eq!(receiver.stats().keyframes_requested, asked + 1);
+    }
+
+    struct NullVideoSinkForTest;
+
+    impl VideoSink for NullVideoSinkForTest {
+        fn frame(&mut self, _f: &VideoFrame) {}
     }
 }

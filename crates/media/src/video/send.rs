@@ -5,7 +5,9 @@
 //! may hold up the engine's 20 ms audio clock. The thread pulls a picture,
 //! shows it to the preview sink, scales it to the rung of [`LADDER`] that
 //! the bandwidth estimate allows, encodes it and hands the compressed frame
-//! to the engine over its command channel. The engine talks back through
+//! to the engine over its command channel (and to the encoded tap, if
+//! there is one: a window decoding our preview itself; a tap that lost its
+//! place gets a keyframe next). The engine talks back through
 //! [`VideoSender`]: a new source (or none: camera off), a keyframe request
 //! from the peer, a new bandwidth estimate.
 
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::vp8::Vp8Encoder;
-use super::{VideoFrame, VideoSink, VideoSource};
+use super::{SharedEncodedSink, VideoFrame, VideoSink, VideoSource};
 use crate::engine::Command;
 
 /// Frame rate the encoder's rate control plans for (sources may deliver
@@ -97,6 +99,7 @@ impl VideoSender {
     pub fn spawn(
         source: Option<Box<dyn VideoSource>>,
         preview: Option<Box<dyn VideoSink>>,
+        encoded: Option<SharedEncodedSink>,
         engine: UnboundedSender<Command>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
@@ -109,6 +112,7 @@ impl VideoSender {
             commands: rx,
             source,
             preview,
+            encoded,
             engine,
             stats: stats.clone(),
             encoder: None,
@@ -153,6 +157,8 @@ struct Worker {
     commands: Receiver<SendCommand>,
     source: Option<Box<dyn VideoSource>>,
     preview: Option<Box<dyn VideoSink>>,
+    /// Our compressed frames, as encoded.
+    encoded: Option<SharedEncodedSink>,
     engine: UnboundedSender<Command>,
     stats: Arc<Mutex<VideoSendStats>>,
     /// Made (again) whenever the picture size changes.
@@ -306,6 +312,12 @@ impl Worker {
             s.height = size.1;
             s.encode_us = t0.elapsed().as_micros() as u64;
         }
+        if let Some(tap) = &self.encoded {
+            let mut tap = tap.lock().unwrap_or_else(|e| e.into_inner());
+            if tap.local(&encoded.data, encoded.keyframe, size.0, size.1) {
+                self.keyframe_due = true;
+            }
+        }
         self.engine
             .send(Command::VideoOut(OutgoingFrame {
                 data: encoded.data,
@@ -347,5 +359,44 @@ mod tests {
         // Well above: grow.
         assert_eq!(pick_rung(1, 600_000), 0);
         assert_eq!(pick_rung(2, 600_000), 0);
+    }
+
+    #[test]
+    fn the_tap_gets_our_frames_from_a_keyframe_on_and_a_keyframe_when_it_asks() {
+        use crate::video::tap_tests::{assert_decodes, Recorder};
+        use crate::video::TestPattern;
+        use std::sync::atomic::Ordering;
+
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let tap = Recorder::default();
+        let source = TestPattern::new(320, 240, 60).unwrap();
+        let sender =
+            VideoSender::spawn(Some(Box::new(source)), None, Some(tap.shared()), tx).unwrap();
+        let wait_for = |what: &str, done: &dyn Fn(&[crate::video::tap_tests::Tapped]) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let frames = tap.local.lock().unwrap().clone();
+                if done(&frames) {
+                    return frames;
+                }
+                assert!(Instant::now() < deadline, "{what}: {} frames", frames.len());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let first = wait_for("ten frames", &|f| f.len() >= 10);
+        assert_eq!((first[0].2, first[0].3), (320, 240));
+        assert!(
+            first[1..].iter().all(|f| !f.1),
+            "no keyframe but the first unasked"
+        );
+        tap.want_keyframe.store(true, Ordering::SeqCst);
+        let n = first.len();
+        let all = wait_for("a keyframe when asked", &|f| {
+            f.len() > n + 2 && f[n..].iter().any(|t| t.1)
+        });
+        drop(sender);
+        assert_decodes("our stream", &all);
+        let again = all[n..].iter().position(|t| t.1).unwrap();
+        assert!(again <= 2, "the keyframe came {again} frames after the ask");
     }
 }

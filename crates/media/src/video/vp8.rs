@@ -429,8 +429,10 @@ impl Drop for Vp8Encoder {
     }
 }
 
-/// A VP8 decoder.
-pub(crate) struct Vp8Decoder {
+/// A VP8 decoder (libvpx). Public for callers of
+/// [`crate::video::EncodedVideoSink`] that want to decode what it taps
+/// (tests, tools); the engine uses it on its receive thread.
+pub struct Vp8Decoder {
     /// Boxed so that its address does not change when the decoder moves.
     ctx: Box<vpx::vpx_codec_ctx_t>,
 }
