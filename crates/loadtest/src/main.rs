@@ -410,6 +410,16 @@ async fn drive_callinvite(
     collect(callers, callees, duration, cpu0, pids).await
 }
 
+/// The load tool's WebSocket settings. tungstenite zero-fills its read
+/// buffer up to `read_buffer_size` before every read: at the default 128 KiB
+/// that memset was 39 % of the load tool's CPU (perf), taken from the servers
+/// it shares the cores with. 4 KiB holds every frame of these runs.
+fn ws_config() -> Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig> {
+    Some(
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096),
+    )
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -427,9 +437,10 @@ struct RawClient {
 impl RawClient {
     async fn login(url: &str, user: &str) -> RawClient {
         // No Nagle delay (as the client library and the peerjs driver).
-        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, None)
-            .await
-            .expect("callinvite connect");
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, ws_config(), true, None)
+                .await
+                .expect("callinvite connect");
         let mut c = RawClient {
             ws,
             next_ref: 1,
@@ -682,7 +693,7 @@ async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> 
     let open = |id: String| async move {
         let url = format!("ws://127.0.0.1:{port}/peerjs?key=peerjs&id={id}&token=t{id}");
         let (mut ws, _) =
-            tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, None)
+            tokio_tungstenite::connect_async_tls_with_config(url.as_str(), ws_config(), true, None)
                 .await
                 .expect("peerjs connect");
         // The server greets with OPEN.
@@ -853,7 +864,7 @@ async fn open_idle(port: u16, n: usize, prefix: &str) -> Idle {
     let mut readers = Vec::with_capacity(n);
     let url = format!("ws://127.0.0.1:{port}");
     for i in 0..n {
-        match tokio_tungstenite::connect_async(url.as_str()).await {
+        match tokio_tungstenite::connect_async_with_config(url.as_str(), ws_config(), false).await {
             Ok((mut ws, _)) => {
                 let login = json!({"type": "login", "user": format!("{prefix}{i}")});
                 let _ = ws.send(Message::text(login.to_string())).await;
