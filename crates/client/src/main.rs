@@ -492,10 +492,8 @@ async fn answer(
                 print_event(&event);
                 let mut finished = false;
                 match &event {
-                    Event::RemoteInvitationReceived { invitation } => {
-                        if how != Answer::Ignore {
-                            to_answer.insert(invitation.invitation_id.clone(), Instant::now() + after);
-                        }
+                    Event::RemoteInvitationReceived { invitation } if how != Answer::Ignore => {
+                        to_answer.insert(invitation.invitation_id.clone(), Instant::now() + after);
                     }
                     Event::RemoteInvitationAccepted { invitation } => {
                         media.start(&invitation.invitation_id, Role::Answerer).await;
