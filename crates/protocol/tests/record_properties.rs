@@ -174,7 +174,7 @@ proptest! {
             None => prop_assert!(answered_ok.len() <= 1),
         }
         // 6. call_ended at most once per device, and only after an accept.
-        let accepted_somewhere = answered_ok.len() == 1 && record.outcome().map_or(true, |o| !matches!(o, callinvite_protocol::invitation::Outcome::Refused { .. }));
+        let accepted_somewhere = answered_ok.len() == 1 && record.outcome().is_none_or(|o| !matches!(o, callinvite_protocol::invitation::Outcome::Refused { .. }));
         for (d, msgs) in &inbox {
             let ended = msgs.iter().filter(|m| matches!(m, ServerMessage::CallEnded { .. })).count();
             prop_assert!(ended <= 1, "{} got call_ended {} times", d, ended);

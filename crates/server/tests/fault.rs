@@ -143,7 +143,7 @@ async fn chaos(cluster: bool) {
     for u in 0..users {
         let (url, log, drops) = (url.clone(), log.clone(), drops.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (u as u64 + 1) * 0x1000_0001);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((u as u64 + 1) * 0x1000_0001));
             let mut session = 0u32;
             while Instant::now() < chaos_until {
                 session += 1;

@@ -194,6 +194,10 @@ impl Record {
     /// Creates the record for a validated `invite` and returns the messages to
     /// send: the caller's `invite_ok` first, then an `invitation` to each
     /// online callee device.
+    // Each argument is a separate fact of a validated `invite` (who, which
+    // request, to whom, what, which devices, which timeouts, when); a struct
+    // would only rename them at the few call sites.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: InvitationId,
         caller: Party,
