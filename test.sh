@@ -5,7 +5,7 @@
 # processes, through a lossy path and a coturn relay), the media engine against
 # aiortc, the UI logic tests, and the desktop app end to end under Xvfb with
 # WebDriver and a real notification daemon (a call answered from the notification,
-# with a tone each way).
+# with a tone each way), then rustfmt and clippy.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure-tools.sh
@@ -34,3 +34,12 @@ node --test ui/tests/
 
 echo "== desktop app end to end (Xvfb, WebDriver, dunst)"
 tests/app/run.sh
+
+echo "== style: rustfmt, and clippy with warnings as errors"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "rustfmt and clippy are missing; install them with: rustup component add rustfmt clippy" >&2
+  exit 1
+fi
+cargo fmt --all --check
+# Not the hello-world yardstick app (bench/hello-tauri): nothing above builds it.
+cargo clippy --workspace --all-targets --exclude callinvite-hello -- -D warnings

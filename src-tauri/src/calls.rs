@@ -466,7 +466,7 @@ impl Calls {
                     );
                     fx.push(Effect::NotifyMissed(c.caller.clone()));
                 }
-                self.history.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+                self.history.sort_by_key(|h| std::cmp::Reverse(h.at_ms));
                 fx.push(Effect::SaveHistory);
                 fx.push(Effect::ClearMissed(
                     calls.iter().map(|c| c.invitation_id.clone()).collect(),

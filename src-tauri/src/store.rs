@@ -100,7 +100,7 @@ impl Settings {
             ));
         }
         let t = self.meeting_url_template.trim();
-        if !t.is_empty() && !(t.starts_with("https://") || t.starts_with("http://")) {
+        if !t.is_empty() && !t.starts_with("https://") && !t.starts_with("http://") {
             return Err("the meeting URL must start with https:// (or http://)".into());
         }
         if !t.is_empty() && !t.contains("{channel}") {
