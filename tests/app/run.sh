@@ -58,10 +58,17 @@ for _ in $(seq 1 50); do owns && break; sleep 0.1; done
 owns || { echo "dunst did not start:" >&2; cat "$WORK/dunst.log" >&2; exit 1; }
 
 export NO_AT_BRIDGE=1 WEBKIT_DISABLE_COMPOSITING_MODE=1 WEBKIT_DISABLE_DMABUF_RENDERER=1
-tauri-driver >"$WORK/tauri-driver.log" 2>&1 &
+# Free ports for tauri-driver and WebKitWebDriver (not the fixed 4444/4445, so a
+# second run on the same machine does not talk to the first one's driver).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+DRIVER_PORT=$(free_port)
+NATIVE_PORT=$(free_port)
+while [ "$NATIVE_PORT" = "$DRIVER_PORT" ]; do NATIVE_PORT=$(free_port); done
+export WEBDRIVER_URL="http://127.0.0.1:$DRIVER_PORT"
+tauri-driver --port "$DRIVER_PORT" --native-port "$NATIVE_PORT" >"$WORK/tauri-driver.log" 2>&1 &
 DRIVER=$!
-for _ in $(seq 1 100); do curl -s http://127.0.0.1:4444/status >/dev/null 2>&1 && break; sleep 0.1; done
-curl -s http://127.0.0.1:4444/status >/dev/null 2>&1 || { echo "tauri-driver did not start:" >&2; cat "$WORK/tauri-driver.log" >&2; exit 1; }
+for _ in $(seq 1 100); do curl -s "$WEBDRIVER_URL/status" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -s "$WEBDRIVER_URL/status" >/dev/null 2>&1 || { echo "tauri-driver did not start:" >&2; cat "$WORK/tauri-driver.log" >&2; exit 1; }
 
 status=0
 # Extra arguments go to node's test runner, e.g. --test-name-pattern=video.
