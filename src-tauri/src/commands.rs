@@ -281,5 +281,7 @@ pub async fn video_stats(state: State<'_, AppState>) -> Result<serde_json::Value
     Ok(serde_json::json!({
         "remote": state.frames.remote.stats(),
         "local": state.frames.local.stats(),
+        "remote_vp8": state.frames.remote_vp8.stats(),
+        "local_vp8": state.frames.local_vp8.stats(),
     }))
 }

@@ -117,6 +117,8 @@ pub async fn start<R: Runtime>(app: &AppHandle<R>, id: InvitationId, role: Media
             state.frames.mirror_local.clone(),
         ))),
         sink: Box::new(SlotSink::remote(state.frames.remote.clone())),
+        // The same pictures compressed, for a page that decodes VP8 itself.
+        encoded: Some(Box::new(state.frames.tap())),
     };
     match CallMedia::start_with_video(
         &client,
@@ -196,6 +198,8 @@ pub async fn stop<R: Runtime>(app: &AppHandle<R>) {
         info!(
             remote = ?state.frames.remote.stats(),
             local = ?state.frames.local.stats(),
+            remote_vp8 = ?state.frames.remote_vp8.stats(),
+            local_vp8 = ?state.frames.local_vp8.stats(),
             "video delivered to the window so far"
         );
     }
@@ -351,7 +355,7 @@ pub async fn apply_video<R: Runtime>(app: &AppHandle<R>, id: &InvitationId) {
             Err(e) => warn!(invitation = %id, ?wanted, error = %e, "picture source failed"),
         }
         if wanted == VideoWanted::Off || result.is_err() {
-            state.frames.local.clear();
+            state.frames.clear_local();
         }
         *applied = Some(wanted);
         update(app, id, MediaUpdate::VideoSource { wanted, result }).await;
@@ -523,7 +527,7 @@ async fn follow<R: Runtime>(
             MediaEvent::RemoteVideo(on) => {
                 info!(invitation = %id, on, "their video");
                 if !on {
-                    app.state::<AppState>().frames.remote.clear();
+                    app.state::<AppState>().frames.clear_remote();
                 }
                 MediaUpdate::RemoteVideo(on)
             }

@@ -2,47 +2,66 @@
 //! the media engine's video threads to the webview's `<canvas>`es.
 //!
 //! Each picture stream has a [`FrameSlot`] that keeps only the **latest**
-//! picture (a slow reader skips pictures, it never queues them). The engine's
-//! [`VideoSink`]s put pictures in ([`SlotSink`]: the peer's as they are, our
-//! preview halved first and mirrored, like a mirror), and the webview takes
-//! them out through the `frame:` URI scheme ([`serve`]):
+//! decoded picture (a slow reader skips pictures, it never queues them), and
+//! an [`EncodedQueue`] of its **compressed** VP8 frames since the latest
+//! keyframe. The engine puts pictures in ([`SlotSink`]: the peer's as they
+//! are, our preview to be halved and mirrored, like a mirror; [`EncodedTap`]:
+//! the frames as our decoder took them and as our encoder made them), and
+//! the webview takes them out through the `frame:` URI scheme ([`serve`]):
 //!
-//! - `GET frame://localhost/remote?after=SEQ` (on Windows
-//!   `http://frame.localhost/remote?after=SEQ`; the UI builds the URL with
+//! - `GET frame://localhost/remote?after=SEQ&format=F` (on Windows
+//!   `http://frame.localhost/remote?…`; the UI builds the URL with
 //!   `convertFileSrc('remote', 'frame')`), or `/local` for the preview, is
-//!   answered with the first picture newer than `SEQ`: at once if there is
-//!   one, else as soon as it is decoded (a long poll: no polling, no delay),
-//!   or `204 No Content` after [`WAIT`] without one.
-//! - The body is a 32-byte header — `u32` width, `u32` height, `u64`
-//!   sequence number, `u64` when the picture was handed over (Unix ms: the
-//!   page measures how long a picture takes to reach the screen), `u32`
-//!   format, `u32` look (bit 0: show it at half size, bit 1: mirrored), all
-//!   little-endian — and the picture:
-//!   - `&format=i420` (format 1, what the UI asks for): the decoded planes
-//!     (Y, then U and V at half resolution: 1.5 bytes a pixel), copied into
-//!     the body — our preview halved first (a quarter of the bytes); the
-//!     page converts them to RGBA (mirroring the preview) as it draws.
-//!   - `&format=rgba` (format 0, the default): RGBA, 4 bytes a pixel, the look
-//!     already applied (width and height are then the shown size), ready for
-//!     `putImageData` — converted here ([`to_rgba`]), on a blocking thread
-//!     of the async runtime.
+//!   answered with what is newer than `SEQ`: at once if there is something,
+//!   else as soon as there is (a long poll: no polling, no delay), or
+//!   `204 No Content` after [`WAIT`] without it.
+//! - `&format=vp8` (format 2; what the UI asks for their picture when the
+//!   webview decodes VP8 with WebCodecs, as WebKitGTK 2.50 does): the
+//!   compressed frames, 2–10 kB each, which the page decodes itself
+//!   (`VideoDecoder`). The page must decode every frame in order, so the
+//!   answer carries **all** frames after `SEQ`, each a 40-byte record header
+//!   — `u32` width, `u32` height, `u64` sequence number, `u64` when it came
+//!   (Unix ms), `u32` format 2, `u32` flags (bit 0 show at half size, bit 1
+//!   mirrored, bit 2 keyframe), `u32` length, `u32` zero, little-endian —
+//!   then the frame. A page that starts, or lost its place (more than
+//!   [`QUEUE_FRAMES`] behind, e.g. after its window was hidden), gets the
+//!   frames from the latest keyframe on; when there is none to start from, a
+//!   keyframe is asked for (the peer's by PLI, ours from our encoder: see
+//!   [`EncodedVideoSink`]) and the request waits for it.
+//! - `&format=i420` (format 1): the latest decoded picture, as its planes
+//!   (Y, then U and V at half resolution: 1.5 bytes a pixel) after a 32-byte
+//!   header — `u32` width, `u32` height, `u64` sequence number, `u64` when it
+//!   came, `u32` format, `u32` look (bit 0 half size, bit 1 mirrored). Our
+//!   preview is halved here first, and with `&fit=WxH` (the box it is shown
+//!   in, device pixels) halved again while it still covers the box: 160×120
+//!   (29 kB) for the app's corner. The page converts the planes to RGBA
+//!   (mirroring the preview) as it draws. What the UI asks for our preview
+//!   (at 15 fps), and for their picture in a webview without WebCodecs.
+//! - `&format=rgba` (format 0, the default): RGBA, 4 bytes a pixel, the look
+//!   already applied, ready for `putImageData` — converted here
+//!   ([`to_rgba`]), on a blocking thread of the async runtime (kept for
+//!   comparison).
 //!
-//! Why I420 by default: carrying bytes through WebKit's custom-scheme path
-//! into the page is what costs (about 12 µs a kilobyte), and 1.5 bytes a
-//! pixel instead of 4 is 2.7 times less; the page's conversion (JIT-compiled)
-//! costs less than that saves. Measured in one call, alternating, release
-//! build: 9 ms of CPU per picture shown against 15.7 for RGBA (the e2e test
-//! "what showing the video costs"; see the README).
+//! Why: carrying bytes through WebKit's custom-scheme path into the page is
+//! what costs most (about 12 µs a kilobyte, and more in the app's process
+//! than in WebKit's); a VP8 frame is 50–200 times smaller than its I420,
+//! which is 2.7 times smaller than RGBA. The page's decoding and converting
+//! costs less than that saves, though not by much: decoding our own 640×480
+//! VP8 for a 108×81 corner costs more than 160×120 of I420 at 15 fps.
+//! Measured in one call, alternating, release build, by the e2e test "what
+//! showing the video costs" (see the README): their VP8 and our small I420
+//! 61.5 % of a core, both as VP8 67 %, both as I420 84 % (17 % hidden).
 //!
-//! The sinks only keep the decoded picture (a copy of its planes); nothing
-//! is done on a video thread (decoding and encoding go on at their pace),
-//! and only the pictures the page draws are sent — none while the window is
-//! hidden in the tray (its refresh loop stops asking).
+//! The sinks only keep the decoded picture (a copy of its planes) or the
+//! compressed frame; nothing is done on a video thread (decoding and encoding
+//! go on at their pace), and only what the page draws is sent — nothing
+//! while the window is hidden in the tray (its refresh loop stops asking).
 //!
 //! [`DeliveryStats`] counts what went through (pictures in, served, and the
 //! time taken), for the logs and the tests' figures.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -50,19 +69,32 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use callinvite_client::media::video::EncodedVideoSink;
 use callinvite_client::media::{VideoFrame, VideoSink};
 
 /// How long a request waits for a newer picture before `204`.
 pub const WAIT: Duration = Duration::from_millis(1000);
 /// Bytes before the pixels in a response body.
 pub const HEADER_BYTES: usize = 32;
+/// Bytes before each compressed frame in a `format=vp8` response body.
+pub const VP8_RECORD_BYTES: usize = 40;
+/// Compressed frames an [`EncodedQueue`] keeps at most (two seconds at 30
+/// fps): a page further behind starts again at the next keyframe.
+pub const QUEUE_FRAMES: usize = 60;
+/// Bytes an [`EncodedQueue`] keeps at most (a few keyframes of a shared
+/// screen).
+pub const QUEUE_BYTES: usize = 4 << 20;
 
-/// The two picture streams of the call on screen.
+/// The two picture streams of the call on screen, decoded and compressed.
 pub struct Frames {
     /// The peer's video.
     pub remote: Arc<FrameSlot>,
     /// Our own picture as it is sent (halved; mirrored while `mirror_local`).
     pub local: Arc<FrameSlot>,
+    /// The peer's video, compressed, as our decoder took it.
+    pub remote_vp8: Arc<EncodedQueue>,
+    /// Our video, compressed, as encoded.
+    pub local_vp8: Arc<EncodedQueue>,
     /// Our picture is a camera's (mirror it), not a shared screen.
     pub mirror_local: Arc<AtomicBool>,
 }
@@ -72,6 +104,8 @@ impl Default for Frames {
         Frames {
             remote: Arc::default(),
             local: Arc::default(),
+            remote_vp8: Arc::default(),
+            local_vp8: Arc::default(),
             mirror_local: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -87,10 +121,40 @@ impl Frames {
         }
     }
 
+    /// The compressed stream a request path names: `remote` or `local`.
+    pub fn queue(&self, name: &str) -> Option<&Arc<EncodedQueue>> {
+        match name {
+            "remote" => Some(&self.remote_vp8),
+            "local" => Some(&self.local_vp8),
+            _ => None,
+        }
+    }
+
+    /// The engine's tap for the compressed frames, into the two queues.
+    pub fn tap(&self) -> EncodedTap {
+        EncodedTap {
+            remote: self.remote_vp8.clone(),
+            local: self.local_vp8.clone(),
+            mirror_local: self.mirror_local.clone(),
+        }
+    }
+
     /// Forgets both pictures (a new call must not show the last one's).
     pub fn clear(&self) {
+        self.clear_remote();
+        self.clear_local();
+    }
+
+    /// Forgets the peer's picture (it stopped).
+    pub fn clear_remote(&self) {
         self.remote.clear();
+        self.remote_vp8.clear();
+    }
+
+    /// Forgets our picture (camera off).
+    pub fn clear_local(&self) {
         self.local.clear();
+        self.local_vp8.clear();
     }
 }
 
@@ -109,6 +173,12 @@ pub struct DeliveryStats {
     /// Size of the last picture (as decoded).
     pub width: u32,
     pub height: u32,
+    /// Answers with pictures (compressed: several frames each).
+    pub responses: u64,
+    /// Compressed: times the page could not go on from where it was (it
+    /// fell behind, or started with no keyframe to start from) and waited
+    /// for a keyframe.
+    pub gaps: u64,
 }
 
 /// How a slot's pictures are shown.
@@ -144,6 +214,20 @@ pub enum Format {
     Rgba,
     /// The I420 planes as decoded; the page applies the look (format 1).
     I420,
+    /// The compressed VP8 frames, for the page to decode (format 2): from
+    /// an [`EncodedQueue`], not a [`FrameSlot`].
+    Vp8,
+}
+
+impl Format {
+    /// The header's format field.
+    pub fn code(self) -> u32 {
+        match self {
+            Format::Rgba => 0,
+            Format::I420 => 1,
+            Format::Vp8 => 2,
+        }
+    }
 }
 
 /// The latest picture of one stream.
@@ -214,6 +298,18 @@ impl FrameSlot {
     /// The latest picture if it is newer than `after`, as the page gets it
     /// (converted here for RGBA: call it off the async threads).
     pub fn newer_than(&self, after: u64, format: Format) -> Option<Picture> {
+        self.newer_than_fit(after, format, None)
+    }
+
+    /// [`FrameSlot::newer_than`], I420 made smaller by halvings while it
+    /// still covers `fit` (width, height: the box it is shown in, in device
+    /// pixels) — our preview in its corner needs a sixteenth of the bytes.
+    pub fn newer_than_fit(
+        &self,
+        after: u64,
+        format: Format,
+        fit: Option<(u32, u32)>,
+    ) -> Option<Picture> {
         let (seq, frame, look, at_ms) = {
             let s = self.lock();
             match &s.frame {
@@ -226,12 +322,14 @@ impl FrameSlot {
         let started = Instant::now();
         let (width, height, body) = match format {
             Format::Rgba => to_rgba(&frame, look, seq, at_ms),
-            Format::I420 => i420_body(&frame, look, seq, at_ms),
+            // (VP8 is served by the EncodedQueue: see `serve`.)
+            Format::I420 | Format::Vp8 => i420_body(&frame, look, seq, at_ms, fit),
         };
         let took = started.elapsed();
         let mut s = self.lock();
         s.respond_time += took;
         s.stats.frames_served += 1;
+        s.stats.responses += 1;
         s.stats.bytes_served += body.len() as u64;
         s.stats.width = frame.width();
         s.stats.height = frame.height();
@@ -249,12 +347,13 @@ impl FrameSlot {
         self: Arc<Self>,
         after: u64,
         format: Format,
+        fit: Option<(u32, u32)>,
         wait: Duration,
     ) -> Option<Picture> {
         let mut rx = self.latest.subscribe();
         let _ =
             tokio::time::timeout(wait, rx.wait_for(|&(seq, present)| present && seq > after)).await;
-        tokio::task::spawn_blocking(move || self.newer_than(after, format))
+        tokio::task::spawn_blocking(move || self.newer_than_fit(after, format, fit))
             .await
             .ok()
             .flatten()
@@ -286,13 +385,242 @@ pub fn header(
     h[4..8].copy_from_slice(&height.to_le_bytes());
     h[8..16].copy_from_slice(&seq.to_le_bytes());
     h[16..24].copy_from_slice(&at_ms.to_le_bytes());
-    let format = match format {
-        Format::Rgba => 0u32,
-        Format::I420 => 1,
-    };
-    h[24..28].copy_from_slice(&format.to_le_bytes());
+    h[24..28].copy_from_slice(&format.code().to_le_bytes());
     h[28..32].copy_from_slice(&look.bits().to_le_bytes());
     h
+}
+
+/// One compressed frame kept for the page.
+struct Encoded {
+    seq: u64,
+    data: Vec<u8>,
+    keyframe: bool,
+    width: u32,
+    height: u32,
+    look: Look,
+    /// When it came (Unix ms).
+    at_ms: u64,
+}
+
+/// The compressed frames of one stream since its latest keyframe (at most
+/// [`QUEUE_FRAMES`] and [`QUEUE_BYTES`]), for a page that decodes them
+/// itself and so needs every one, in order: see the module doc.
+pub struct EncodedQueue {
+    state: Mutex<QueueState>,
+    /// The latest frame's number: wakes the waiting requests.
+    latest: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Numbers the frames, from 1; never goes back, also across calls.
+    seq: u64,
+    /// Consecutive numbers; a keyframe empties it first.
+    frames: VecDeque<Encoded>,
+    bytes: usize,
+    /// A page is waiting for a keyframe: the engine is asked for one with
+    /// each frame until it comes.
+    want_keyframe: bool,
+    stats: DeliveryStats,
+    respond_time: Duration,
+}
+
+impl Default for EncodedQueue {
+    fn default() -> Self {
+        EncodedQueue {
+            state: Mutex::new(QueueState::default()),
+            latest: watch::channel(0).0,
+        }
+    }
+}
+
+/// What a page asking for the frames after `after` gets.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The frames from this index of the queue on.
+    From(usize),
+    /// Nothing newer yet.
+    Nothing,
+    /// It cannot go on from `after` (frames it needs are gone) and there
+    /// is no keyframe to start again from.
+    Gap,
+}
+
+impl QueueState {
+    fn next(&self, after: u64) -> Next {
+        let (Some(first), Some(last)) = (self.frames.front(), self.frames.back()) else {
+            return Next::Nothing;
+        };
+        if after >= last.seq {
+            Next::Nothing
+        } else if after > 0 && after + 1 >= first.seq {
+            // Goes on where it was (frame numbers follow the tap's stream,
+            // which our own decoder took in this order).
+            Next::From((after + 1 - first.seq) as usize)
+        } else if first.keyframe {
+            // Starts (again) at the latest keyframe.
+            Next::From(0)
+        } else {
+            Next::Gap
+        }
+    }
+}
+
+impl EncodedQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a frame (the engine's tap calls this on a video thread).
+    /// Returns whether a keyframe is wanted.
+    pub fn put(&self, data: &[u8], keyframe: bool, width: u32, height: u32, look: Look) -> bool {
+        let (seq, want) = {
+            let mut s = self.lock();
+            s.seq += 1;
+            s.stats.frames_in += 1;
+            s.stats.width = width;
+            s.stats.height = height;
+            if keyframe {
+                s.frames.clear();
+                s.bytes = 0;
+                s.want_keyframe = false;
+            }
+            let seq = s.seq;
+            s.bytes += data.len();
+            s.frames.push_back(Encoded {
+                seq,
+                data: data.to_vec(),
+                keyframe,
+                width,
+                height,
+                look,
+                at_ms: unix_ms(),
+            });
+            // A page this far behind starts again at the next keyframe.
+            while s.frames.len() > QUEUE_FRAMES || (s.bytes > QUEUE_BYTES && s.frames.len() > 1) {
+                if let Some(old) = s.frames.pop_front() {
+                    s.bytes -= old.data.len();
+                }
+            }
+            (seq, s.want_keyframe)
+        };
+        self.latest.send_replace(seq);
+        want
+    }
+
+    /// Forgets the frames (the picture stopped, the call ended): a page
+    /// goes on at the next keyframe.
+    pub fn clear(&self) {
+        let mut s = self.lock();
+        s.frames.clear();
+        s.bytes = 0;
+        s.want_keyframe = false;
+    }
+
+    /// The body with every frame after `after` the page can decode, or
+    /// `None` (nothing newer yet, or a keyframe is needed first: then one
+    /// is asked for).
+    pub fn after(&self, after: u64) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let mut s = self.lock();
+        let from = match s.next(after) {
+            Next::From(i) => i,
+            Next::Nothing => return None,
+            Next::Gap => {
+                if !s.want_keyframe {
+                    s.want_keyframe = true;
+                    s.stats.gaps += 1;
+                }
+                return None;
+            }
+        };
+        let frames = s.frames.range(from..);
+        let size: usize = frames
+            .clone()
+            .map(|f| VP8_RECORD_BYTES + f.data.len())
+            .sum();
+        let mut body = Vec::with_capacity(size);
+        let mut n = 0;
+        for f in frames {
+            body.extend_from_slice(&vp8_record_header(f));
+            body.extend_from_slice(&f.data);
+            n += 1;
+        }
+        s.stats.frames_served += n;
+        s.stats.responses += 1;
+        s.stats.bytes_served += body.len() as u64;
+        s.respond_time += started.elapsed();
+        Some(body)
+    }
+
+    /// Waits up to `wait` for frames after `after` the page can decode.
+    pub async fn wait_after(self: Arc<Self>, after: u64, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rx = self.latest.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(body) = self.after(after) {
+                return Some(body);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// What the queue delivered so far.
+    pub fn stats(&self) -> DeliveryStats {
+        let s = self.lock();
+        let mut out = s.stats.clone();
+        if out.responses > 0 {
+            out.respond_ms = s.respond_time.as_secs_f64() * 1000.0 / out.responses as f64;
+        }
+        out
+    }
+}
+
+/// A compressed frame's record header: width, height (u32), sequence
+/// number, when it came (u64, Unix ms), format 2, flags (bit 0 half size,
+/// bit 1 mirrored, bit 2 keyframe), length (u32), a zero u32; little-endian.
+fn vp8_record_header(f: &Encoded) -> [u8; VP8_RECORD_BYTES] {
+    let mut h = [0u8; VP8_RECORD_BYTES];
+    h[..HEADER_BYTES].copy_from_slice(&header(
+        f.width,
+        f.height,
+        f.seq,
+        f.at_ms,
+        Format::Vp8,
+        f.look,
+    ));
+    if f.keyframe {
+        h[28] |= 4;
+    }
+    h[32..36].copy_from_slice(&(f.data.len() as u32).to_le_bytes());
+    h
+}
+
+/// The engine's [`EncodedVideoSink`]: the peer's frames as they are, ours
+/// at half size (above 320 pixels wide: the corner needs no more) and
+/// mirrored while the camera is ours.
+pub struct EncodedTap {
+    remote: Arc<EncodedQueue>,
+    local: Arc<EncodedQueue>,
+    mirror_local: Arc<AtomicBool>,
+}
+
+impl EncodedVideoSink for EncodedTap {
+    fn remote(&mut self, data: &[u8], keyframe: bool, width: u32, height: u32) -> bool {
+        self.remote.put(data, keyframe, width, height, Look::AS_IS)
+    }
+
+    fn local(&mut self, data: &[u8], keyframe: bool, width: u32, height: u32) -> bool {
+        let look = Look {
+            half: width > 320,
+            mirror: self.mirror_local.load(Ordering::Relaxed),
+        };
+        self.local.put(data, keyframe, width, height, look)
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -346,13 +674,45 @@ fn tables() -> &'static Tables {
     })
 }
 
+/// How many times to halve a `w`×`h` picture: once if `half`, and more
+/// while the result still covers `fit` (at most to an eighth).
+pub fn halvings(w: u32, h: u32, half: bool, fit: Option<(u32, u32)>) -> u32 {
+    let mut n = u32::from(half);
+    if let Some((fw, fh)) = fit {
+        while n < 3 && (w >> (n + 1)) >= fw.max(2) && (h >> (n + 1)) >= fh.max(2) {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The picture as the page gets it in I420: header, then the Y, U and V
-/// planes. Halved here when the look says so (a quarter of the bytes to
-/// carry into the page: they cost more than the halving); the mirroring is
-/// left to the page's conversion, which does it for nothing.
-pub fn i420_body(frame: &VideoFrame, look: Look, seq: u64, at_ms: u64) -> (u32, u32, Vec<u8>) {
+/// planes. Halved here when the look says so, or more while it still
+/// covers `fit` (fewer bytes to carry into the page: they cost more than
+/// the halving); the mirroring is left to the page's conversion, which
+/// does it for nothing.
+pub fn i420_body(
+    frame: &VideoFrame,
+    look: Look,
+    seq: u64,
+    at_ms: u64,
+    fit: Option<(u32, u32)>,
+) -> (u32, u32, Vec<u8>) {
+    let n = halvings(frame.width(), frame.height(), look.half, fit);
+    // All but the last halving by the media crate, the last into the body.
+    let smaller;
+    let frame = if n > 1 {
+        let mut f = frame.half();
+        for _ in 2..n {
+            f = f.half();
+        }
+        smaller = f;
+        &smaller
+    } else {
+        frame
+    };
     let (w, h) = (frame.width() as usize, frame.height() as usize);
-    if !look.half {
+    if n == 0 {
         let mut body = Vec::with_capacity(HEADER_BYTES + frame.data().len());
         body.extend_from_slice(&header(w as u32, h as u32, seq, at_ms, Format::I420, look));
         body.extend_from_slice(frame.data());
@@ -570,24 +930,35 @@ pub fn parse_request(uri: &str) -> Option<(String, u64, Format)> {
     let format = match query.split('&').find_map(|kv| kv.strip_prefix("format=")) {
         None | Some("rgba") => Format::Rgba,
         Some("i420") => Format::I420,
+        Some("vp8") => Format::Vp8,
         Some(_) => return None,
     };
     Some((name.to_owned(), after, format))
 }
 
+/// The box a request asks the picture to fit (`&fit=WxH`, device pixels), if any.
+pub fn parse_fit(uri: &str) -> Option<(u32, u32)> {
+    let query = uri.split_once('?')?.1;
+    let (w, h) = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("fit="))?
+        .split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
 /// The response for a picture, or for none (`204`), or a bad request (`400`/`404`).
 pub fn response(
-    result: Result<Option<Picture>, (u16, &'static str)>,
+    result: Result<Option<Vec<u8>>, (u16, &'static str)>,
 ) -> tauri::http::Response<Cow<'static, [u8]>> {
     let builder = tauri::http::Response::builder()
         // The page's origin (tauri://localhost) is not frame://localhost.
         .header("Access-Control-Allow-Origin", "*")
         .header("Cache-Control", "no-store");
     let built = match result {
-        Ok(Some(p)) => builder
+        Ok(Some(body)) => builder
             .status(200)
             .header("Content-Type", "application/octet-stream")
-            .body(Cow::Owned(p.body)),
+            .body(Cow::Owned(body)),
         Ok(None) => builder.status(204).body(Cow::Borrowed(&[][..])),
         Err((status, why)) => builder
             .status(status)
@@ -602,10 +973,24 @@ pub fn serve(frames: Arc<Frames>, uri: String, responder: tauri::UriSchemeRespon
     let Some((name, after, format)) = parse_request(&uri) else {
         responder.respond(response(Err((
             400,
-            "expected /remote or /local, ?after=N and &format=rgba or i420",
+            "expected /remote or /local, ?after=N and &format=rgba, i420 or vp8",
         ))));
         return;
     };
+    if format == Format::Vp8 {
+        let Some(queue) = frames.queue(&name).cloned() else {
+            responder.respond(response(Err((
+                404,
+                "no such picture stream: remote or local",
+            ))));
+            return;
+        };
+        tauri::async_runtime::spawn(async move {
+            let body = queue.wait_after(after, WAIT).await;
+            responder.respond(response(Ok(body)));
+        });
+        return;
+    }
     let Some(slot) = frames.slot(&name).cloned() else {
         responder.respond(response(Err((
             404,
@@ -614,8 +999,10 @@ pub fn serve(frames: Arc<Frames>, uri: String, responder: tauri::UriSchemeRespon
         return;
     };
     tauri::async_runtime::spawn(async move {
-        let picture = slot.wait_newer_than(after, format, WAIT).await;
-        responder.respond(response(Ok(picture)));
+        let picture = slot
+            .wait_newer_than(after, format, parse_fit(&uri), WAIT)
+            .await;
+        responder.respond(response(Ok(picture.map(|p| p.body))));
     });
 }
 
@@ -649,6 +1036,10 @@ mod tests {
         assert_eq!(
             parse_request("frame://localhost/remote"),
             Some(("remote".into(), 0, Format::Rgba))
+        );
+        assert_eq!(
+            parse_request("frame://localhost/local?after=3&format=vp8"),
+            Some(("local".into(), 3, Format::Vp8))
         );
         assert_eq!(parse_request("frame://localhost/remote?after=x"), None);
         assert_eq!(parse_request("frame://localhost/remote?format=png"), None);
@@ -755,14 +1146,16 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_request_waits_for_the_next_picture_or_gives_up() {
         let slot = Arc::new(FrameSlot::default());
-        let waiting = tokio::spawn(slot.clone().wait_newer_than(0, Format::I420, WAIT));
+        let waiting = tokio::spawn(slot.clone().wait_newer_than(0, Format::I420, None, WAIT));
         tokio::time::sleep(Duration::from_millis(100)).await;
         slot.put(pattern(64, 48), Look::AS_IS);
         let p = waiting.await.unwrap().expect("woken by the picture");
         assert_eq!(p.seq, 1);
         let started = tokio::time::Instant::now();
         assert_eq!(
-            slot.clone().wait_newer_than(1, Format::I420, WAIT).await,
+            slot.clone()
+                .wait_newer_than(1, Format::I420, None, WAIT)
+                .await,
             None
         );
         assert!(started.elapsed() >= WAIT, "gave up after WAIT");
@@ -802,6 +1195,176 @@ mod tests {
         );
         let s = local.stats();
         assert_eq!((s.frames_served, s.bytes_served), (1, p.body.len() as u64));
+    }
+
+    /// The records of a `format=vp8` body: (seq, keyframe, width, height, flags, data).
+    fn records(body: &[u8]) -> Vec<(u64, bool, u32, u32, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < body.len() {
+            let h = &body[at..at + VP8_RECORD_BYTES];
+            let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap());
+            let seq = u64::from_le_bytes(h[8..16].try_into().unwrap());
+            assert_eq!(u32_at(24), 2, "format vp8");
+            let flags = u32_at(28);
+            let len = u32_at(32) as usize;
+            let data = body[at + VP8_RECORD_BYTES..at + VP8_RECORD_BYTES + len].to_vec();
+            out.push((seq, flags & 4 != 0, u32_at(0), u32_at(4), flags, data));
+            at += VP8_RECORD_BYTES + len;
+        }
+        out
+    }
+
+    fn seqs(body: &[u8]) -> Vec<u64> {
+        records(body).iter().map(|r| r.0).collect()
+    }
+
+    #[test]
+    fn the_page_gets_every_compressed_frame_in_order_from_a_keyframe_on() {
+        let q = EncodedQueue::default();
+        assert_eq!(q.after(0), None, "nothing yet");
+        // A delta with no keyframe before it cannot start a page: a
+        // keyframe is asked for (with the next frame) until one comes.
+        assert!(!q.put(b"d1", false, 64, 48, Look::AS_IS));
+        assert_eq!(q.after(0), None);
+        assert!(
+            q.put(b"d2", false, 64, 48, Look::AS_IS),
+            "a keyframe is wanted"
+        );
+        assert!(!q.put(b"k3", true, 64, 48, Look::AS_IS), "it came");
+        assert!(!q.put(b"d4", false, 64, 48, Look::AS_IS));
+        let body = q.after(0).expect("from the keyframe");
+        let r = records(&body);
+        assert_eq!(seqs(&body), [3, 4]);
+        assert_eq!(
+            (r[0].1, r[0].2, r[0].3, r[0].5.as_slice()),
+            (true, 64, 48, &b"k3"[..])
+        );
+        assert_eq!((r[1].1, r[1].5.as_slice()), (false, &b"d4"[..]));
+        // Goes on where it was, several frames at once.
+        q.put(b"d5", false, 64, 48, Look::AS_IS);
+        q.put(b"d6", false, 64, 48, Look::AS_IS);
+        assert_eq!(seqs(&q.after(4).unwrap()), [5, 6]);
+        assert_eq!(q.after(6), None, "nothing newer");
+        // A new keyframe: a page behind it starts there; one that has
+        // everything before it goes on.
+        q.put(b"k7", true, 64, 48, Look::AS_IS);
+        q.put(b"d8", false, 64, 48, Look::AS_IS);
+        assert_eq!(seqs(&q.after(4).unwrap()), [7, 8]);
+        assert_eq!(seqs(&q.after(7).unwrap()), [8]);
+        let s = q.stats();
+        assert_eq!((s.frames_in, s.gaps, s.width), (8, 1, 64));
+    }
+
+    #[test]
+    fn a_page_too_far_behind_waits_for_a_keyframe_which_is_asked_for() {
+        let q = EncodedQueue::default();
+        q.put(b"k", true, 640, 480, Look::AS_IS);
+        assert_eq!(seqs(&q.after(0).unwrap()), [1]);
+        // Hidden for a while: more frames than are kept.
+        for _ in 0..QUEUE_FRAMES + 5 {
+            assert!(!q.put(b"d", false, 640, 480, Look::AS_IS), "nobody asked");
+        }
+        assert_eq!(q.after(1), None, "frame 2 is gone");
+        assert!(
+            q.put(b"d", false, 640, 480, Look::AS_IS),
+            "a keyframe is wanted"
+        );
+        assert!(!q.put(b"k", true, 640, 480, Look::AS_IS));
+        let next = q.lock().seq;
+        assert_eq!(seqs(&q.after(1).unwrap()), [next]);
+        // Forgotten when the picture stops: nothing until the next keyframe.
+        q.clear();
+        assert_eq!(q.after(next), None);
+        q.put(b"k", true, 640, 480, Look::AS_IS);
+        assert_eq!(seqs(&q.after(next).unwrap()), [next + 1]);
+        assert_eq!(q.stats().gaps, 1);
+        // Bytes are bounded too (but the latest frame is kept).
+        q.put(&vec![0; QUEUE_BYTES], false, 640, 480, Look::AS_IS);
+        q.put(b"d", false, 640, 480, Look::AS_IS);
+        assert!(q.lock().bytes <= QUEUE_BYTES);
+    }
+
+    #[test]
+    fn the_tap_halves_and_mirrors_our_preview_only() {
+        let frames = Frames::default();
+        let mut tap = frames.tap();
+        tap.remote(b"k", true, 640, 480);
+        tap.local(b"k", true, 640, 480);
+        let theirs = records(&frames.remote_vp8.after(0).unwrap());
+        assert_eq!(theirs[0].4, 4, "keyframe, as it is");
+        let ours = records(&frames.local_vp8.after(0).unwrap());
+        assert_eq!(ours[0].4, 4 | 2 | 1, "keyframe, mirrored, half size");
+        frames.mirror_local.store(false, Ordering::Relaxed);
+        tap.local(b"k", true, 320, 240);
+        let ours = records(&frames.local_vp8.after(1).unwrap());
+        assert_eq!(
+            ours[0].4, 4,
+            "a shared screen as it is; 320 wide not halved"
+        );
+        frames.clear_local();
+        assert_eq!(frames.local_vp8.after(0), None);
+        assert!(frames.remote_vp8.after(0).is_some());
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_compressed_request_waits_for_frames_it_can_use() {
+        let q = Arc::new(EncodedQueue::default());
+        let waiting = tokio::spawn(q.clone().wait_after(0, WAIT));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        q.put(b"d", false, 64, 48, Look::AS_IS); // not a start
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        q.put(b"k", true, 64, 48, Look::AS_IS);
+        assert_eq!(seqs(&waiting.await.unwrap().unwrap()), [2]);
+        let started = tokio::time::Instant::now();
+        assert_eq!(q.clone().wait_after(2, WAIT).await, None);
+        assert!(started.elapsed() >= WAIT, "gave up after WAIT");
+    }
+
+    #[test]
+    fn i420_is_halved_while_it_still_covers_the_box_it_is_shown_in() {
+        assert_eq!(
+            parse_fit("frame://localhost/local?after=1&fit=108x81"),
+            Some((108, 81))
+        );
+        assert_eq!(parse_fit("frame://localhost/local?fit=108"), None);
+        assert_eq!(parse_fit("frame://localhost/local?after=1"), None);
+        assert_eq!(
+            halvings(640, 480, true, Some((108, 81))),
+            2,
+            "160x120 covers 108x81"
+        );
+        assert_eq!(halvings(640, 480, true, Some((200, 150))), 1);
+        assert_eq!(halvings(640, 480, false, Some((388, 291))), 0);
+        assert_eq!(
+            halvings(640, 480, false, Some((1, 1))),
+            3,
+            "an eighth at most"
+        );
+        assert_eq!(halvings(640, 480, false, None), 0);
+        let local = FrameSlot::default();
+        local.put(
+            pattern(640, 480),
+            Look {
+                half: true,
+                mirror: true,
+            },
+        );
+        let p = local
+            .newer_than_fit(0, Format::I420, Some((108, 81)))
+            .unwrap();
+        assert_eq!((p.width, p.height), (160, 120));
+        assert_eq!(p.body.len(), HEADER_BYTES + 160 * 120 * 3 / 2);
+        assert_eq!(
+            &p.body[24..32],
+            &[1, 0, 0, 0, 2, 0, 0, 0],
+            "i420, mirrored by the page"
+        );
+        // The bars are still there: white on the left, black on the right (the page mirrors).
+        let y = |x: usize, row: usize| p.body[HEADER_BYTES + row * 160 + x];
+        assert!(y(2, 10) > 150, "the white bar: {}", y(2, 10));
+        assert!(y(157, 10) < 30, "the black bar: {}", y(157, 10));
     }
 
     #[test]
