@@ -447,75 +447,353 @@ const nextPaint = () => new Promise((resolve) => requestAnimationFrame(resolve))
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
+ * How their picture comes when no test forces a format: "vp8" — the
+ * compressed frames, decoded here with WebCodecs — when the webview can
+ * decode VP8, else "i420". Settled once at start (videoFormatReady).
+ */
+let defaultVideoFormat = "i420";
+const videoFormatReady = (async () => {
+  try {
+    if (typeof VideoDecoder === "function" && typeof EncodedVideoChunk === "function") {
+      const support = await VideoDecoder.isConfigSupported({ codec: "vp8" });
+      if (support?.supported) defaultVideoFormat = "vp8";
+    }
+  } catch {
+    // no WebCodecs: I420
+  }
+  document.body.dataset.videoDecoding = defaultVideoFormat;
+})();
+
+/** Our preview's pictures per second at most (it is small; their picture is what matters). */
+const PREVIEW_FPS = 15;
+
+/**
+ * How a stream's pictures are asked for: {format, small}. Their picture as
+ * defaultVideoFormat; our preview as I420 made small by the backend (no larger
+ * than its box on screen needs: 160x120 for a 640x480 camera) at PREVIEW_FPS —
+ * cheaper than decoding our own 640x480 VP8 for a corner. A test can force
+ * one format for both, as before (`window.callinviteVideoFormat`: "vp8",
+ * "i420" or "rgba"; the preview then full rate, I420 and RGBA halved).
+ */
+function streamPlan(name) {
+  const forced = window.callinviteVideoFormat;
+  if (forced) return { format: forced, small: false };
+  if (name === "local") return { format: "i420", small: true };
+  return { format: defaultVideoFormat, small: false };
+}
+
+/**
  * Draws one picture stream (`remote` or `local`) into `canvas` while `token`
- * is current: asks the backend for the first picture newer than the last one
- * drawn (it answers as soon as there is one, or 204 after a second), then
- * draws it at the next display refresh. A hidden window gets no refreshes,
- * so the loop waits, and the backend sends nothing for it.
- * Pictures come as I420 and are converted here (logic.js i420ToRgba), or as
- * RGBA when `window.callinviteVideoFormat` is "rgba" (for measuring both).
+ * is current: asks the backend for what is newer than the last picture (it
+ * answers as soon as there is something, or 204 after a second), then draws
+ * it at the next display refresh. A hidden window gets no refreshes, so the
+ * loop waits, and the backend sends nothing for it.
+ * Pictures come as compressed VP8 frames decoded here with WebCodecs (vp8Step),
+ * or as I420 converted here (logic.js i420ToRgba), or as RGBA (streamPlan).
  * The canvas's data-frames and data-fps count what was shown; data-body-ms
- * (reading the answer), data-draw-ms (converting and putImageData) and
+ * (reading the answer), data-draw-ms (converting and drawing), data-decode-ms
+ * (VP8: from handing a frame to the decoder to its picture) and
  * data-latency-ms (from the backend getting the picture to drawing it) time it.
  */
 async function videoLoop(name, canvas, token) {
+  await videoFormatReady;
   const ctx = canvas.getContext("2d", { alpha: false });
   const base = tauri.core.convertFileSrc(name, "frame");
   const counter = new L.FrameCounter();
-  let image = null; // reused while the size stays
-  let words = null; // its pixels as 32-bit words
-  let seq = 0;
-  while (videoToken === token) {
-    let res;
-    try {
-      res = await fetch(L.frameUrl(base, seq, window.callinviteVideoFormat), { cache: "no-store" });
-    } catch {
-      await pause(500);
-      continue;
-    }
-    if (res.status !== 200) {
-      if (res.status !== 204) await pause(500);
-      continue;
-    }
-    const answered = performance.now();
-    const frame = L.parseFrame(await res.arrayBuffer());
-    const received = performance.now();
-    if (!frame) continue;
-    seq = frame.seq;
-    if (frame.format !== canvas.dataset.format) counter.resetTimes(); // the means are per format
-    await nextPaint();
-    if (videoToken !== token) break;
-    const drawing = performance.now();
-    const { width, height } = L.shownSize(frame);
-    if (canvas.width !== width || canvas.height !== height) {
-      canvas.width = width;
-      canvas.height = height;
-    }
-    if (frame.format === "i420") {
-      if (!image || image.width !== width || image.height !== height) {
-        image = new ImageData(width, height);
-        words = new Uint32Array(image.data.buffer);
-      }
-      L.i420ToRgba(frame.data, frame.width, frame.height, frame.half, frame.mirror, words);
-      ctx.putImageData(image, 0, 0);
-    } else {
-      const pixels = new Uint8ClampedArray(frame.data.buffer, frame.data.byteOffset, frame.data.length);
-      ctx.putImageData(new ImageData(pixels, width, height), 0, 0);
-    }
+  const raw = { image: null, words: null, seq: 0, askedAt: 0 }; // the I420/RGBA path's state
+  let vp8 = null; // the VP8 path's state (newVp8State)
+  const show = (format, width, height, atMs, drawing) => {
     const drawn = performance.now();
-    counter.time("body", received - answered);
     counter.time("draw", drawn - drawing);
     // From the decoder (or the camera) handing the picture over to it on the canvas.
-    counter.time("latency", Date.now() - frame.atMs);
+    counter.time("latency", Date.now() - atMs);
     counter.add(drawn);
     canvas.dataset.frames = String(counter.frames);
     canvas.dataset.fps = String(counter.fps);
     canvas.dataset.bodyMs = counter.meanMs("body").toFixed(2);
     canvas.dataset.drawMs = counter.meanMs("draw").toFixed(2);
+    canvas.dataset.decodeMs = counter.meanMs("decode").toFixed(2);
     canvas.dataset.latencyMs = counter.meanMs("latency").toFixed(1);
     canvas.dataset.size = `${width}x${height}`;
-    canvas.dataset.format = frame.format;
+    canvas.dataset.format = format;
+  };
+  try {
+    while (videoToken === token) {
+      const { format, small } = streamPlan(name);
+      const wants = small ? `${format} small` : format;
+      if (wants !== canvas.dataset.wants) {
+        canvas.dataset.wants = wants;
+        counter.resetTimes(); // the means are per format
+      }
+      if (format === "vp8") {
+        vp8 ??= newVp8State(canvas, ctx, counter, show, token);
+        await vp8Step(vp8, base, token);
+        if (vp8.failures >= 3) {
+          // This webview says it decodes VP8 but does not: I420 from now on.
+          console.warn(`${name}: VP8 decoding keeps failing (${vp8.lastError}); showing I420 instead`);
+          defaultVideoFormat = "i420";
+          document.body.dataset.videoDecoding = "i420";
+          closeVp8(vp8);
+          vp8 = null;
+        }
+        continue;
+      }
+      if (vp8) {
+        closeVp8(vp8);
+        vp8 = null;
+      }
+      await rawStep(raw, base, format, small, canvas, ctx, counter, show, token);
+    }
+  } finally {
+    if (vp8) closeVp8(vp8);
   }
+}
+
+/**
+ * One picture as I420 or RGBA: fetch, then convert and draw at the next refresh.
+ * `small`: at most PREVIEW_FPS, made no larger by the backend than the canvas's box needs.
+ */
+async function rawStep(raw, base, format, small, canvas, ctx, counter, show, token) {
+  let url = L.frameUrl(base, raw.seq, format);
+  if (small) {
+    const wait = raw.askedAt + 1000 / PREVIEW_FPS - performance.now();
+    if (wait > 0) await pause(wait);
+    const box = canvas.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    if (box.width > 0) url += `&fit=${Math.ceil(box.width * dpr)}x${Math.ceil(box.height * dpr)}`;
+  }
+  raw.askedAt = performance.now();
+  let res;
+  try {
+    res = await fetch(url, { cache: "no-store" });
+  } catch {
+    await pause(500);
+    return;
+  }
+  if (res.status !== 200) {
+    if (res.status !== 204) await pause(500);
+    return;
+  }
+  const answered = performance.now();
+  const frame = L.parseFrame(await res.arrayBuffer());
+  const received = performance.now();
+  if (!frame) return;
+  raw.seq = frame.seq;
+  counter.time("body", received - answered);
+  await nextPaint();
+  if (videoToken !== token) return;
+  const drawing = performance.now();
+  const { width, height } = L.shownSize(frame);
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;
+    canvas.height = height;
+  }
+  if (frame.format === "i420") {
+    if (!raw.image || raw.image.width !== width || raw.image.height !== height) {
+      raw.image = new ImageData(width, height);
+      raw.words = new Uint32Array(raw.image.data.buffer);
+    }
+    L.i420ToRgba(frame.data, frame.width, frame.height, frame.half, frame.mirror, raw.words);
+    ctx.putImageData(raw.image, 0, 0);
+  } else {
+    const pixels = new Uint8ClampedArray(frame.data.buffer, frame.data.byteOffset, frame.data.length);
+    ctx.putImageData(new ImageData(pixels, width, height), 0, 0);
+  }
+  show(frame.format, width, height, frame.atMs, drawing);
+}
+
+/**
+ * The VP8 path of one stream: a WebCodecs decoder fed every frame in order
+ * (from a keyframe on; the backend starts a page at its latest keyframe), the
+ * latest decoded picture waiting for the next display refresh (older ones are
+ * dropped undrawn), and for each frame in the decoder when it came and how to
+ * show it. A decoded I420 picture is copied out and converted like the I420
+ * path's (half size and mirrored as the header says); any other is drawn with
+ * drawImage, scaled to the canvas's box on screen and mirrored by a transform.
+ */
+function newVp8State(canvas, ctx, counter, show, token) {
+  const state = { decoder: null, seq: 0, info: new Map(), latest: null, failures: 0, lastError: "", counter, name: canvas.id };
+  state.paint = () => {
+    const latest = state.latest;
+    state.latest = null;
+    if (!latest) return;
+    const { frame, info } = latest;
+    if (videoToken !== token) {
+      frame.close?.();
+      return;
+    }
+    const drawing = performance.now();
+    if (latest.planes) {
+      // Copied out of the decoder's picture already: converted here like the I420 path.
+      const { width, height } = latest;
+      const w = info.half ? width >> 1 : width, h = info.half ? height >> 1 : height;
+      if (canvas.width !== w || canvas.height !== h) {
+        canvas.width = w;
+        canvas.height = h;
+      }
+      if (!state.image || state.image.width !== w || state.image.height !== h) {
+        state.image = new ImageData(w, h);
+        state.words = new Uint32Array(state.image.data.buffer);
+      }
+      L.i420ToRgba(latest.planes, width, height, info.half, info.mirror, state.words);
+      ctx.putImageData(state.image, 0, 0);
+      state.spare = latest.planes;
+      show("vp8", w, h, info.atMs, drawing);
+      return;
+    }
+    // The canvas as large as it is on screen (device pixels; the picture's shape kept, never
+    // larger than the picture): drawImage scales once — our preview to its corner — and
+    // painting the canvas into the window is a plain copy.
+    if (!state.box?.width || state.boxFor !== layoutGeneration) {
+      const r = canvas.getBoundingClientRect();
+      const dpr = window.devicePixelRatio || 1;
+      state.box = { width: r.width * dpr, height: r.height * dpr };
+      state.boxFor = layoutGeneration;
+    }
+    const scale = Math.min(1, state.box.width / frame.displayWidth, state.box.height / frame.displayHeight);
+    const fits = scale > 0 ? scale : 1; // a canvas not laid out (hidden): the picture's size
+    const width = Math.max(2, Math.round(frame.displayWidth * fits));
+    const height = Math.max(2, Math.round(frame.displayHeight * fits));
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+    // Our camera's preview as in a mirror.
+    if (info.mirror) ctx.setTransform(-1, 0, 0, 1, width, 0);
+    ctx.drawImage(frame, 0, 0, width, height);
+    if (info.mirror) ctx.setTransform(1, 0, 0, 1, 0, 0);
+    frame.close();
+    show("vp8", width, height, info.atMs, drawing);
+  };
+  state.output = (frame) => {
+    const info = state.info.get(frame.timestamp);
+    state.info.delete(frame.timestamp);
+    if (!info) {
+      frame.close();
+      return;
+    }
+    counter.time("decode", performance.now() - info.given);
+    state.failures = 0;
+    const { codedWidth: w, codedHeight: h } = frame;
+    if (frame.format === "I420" && w % 2 === 0 && h % 2 === 0
+      && frame.visibleRect?.width === w && frame.visibleRect?.height === h) {
+      // The planes out of the decoder's picture (a copy), converted by i420ToRgba at the next
+      // refresh, as the I420 path does: in WebKitGTK 2.50 drawImage of a VideoFrame takes twice as
+      // long (3.5–5 ms against 2.3 at 640x480). Other pictures (NV12 from a hardware decoder,
+      // odd sizes) are drawn with drawImage.
+      const planes = state.spare?.length === w * h * 1.5 ? state.spare : new Uint8Array(w * h * 1.5);
+      state.spare = null;
+      frame.copyTo(planes).then(() => {
+        frame.close();
+        if (state.closed) return;
+        if (state.latest?.planes) state.spare = state.latest.planes; // never drawn: a newer one is here
+        else if (state.latest) state.latest.frame.close();
+        state.latest = { planes, width: w, height: h, info };
+        schedulePaint(state);
+      }, (e) => {
+        frame.close();
+        console.warn(`VP8: copying a picture: ${e?.message ?? e}`);
+      });
+      return;
+    }
+    if (state.latest) state.latest.frame?.close(); // never drawn: a newer one is here
+    state.latest = { frame, info };
+    schedulePaint(state);
+  };
+  // `decoder` failed (its error callback, or a decode call that threw).
+  state.failed = (e, decoder) => {
+    if (decoder !== state.decoder) return; // one already given up
+    state.failures += 1;
+    state.lastError = String(e?.message ?? e);
+    console.warn(`VP8 decoder: ${state.lastError}`);
+    if (decoder.state !== "closed") decoder.close();
+    // Start again at a keyframe (the backend serves from its latest one, or asks for one).
+    state.decoder = null;
+    state.seq = 0;
+    state.info.clear();
+  };
+  return state;
+}
+
+/**
+ * The VP8 pictures waiting for a display refresh, both streams: drawn in the
+ * same refresh, so the window repaints once for both (the preview lies over
+ * their picture). Their picture sets the pace: ours waits for it (at most a
+ * picture's time) unless theirs has not come for a while.
+ */
+const painter = { states: new Set(), scheduled: false, remoteAt: 0 };
+
+/** Bumped when the window's layout may have changed size (the canvases' boxes are measured again). */
+let layoutGeneration = 0;
+window.addEventListener("resize", () => {
+  layoutGeneration += 1;
+});
+
+function schedulePaint(state) {
+  painter.states.add(state);
+  const remote = state.name === "incall-remote-video";
+  if (painter.scheduled || (!remote && performance.now() - painter.remoteAt < 100)) return;
+  painter.scheduled = true;
+  requestAnimationFrame(() => {
+    painter.scheduled = false;
+    for (const s of painter.states) {
+      if (s.name === "incall-remote-video" && s.latest) painter.remoteAt = performance.now();
+      s.paint();
+    }
+    painter.states.clear();
+  });
+}
+
+/** Asks for the frames after the last one given to the decoder and decodes them all, in order. */
+async function vp8Step(state, base, token) {
+  // A decoder that cannot keep up gets no more for now: the backend keeps the frames
+  // (a page too far behind starts again at a keyframe).
+  while (state.decoder && state.decoder.decodeQueueSize > 3 && videoToken === token) await pause(10);
+  let res;
+  try {
+    res = await fetch(L.frameUrl(base, state.seq, "vp8"), { cache: "no-store" });
+  } catch {
+    await pause(500);
+    return;
+  }
+  if (res.status !== 200) {
+    if (res.status !== 204) await pause(500);
+    return;
+  }
+  const answered = performance.now();
+  const frames = L.parseVp8Frames(await res.arrayBuffer());
+  const received = performance.now();
+  if (!frames || videoToken !== token) return;
+  for (const f of frames) {
+    // A stream starts (again) at a keyframe: the backend sends one first.
+    if (!state.decoder) {
+      if (!f.key) continue;
+      const decoder = new VideoDecoder({ output: state.output, error: (e) => state.failed(e, decoder) });
+      decoder.configure({ codec: "vp8", optimizeForLatency: true });
+      state.decoder = decoder;
+    }
+    state.info.set(f.seq, { atMs: f.atMs, half: f.half, mirror: f.mirror, given: performance.now() });
+    try {
+      state.decoder.decode(new EncodedVideoChunk({ type: f.key ? "key" : "delta", timestamp: f.seq, data: f.data }));
+    } catch (e) {
+      state.failed(e, state.decoder);
+      return;
+    }
+    state.seq = f.seq;
+  }
+  state.counter.time("body", received - answered);
+  // Ask again after the next display refresh: at most one answer per refresh, none while hidden.
+  await nextPaint();
+}
+
+function closeVp8(state) {
+  state.closed = true;
+  painter.states.delete(state);
+  if (state.latest) state.latest.frame?.close();
+  state.latest = null;
+  state.info.clear();
+  if (state.decoder && state.decoder.state !== "closed") state.decoder.close();
+  state.decoder = null;
 }
 
 /** Fills the microphone and speaker choices (once per opening of Settings). */

@@ -624,11 +624,52 @@ export function i420ToRgba(data, width, height, half, mirror, out) {
 
 /**
  * The URL asking for the first picture after number `after` (`base`:
- * convertFileSrc(name, "frame")), as I420 (converted here) or RGBA.
+ * convertFileSrc(name, "frame")), as I420 (converted here), RGBA, or the
+ * compressed VP8 frames after it (decoded here with WebCodecs).
  */
 export function frameUrl(base, after, format = "i420") {
   const n = Number.isFinite(after) && after > 0 ? Math.floor(after) : 0;
-  return `${base}?after=${n}&format=${format === "rgba" ? "rgba" : "i420"}`;
+  const f = format === "rgba" || format === "vp8" ? format : "i420";
+  return `${base}?after=${n}&format=${f}`;
+}
+
+/** Bytes before each compressed frame in a `format=vp8` answer. */
+export const VP8_RECORD_BYTES = 40;
+
+/**
+ * The compressed frames of a `format=vp8` answer (an ArrayBuffer of records:
+ * u32 width, u32 height, u64 sequence number, u64 when the backend got it
+ * (Unix ms), u32 format 2, u32 flags (bit 0 half size, bit 1 mirrored, bit 2
+ * keyframe), u32 length, u32 zero, little-endian, then the frame): an array
+ * of {width, height, seq, atMs, half, mirror, key, data (a Uint8Array over
+ * the buffer, no copy)} in order, or null when the answer is not whole.
+ */
+export function parseVp8Frames(buffer) {
+  if (!(buffer instanceof ArrayBuffer)) return null;
+  const dv = new DataView(buffer);
+  const out = [];
+  let at = 0;
+  while (at < buffer.byteLength) {
+    if (buffer.byteLength - at < VP8_RECORD_BYTES) return null;
+    const width = dv.getUint32(at, true);
+    const height = dv.getUint32(at + 4, true);
+    const seq = dv.getUint32(at + 8, true) + dv.getUint32(at + 12, true) * 2 ** 32;
+    const atMs = dv.getUint32(at + 16, true) + dv.getUint32(at + 20, true) * 2 ** 32;
+    const code = dv.getUint32(at + 24, true);
+    const flags = dv.getUint32(at + 28, true);
+    const length = dv.getUint32(at + 32, true);
+    const start = at + VP8_RECORD_BYTES;
+    if (code !== 2 || length === 0 || start + length > buffer.byteLength) return null;
+    out.push({
+      width, height, seq, atMs,
+      half: (flags & 1) === 1,
+      mirror: (flags & 2) === 2,
+      key: (flags & 4) === 4,
+      data: new Uint8Array(buffer, start, length),
+    });
+    at = start + length;
+  }
+  return out.length ? out : null;
 }
 
 /**

@@ -126,11 +126,11 @@ function videoStats(proc) {
   return proc.events.filter((e) => e.event === 'media_stats' && e.video).at(-1)?.video ?? null;
 }
 
-/** A canvas's counters: frames drawn, fps over the last second, mean ms to read a picture, draw it, and from the backend to drawn. */
+/** A canvas's counters: frames drawn, fps over the last second, mean ms to read a picture, decode it (VP8), draw it, and from the backend to drawn. */
 async function canvasFigures(css) {
   return app.exec(`const d = document.querySelector(${JSON.stringify(css)}).dataset;
     return { frames: Number(d.frames || 0), fps: Number(d.fps || 0), bodyMs: Number(d.bodyMs || 0), drawMs: Number(d.drawMs || 0),
-             latencyMs: Number(d.latencyMs || 0), size: d.size || '', format: d.format || '' };`);
+             decodeMs: Number(d.decodeMs || 0), latencyMs: Number(d.latencyMs || 0), size: d.size || '', format: d.format || '' };`);
 }
 
 /** CPU share (of one core) of the app's processes, and the bot's, over `ms`. */
@@ -144,6 +144,17 @@ async function cpuOver(pids, botPid, ms) {
   const total = Object.values(app).reduce((a, b) => a + b, 0);
   const text = `${(total * 100).toFixed(0)} % of one core (${Object.entries(app).map(([n, v]) => `${n} ${(v * 100).toFixed(0)} %`).join(', ')})`;
   return { total, app, bot, text, took };
+}
+
+/** Shows the pictures as `format` says: 'default' (what the app picks) or a format forced for both streams. */
+async function useFormat(format) {
+  const forced = format === 'default' ? 'undefined' : `'${format}'`;
+  await app.exec(`window.callinviteVideoFormat = ${forced}`);
+  await app.until(`${format} pictures`, async () => {
+    const wants = await app.exec(`return [document.getElementById('incall-remote-video').dataset.wants, document.getElementById('incall-local-video').dataset.wants,
+      document.getElementById('incall-remote-video').dataset.format, document.body.dataset.videoDecoding]`);
+    return format === 'default' ? wants[0] === wants[3] && wants[1] === 'i420 small' && wants[2] === wants[3] : wants[0] === format && wants[1] === format && wants[2] === format;
+  }, 5000);
 }
 
 /** The app's process id (the one WebDriver started; its WebKit processes are its children). */
@@ -347,27 +358,42 @@ test('video call: each side shows the other\'s colour bars; camera off and on', 
   console.error(`# the bot decodes our pattern: error ${later.video.pattern_error}/255, ${later.video.received_width}x${later.video.received_height} at ${later.video.received_fps.toFixed(1)} fps, ${later.video.frames_decoded} pictures`);
   assert.ok(later.video.pattern_error <= 40, `our pattern arrives with error ${later.video.pattern_error}`);
 
-  // Pictures shown per second (the page's counters; the delivery's costs are the next test's).
-  const before = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video') };
-  const t0 = Date.now();
-  await sleep(3000);
-  const after = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video') };
-  const fps = (k) => ((after[k].frames - before[k].frames) * 1000) / (Date.now() - t0);
-  console.error(`# shown: theirs ${fps('remote').toFixed(1)} fps (${after.remote.size}), ours ${fps('local').toFixed(1)} fps (${after.local.size})`);
-  assert.ok(fps('remote') >= 10, `their video is shown at ${fps('remote')} fps`);
+  // The webview decodes VP8 itself (WebCodecs), so their pictures come compressed; the
+  // I420 path stays for webviews without it (forced below with callinviteVideoFormat).
+  const decoding = await app.exec('return document.body.dataset.videoDecoding');
+  console.error(`# the page decodes: ${decoding}`);
+  assert.equal(decoding, 'vp8', 'WebKitGTK 2.50 decodes VP8 with WebCodecs');
 
-  // (b) The window shows their colour bars, and ours mirrored in the corner.
-  await shot('in-call');
-  const png = join(SHOTS, 'in-call.png');
-  const remote = await pictureRect(app, '#incall-remote-video');
-  const size = imageSize(png);
-  assert.deepEqual([size.w, size.h], [remote.pageW, remote.pageH], 'the window capture is the page, pixel for pixel');
-  const theirs = readBars(png, remote);
-  console.error(`# their bars on screen: ${describeBars(theirs)} (worst ${barsError(theirs)})`);
-  assert.ok(barsError(theirs) <= 50, `their bars on screen: ${describeBars(theirs)}`);
-  const ours = readBars(png, await pictureRect(app, '#incall-local-video'), true);
-  console.error(`# our bars in the preview, mirrored: ${describeBars(ours)} (worst ${barsError(ours)})`);
-  assert.ok(barsError(ours) <= 50, `our preview (mirrored): ${describeBars(ours)}`);
+  // Each way the pictures can come: shown at a frame rate, and (b) the window shows their
+  // colour bars, and ours mirrored in the corner.
+  // 'default' is what the app picks (their VP8, our preview as small I420); the others force
+  // one format for both pictures.
+  for (const format of ['default', 'vp8', 'i420']) {
+    await useFormat(format);
+    // Pictures shown per second (the page's counters; the delivery's costs are the cost test's).
+    const before = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video') };
+    const t0 = Date.now();
+    await sleep(3000);
+    const after = { remote: await canvasFigures('#incall-remote-video'), local: await canvasFigures('#incall-local-video') };
+    const fps = (k) => ((after[k].frames - before[k].frames) * 1000) / (Date.now() - t0);
+    console.error(`# ${format}: shown: theirs ${fps('remote').toFixed(1)} fps (${after.remote.size}), ours ${fps('local').toFixed(1)} fps (${after.local.size})`);
+    assert.ok(fps('remote') >= 10, `${format}: their video is shown at ${fps('remote')} fps`);
+    assert.ok(fps('local') >= 10, `${format}: our preview is shown at ${fps('local')} fps`);
+
+    const name = format === 'default' ? 'in-call' : `in-call-${format}`;
+    await shot(name);
+    const png = join(SHOTS, `${name}.png`);
+    const remote = await pictureRect(app, '#incall-remote-video');
+    const size = imageSize(png);
+    assert.deepEqual([size.w, size.h], [remote.pageW, remote.pageH], 'the window capture is the page, pixel for pixel');
+    const theirs = readBars(png, remote);
+    console.error(`# ${format}: their bars on screen: ${describeBars(theirs)} (worst ${barsError(theirs)})`);
+    assert.ok(barsError(theirs) <= 50, `${format}: their bars on screen: ${describeBars(theirs)}`);
+    const ours = readBars(png, await pictureRect(app, '#incall-local-video'), true);
+    console.error(`# ${format}: our bars in the preview, mirrored: ${describeBars(ours)} (worst ${barsError(ours)})`);
+    assert.ok(barsError(ours) <= 50, `${format}: our preview (mirrored): ${describeBars(ours)}`);
+  }
+  await app.exec('window.callinviteVideoFormat = undefined');
 
   // (c) Camera off: the bot's pictures stop, our preview says so.
   const mark = bot.events.length;
@@ -442,7 +468,7 @@ test('screen sharing swaps our picture for the screen and back', async (t) => {
   assert.equal(await bot.exit, 0);
 });
 
-test('what showing the video costs: I420 converted in the page against RGBA from the backend (figures)', async () => {
+test('what showing the video costs: VP8 decoded in the page against I420 converted in the page and RGBA from the backend (figures)', async () => {
   await ready();
   const bot = cli('mbot', 'answer', '--accept', '--play', 'tone:660', '--video', 'pattern', '--media-ip', '127.0.0.1');
   await bot.waitEvent('connection_state_changed');
@@ -465,11 +491,13 @@ test('what showing the video costs: I420 converted in the page against RGBA from
   await app.until('window shown again', async () => windowVisible(), 10000);
 
   // Shown, the two formats in turn (the machine's load changes; alternating spreads it over both).
-  const sums = { i420: { cpu: 0, ms: 0, frames: 0, rows: [] }, rgba: { cpu: 0, ms: 0, frames: 0, rows: [] } };
+  // 'default': what the app does unforced — their picture as VP8 (the webview decodes it),
+  // our preview as small I420 at 15 fps; the others force one format for both, as before.
+  const FORMATS = ['default', 'vp8', 'i420', 'rgba'];
+  const sums = Object.fromEntries(FORMATS.map((f) => [f, { cpu: 0, ms: 0, frames: 0, rows: [] }]));
   for (let round = 0; round < 2; round += 1) {
-    for (const format of ['i420', 'rgba']) {
-      await app.exec(`window.callinviteVideoFormat = '${format}'`);
-      await app.until(`${format} pictures`, async () => (await canvasFigures('#incall-remote-video')).format === format, 5000);
+    for (const format of FORMATS) {
+      await useFormat(format);
       await sleep(800);
       const from = await both();
       const shown = await cpuOver(pids, bot.child.pid, 4000);
@@ -480,18 +508,21 @@ test('what showing the video costs: I420 converted in the page against RGBA from
       s.ms += shown.took;
       s.frames += frames;
       s.rows.push(`${((to.remote.frames - from.remote.frames) * 1000 / shown.took).toFixed(0)}+${((to.local.frames - from.local.frames) * 1000 / shown.took).toFixed(0)} fps `
-        + `(${to.remote.size}; reading ${to.remote.bodyMs} ms, drawing ${to.remote.drawMs} ms, ${to.remote.latencyMs} ms to the canvas), app ${shown.text}`);
+        + `(${to.remote.size} ${to.remote.format}, ${to.local.size} ${to.local.format}; theirs: reading ${to.remote.bodyMs} ms, `
+        + `${to.remote.format === 'vp8' ? `decoding ${to.remote.decodeMs} ms, ` : ''}drawing ${to.remote.drawMs} ms, ${to.remote.latencyMs} ms to the canvas), app ${shown.text}`);
     }
   }
-  // Drawn into the canvases but the canvases not on screen: the difference to I420 above is painting the window.
-  await app.exec("window.callinviteVideoFormat = 'i420'; document.getElementById('incall-stage').style.visibility = 'hidden'");
-  await sleep(800);
-  {
+  // Drawn into the canvases but the canvases not on screen: the difference to the same format
+  // above is painting the window.
+  for (const format of ['default', 'i420']) {
+    await useFormat(format);
+    await app.exec("document.getElementById('incall-stage').style.visibility = 'hidden'");
+    await sleep(800);
     const from = await both();
     const shown = await cpuOver(pids, bot.child.pid, 4000);
     const to = await both();
     const frames = to.remote.frames - from.remote.frames + to.local.frames - from.local.frames;
-    sums['i420, canvases hidden'] = { cpu: shown.total * shown.took, ms: shown.took, frames, rows: [`${frames * 1000 / shown.took | 0} pictures/s, app ${shown.text}`] };
+    sums[`${format}, canvases hidden`] = { cpu: shown.total * shown.took, ms: shown.took, frames, rows: [`${frames * 1000 / shown.took | 0} pictures/s, app ${shown.text}`] };
   }
   await app.exec("document.getElementById('incall-stage').style.visibility = ''");
   for (const [format, s] of Object.entries(sums)) {

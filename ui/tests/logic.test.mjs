@@ -737,6 +737,49 @@ describe("parseFrame and frameUrl", () => {
   test("the URL asks for pictures after the last one drawn, as I420 unless told", () => {
     assert.equal(L.frameUrl("frame://localhost/remote", 41), "frame://localhost/remote?after=41&format=i420");
     assert.equal(L.frameUrl("http://frame.localhost/local", undefined, "rgba"), "http://frame.localhost/local?after=0&format=rgba");
+    assert.equal(L.frameUrl("frame://localhost/local", 7, "vp8"), "frame://localhost/local?after=7&format=vp8");
+    assert.equal(L.frameUrl("frame://localhost/local", 7, "png"), "frame://localhost/local?after=7&format=i420");
+  });
+});
+
+describe("parseVp8Frames", () => {
+  // Records as video.rs writes them: 40-byte header, then the frame.
+  const answer = (records) => {
+    const size = records.reduce((n, r) => n + 40 + (r.bytes ?? r.len), 0);
+    const buf = new ArrayBuffer(size);
+    const dv = new DataView(buf);
+    let at = 0;
+    for (const r of records) {
+      dv.setUint32(at, r.w ?? 640, true);
+      dv.setUint32(at + 4, r.h ?? 480, true);
+      dv.setUint32(at + 8, r.seq % 2 ** 32, true);
+      dv.setUint32(at + 12, Math.floor(r.seq / 2 ** 32), true);
+      dv.setUint32(at + 16, 1_764_500_000_123 % 2 ** 32, true);
+      dv.setUint32(at + 20, Math.floor(1_764_500_000_123 / 2 ** 32), true);
+      dv.setUint32(at + 24, r.format ?? 2, true);
+      dv.setUint32(at + 28, r.flags ?? 0, true);
+      dv.setUint32(at + 32, r.len, true);
+      new Uint8Array(buf, at + 40, r.bytes ?? r.len).fill(r.seq % 256);
+      at += 40 + (r.bytes ?? r.len);
+    }
+    return buf;
+  };
+  test("several frames in order, their flags, and the data without a copy", () => {
+    const buf = answer([{ seq: 2 ** 33 + 1, flags: 4 | 2 | 1, len: 9 }, { seq: 2 ** 33 + 2, len: 3, w: 320, h: 240 }]);
+    const f = L.parseVp8Frames(buf);
+    assert.equal(f.length, 2);
+    assert.deepEqual([f[0].seq, f[0].key, f[0].mirror, f[0].half, f[0].width, f[0].atMs, f[0].data.length], [2 ** 33 + 1, true, true, true, 640, 1_764_500_000_123, 9]);
+    assert.deepEqual([f[1].seq, f[1].key, f[1].mirror, f[1].half, f[1].width, f[1].height, f[1].data.length], [2 ** 33 + 2, false, false, false, 320, 240, 3]);
+    assert.equal(f[1].data.buffer, buf);
+    assert.equal(f[1].data[0], (2 ** 33 + 2) % 256);
+  });
+  test("a cut or foreign answer is none", () => {
+    assert.equal(L.parseVp8Frames(answer([{ seq: 1, len: 9, bytes: 8 }])), null);
+    assert.equal(L.parseVp8Frames(answer([{ seq: 1, len: 0 }])), null);
+    assert.equal(L.parseVp8Frames(answer([{ seq: 1, len: 4, format: 1 }])), null);
+    assert.equal(L.parseVp8Frames(new ArrayBuffer(39)), null);
+    assert.equal(L.parseVp8Frames(new ArrayBuffer(0)), null);
+    assert.equal(L.parseVp8Frames(null), null);
   });
 });
 
