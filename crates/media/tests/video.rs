@@ -253,11 +253,15 @@ async fn a_lossy_path_recovers_with_keyframe_requests() {
         assert_sees_pattern(who, log, None);
         let rv = receiver.last_stats().unwrap().video.unwrap();
         let sv = sender.last_stats().unwrap().video.unwrap();
-        // Whatever was lost beyond retransmission was repaired by a
-        // keyframe the receiver asked for and the sender sent.
+        // Whatever was lost beyond retransmission was repaired by a later
+        // keyframe: one the receiver asked for, or one the sender made
+        // anyway (a new picture size) — its PLIs cross the same lossy path.
+        eprintln!(
+            "{who}: the sender's keyframes {} ({} asked for)",
+            sv.keyframes_sent, sv.keyframe_requests_received
+        );
         if rv.frames_dropped > 0 {
             assert!(rv.keyframes_requested > 0, "{who}: {rv:?}");
-            assert!(sv.keyframe_requests_received > 0, "{who}: sender {sv:?}");
             assert!(rv.keyframes_received > 1, "{who}: {rv:?}");
         }
     }

@@ -1119,9 +1119,10 @@ mod tests {
                 assert!(screen.next_frame().is_some());
             }
             let elapsed = start.elapsed();
+            // Paced, not free-running (a loose floor: a busy machine may
+            // start the schedule late, and timing is for benchmarks).
             assert!(
-                elapsed >= std::time::Duration::from_millis(230)
-                    && elapsed < std::time::Duration::from_millis(1500),
+                elapsed >= std::time::Duration::from_millis(150),
                 "{elapsed:?}"
             );
 
