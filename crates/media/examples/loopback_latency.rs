@@ -10,6 +10,10 @@
 //!
 //! `cargo run --release -p callinvite-media --example loopback_latency`
 
+#[path = "common/mod.rs"]
+mod common;
+use common::cpu_time;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -92,25 +96,6 @@ fn forward(
             }
         }
     });
-}
-
-/// User + system CPU time of this process.
-#[cfg(unix)]
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct it is given; an all-zero rusage is
-    // a valid value to start from.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-#[cfg(not(unix))]
-fn cpu_time() -> Duration {
-    Duration::ZERO
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
