@@ -190,6 +190,8 @@ function fillSignIn() {
   $("signin-server-url").checked = p.useUrl;
   $("signin-url").value = p.url;
   $("signin-token").value = p.token;
+  // Server and token sit behind "Advanced": open when this profile uses them.
+  $("signin-advanced").open = p.useUrl || p.token !== "";
   $("signin-error").textContent = "";
   $("signin-user").removeAttribute("aria-invalid");
   syncServerChoice();
@@ -204,8 +206,11 @@ function syncServerChoice() {
 function renderHome() {
   if (screen !== "home" || !snapshot) return;
   $("me").textContent = snapshot.user ?? "";
+  $("me").title = snapshot.user ?? "";
+  setAvatar("me-avatar", snapshot.user);
   const status = $("connection-status");
   status.textContent = L.connectionLabel(snapshot);
+  status.title = status.textContent;
   status.dataset.state = snapshot.connection ?? "signed_out";
   renderContacts();
   renderHistory();
@@ -214,30 +219,28 @@ function renderHome() {
 }
 
 function renderContacts() {
-  const contacts = L.recentContacts(snapshot.history, snapshot.user, 12);
+  const contacts = L.recentContacts(snapshot.history, snapshot.user, 8);
   const presence = { ...localPresence, ...(snapshot.presence ?? {}) };
   const list = $("contacts");
   const hadFocus = list.contains(document.activeElement) ? document.activeElement.dataset.peer : null;
   list.replaceChildren(
     ...contacts.map((peer) => {
       const li = document.createElement("li");
-      const dot = document.createElement("span");
       const state = presence[peer] === true ? "online" : presence[peer] === false ? "offline" : "unknown";
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "chip call-contact";
+      btn.dataset.peer = peer;
+      btn.title = `Call ${peer}`;
+      btn.setAttribute("aria-label", `Call ${peer}${state === "unknown" ? "" : ` (${state})`}`);
+      const dot = document.createElement("span");
       dot.className = `presence-dot ${state}`;
-      const sr = document.createElement("span");
-      sr.className = "visually-hidden";
-      sr.textContent = state === "unknown" ? "presence unknown" : state;
-      dot.append(sr);
+      dot.setAttribute("aria-hidden", "true");
       const name = document.createElement("span");
       name.className = "peer";
       name.textContent = peer;
-      const btn = document.createElement("button");
-      btn.type = "button";
-      btn.className = "btn small call-contact";
-      btn.dataset.peer = peer;
-      btn.textContent = "Call";
-      btn.setAttribute("aria-label", `Call ${peer}`);
-      li.append(dot, name, btn);
+      btn.append(dot, name);
+      li.append(btn);
       return li;
     }),
   );
@@ -982,6 +985,11 @@ function onKeyDown(event) {
     if (!(t instanceof HTMLInputElement) || !t.closest("#dial-form")) return;
     event.preventDefault();
     dial($("dial-input").value, $("dial-call"));
+  } else if (action === "accept") {
+    // On Accept itself (where the call puts the focus) Enter is the button's own click.
+    if (event.target instanceof HTMLButtonElement) return;
+    event.preventDefault();
+    answer("accept", event);
   } else if (action === "cancel") {
     event.preventDefault();
     cancelCall();
@@ -1039,6 +1047,12 @@ function wire() {
     if (btn) dial(btn.dataset.peer, btn);
   });
   $("history-clear").addEventListener("click", () => run($("history-clear"), "clear_history"));
+  $("settings-open").addEventListener("click", () => {
+    const details = $("settings");
+    details.open = true;
+    details.scrollIntoView({ block: "start" });
+    details.querySelector("summary")?.focus({ preventScroll: true });
+  });
   $("settings-form").addEventListener("submit", saveSettings);
   $("settings-form").addEventListener("input", () => (settingsDirty = true));
   $("settings-form").addEventListener("change", () => (settingsDirty = true));

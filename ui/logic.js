@@ -72,9 +72,9 @@ function describeChar(c) {
  * Returns null when valid, otherwise a message for the user.
  */
 export function validateUserId(s) {
-  if (typeof s !== "string" || s.length === 0) return "Enter a user ID (1 to 64 characters).";
+  if (typeof s !== "string" || s.length === 0) return `Enter a user ID (1 to ${MAX_USER_ID_BYTES} characters).`;
   const bytes = utf8Length(s);
-  if (bytes > MAX_USER_ID_BYTES) return `User ID is ${bytes} bytes; the limit is 64.`;
+  if (bytes > MAX_USER_ID_BYTES) return `User ID is ${bytes} bytes; the limit is ${MAX_USER_ID_BYTES}.`;
   if (s === "null") return 'User ID "null" is reserved; choose another.';
   if (s.startsWith(" ")) return "User ID must not start with a space.";
   if (s.endsWith(" ")) return "User ID must not end with a space (it would look like the ID without it).";
@@ -257,9 +257,13 @@ export function historyLabel(entry, nowMs) {
   return { arrow, direction: incoming ? "Incoming" : "Outgoing", peer, when, outcome, duration, missed, text };
 }
 
-/** What a key press does on a screen: "call" | "cancel" | "decline" | "mute" | "camera" | null. */
+/**
+ * What a key press does on a screen: "call" | "accept" | "cancel" | "decline" | "mute" | "camera" | null.
+ * The screens show these (index.html's `.keys` lines; a test compares them).
+ */
 export function keyAction(screen, key) {
   if (screen === "home" && key === "Enter") return "call";
+  if (screen === "incoming" && key === "Enter") return "accept";
   if (screen === "outgoing" && key === "Escape") return "cancel";
   if (screen === "incoming" && key === "Escape") return "decline";
   if (screen === "incall" && (key === "m" || key === "M")) return "mute";
@@ -366,7 +370,7 @@ export function dialRequest({ callee, content, me } = {}) {
   if (me != null && callee === me) return { error: "You can't call yourself — enter someone else's user ID." };
   const c = typeof content === "string" ? content : "";
   const bytes = utf8Length(c);
-  if (bytes > MAX_CONTENT_BYTES) return { error: `The message is ${bytes} bytes; the limit is 8192.` };
+  if (bytes > MAX_CONTENT_BYTES) return { error: `The message is ${bytes} bytes; the limit is ${MAX_CONTENT_BYTES}.` };
   return { args: { callee, content: c === "" ? null : c } };
 }
 

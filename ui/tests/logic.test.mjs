@@ -354,6 +354,7 @@ describe("keyAction", () => {
   test("Enter on home → call", () => assert.equal(L.keyAction("home", "Enter"), "call"));
   test("Escape on outgoing → cancel", () => assert.equal(L.keyAction("outgoing", "Escape"), "cancel"));
   test("Escape on incoming → decline", () => assert.equal(L.keyAction("incoming", "Escape"), "decline"));
+  test("Enter on incoming → accept", () => assert.equal(L.keyAction("incoming", "Enter"), "accept"));
   test("Escape in call does nothing (no accidental hang-up)", () => assert.equal(L.keyAction("incall", "Escape"), null));
   test("M mutes and V turns the camera on or off, in a call only", () => {
     assert.equal(L.keyAction("incall", "m"), "mute");
@@ -368,6 +369,7 @@ describe("keyAction", () => {
           (screen === "home" && key === "Enter" && "call") ||
           (screen === "outgoing" && key === "Escape" && "cancel") ||
           (screen === "incoming" && key === "Escape" && "decline") ||
+          (screen === "incoming" && key === "Enter" && "accept") ||
           null;
         assert.equal(L.keyAction(screen, key), expected, `${screen} ${key}`);
       }

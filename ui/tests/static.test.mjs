@@ -2,9 +2,11 @@
 // labels, the ids app.js looks up, and the sound files. Run: node --test ui/tests/
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
+
+import * as L from "../logic.js";
 
 const ui = join(dirname(fileURLToPath(import.meta.url)), "..");
 const html = readFileSync(join(ui, "index.html"), "utf8");
@@ -45,7 +47,24 @@ const REQUIRED = {
   "incall-preview": null, "incall-local-video": "canvas", "incall-preview-text": null, "incall-camera": "button",
   "incall-switch-camera": "button", "incall-share-screen": "button", "setting-camera": "select", "setting-start-camera": "input",
   notice: null, "notice-dismiss": "button",
+  "signin-advanced": "details", "settings-open": "button", "me-avatar": null,
 };
+
+/** The markup between the opening tag with id `id` and its closing tag (same tag name, nesting counted). */
+function inner(id) {
+  const open = html.match(new RegExp(`<([a-z][a-z0-9]*)[^>]*\\sid="${id}"[^>]*>`));
+  assert.ok(open, `#${id}`);
+  const tag = open[1];
+  let depth = 1;
+  const re = new RegExp(`<(/?)${tag}\\b[^>]*>`, "g");
+  re.lastIndex = open.index + open[0].length;
+  for (let m; (m = re.exec(html)); ) {
+    depth += m[1] ? -1 : 1;
+    if (depth === 0) return html.slice(open.index + open[0].length, m.index);
+  }
+  throw new Error(`#${id} is not closed`);
+}
+const classes = (id) => (byId.get(id)[0].attrs.class ?? "").split(/\s+/);
 
 describe("index.html", () => {
   test("every id is unique", () => {
@@ -114,6 +133,84 @@ describe("index.html", () => {
   test("loads app.js as a module and style.css", () => {
     assert.match(html, /<script type="module" src="app.js"><\/script>/);
     assert.match(html, /<link rel="stylesheet" href="style.css">/);
+  });
+});
+
+describe("the look (issue #12)", () => {
+  test("sign-in: the logo and the product name; server and token behind Advanced", () => {
+    const signin = inner("screen-signin");
+    assert.match(signin, /<img class="logo" src="logo\.svg" alt=""/);
+    assert.match(inner("signin-title"), /^callinvite$/);
+    const advanced = inner("signin-advanced");
+    assert.match(advanced, /<summary>Advanced/);
+    for (const id of ["signin-server-embedded", "signin-server-url", "signin-url", "signin-token"]) assert.match(advanced, new RegExp(`id="${id}"`));
+    assert.ok(!("open" in byId.get("signin-advanced")[0].attrs), "Advanced starts closed");
+    // The id rules in words, not a line of punctuation in monospace.
+    assert.doesNotMatch(inner("screen-signin"), /<code>/);
+    assert.ok(existsSync(join(ui, "logo.svg")));
+  });
+  test("home: the logo in the bar, Settings a button that opens the Settings section", () => {
+    assert.match(inner("screen-home"), /<img class="logo" src="logo\.svg" alt=""/);
+    assert.equal(byId.get("settings-open")[0].attrs["aria-controls"], "settings");
+    assert.match(app, /\$\("settings-open"\)\.addEventListener\("click"/);
+    assert.ok(classes("history-clear").includes("btn") && "hidden" in byId.get("history-clear")[0].attrs, "Clear history starts hidden");
+    assert.match(app, /\$\("history-clear"\)\.hidden = entries\.length === 0/);
+  });
+  test("no suggestion drop-down on the dial box", () => {
+    const dial = byId.get("dial-input")[0].attrs;
+    assert.ok(!("list" in dial));
+    assert.equal(dial.autocomplete, "off");
+    assert.doesNotMatch(html, /<datalist/);
+  });
+  test("calls: Cancel and Hang up look alike (big, red); Busy is the quiet third choice", () => {
+    for (const id of ["outgoing-cancel", "incall-hangup", "incoming-decline"]) {
+      assert.ok(classes(id).includes("danger") && classes(id).includes("big"), id);
+    }
+    assert.ok(classes("incoming-busy").includes("secondary") && !classes("incoming-busy").includes("big"));
+  });
+  test("errors and messages have boxes kept for them: below Sign in, with the shortcuts under the dial form", () => {
+    const form = inner("signin-form");
+    assert.ok(form.indexOf('id="signin-error"') > form.indexOf('id="signin-submit"'), "the sign-in error comes after the button");
+    assert.ok(classes("signin-error").includes("slot"));
+    assert.match(inner("dial-form"), /<div class="slot">\s*<p class="keys[^"]*"[^>]*>[\s\S]*?<\/p>\s*<p id="dial-error"/);
+    assert.match(css, /\.slot\s*{\s*min-height:/);
+    assert.match(css, /div\.slot > \*\s*{\s*grid-area: 1 \/ 1;/);
+    assert.match(css, /\.notice\s*{[^}]*position:\s*fixed/);
+    assert.match(css, /\.app\s*{[^}]*padding:[^;]*var\(--notice-space\)/);
+    assert.match(css, /#outgoing-status\s*{\s*min-height:\s*3em/);
+    for (const id of ["me", "connection-status"]) assert.ok(classes(id).includes("one-line"), id);
+    assert.match(css, /\.one-line\s*{[^}]*white-space:\s*nowrap[^}]*text-overflow:\s*ellipsis/);
+  });
+  test("every shortcut a screen shows is one it has (logic.js keyAction / isCloseShortcut)", () => {
+    const screens = { home: "screen-home", outgoing: "screen-outgoing", incoming: "screen-incoming", incall: "screen-incall" };
+    let shown = 0;
+    for (const [name, id] of Object.entries(screens)) {
+      const lines = [...inner(id).matchAll(/<p class="keys[^"]*"[^>]*>([\s\S]*?)<\/p>/g)].map((m) => m[1]);
+      assert.ok(lines.length === 1, `${id} shows its shortcuts`);
+      for (const m of lines[0].matchAll(/<kbd>([^<]+)<\/kbd>(\+<kbd>([^<]+)<\/kbd>)?/g)) {
+        shown += 1;
+        if (m[3]) {
+          assert.equal(m[1], "Ctrl");
+          assert.ok(L.isCloseShortcut({ key: m[3].toLowerCase(), ctrlKey: true }), m[0]);
+        } else {
+          const key = { Esc: "Escape" }[m[1]] ?? m[1];
+          assert.ok(L.keyAction(name, key), `${name} shows ${m[1]}, which does nothing there`);
+        }
+      }
+    }
+    assert.ok(shown >= 7);
+    // And the buttons say so to assistive technology.
+    assert.equal(byId.get("outgoing-cancel")[0].attrs["aria-keyshortcuts"], "Escape");
+    assert.equal(byId.get("incoming-decline")[0].attrs["aria-keyshortcuts"], "Escape");
+    assert.equal(byId.get("incall-mute")[0].attrs["aria-keyshortcuts"], "m");
+  });
+  test("light and dark colours follow the system", () => {
+    assert.match(html, /<meta name="color-scheme" content="light dark">/);
+    const dark = css.match(/@media \(prefers-color-scheme: dark\)\s*{\s*:root\s*{([^}]*)}/)?.[1] ?? "";
+    const light = css.match(/^:root\s*{([^}]*)}/m)?.[1] ?? "";
+    const names = (block) => new Set([...block.matchAll(/(--[\w-]+):/g)].map((m) => m[1]));
+    // Every colour the light theme sets, the dark one sets too (sizes are shared).
+    for (const n of names(light)) if (!/space|radius|primary/.test(n)) assert.ok(names(dark).has(n), `dark theme lacks ${n}`);
   });
 });
 
