@@ -2,14 +2,23 @@
 # Runs the desktop app's end-to-end tests headless: a private D-Bus session bus,
 # Xvfb, the dunst notification daemon (with a scripted "menu" that picks the
 # Accept action), tauri-driver + WebKitWebDriver, then node's test runner.
-# Expects target/debug/{callinvite-app,callinvite-server,callinvite} to be built.
-# Arguments go to node's test runner: tests/app/run.sh --test-name-pattern=video
+# Expects target/debug/{callinvite-app,callinvite-server,callinvite} to be built
+# (cargo build -p callinvite-desktop -p callinvite-server -p callinvite-client: the page is
+# built into callinvite-app, so a change under ui/ needs that build too).
+# Arguments go to node's test runner: tests/app/run.sh --test-name-pattern=video, or
+# tests/app/run.sh tests/app/look.test.mjs for one file.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 if [ -z "${CALLINVITE_E2E_INNER:-}" ]; then
   export CALLINVITE_E2E_INNER=1
   exec dbus-run-session -- "$0" "$@"
+fi
+
+# The tests' npm packages (axe-core, the accessibility checker look.test.mjs injects into the
+# page), pinned by tests/app/package-lock.json; node_modules is not committed.
+if [ ! -f tests/app/node_modules/axe-core/axe.min.js ]; then
+  (cd tests/app && npm ci --no-audit --no-fund --loglevel=error) || { echo "npm ci in tests/app failed (axe-core is needed)" >&2; exit 1; }
 fi
 
 WORK=$(mktemp -d)
@@ -73,7 +82,10 @@ curl -s "$WEBDRIVER_URL/status" >/dev/null 2>&1 || { echo "tauri-driver did not 
 status=0
 # Extra arguments go to node's test runner, e.g. --test-name-pattern=video.
 # Node 20's --test-timeout also bounds each test file as a whole (app.test.mjs takes ~2 min).
-node --test --test-concurrency=1 --test-timeout=300000 "$@" tests/app/ || status=$?
+# Test files given (tests/app/run.sh tests/app/look.test.mjs) run alone; else all of tests/app/.
+files=(tests/app/)
+for a in "$@"; do case "$a" in *.mjs) files=() ;; esac; done
+node --test --test-concurrency=1 --test-timeout=300000 "$@" "${files[@]}" || status=$?
 if [ "$status" != 0 ]; then
   echo "--- tauri-driver log"; tail -50 "$WORK/tauri-driver.log" || true
   echo "--- dunst log"; tail -20 "$WORK/dunst.log" || true
