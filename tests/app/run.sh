@@ -83,9 +83,12 @@ status=0
 # Extra arguments go to node's test runner, e.g. --test-name-pattern=video.
 # Node 20's --test-timeout also bounds each test file as a whole (app.test.mjs takes ~2 min).
 # Test files given (tests/app/run.sh tests/app/look.test.mjs) run alone; else all of tests/app/.
-files=(tests/app/)
-for a in "$@"; do case "$a" in *.mjs) files=() ;; esac; done
-node --test --test-concurrency=1 --test-timeout=300000 "$@" "${files[@]}" || status=$?
+# (Node takes what follows the first file as files too, so the options go first.)
+opts=()
+files=()
+for a in "$@"; do case "$a" in *.mjs) files+=("$a") ;; *) opts+=("$a") ;; esac; done
+[ ${#files[@]} -gt 0 ] || files=(tests/app/)
+node --test --test-concurrency=1 --test-timeout=300000 "${opts[@]}" "${files[@]}" || status=$?
 if [ "$status" != 0 ]; then
   echo "--- tauri-driver log"; tail -50 "$WORK/tauri-driver.log" || true
   echo "--- dunst log"; tail -20 "$WORK/dunst.log" || true
