@@ -63,4 +63,19 @@ pub(crate) struct Args {
     /// Only the single callinvite-server row (skip --cluster, --peerjs, --idle).
     #[arg(long)]
     pub(crate) only_single: bool,
+    /// The comparison run of #14: each of these stages, for every server in
+    /// turn (callinvite-server, each `--compare-bin`, and with `--kamailio`
+    /// Kamailio over UDP and over TCP). A number is a fixed rate in cycles
+    /// per second; `sat` is the closed loop (`--pairs` cycles in flight).
+    /// Example: `--stages 2000,8000,sat`. Each stage lasts `--duration`.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) stages: Vec<String>,
+    /// Also run Kamailio + sipp in the stages (Debian: `apt-get install -y
+    /// kamailio sip-tester tcpdump`).
+    #[arg(long)]
+    pub(crate) kamailio: bool,
+    /// Another callinvite-server build to run in the stages (e.g. before and
+    /// after a change, in the same run). May be given more than once.
+    #[arg(long)]
+    pub(crate) compare_bin: Vec<PathBuf>,
 }

@@ -11,7 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use callinvite_client::{Client, Event, LoginOptions};
 
-use crate::measure::{collect, cpu_seconds_all, fetch_metrics, metric, rss_kib, Run};
+use crate::measure::{
+    collect, cpu_seconds_all, fetch_metrics, metric, own_cpu_seconds, rss_kib, Run,
+};
 use crate::ws::{ws_config, Ws};
 
 /// The callinvite cycle: alice_i calls bob_i, bob accepts at once, alice hangs up, again.
@@ -30,6 +32,7 @@ pub(crate) async fn drive_callinvite(
     let accepted_at: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let stop_at = Instant::now() + duration;
     let cpu0 = cpu_seconds_all(pids);
+    let gen0 = own_cpu_seconds();
     let (mut callers, mut callees) = (vec![], vec![]);
     for i in 0..pairs {
         let (bob, mut bob_events) =
@@ -105,7 +108,7 @@ pub(crate) async fn drive_callinvite(
             (n, samples)
         }));
     }
-    collect(callers, callees, duration, cpu0, pids).await
+    collect(callers, callees, duration, cpu0, gen0, pids).await
 }
 
 /// A callinvite client speaking the wire protocol directly (docs/PROTOCOL.md),
@@ -179,6 +182,8 @@ pub(crate) struct Pace {
     pub(crate) rss_every: Option<Duration>,
     /// The servers' operations ports, for their gauges.
     pub(crate) metrics: Vec<u16>,
+    /// Prefix of the user ids, so that runs on one server do not share users.
+    pub(crate) users: String,
 }
 
 /// The invitation cycle over raw frames: alice invites bob with a key as
@@ -196,16 +201,20 @@ pub(crate) async fn drive_callinvite_raw(
         rate,
         rss_every,
         metrics,
+        users,
     } = pace;
     // Each pair's share of a fixed rate: one cycle per `period`.
     let period = rate.map(|r| Duration::from_secs_f64(pairs as f64 / r.max(0.001)));
     let mut clients = Vec::with_capacity(pairs);
     for i in 0..pairs {
-        let bob =
-            RawClient::login(&format!("ws://127.0.0.1:{callee_port}"), &format!("bob{i}")).await;
+        let bob = RawClient::login(
+            &format!("ws://127.0.0.1:{callee_port}"),
+            &format!("{users}bob{i}"),
+        )
+        .await;
         let alice = RawClient::login(
             &format!("ws://127.0.0.1:{caller_port}"),
-            &format!("alice{i}"),
+            &format!("{users}alice{i}"),
         )
         .await;
         clients.push((bob, alice));
@@ -214,6 +223,7 @@ pub(crate) async fn drive_callinvite_raw(
     let start = Instant::now();
     let stop_at = start + duration;
     let cpu0 = cpu_seconds_all(pids);
+    let gen0 = own_cpu_seconds();
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = rss_every.map(|every| {
         let (pids, done, metrics) = (pids.to_vec(), done.clone(), metrics.clone());
@@ -272,6 +282,7 @@ pub(crate) async fn drive_callinvite_raw(
             }
         }));
         let done = done.clone();
+        let callee = format!("{users}bob{i}");
         callers.push(tokio::spawn(async move {
             let mut n = 0u64;
             let mut samples = (vec![], vec![]);
@@ -291,7 +302,7 @@ pub(crate) async fn drive_callinvite_raw(
                 let key = format!("{i}-{n}");
                 n += 1;
                 let sent = Instant::now();
-                let invite = json!({"type": "invite", "callee": format!("bob{i}"), "content": key});
+                let invite = json!({"type": "invite", "callee": &callee, "content": key});
                 if !alice.request(invite).await {
                     break;
                 }
@@ -335,7 +346,7 @@ pub(crate) async fn drive_callinvite_raw(
             (n, samples)
         }));
     }
-    let run = collect(callers, callees, duration, cpu0, pids).await;
+    let run = collect(callers, callees, duration, cpu0, gen0, pids).await;
     if let Some(s) = sampler {
         s.abort();
     }

@@ -9,15 +9,22 @@
 //! back to back, and `--rss-every` prints the server's RSS over the run. With
 //! `--cluster` it also runs the cycle across two server nodes on a private
 //! redis-server (callers on one node, callees on the other).
-//! Everything stays on loopback; every loop is bounded in time.
+//! With `--stages 2000,8000,sat` it runs the comparison of #14 instead: every
+//! server at each fixed rate and in the closed loop, server CPU per cycle,
+//! the load generator's own CPU, latency percentiles and memory, and with
+//! `--kamailio` Kamailio + sipp over UDP and TCP as the peer (see
+//! `kamailio.rs`), ending with the ratios.
+//! Everything stays on loopback; every loop is bounded in time and count.
 
 mod args;
 mod callinvite;
 mod idle;
+mod kamailio;
 mod measure;
 mod peerjs;
 mod report;
 mod servers;
+mod stages;
 mod ws;
 
 use std::process::{Command, Stdio};
@@ -57,6 +64,10 @@ async fn main() {
         drop(conns);
         return;
     }
+    if !args.stages.is_empty() {
+        stages::run(&args).await;
+        return;
+    }
     println!(
         "{} pairs, {:?} per server, on {} cores",
         args.pairs,
@@ -83,6 +94,7 @@ async fn main() {
             rate: args.rate,
             rss_every: args.rss_every,
             metrics,
+            users: String::new(),
         };
         async move {
             if library {

@@ -9,7 +9,13 @@ pub(crate) struct Run {
     pub(crate) cycles: u64,
     pub(crate) invite_to_received: Vec<Duration>,
     pub(crate) accept_to_accepted: Vec<Duration>,
+    /// CPU of the server's processes over the run.
     pub(crate) cpu_seconds: f64,
+    /// CPU of the load generator over the run: this process for callinvite
+    /// and peerjs; both sipps and the packet capture for Kamailio.
+    pub(crate) gen_cpu_seconds: f64,
+    /// The server's memory at the end (RSS; Kamailio: the PSS of all its
+    /// processes, since they share one memory pool).
     pub(crate) rss_kib: u64,
     pub(crate) elapsed: Duration,
 }
@@ -57,6 +63,25 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proportional set size of a process (`Pss` of /proc/PID/smaps_rollup):
+/// pages shared between processes are counted once in all.
+pub(crate) fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// This process's own CPU so far, in seconds.
+pub(crate) fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id())
+}
+
 /// `/metrics` of the server whose operations port is `port` ("" if it fails).
 pub(crate) async fn fetch_metrics(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +119,7 @@ pub(crate) async fn collect(
     callees: Vec<tokio::task::JoinHandle<()>>,
     duration: Duration,
     cpu0: f64,
+    gen0: f64,
     pids: &[u32],
 ) -> Run {
     let mut run = Run::default();
@@ -110,6 +136,7 @@ pub(crate) async fn collect(
     }
     run.elapsed = duration;
     run.cpu_seconds = cpu_seconds_all(pids) - cpu0;
+    run.gen_cpu_seconds = own_cpu_seconds() - gen0;
     run.rss_kib = pids.iter().map(|p| rss_kib(*p)).sum();
     for callee in callees {
         callee.abort();

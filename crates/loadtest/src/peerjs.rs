@@ -8,13 +8,14 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::measure::{collect, cpu_seconds, Run};
+use crate::measure::{collect, cpu_seconds, own_cpu_seconds, Run};
 use crate::ws::ws_config;
 
 /// peerjs: a_i sends OFFER to b_i, b_i answers with ANSWER at once, again.
 pub(crate) async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pid: u32) -> Run {
     let stop_at = Instant::now() + duration;
     let cpu0 = cpu_seconds(pid);
+    let gen0 = own_cpu_seconds();
     let (mut callers, mut callees) = (vec![], vec![]);
     let open = |id: String| async move {
         let url = format!("ws://127.0.0.1:{port}/peerjs?key=peerjs&id={id}&token=t{id}");
@@ -85,5 +86,5 @@ pub(crate) async fn drive_peerjs(port: u16, pairs: usize, duration: Duration, pi
             (n, samples)
         }));
     }
-    collect(callers, callees, duration, cpu0, &[pid]).await
+    collect(callers, callees, duration, cpu0, gen0, &[pid]).await
 }

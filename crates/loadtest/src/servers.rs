@@ -68,9 +68,14 @@ pub(crate) async fn start_callinvite(args: &Args) -> (Server, u16) {
 
 /// A server process; with `redis`, a node of the cluster on it.
 pub(crate) async fn start_node(args: &Args, redis: Option<&str>) -> (Server, u16) {
+    start_node_bin(&server_bin(args), redis).await
+}
+
+/// A server process of the build `bin`; with `redis`, a node of the cluster on it.
+pub(crate) async fn start_node_bin(bin: &Path, redis: Option<&str>) -> (Server, u16) {
     let port = free_port();
     let metrics = free_port();
-    let mut cmd = Command::new(server_bin(args));
+    let mut cmd = Command::new(bin);
     if let Some(url) = redis {
         cmd.args(["--redis", url]);
     }
