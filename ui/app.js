@@ -337,6 +337,7 @@ function fillSettings(force = false) {
   $("setting-speaker").value = s.speaker ?? "";
   $("setting-camera").value = s.camera ?? "";
   $("setting-start-camera").checked = s.start_camera_on !== false;
+  $("setting-start-at-login").checked = Boolean(s.start_at_login);
 }
 
 function setAvatar(id, peer) {
@@ -961,7 +962,8 @@ async function saveSettings(event) {
     return;
   }
   const before = eventCount;
-  const r = await run($("settings-save"), "set_settings", { settings: L.mergeSettings(snapshot?.settings, form) });
+  const settings = { ...L.mergeSettings(snapshot?.settings, form), start_at_login: $("setting-start-at-login").checked };
+  const r = await run($("settings-save"), "set_settings", { settings });
   if (r.ok) {
     const fresh = eventCount === before && r.value && typeof r.value === "object" && snapshot;
     if (fresh) snapshot = { ...snapshot, settings: r.value };
