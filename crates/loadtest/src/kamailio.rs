@@ -59,7 +59,7 @@ fn installed(tool: &'static str) -> Result<(), PeerError> {
 }
 
 /// A process killed (with everything it started) when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -477,18 +477,7 @@ impl Kamailio {
                         format!("tcp and {ports} and tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x494e5649")
                     }
                 };
-                Command::new("tcpdump")
-                    .args([
-                        "-i", "lo", "-nn", "-Z", "root", "-s", "700", "-B", "16384", "-U", "-w",
-                    ])
-                    .arg(&pcap)
-                    .args(["-c", &(2 * n + 100).to_string()])
-                    .arg(filter)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()
-                    .map(Proc)
+                capture(&filter, &pcap, 2 * n + 100)
             }
             None => None,
         };
@@ -496,11 +485,11 @@ impl Kamailio {
             // tcpdump needs a moment to attach.
             tokio::time::sleep(Duration::from_millis(700)).await;
         }
+        let cap_pid = capture.as_ref().map(|c| c.0.id());
         let pids = self.pids();
         let cpu0 = cpu_seconds_all(&pids);
         let callee_pid = callee.sipp.0.id();
         let mut gen_pids = vec![callee_pid];
-        let cap_pid = capture.as_ref().map(|c| c.0.id());
         let caller_port = free_port();
         let mut cmd = Command::new("sipp");
         cmd.arg(format!("127.0.0.1:{}", self.port))
@@ -592,11 +581,37 @@ impl Kamailio {
     }
 }
 
+impl Kamailio {
+    /// The directory of its files (captures go there too).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 impl Drop for Kamailio {
     fn drop(&mut self) {
         self.callees.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A packet capture on `lo` into `pcap` (at most `count` packets), or
+/// None if tcpdump cannot start. While it runs, every packet sent on `lo`
+/// also passes its filter (in the kernel, charged to the sender): the
+/// stages run the same capture for callinvite-server, so both pay it.
+pub(crate) fn capture(filter: &str, pcap: &Path, count: u64) -> Option<Proc> {
+    Command::new("tcpdump")
+        .args([
+            "-i", "lo", "-nn", "-Z", "root", "-s", "700", "-B", "16384", "-U", "-w",
+        ])
+        .arg(pcap)
+        .args(["-c", &count.to_string()])
+        .arg(filter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+        .map(Proc)
 }
 
 /// REGISTERs `user` at Kamailio over UDP with the sipp callee's address as

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::args::Args;
 use crate::callinvite::{drive_callinvite_raw, Pace};
-use crate::kamailio::{Kamailio, Transport};
+use crate::kamailio::{capture, Kamailio, Transport};
 use crate::measure::{pct, Run};
 use crate::servers::{server_bin, start_node_bin, Server};
 
@@ -138,6 +138,20 @@ pub(crate) async fn run(args: &Args) {
                 users: format!("s{si}-"),
             };
             let pid = server.child.id();
+            // The same capture as Kamailio's at fixed rates (see `capture`);
+            // its filter matches none of these packets.
+            let _capture = match (&kamailio, stage.rate()) {
+                (Some(k), Some(r)) => {
+                    let n = (r * args.duration.as_secs_f64()) as u64;
+                    let filter = format!(
+                        "tcp port {port} and tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x494e5649"
+                    );
+                    let c = capture(&filter, &k.dir().join("callinvite.pcap"), 2 * n + 100);
+                    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                    c
+                }
+                _ => None,
+            };
             let mut run =
                 drive_callinvite_raw(*port, *port, args.pairs, args.duration, &[pid], pace).await;
             figures.push(row(*stage, si, name, "invite→received", &mut run));
