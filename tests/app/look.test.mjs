@@ -96,6 +96,22 @@ const shown = (css) => app.exec(`const e = document.querySelector(${JSON.stringi
   return Boolean(e && e.getClientRects().length > 0 && e.checkVisibility({ visibilityProperty: true }) && !e.closest('details:not([open]) > :not(summary)'));`);
 const noticeText = () => app.exec("return document.getElementById('notice-text').textContent");
 
+/**
+ * Where `css` is with a message in the notice and without (the notice set and cleared as
+ * app.js's showNotice and clearNotice do): the two must be the same.
+ */
+async function stillWithNotice(css) {
+  const at = async (text) => {
+    await app.exec(`document.getElementById('notice-text').textContent = ${JSON.stringify(text)};
+      document.getElementById('notice').dataset.kind = ${JSON.stringify(text ? 'info' : 'none')};
+      document.getElementById('notice-dismiss').hidden = ${!text};`);
+    return rect(css);
+  };
+  const without = await at('');
+  assert.deepEqual(await at('bob declined: "in a meeting, call you back at three"'), without, `${css} moved when a message showed`);
+  await at('');
+}
+
 /** Puts axe-core into the page (once per page load). */
 async function loadAxe() {
   if (await app.exec('return typeof window.axe === "object"')) return;
@@ -218,6 +234,7 @@ test('home: one window, the header holds its height, Sign out on one line, the h
   const fold = await app.exec("return innerHeight - parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--notice-space'))");
   const title = await rect('#history-title');
   assert.ok(title[1] + title[3] <= fold, `the history starts at ${title[1]} px, the fold at ${fold} px`);
+  await stillWithNotice('#dial-call');
   // Settings opens from the bar.
   await app.click('#settings-open');
   assert.equal(await app.exec("return document.getElementById('settings').open"), true);
@@ -253,6 +270,7 @@ test('outgoing: Cancel is red like Hang up and holds still while the status chan
   await checkAccessibility('outgoing');
   // Every status the call goes through (Calling…, then two lines of "ghost is offline — waiting…")
   // with Cancel where it was.
+  await stillWithNotice('#outgoing-cancel');
   const cancelAt = await rect('#outgoing-cancel');
   const statuses = new Set();
   for (;;) {
@@ -302,6 +320,7 @@ test('incoming: Busy is the quiet third choice', async () => {
   assert.match(busy.bg, /rgba\(0, 0, 0, 0\)|transparent/, 'Busy has no fill');
   assert.ok(busy.h < accept.h && busy.w < accept.w, `Busy ${JSON.stringify(busy)} is smaller than Accept ${JSON.stringify(accept)}`);
   assert.notEqual(accept.bg, decline.bg);
+  await stillWithNotice('#incoming-accept');
   await checkAccessibility('incoming');
   await app.click('#incoming-decline');
   await app.untilScreen('home');
