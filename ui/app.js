@@ -769,12 +769,21 @@ async function vp8Step(state, base, token) {
   const received = performance.now();
   if (!frames || videoToken !== token) return;
   for (const f of frames) {
+    // A keyframe of another size gets a decoder of its own: WebKitGTK's (GStreamer) kept
+    // giving pictures of the old size filled with the new, smaller one (the bars twice side by
+    // side, garbage below) after the sender's picture dropped from 640x480 to 320x240.
+    if (state.decoder && L.vp8NeedsNewDecoder(state.size, f)) {
+      state.decoder.close();
+      state.decoder = null;
+      state.info.clear();
+    }
     // A stream starts (again) at a keyframe: the backend sends one first.
     if (!state.decoder) {
       if (!f.key) continue;
       const decoder = new VideoDecoder({ output: state.output, error: (e) => state.failed(e, decoder) });
-      decoder.configure({ codec: "vp8", optimizeForLatency: true });
+      decoder.configure({ codec: "vp8", optimizeForLatency: true, codedWidth: f.width, codedHeight: f.height });
       state.decoder = decoder;
+      state.size = { width: f.width, height: f.height };
     }
     state.info.set(f.seq, { atMs: f.atMs, half: f.half, mirror: f.mirror, given: performance.now() });
     try {

@@ -677,6 +677,17 @@ export function parseVp8Frames(buffer) {
 }
 
 /**
+ * Whether frame `f` (from parseVp8Frames) needs a new VP8 decoder, given the
+ * size the current one was configured for: a keyframe of another size does
+ * (a decoder is not trusted to follow a size change); a delta frame never
+ * does (it belongs to the picture the decoder has).
+ */
+export function vp8NeedsNewDecoder(size, f) {
+  if (!f.key || !size) return false;
+  return size.width !== f.width || size.height !== f.height;
+}
+
+/**
  * Counts pictures shown: `add(nowMs)` for each; `fps` is how many in the last
  * second; `frames` in all; `meanMs(name)` the mean of the times recorded with
  * `time(name, ms)`.

@@ -873,3 +873,17 @@ describe("FrameCounter", () => {
     assert.equal(c.frames, 50);
   });
 });
+
+describe("vp8NeedsNewDecoder", () => {
+  const key = (width, height) => ({ key: true, width, height });
+  test("a keyframe of another size needs a new decoder", () => {
+    assert.equal(L.vp8NeedsNewDecoder({ width: 640, height: 480 }, key(320, 240)), true);
+    assert.equal(L.vp8NeedsNewDecoder({ width: 320, height: 240 }, key(640, 480)), true);
+    assert.equal(L.vp8NeedsNewDecoder({ width: 640, height: 480 }, key(640, 360)), true);
+  });
+  test("the same size, a delta frame, or no decoder yet do not", () => {
+    assert.equal(L.vp8NeedsNewDecoder({ width: 640, height: 480 }, key(640, 480)), false);
+    assert.equal(L.vp8NeedsNewDecoder({ width: 640, height: 480 }, { key: false, width: 320, height: 240 }), false);
+    assert.equal(L.vp8NeedsNewDecoder(undefined, key(320, 240)), false);
+  });
+});
