@@ -23,7 +23,8 @@
 //!   [`session::ClientSession`] numbers requests and matches their replies,
 //!   passes each `seq` on once and in order, batches `seen`, and resumes a
 //!   dropped session (sending again what the server never got), with `now`
-//!   passed in.
+//!   passed in; the server's [`session::ServerSession`] is one session's
+//!   outbox — `seq` numbering, `seen`, the resume window and the replay.
 //!
 //! The wire protocol is documented for implementers in `docs/PROTOCOL.md`.
 

@@ -12,14 +12,23 @@
 //!   writes out [`ClientSession::poll_transmit`], acts on
 //!   [`ClientSession::poll_event`], and wakes at
 //!   [`ClientSession::poll_timeout`].
+//! - [`server::ServerSession`] is the server's side of one session: its
+//!   outbox. It numbers what the session is sent ([`ServerSession::send`]),
+//!   keeps it until `seen` ([`ServerSession::handle_seen`]), waits for a
+//!   resume after a drop ([`ServerSession::handle_detach`],
+//!   [`ServerSession::poll_timeout`]) and replays what the client missed
+//!   ([`ServerSession::handle_resume`]); the server writes out
+//!   [`ServerSession::poll_transmit`] on the connection attached.
 //!
 //! Like [`crate::invitation`], nothing here reads a clock: every call that
 //! depends on time takes `now`, so the tests (and the property test of resume
 //! in `tests/session_properties.rs`) run on plain `Instant` arithmetic.
 
 pub mod client;
+pub mod server;
 
 pub use client::{
     ClientSession, Config, Disconnected, Received, ResumeRefused, SessionEnd, SessionError,
     SessionEvent, KEEP_ACKS, LOGIN_REF, SEEN_DELAY, SEEN_EVERY,
 };
+pub use server::{OutboxLimits, ResumeRefusal, Resumed, ServerSession};
