@@ -20,6 +20,9 @@ entries = [(b'ic07', '128x128.png'), (b'ic08', '256x256.png'), (b'ic09', '512x51
 body = b''.join(t + struct.pack('>I', 8 + len(open(f, 'rb').read())) + open(f, 'rb').read() for t, f in entries)
 open('icon.icns', 'wb').write(b'icns' + struct.pack('>I', 8 + len(body)) + body)
 PY
-# Tray icon: small, same drawing.
-/usr/bin/convert master.png -resize 64x64 tray.png
+# Tray icons: small, same drawing, one per state — online (green), connecting (amber),
+# offline or signed out (grey, faded).
+/usr/bin/convert master.png -resize 64x64 tray-online.png
+/usr/bin/convert tray-online.png -modulate 120,160,42 PNG32:tray-connecting.png
+/usr/bin/convert tray-online.png -modulate 100,0 -channel A -evaluate multiply 0.75 +channel PNG32:tray-offline.png
 rm master.png

@@ -7,8 +7,9 @@ use tauri::{AppHandle, Runtime, State};
 use callinvite_client::InvitationId;
 use callinvite_protocol::wire::PresenceEntry;
 
+use crate::autostart::Autostart;
 use crate::calls::{Direction, Phase};
-use crate::error::CommandError;
+use crate::error::{CommandError, ErrorKind};
 use crate::session::{self, client, emit_state, now_ms, AppState, Snapshot};
 use crate::store::{HistoryEntry, Settings};
 
@@ -50,7 +51,7 @@ pub async fn call<R: Runtime>(
         let mut inner = state.inner.lock().await;
         if let Some(c) = &inner.calls.call {
             return Err(CommandError::new(
-                "busy",
+                ErrorKind::Busy,
                 format!("You are already in a call with {}; end it first.", c.peer),
             ));
         }
@@ -172,10 +173,7 @@ pub async fn clear_history<R: Runtime>(
     state: State<'_, AppState>,
 ) -> Result<(), CommandError> {
     state.inner.lock().await.calls.history.clear();
-    state
-        .store
-        .save_history(&[])
-        .map_err(|m| CommandError::new("internal", m))?;
+    state.store.save_history(&[])?;
     emit_state(&app).await;
     Ok(())
 }
@@ -191,13 +189,22 @@ pub async fn set_settings<R: Runtime>(
     state: State<'_, AppState>,
     settings: Settings,
 ) -> Result<Settings, CommandError> {
-    settings
-        .validate()
-        .map_err(|m| CommandError::new("invalid_argument", m))?;
-    state
-        .store
-        .save_settings(&settings)
-        .map_err(|m| CommandError::new("internal", m))?;
+    settings.validate()?;
+    // Start at login: the system's entry first, so a refusal saves nothing.
+    let at_login_before = state.inner.lock().await.settings.start_at_login;
+    let autostart = if settings.start_at_login != at_login_before {
+        let entry = Autostart::for_app(&state.options)?;
+        entry.set(settings.start_at_login)?;
+        Some(entry)
+    } else {
+        None
+    };
+    if let Err(e) = state.store.save_settings(&settings) {
+        if let Some(entry) = autostart {
+            let _ = entry.set(at_login_before);
+        }
+        return Err(e.into());
+    }
     state.inner.lock().await.settings = settings.clone();
     emit_state(&app).await;
     Ok(settings)
@@ -210,7 +217,7 @@ pub async fn set_muted<R: Runtime>(app: AppHandle<R>, muted: bool) -> Result<(),
         Ok(())
     } else {
         Err(CommandError::new(
-            "invalid_argument",
+            ErrorKind::InvalidArgument,
             "there is no call with sound to mute",
         ))
     }
@@ -221,7 +228,12 @@ pub async fn set_muted<R: Runtime>(app: AppHandle<R>, muted: bool) -> Result<(),
 pub async fn audio_devices() -> Result<crate::media::AudioDevices, CommandError> {
     tauri::async_runtime::spawn_blocking(crate::media::audio_devices)
         .await
-        .map_err(|e| CommandError::new("internal", format!("listing audio devices failed: {e}")))
+        .map_err(|e| {
+            CommandError::new(
+                ErrorKind::Internal,
+                format!("listing audio devices failed: {e}"),
+            )
+        })
 }
 
 /// Turns the camera on or off in the call on screen (off releases it).
@@ -231,7 +243,7 @@ pub async fn set_camera<R: Runtime>(app: AppHandle<R>, on: bool) -> Result<(), C
         Ok(())
     } else {
         Err(CommandError::new(
-            "invalid_argument",
+            ErrorKind::InvalidArgument,
             "there is no call with video to turn the camera on or off in",
         ))
     }
@@ -244,7 +256,7 @@ pub async fn switch_camera<R: Runtime>(app: AppHandle<R>) -> Result<(), CommandE
         Ok(())
     } else {
         Err(CommandError::new(
-            "invalid_argument",
+            ErrorKind::InvalidArgument,
             "there is no other camera to switch to",
         ))
     }
@@ -257,7 +269,7 @@ pub async fn share_screen<R: Runtime>(app: AppHandle<R>, on: bool) -> Result<(),
         Ok(())
     } else {
         Err(CommandError::new(
-            "invalid_argument",
+            ErrorKind::InvalidArgument,
             "the screen cannot be shared here (no call with video, or no X11 display)",
         ))
     }
@@ -271,7 +283,7 @@ pub async fn video_devices(
     let options = state.options.clone();
     tauri::async_runtime::spawn_blocking(move || crate::media::video_devices_for(&options))
         .await
-        .map_err(|e| CommandError::new("internal", format!("listing cameras failed: {e}")))
+        .map_err(|e| CommandError::new(ErrorKind::Internal, format!("listing cameras failed: {e}")))
 }
 
 /// What went to the window's video so far (for measurements): the peer's

@@ -8,7 +8,9 @@
 //! - [`session`]: sign-in, the embedded server, the event pump, reconnection,
 //!   and the effects of events (notifications, busy refusal, meeting room).
 //! - [`commands`]: the commands the UI invokes.
-//! - [`tray`]: tray icon and main window (close hides to the tray).
+//! - [`tray`]: tray icon (its look follows the connection) and main window
+//!   (close hides to the tray; `--hidden` starts there).
+//! - [`autostart`]: the "Start at login, in the tray" entry of each platform.
 //! - [`instance`]: one running app per profile.
 //! - [`media`]: a call's sound and pictures (the media engine);
 //!   [`video`]: its pictures to the window through the `frame:` URI scheme.
@@ -17,6 +19,7 @@
 //! The UI (`ui/`) is plain HTML/JS with no build step; it renders the
 //! `app-state` snapshots the backend emits and shows `call-outcome` messages.
 
+pub mod autostart;
 pub mod calls;
 pub mod commands;
 pub mod error;
@@ -120,22 +123,31 @@ pub fn run() {
                 }
             });
 
-            tray::create_main_window(&handle, &options.profile)?;
+            tray::create_main_window(&handle, &options.profile, options.hidden)?;
             if let Err(e) = tray::create_tray(&handle) {
                 warn!(error = %e, "no tray icon (is there a system tray?)");
+                if options.hidden {
+                    // Hidden with no tray to show it from: show it now.
+                    tray::show_main_window(&handle);
+                }
             }
 
-            // Sign in again as the last user, if there was one.
+            // Sign in again as the last user, if there was one; and make the
+            // login entry match the setting (the executable may have moved).
             let again = handle.clone();
             tauri::async_runtime::spawn(async move {
-                let last = again
-                    .state::<AppState>()
-                    .inner
-                    .lock()
-                    .await
-                    .settings
-                    .last_user
-                    .clone();
+                let state = again.state::<AppState>();
+                let (last, at_login) = {
+                    let inner = state.inner.lock().await;
+                    (
+                        inner.settings.last_user.clone(),
+                        inner.settings.start_at_login,
+                    )
+                };
+                let entry = autostart::Autostart::for_app(&state.options);
+                if let Err(e) = entry.and_then(|a| a.set(at_login)) {
+                    warn!(error = %e, at_login, "cannot update the start-at-login entry");
+                }
                 if !last.is_empty() {
                     if let Err(e) = session::sign_in(&again, last, None, None).await {
                         warn!(error = %e, "automatic sign-in failed");

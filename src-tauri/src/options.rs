@@ -51,6 +51,11 @@ pub struct AppOptions {
     /// Use only this local address for call media (e.g. 127.0.0.1); default: every interface.
     #[arg(long, env = "CALLINVITE_MEDIA_IP", value_name = "IP")]
     pub media_ip: Option<std::net::IpAddr>,
+    /// Start with the window hidden, in the tray (as the "Start at login"
+    /// entry does); the tray's Show, or launching the app again, shows it.
+    /// Without a tray the window shows anyway.
+    #[arg(long)]
+    pub hidden: bool,
     /// Set by WebKit's WebDriver when it starts the app for a test; changes nothing here.
     #[arg(long, hide = true)]
     pub automation: bool,
@@ -76,6 +81,7 @@ impl AppOptions {
             fake_audio_output: None,
             fake_video_input: Some("none".into()),
             media_ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+            hidden: false,
             automation: false,
         }
     }

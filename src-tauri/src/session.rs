@@ -15,7 +15,7 @@ use callinvite_notify::{Action, Notifier};
 use callinvite_server::CancellationToken;
 
 use crate::calls::{ActiveCall, Calls, Connection, Direction, Effect, Phase};
-use crate::error::CommandError;
+use crate::error::{CommandError, ErrorKind};
 use crate::options::AppOptions;
 use crate::store::{HistoryEntry, LoadReport, Settings, Store};
 
@@ -99,7 +99,7 @@ impl AppState {
                 client: None,
                 server_label: String::new(),
                 embedded: None,
-                last_error: (!report.problems.is_empty()).then(|| report.problems.join("; ")),
+                last_error: report.summary(),
                 generation: 0,
                 notifications_available,
                 rev: 0,
@@ -197,7 +197,7 @@ async fn ensure_embedded(
             Ok((url, format!("embedded (127.0.0.1:{port}, shared)"), None))
         }
         Err(e) => Err(CommandError::new(
-            "connect",
+            ErrorKind::Connect,
             format!("cannot start the built-in server on port {port}: {e}"),
         )),
     }
@@ -270,8 +270,8 @@ async fn connect<R: Runtime>(
         let file = state.embedded_secret_file.clone();
         let secret = tauri::async_runtime::spawn_blocking(move || embedded_secret(&file))
             .await
-            .map_err(|e| CommandError::new("internal", e.to_string()))?
-            .map_err(|m| CommandError::new("connect", m))?;
+            .map_err(|e| CommandError::new(ErrorKind::Internal, e.to_string()))?
+            .map_err(|m| CommandError::new(ErrorKind::Connect, m))?;
         embedded_token = Some(callinvite_server::auth::mint(
             &secret,
             user,
@@ -338,7 +338,7 @@ pub async fn sign_in<R: Runtime>(
     token: Option<String>,
 ) -> Result<Snapshot, CommandError> {
     callinvite_client::UserId::parse(&user)
-        .map_err(|e| CommandError::new("invalid_argument", format!("User ID: {e}")))?;
+        .map_err(|e| CommandError::new(ErrorKind::InvalidArgument, format!("User ID: {e}")))?;
     let state = app.state::<AppState>();
     sign_out(app).await;
     let generation = {
@@ -351,12 +351,10 @@ pub async fn sign_in<R: Runtime>(
         if let Some(t) = token {
             settings.token = t;
         }
-        settings
-            .validate()
-            .map_err(|m| CommandError::new("invalid_argument", m))?;
+        settings.validate()?;
         settings.last_user = user.clone();
         if let Err(e) = state.store.save_settings(&settings) {
-            inner.last_error = Some(e);
+            inner.last_error = Some(e.to_string());
         }
         inner.settings = settings;
         inner.calls.connection = Connection::Connecting;
@@ -629,7 +627,7 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
                 let history = state.inner.lock().await.calls.history.clone();
                 if let Err(e) = state.store.save_history(&history) {
                     warn!(error = %e, "cannot save history");
-                    state.inner.lock().await.last_error = Some(e);
+                    state.inner.lock().await.last_error = Some(e.to_string());
                 }
             }
         }

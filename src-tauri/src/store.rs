@@ -62,6 +62,9 @@ pub struct Settings {
     pub start_camera_on: bool,
     /// Do not disturb.
     pub do_not_disturb: DoNotDisturb,
+    /// Start this profile when the user logs in, hidden in the tray (see
+    /// [`crate::autostart`]).
+    pub start_at_login: bool,
 }
 
 impl Default for Settings {
@@ -80,33 +83,43 @@ impl Default for Settings {
             camera: String::new(),
             start_camera_on: true,
             do_not_disturb: DoNotDisturb::Off,
+            start_at_login: false,
         }
     }
 }
 
+/// A setting the user typed that cannot be used; the message says what to type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("server must be \"embedded\" or a ws:// or wss:// URL, not {0:?}")]
+    Server(String),
+    #[error(
+        "the CA certificate file {0:?} does not exist (give the full path of a PEM file, or leave it empty)"
+    )]
+    CaFileMissing(String),
+    #[error("the meeting URL must start with https:// (or http://)")]
+    MeetingUrlScheme,
+    #[error("the meeting URL must contain {{channel}}, where the call's channel goes")]
+    MeetingUrlNoChannel,
+}
+
 impl Settings {
     /// Checks values a user can type.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
         let s = self.server.trim();
         if s != "embedded" && !(s.starts_with("ws://") || s.starts_with("wss://")) {
-            return Err(format!(
-                "server must be \"embedded\" or a ws:// or wss:// URL, not {s:?}"
-            ));
+            return Err(SettingsError::Server(s.to_owned()));
         }
         let ca = self.ca_file.trim();
         if !ca.is_empty() && !Path::new(ca).is_file() {
-            return Err(format!(
-                "the CA certificate file {ca:?} does not exist (give the full path of a PEM file, or leave it empty)"
-            ));
+            return Err(SettingsError::CaFileMissing(ca.to_owned()));
         }
         let t = self.meeting_url_template.trim();
         if !t.is_empty() && !t.starts_with("https://") && !t.starts_with("http://") {
-            return Err("the meeting URL must start with https:// (or http://)".into());
+            return Err(SettingsError::MeetingUrlScheme);
         }
         if !t.is_empty() && !t.contains("{channel}") {
-            return Err(
-                "the meeting URL must contain {channel}, where the call's channel goes".into(),
-            );
+            return Err(SettingsError::MeetingUrlNoChannel);
         }
         Ok(())
     }
@@ -136,10 +149,64 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// A profile file that could not be read or written. Loading never fails
+/// (defaults stand in, see [`LoadReport`]); saving returns these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not read {}: {source}; using defaults", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} was corrupt ({source}); it was moved to {} and replaced with defaults",
+        path.display(),
+        aside.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        aside: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot create {}: {source} (check that the folder is writable)", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source} (is the disk full or the folder read-only?)", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot replace {}: {source} (check the file's permissions)", path.display())]
+    Replace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode {name}: {source}")]
+    Encode {
+        name: String,
+        source: serde_json::Error,
+    },
+}
+
 /// What loading found, for the UI to report.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct LoadReport {
-    pub problems: Vec<String>,
+    pub problems: Vec<StoreError>,
+}
+
+impl LoadReport {
+    /// The problems as one line for the UI, or `None` when there were none.
+    pub fn summary(&self) -> Option<String> {
+        (!self.problems.is_empty()).then(|| {
+            self.problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
 }
 
 impl Store {
@@ -156,47 +223,52 @@ impl Store {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return T::default(),
-            Err(e) => {
-                report.problems.push(format!(
-                    "could not read {}: {e}; using defaults",
-                    path.display()
-                ));
+            Err(source) => {
+                report.problems.push(StoreError::Read { path, source });
                 return T::default();
             }
         };
         match serde_json::from_str(&text) {
             Ok(v) => v,
-            Err(e) => {
+            Err(source) => {
                 let aside = path.with_extension("json.corrupt");
                 let _ = std::fs::rename(&path, &aside);
-                let msg = format!(
-                    "{} was corrupt ({e}); it was moved to {} and replaced with defaults",
-                    path.display(),
-                    aside.display()
-                );
-                warn!("{msg}");
-                report.problems.push(msg);
+                let problem = StoreError::Corrupt {
+                    path,
+                    aside,
+                    source,
+                };
+                warn!("{problem}");
+                report.problems.push(problem);
                 T::default()
             }
         }
     }
 
-    fn save<T: Serialize>(&self, name: &str, value: &T) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+    fn save<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| StoreError::CreateDir {
+            dir: self.dir.clone(),
+            source,
+        })?;
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(value).map_err(|source| StoreError::Encode {
+            name: name.to_owned(),
+            source,
+        })?;
         // Write then rename, so a crash mid-write never leaves a half file.
-        std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+        std::fs::write(&tmp, text).map_err(|source| StoreError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| StoreError::Replace { path, source })
     }
 
     pub fn load_settings(&self, report: &mut LoadReport) -> Settings {
         self.load("settings.json", report)
     }
 
-    pub fn save_settings(&self, s: &Settings) -> Result<(), String> {
+    pub fn save_settings(&self, s: &Settings) -> Result<(), StoreError> {
         self.save("settings.json", s)
     }
 
@@ -204,7 +276,7 @@ impl Store {
         self.load("history.json", report)
     }
 
-    pub fn save_history(&self, h: &[HistoryEntry]) -> Result<(), String> {
+    pub fn save_history(&self, h: &[HistoryEntry]) -> Result<(), StoreError> {
         self.save("history.json", &h)
     }
 }
@@ -245,10 +317,11 @@ mod tests {
         assert!(store.load_history(&mut report).is_empty());
         assert_eq!(report.problems.len(), 1);
         assert!(
-            report.problems[0].contains("corrupt"),
+            matches!(report.problems[0], StoreError::Corrupt { .. }),
             "{:?}",
             report.problems
         );
+        assert!(report.summary().is_some_and(|s| s.contains("corrupt")));
         assert!(store.dir().join("history.json.corrupt").exists());
         // Older files with missing fields still load (defaults fill in).
         std::fs::write(store.dir().join("settings.json"), r#"{"last_user":"bob"}"#).unwrap();

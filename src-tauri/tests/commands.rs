@@ -387,6 +387,60 @@ fn settings_are_validated_and_persist() {
     assert_eq!(state["history"], json!([]));
 }
 
+/// "Start at login, in the tray": saving the setting writes this profile's XDG
+/// autostart entry (starting this executable hidden, with its profile and
+/// folder), and turning it off removes it.
+#[cfg(all(unix, not(target_os = "macos")))]
+#[test]
+fn start_at_login_writes_and_removes_the_xdg_autostart_entry() {
+    let port = free_port();
+    let h = harness_full("autostart", Config::default(), None, |o| {
+        o.embedded_port = port
+    });
+    let config = h.dir.join("xdg-config");
+    // Only this test reads it (no other one changes start_at_login), and
+    // nextest runs each test in a process of its own.
+    std::env::set_var("XDG_CONFIG_HOME", &config);
+    let entry = config.join("autostart/callinvite-app-test.desktop");
+    let mut settings = h.invoke("get_settings", json!({})).unwrap();
+    assert_eq!(settings["start_at_login"], false);
+    assert!(!entry.exists());
+
+    settings["start_at_login"] = json!(true);
+    let saved = h
+        .invoke("set_settings", json!({"settings": settings.clone()}))
+        .unwrap();
+    assert_eq!(saved["start_at_login"], true);
+    let text = std::fs::read_to_string(&entry).expect("the autostart entry is written");
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .expect("an Exec line");
+    let exe = std::env::current_exe().unwrap();
+    let dir = h.dir.display().to_string();
+    assert_eq!(
+        exec.split(' ').collect::<Vec<_>>(),
+        [
+            exe.to_str().unwrap(),
+            "--hidden",
+            "--profile",
+            "test",
+            "--data-dir",
+            dir.as_str(),
+            "--embedded-port",
+            &port.to_string(),
+        ]
+    );
+    assert!(text.contains("Type=Application"));
+    let state = h.invoke("get_state", json!({})).unwrap();
+    assert_eq!(state["settings"]["start_at_login"], true);
+
+    settings["start_at_login"] = json!(false);
+    h.invoke("set_settings", json!({"settings": settings}))
+        .unwrap();
+    assert!(!entry.exists(), "turning it off removes the entry");
+}
+
 #[test]
 fn embedded_server_by_default_and_a_bot_can_reach_it() {
     let h = harness("embedded");
