@@ -167,17 +167,10 @@ pub fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
 }
 
 /// Starts a private `redis-server` on a free loopback port; returns it and its redis:// URL.
-pub fn start_redis() -> (Proc, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"]);
-    let mut redis = Proc::spawn("redis", cmd);
-    redis.wait_line("Ready to accept connections");
-    (redis, format!("redis://127.0.0.1:{port}"))
+pub fn start_redis() -> (callinvite_test_support::Redis, String) {
+    let redis = callinvite_test_support::Redis::start();
+    let url = redis.url.clone();
+    (redis, url)
 }
 
 /// A TCP forwarder standing in for a load balancer: each new connection goes

@@ -491,9 +491,13 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
         execute(&app, effects).await;
         emit_state(&app).await;
         let Some(user) = user else { return };
-        let mut delay = Duration::from_millis(500);
+        // The client library's reconnect policy, with the app's own bounds.
+        let mut waits = callinvite_client::backoff::reconnect_waits(
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        );
         events = loop {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(waits.next().unwrap_or(Duration::from_secs(10))).await;
             if state.inner.lock().await.generation != generation {
                 return;
             }
@@ -512,7 +516,6 @@ async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut events: EventS
                     state.inner.lock().await.last_error =
                         Some(format!("reconnecting: {}", e.message));
                     emit_state(&app).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         };

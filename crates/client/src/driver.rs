@@ -50,10 +50,6 @@ pub(crate) use requests::{Answer, Command};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Reconnect backoff: the first wait, the cap.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
-
 /// Whether the session may continue on a new connection after this one ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ending {
@@ -240,12 +236,15 @@ impl Driver {
             reason: ConnectionReason::Interrupted,
         });
         let give_up = Instant::from_std(give_up);
-        let mut delay = BACKOFF_FIRST;
+        let mut waits = crate::backoff::reconnect_waits(
+            crate::backoff::RESUME_FIRST,
+            crate::backoff::RESUME_MAX,
+        );
         let mut attempts = 0u32;
         let mut attempt = Box::pin(connect::open_after(
             &self.options,
             self.connector.clone(),
-            jitter(delay),
+            waits.next().unwrap_or(crate::backoff::RESUME_MAX),
         ));
         loop {
             tokio::select! {
@@ -310,8 +309,10 @@ impl Driver {
                                 warn!(attempts, "could not reconnect within the resume window: the session is over");
                                 return Some((ConnectionState::Disconnected, ConnectionReason::Interrupted));
                             }
-                            delay = (delay * 2).min(BACKOFF_MAX);
-                            let wait = jitter(delay).min(give_up.saturating_duration_since(Instant::now()));
+                            let wait = waits
+                                .next()
+                                .unwrap_or(crate::backoff::RESUME_MAX)
+                                .min(give_up.saturating_duration_since(Instant::now()));
                             attempt = Box::pin(connect::open_after(&self.options, self.connector.clone(), wait));
                         }
                     }
@@ -397,12 +398,6 @@ fn reason(end: SessionEnd) -> ConnectionReason {
 /// The session layer's clock: tokio's, so that paused test time applies.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
-}
-
-/// A wait of between half and all of `d`, so clients cut off together do not
-/// all come back at the same instant.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 fn far_future() -> Instant {

@@ -20,6 +20,8 @@
 //!   manager calls, presence, logout).
 //! - [`event`]: the [`Event`]s the app receives, named after Agora's callbacks.
 //! - [`error`]: the [`ClientError`] type.
+//! - [`backoff`]: the waits between reconnect attempts (`backon`), shared
+//!   with the desktop app.
 //! - [`media`] (feature `media`, on by default): a call's sound — the WebRTC
 //!   media engine of `callinvite-media` for an established call, signaled
 //!   through the server.
@@ -30,6 +32,7 @@
 //!   `seq`, `seen`, acks, resume) is the sans-I/O
 //!   [`callinvite_protocol::session::ClientSession`] it drives.
 
+pub mod backoff;
 pub mod client;
 mod driver;
 pub mod error;

@@ -1,4 +1,8 @@
 //! Server configuration: every window and limit, with Agora-like defaults.
+//!
+//! [`Config::default`] is the one place the defaults are written: the
+//! `callinvite-server` command line shows and uses these (its flags' defaults
+//! are read from here), and embedders start from it.
 
 use std::time::Duration;
 
@@ -7,7 +11,6 @@ use std::sync::Arc;
 use callinvite_protocol::invitation::Timeouts;
 
 use crate::metrics::Metrics;
-use callinvite_protocol::limits::DEFAULT_MAX_FRAME_BYTES;
 
 /// Everything [`crate::run`] needs besides the listener.
 #[derive(Clone, Debug)]
@@ -61,6 +64,7 @@ pub struct Config {
     /// A connection that has not logged in this long after its handshake is closed (1008).
     pub login_timeout: Duration,
     /// Serve `wss://` with this certificate; `None` serves plain `ws://`.
+    #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::Tls>,
     /// Where the server counts things; serve it with [`crate::http::serve`].
     pub metrics: Arc<Metrics>,
@@ -87,7 +91,7 @@ impl Default for Config {
         Config {
             timeouts: Timeouts::default(),
             heartbeat: Duration::from_secs(15),
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_frame_bytes: 64 * 1024,
             secret: None,
             logins_per_second: 5,
             failed_logins_per_connection: 5,
@@ -99,6 +103,7 @@ impl Default for Config {
             outbound_queue: 1024,
             shutdown_grace: Duration::from_secs(2),
             metrics: Arc::new(Metrics::new()),
+            #[cfg(feature = "tls")]
             tls: None,
             messages_per_second: 60,
             max_devices_per_user: 10,

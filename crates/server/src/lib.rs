@@ -13,7 +13,9 @@
 //! - [`guard`]: what one source address, and the server as a whole, may
 //!   hold: open connections (capped per address and in all, below the
 //!   file-descriptor limit) and failed logins.
-//! - [`metrics`] and [`http`]: Prometheus metrics and `/healthz` on an operations port.
+//! - [`metrics`] and `http`: Prometheus metrics and `/healthz` on an operations
+//!   port (feature `metrics`; without it the gauges are kept but not served).
+//! - `tls`: serving `wss://` from PEM files (feature `tls`).
 //! - `hub`: one task that owns all shared state and applies requests in
 //!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s
 //!   (`hub/mod.rs`); sessions, their numbered messages and resume
@@ -41,12 +43,14 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod guard;
+#[cfg(feature = "metrics")]
 pub mod http;
 mod hub;
 pub mod ice;
 pub mod metrics;
 pub mod missed;
 mod outq;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 pub use config::Config;
@@ -59,7 +63,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    #[cfg(feature = "tls")]
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    #[cfg(not(feature = "tls"))]
+    let scheme = "ws";
     info!(%addr, scheme, "serving");
     if config.secret.is_some() {
         info!(%addr, "listening; logins need a token signed with the configured secret");
@@ -106,7 +113,11 @@ pub async fn run(
                         Ok(permit) => permit,
                         Err(refusal) => {
                             // Closed at once, with a word for plain HTTP clients (best effort).
-                            if config.tls.is_none() {
+                            #[cfg(feature = "tls")]
+                            let plain = config.tls.is_none();
+                            #[cfg(not(feature = "tls"))]
+                            let plain = true;
+                            if plain {
                                 let _ = stream.try_write(refusal.http_response().as_bytes());
                             }
                             drop(stream);
@@ -116,10 +127,17 @@ pub async fn run(
                     let _ = stream.set_nodelay(true);
                     let (hub, config2, stop) = (hub_tx.clone(), config.clone(), stop_connections.clone());
                     let tasks = connections.clone();
-                    match config.tls.clone() {
+                    #[cfg(feature = "tls")]
+                    let tls = config.tls.clone();
+                    #[cfg(not(feature = "tls"))]
+                    let tls: Option<std::convert::Infallible> = None;
+                    match tls {
                         None => {
                             connections.spawn(connection::serve(stream, peer, permit, hub, config2, stop, tasks));
                         }
+                        #[cfg(not(feature = "tls"))]
+                        Some(never) => match never {},
+                        #[cfg(feature = "tls")]
                         Some(tls) => {
                             connections.spawn(async move {
                                 match tokio::time::timeout(config2.handshake_timeout, tls.0.accept(stream)).await {

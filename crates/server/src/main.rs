@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +13,13 @@ use callinvite_server::{auth, run, CancellationToken, Config};
 
 /// The default address: loopback only. Use --listen 0.0.0.0:7450 to serve a LAN.
 const DEFAULT_LISTEN: &str = "127.0.0.1:7450";
+
+/// Every flag's default is the library's (`Config::default()`), so the two cannot disagree.
+static DEFAULTS: LazyLock<Config> = LazyLock::new(Config::default);
+
+/// A cluster node's default timeout, from the library too.
+static DEFAULT_NODE_TIMEOUT: LazyLock<Duration> =
+    LazyLock::new(|| callinvite_server::cluster::ClusterConfig::new("").node_timeout);
 
 #[derive(Parser)]
 #[command(
@@ -50,36 +58,36 @@ struct ServeArgs {
     #[arg(long, env = "CALLINVITE_SECRET_FILE")]
     secret_file: Option<PathBuf>,
     /// How long an invitation to an offline user waits for a device to log in.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    offline_window: Duration,
+    #[arg(long, default_value_t = DEFAULTS.timeouts.offline.into())]
+    offline_window: humantime::Duration,
     /// How long a delivered invitation may stay unacknowledged.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    no_response_window: Duration,
+    #[arg(long, default_value_t = DEFAULTS.timeouts.no_response.into())]
+    no_response_window: humantime::Duration,
     /// How long an invitation may ring before it expires.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    ring_timeout: Duration,
+    #[arg(long, default_value_t = DEFAULTS.timeouts.ring.into())]
+    ring_timeout: humantime::Duration,
     /// How long the caller's cancel waits for the callee devices to acknowledge it.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    cancel_ack_timeout: Duration,
+    #[arg(long, default_value_t = DEFAULTS.timeouts.cancel_ack.into())]
+    cancel_ack_timeout: humantime::Duration,
     /// A connection silent for this long is considered dead (pings every third of it).
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-    heartbeat: Duration,
+    #[arg(long, default_value_t = DEFAULTS.heartbeat.into())]
+    heartbeat: humantime::Duration,
     /// Largest WebSocket frame in bytes; bigger closes the connection with 1009.
-    #[arg(long, default_value_t = callinvite_protocol::limits::DEFAULT_MAX_FRAME_BYTES)]
+    #[arg(long, default_value_t = DEFAULTS.max_frame_bytes)]
     max_frame_bytes: usize,
     /// Successful logins per user id per second before `too_often` (failed ones do not count).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULTS.logins_per_second)]
     logins_per_second: u32,
     /// Failed logins (token refused) one connection may make before it is closed (0: no limit).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULTS.failed_logins_per_connection)]
     failed_logins_per_connection: u32,
     /// Failed logins one source address may make per minute; beyond that its
     /// failing logins get `too_often` and are disconnected (0: no limit).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = DEFAULTS.failed_logins_per_address)]
     failed_logins_per_address: u32,
     /// Open TCP connections one source address (IPv4 address or IPv6 /64) may
     /// hold; more are closed at once (0: no limit).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULTS.max_connections_per_address)]
     max_connections_per_address: usize,
     /// Open TCP connections in all; more are closed at once. Default: the
     /// file-descriptor limit (raised to its hard limit at start) less 128 (0: no limit).
@@ -91,28 +99,28 @@ struct ServeArgs {
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
     /// Messages one connection may send per second; more are refused with `rate_limited`.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULTS.messages_per_second)]
     messages_per_second: u32,
     /// Devices one user may have logged in at once.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULTS.max_devices_per_user)]
     max_devices_per_user: usize,
     /// Invitations one user may have ringing at once.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULTS.max_outgoing_invitations)]
     max_outgoing_invitations: usize,
     /// A connection must finish the WebSocket handshake within this.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    handshake_timeout: Duration,
+    #[arg(long, default_value_t = DEFAULTS.handshake_timeout.into())]
+    handshake_timeout: humantime::Duration,
     /// A connection must log in within this after its handshake.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    login_timeout: Duration,
+    #[arg(long, default_value_t = DEFAULTS.login_timeout.into())]
+    login_timeout: humantime::Duration,
     /// At shutdown, how long clients get to leave before their connections are closed.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    shutdown_grace: Duration,
+    #[arg(long, default_value_t = DEFAULTS.shutdown_grace.into())]
+    shutdown_grace: humantime::Duration,
     /// How long a device whose connection dropped keeps its session for a resume (0s: off).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    resume_grace: Duration,
+    #[arg(long, default_value_t = DEFAULTS.resume_grace.into())]
+    resume_grace: humantime::Duration,
     /// Unacknowledged messages kept per device for a resume.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DEFAULTS.resume_buffer)]
     resume_buffer: usize,
     /// Where missed calls are kept across restarts (missed-calls.redb; an
     /// older missed-calls.json there is imported once).
@@ -125,28 +133,28 @@ struct ServeArgs {
     #[arg(long, env = "CALLINVITE_REDIS")]
     redis: Option<String>,
     /// With --redis: a node not heard from for this long is treated as dead.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    node_timeout: Duration,
+    #[arg(long, default_value_t = (*DEFAULT_NODE_TIMEOUT).into())]
+    node_timeout: humantime::Duration,
     /// Missed calls kept per user (the oldest go first).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULTS.missed.per_user)]
     missed_calls_per_user: usize,
     /// Missed calls older than this are dropped.
-    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
-    missed_calls_max_age: Duration,
+    #[arg(long, default_value_t = DEFAULTS.missed.max_age.into())]
+    missed_calls_max_age: humantime::Duration,
     /// Bytes of missed calls kept per user (content, caller, id, 64 each; the oldest go first).
-    #[arg(long, default_value_t = 128 * 1024)]
+    #[arg(long, default_value_t = DEFAULTS.missed.per_user_bytes)]
     missed_calls_bytes_per_user: usize,
     /// Missed calls one caller may leave across all users (more replace its oldest).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULTS.missed.per_caller)]
     missed_calls_per_caller: usize,
     /// Missed calls one caller may leave with one user (more replace its oldest there).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DEFAULTS.missed.per_caller_per_user)]
     missed_calls_per_caller_per_user: usize,
     /// Missed calls kept in all (when full, the oldest overall go first).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = DEFAULTS.missed.max_total)]
     missed_calls_total: usize,
     /// Bytes of missed calls kept in all (when full, the oldest overall go first).
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, default_value_t = DEFAULTS.missed.max_total_bytes)]
     missed_calls_total_bytes: usize,
     /// Certificate chain (PEM) to serve wss:// (with --tls-key).
     #[arg(long, requires = "tls_key")]
@@ -168,8 +176,8 @@ struct ServeArgs {
     #[arg(long, env = "CALLINVITE_TURN_SECRET_FILE", requires = "turn_urls")]
     turn_secret_file: Option<PathBuf>,
     /// How long a TURN credential handed to a client stays valid.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-    turn_ttl: Duration,
+    #[arg(long, default_value_t = DEFAULTS.ice.turn_ttl.into())]
+    turn_ttl: humantime::Duration,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     #[arg(long, default_value = "info", env = "CALLINVITE_LOG")]
     log: String,
@@ -234,7 +242,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
     }
-    if args.heartbeat < Duration::from_secs(1) {
+    if *args.heartbeat < Duration::from_secs(1) {
         eprintln!("error: --heartbeat must be at least 1s");
         return ExitCode::from(2);
     }
@@ -258,7 +266,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut config = Config {
         secret,
         tls,
-        heartbeat: args.heartbeat,
+        heartbeat: *args.heartbeat,
         max_frame_bytes: args.max_frame_bytes,
         ..Config::default()
     };
@@ -284,12 +292,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.messages_per_second = args.messages_per_second;
     config.max_devices_per_user = args.max_devices_per_user;
     config.max_outgoing_invitations = args.max_outgoing_invitations;
-    config.handshake_timeout = args.handshake_timeout;
-    config.login_timeout = args.login_timeout;
-    config.shutdown_grace = args.shutdown_grace;
-    config.resume_grace = args.resume_grace;
+    config.handshake_timeout = *args.handshake_timeout;
+    config.login_timeout = *args.login_timeout;
+    config.shutdown_grace = *args.shutdown_grace;
+    config.resume_grace = *args.resume_grace;
     config.missed.per_user = args.missed_calls_per_user.max(1);
-    config.missed.max_age = args.missed_calls_max_age;
+    config.missed.max_age = *args.missed_calls_max_age;
     config.missed.per_user_bytes = args.missed_calls_bytes_per_user;
     config.missed.per_caller = args.missed_calls_per_caller.max(1);
     config.missed.per_caller_per_user = args.missed_calls_per_caller_per_user.max(1);
@@ -297,7 +305,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.missed.max_total_bytes = args.missed_calls_total_bytes;
     if let Some(url) = &args.redis {
         let mut cluster = callinvite_server::cluster::ClusterConfig::new(url);
-        cluster.node_timeout = args.node_timeout.max(Duration::from_millis(500));
+        cluster.node_timeout = (*args.node_timeout).max(Duration::from_millis(500));
         cluster.heartbeat_every = cluster.node_timeout / 3;
         config.cluster = Some(cluster);
     }
@@ -312,13 +320,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             .map(|d| d.join("callinvite-server").join("missed-calls.redb")),
     };
     config.resume_buffer = args.resume_buffer.max(1);
-    config.timeouts.offline = args.offline_window;
-    config.timeouts.no_response = args.no_response_window;
-    config.timeouts.ring = args.ring_timeout;
-    config.timeouts.cancel_ack = args.cancel_ack_timeout;
+    config.timeouts.offline = *args.offline_window;
+    config.timeouts.no_response = *args.no_response_window;
+    config.timeouts.ring = *args.ring_timeout;
+    config.timeouts.cancel_ack = *args.cancel_ack_timeout;
     config.ice.stun_urls = args.stun_urls.clone();
     config.ice.turn_urls = args.turn_urls.clone();
-    config.ice.turn_ttl = args.turn_ttl;
+    config.ice.turn_ttl = *args.turn_ttl;
     if let Some(path) = &args.turn_secret_file {
         match read_secret(path) {
             Ok(s) => config.ice.turn_secret = Some(s),

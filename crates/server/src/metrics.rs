@@ -1,31 +1,47 @@
-//! Prometheus metrics, served with `/healthz` on the HTTP port (see [`crate::http`]).
+//! What the server counts. With the `metrics` feature these are Prometheus
+//! metrics, served with `/healthz` on the HTTP port (see `crate::http`);
+//! without it (an embedded server) the gauges still hold their numbers and the
+//! counters and histograms count nothing.
 
 use std::time::Duration;
 
+#[cfg(feature = "metrics")]
 use prometheus_client::encoding::EncodeLabelSet;
+#[cfg(feature = "metrics")]
 use prometheus_client::metrics::counter::Counter;
+#[cfg(feature = "metrics")]
 use prometheus_client::metrics::family::Family;
+#[cfg(feature = "metrics")]
 use prometheus_client::metrics::gauge::Gauge;
+#[cfg(feature = "metrics")]
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+#[cfg(feature = "metrics")]
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[cfg(not(feature = "metrics"))]
+pub use plain::{Counter, Family, Gauge, Histogram};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[cfg_attr(feature = "metrics", derive(EncodeLabelSet))]
 pub struct ResultLabel {
     pub result: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[cfg_attr(feature = "metrics", derive(EncodeLabelSet))]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[cfg_attr(feature = "metrics", derive(EncodeLabelSet))]
 pub struct ReasonLabel {
     pub reason: String,
 }
 
 /// Everything the server counts. Cheap to share (`Arc`); updated by the hub and the connections.
 pub struct Metrics {
+    #[cfg(feature = "metrics")]
     registry: Registry,
     /// Open WebSocket connections (logged in or not).
     pub connections: Gauge,
@@ -75,6 +91,27 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    #[cfg(not(feature = "metrics"))]
+    pub fn new() -> Self {
+        Metrics {
+            connections: Gauge::default(),
+            tcp_connections: Gauge::default(),
+            max_connections: Gauge::default(),
+            fd_limit: Gauge::default(),
+            open_fds: Gauge::default(),
+            connections_refused: Family::default(),
+            devices: Gauge::default(),
+            logins: Family::default(),
+            invitations: Family::default(),
+            invitations_open: Gauge::default(),
+            ended_invitations: Gauge::default(),
+            ended_invitations_bytes: Gauge::default(),
+            delivery_seconds: Histogram,
+            answer_seconds: Histogram,
+        }
+    }
+
+    #[cfg(feature = "metrics")]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("callinvite");
         let connections = Gauge::default();
@@ -198,6 +235,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    #[cfg(feature = "metrics")]
     pub fn encode(&self) -> String {
         if let Some(n) = count_open_fds() {
             self.open_fds.set(n as i64);
@@ -212,7 +250,66 @@ impl Metrics {
 
 /// How many file descriptors this process has open, where the system says
 /// (Linux: the entries of /proc/self/fd, less the one reading it).
+#[cfg(feature = "metrics")]
 fn count_open_fds() -> Option<usize> {
     let dir = std::fs::read_dir("/proc/self/fd").ok()?;
     Some(dir.count().saturating_sub(1))
+}
+
+/// Stand-ins with the same calls as prometheus-client's, for a build without
+/// the `metrics` feature: gauges hold their number (the server reads some, such
+/// as the open connections it logs); counters and histograms keep nothing.
+#[cfg(not(feature = "metrics"))]
+mod plain {
+    use std::marker::PhantomData;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    #[derive(Debug, Default)]
+    pub struct Gauge(AtomicI64);
+
+    impl Gauge {
+        pub fn inc(&self) -> i64 {
+            self.0.fetch_add(1, Ordering::Relaxed)
+        }
+        pub fn dec(&self) -> i64 {
+            self.0.fetch_sub(1, Ordering::Relaxed)
+        }
+        pub fn set(&self, v: i64) -> i64 {
+            self.0.swap(v, Ordering::Relaxed)
+        }
+        pub fn get(&self) -> i64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Counter;
+
+    impl Counter {
+        pub fn inc(&self) -> u64 {
+            0
+        }
+    }
+
+    #[derive(Debug)]
+    pub struct Family<L, C>(PhantomData<(L, C)>);
+
+    impl<L, C> Default for Family<L, C> {
+        fn default() -> Self {
+            Family(PhantomData)
+        }
+    }
+
+    impl<L, C: Default> Family<L, C> {
+        pub fn get_or_create(&self, _label: &L) -> C {
+            C::default()
+        }
+    }
+
+    #[derive(Debug)]
+    pub struct Histogram;
+
+    impl Histogram {
+        pub fn observe(&self, _v: f64) {}
+    }
 }

@@ -5,49 +5,14 @@ mod common;
 use callinvite_client::{Client, ClientError, LoginOptions};
 use callinvite_server::tls::Tls;
 use callinvite_server::Config;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use callinvite_test_support::TestCa;
 
 use common::*;
 
-struct Pki {
-    dir: std::path::PathBuf,
-}
-
-impl Pki {
-    /// A CA, and a server certificate for `localhost` / 127.0.0.1 signed by it, as PEM files.
-    fn new(name: &str) -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("callinvite-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-    fn path(&self, f: &str) -> std::path::PathBuf {
-        self.dir.join(f)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn wss_with_a_private_ca() {
-    let pki = Pki::new("ok");
-    let tls =
-        Tls::from_pem_files(&pki.path("server.pem"), &pki.path("server.key")).expect("load PEM");
+    let pki = TestCa::new();
+    let tls = Tls::from_pem_files(&pki.server_pem(), &pki.server_key()).expect("load PEM");
     let server = start(Config {
         tls: Some(tls),
         ..Config::default()
@@ -56,8 +21,7 @@ async fn wss_with_a_private_ca() {
     let wss = server.url.replace("ws://127.0.0.1", "wss://localhost");
 
     // Trusting the test CA: a full call over TLS.
-    let login =
-        |user: &str| Client::login(LoginOptions::new(&wss, user).ca_file(pki.path("ca.pem")));
+    let login = |user: &str| Client::login(LoginOptions::new(&wss, user).ca_file(pki.ca_pem()));
     let (alice, mut a) = login("alice").await.expect("wss login with the CA");
     let (bob, mut b) = login("bob").await.expect("wss login with the CA");
     establish_call(&alice, &mut a, &bob, &mut b).await;
@@ -80,10 +44,11 @@ async fn wss_with_a_private_ca() {
 
 #[test]
 fn bad_pem_files_say_what_is_wrong() {
-    let pki = Pki::new("bad");
-    std::fs::write(pki.path("empty.pem"), "").unwrap();
-    let err = Tls::from_pem_files(&pki.path("empty.pem"), &pki.path("server.key")).unwrap_err();
+    let pki = TestCa::new();
+    let empty = pki.dir().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = Tls::from_pem_files(&empty, &pki.server_key()).unwrap_err();
     assert!(err.to_string().contains("no certificate"), "{err}");
-    let err = Tls::from_pem_files(&pki.path("server.pem"), &pki.path("missing.key")).unwrap_err();
+    let err = Tls::from_pem_files(&pki.server_pem(), &pki.dir().join("missing.key")).unwrap_err();
     assert!(err.to_string().contains("private key"), "{err}");
 }

@@ -13,9 +13,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use callinvite_client::{Client, Event, EventStream, LoginOptions};
 use callinvite_server::{run, CancellationToken, Config};
 
-/// Longer than every server timer, so a test waiting on a timer under paused
-/// time reaches the timer first; under real time it only bounds a hang.
-pub const WAIT: Duration = Duration::from_secs(300);
+pub use callinvite_test_support::WAIT;
 
 pub struct TestServer {
     pub url: String,
@@ -127,30 +125,9 @@ impl TestServer {
     }
 }
 
-/// The next event, failing the test if none comes.
-pub async fn next(events: &mut EventStream) -> Event {
-    tokio::time::timeout(WAIT, events.next())
-        .await
-        .expect("timed out waiting for an event")
-        .expect("event stream ended")
-}
-
-/// Skips events until one named `name` arrives (e.g. "remote_invitation_received").
-pub async fn until(events: &mut EventStream, name: &str) -> Event {
-    loop {
-        let e = next(events).await;
-        if e.name() == name {
-            return e;
-        }
-    }
-}
-
-/// Asserts that the next event is named `name`.
-pub async fn expect(events: &mut EventStream, name: &str) -> Event {
-    let e = next(events).await;
-    assert_eq!(e.name(), name, "unexpected event {e:?}");
-    e
-}
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use callinvite_test_support::{expect, next, until};
 
 /// Lets every task run until nothing is ready (a sync point under paused time).
 /// In cluster mode messages also cross Redis, so it waits longer.
@@ -393,60 +370,27 @@ impl Proxy {
     }
 }
 
-/// A private `redis-server` on a free loopback port, stopped on drop.
-pub struct Redis {
-    pub url: String,
-    port: u16,
-    child: std::process::Child,
+/// A private redis-server (from the shared test support), with a restart
+/// that lets this runtime's tasks run while it is down.
+pub struct Redis(callinvite_test_support::Redis);
+
+impl std::ops::Deref for Redis {
+    type Target = callinvite_test_support::Redis;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Redis {
     pub async fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        Redis::start_on(port).await
+        Redis(callinvite_test_support::Redis::start())
     }
 
     /// Stops it (as a crash would) and starts a fresh one on the same port.
     pub async fn restart(&mut self, down_for: Duration) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
         tokio::time::sleep(down_for).await;
-        let fresh = Redis::start_on(self.port).await;
-        let old = std::mem::replace(self, fresh);
-        std::mem::forget(old); // its process is already gone
-    }
-
-    async fn start_on(port: u16) -> Redis {
-        let mut child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed: apt-get install -y redis-server");
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Redis {
-                    url: format!("redis://127.0.0.1:{port}"),
-                    port,
-                    child,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start on port {port}");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.start_again();
     }
 }
 
