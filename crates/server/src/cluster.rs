@@ -120,7 +120,7 @@ pub(crate) enum Envelope {
     /// error frame was sent to the connection already).
     ResumeAnswer {
         conn: u64,
-        answer: Option<(DeviceId, UserId)>,
+        answer: Option<crate::hub::LoggedIn>,
     },
     /// A frame for a connection on the receiving node whose session lives elsewhere.
     ToConn { conn: u64, frame: Frame },
@@ -423,11 +423,13 @@ fn missed_key(user: &UserId) -> String {
     format!("callinvite:missed:{user}")
 }
 
-/// Joins the cluster: takes a node number, subscribes, and starts the tasks
-/// that publish and receive. Received envelopes go to the hub as commands.
 /// The missed calls kept in Redis, by user (read when a node starts).
 pub(crate) type MissedSnapshot = Vec<(UserId, Vec<MissedCall>)>;
 
+/// Joins the cluster: takes a node number, reads the missed calls the
+/// cluster keeps, subscribes, and starts the tasks that receive
+/// ([`receive`]: envelopes go to the hub as commands) and publish
+/// ([`write`]).
 pub(crate) async fn join(
     config: ClusterConfig,
     hub: mpsc::Sender<Command>,
@@ -441,44 +443,68 @@ pub(crate) async fn join(
     let mut conn = redis::aio::ConnectionManager::new(client.clone())
         .await
         .map_err(err)?;
-    // Node numbers 1, 2, 3, … (0 is a server without a cluster), wrapping
-    // below 8191 so that device ids (node × 2^40 + n) stay below 2^53 and
-    // survive JSON libraries that use doubles.
     let n: u64 = redis::cmd("INCR")
         .arg("callinvite:nodes")
         .query_async(&mut conn)
         .await
         .map_err(err)?;
-    let node = ((n.saturating_sub(1) % MAX_NODE) + 1) as u32;
+    let node = node_number(n);
     // Missed calls kept by the cluster: read them all once; from now on the
     // nodes tell each other about changes.
-    let mut missed = MissedSnapshot::new();
-    let keys: Vec<String> = {
-        let mut keys = vec![];
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg("callinvite:missed:*")
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(err)?;
-            keys.extend(batch);
-            if next == 0 {
-                break keys;
-            }
-            cursor = next;
-        }
+    let missed = read_missed(&mut conn).await.map_err(err)?;
+    let pubsub = subscribe(&client, node).await.map_err(err)?;
+    info!(node, url = %config.redis_url, "joined the cluster");
+    tokio::spawn(receive(
+        client,
+        node,
+        config.redis_url.clone(),
+        pubsub,
+        hub.clone(),
+    ));
+    let (out, rx) = mpsc::unbounded_channel::<Out>();
+    tokio::spawn(write(conn.clone(), rx));
+    let cluster = Cluster {
+        node,
+        config,
+        out,
+        redis: conn,
+        hub,
     };
+    Ok((cluster, missed))
+}
+
+/// The node number of the `n`th node to join: 1, 2, 3, … (0 is a server
+/// without a cluster), wrapping below 8191 so that device ids
+/// (node × 2^40 + n) stay below 2^53 and survive JSON libraries that use
+/// doubles.
+fn node_number(n: u64) -> u32 {
+    ((n.saturating_sub(1) % MAX_NODE) + 1) as u32
+}
+
+/// Every user's missed calls kept in Redis.
+async fn read_missed(
+    conn: &mut redis::aio::ConnectionManager,
+) -> redis::RedisResult<MissedSnapshot> {
+    let mut keys: Vec<String> = vec![];
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("callinvite:missed:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut missed = MissedSnapshot::new();
     for key in keys {
-        let text: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
+        let text: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
         let user = key.trim_start_matches("callinvite:missed:");
         if let (Ok(user), Some(Ok(calls))) = (
             UserId::parse(user),
@@ -487,163 +513,159 @@ pub(crate) async fn join(
             missed.push((user, calls));
         }
     }
-    let pubsub = subscribe(&client, node).await.map_err(err)?;
-    info!(node, url = %config.redis_url, "joined the cluster");
+    Ok(missed)
+}
 
-    // Receives for as long as the hub runs; when Redis goes away, subscribes
-    // again (with backoff) and has the hub say hello again, since whatever
-    // was said meanwhile is lost.
-    let url = config.redis_url.clone();
-    let hub_for_claims = hub.clone();
-    tokio::spawn(async move {
-        let mut next = Some(pubsub);
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let mut pubsub = match next.take() {
-                Some(p) => p,
-                None => match subscribe(&client, node).await {
-                    Ok(p) => {
-                        info!(node, %url, "subscribed to Redis again: rejoining the cluster");
-                        delay = Duration::from_millis(100);
-                        if hub.send(Command::ClusterRejoined).await.is_err() {
-                            return;
-                        }
-                        p
+/// Receives for as long as the hub runs; when Redis goes away, subscribes
+/// again (with backoff) and has the hub say hello again, since whatever
+/// was said meanwhile is lost.
+async fn receive(
+    client: redis::Client,
+    node: u32,
+    url: String,
+    pubsub: redis::aio::PubSub,
+    hub: mpsc::Sender<Command>,
+) {
+    let mut next = Some(pubsub);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut pubsub = match next.take() {
+            Some(p) => p,
+            None => match subscribe(&client, node).await {
+                Ok(p) => {
+                    info!(node, %url, "subscribed to Redis again: rejoining the cluster");
+                    delay = Duration::from_millis(100);
+                    if hub.send(Command::ClusterRejoined).await.is_err() {
+                        return;
                     }
-                    Err(e) => {
-                        debug!(node, error = %e, "Redis still unreachable");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
-            };
-            let mut messages = pubsub.on_message();
-            while let Some(m) = messages.next().await {
-                let Ok(text) = m.get_payload::<String>() else {
+                    p
+                }
+                Err(e) => {
+                    debug!(node, error = %e, "Redis still unreachable");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
-                };
-                match serde_json::from_str::<Envelope>(&text) {
-                    Ok(envelope) => {
-                        if hub.send(Command::Cluster(envelope)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "ignoring a cluster message this node cannot read")
+                }
+            },
+        };
+        let mut messages = pubsub.on_message();
+        while let Some(m) = messages.next().await {
+            let Ok(text) = m.get_payload::<String>() else {
+                continue;
+            };
+            match serde_json::from_str::<Envelope>(&text) {
+                Ok(envelope) => {
+                    if hub.send(Command::Cluster(envelope)).await.is_err() {
+                        return;
                     }
                 }
+                Err(e) => {
+                    warn!(error = %e, "ignoring a cluster message this node cannot read")
+                }
             }
-            if hub.is_closed() {
-                return;
-            }
-            warn!(node, %url, "lost the Redis subscription: other nodes are out of reach until it is back");
         }
-    });
+        if hub.is_closed() {
+            return;
+        }
+        warn!(node, %url, "lost the Redis subscription: other nodes are out of reach until it is back");
+    }
+}
 
-    let (out, mut rx) = mpsc::unbounded_channel::<Out>();
-    let redis = conn.clone();
-    let claims = hub_for_claims;
-    tokio::spawn(async move {
-        // Everything queued meanwhile goes out as one pipeline: one round
-        // trip for many messages, still in order.
-        while let Some(first) = rx.recv().await {
-            let mut pipe = redis::pipe();
-            let mut add = |out: Out| match out {
-                Out::Publish(target, text) => {
-                    let channel = match target {
-                        Target::All => ALL.to_string(),
-                        Target::Node(n) => node_channel(n),
-                    };
-                    pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
-                }
-                Out::StoreMissed { user, calls, .. } if calls.is_empty() => {
-                    pipe.cmd("DEL").arg(missed_key(&user)).ignore();
-                }
-                Out::StoreMissed {
-                    user,
-                    calls,
-                    ttl_ms,
-                } => {
-                    pipe.cmd("SET")
-                        .arg(missed_key(&user))
-                        .arg(calls)
-                        .arg("PX")
-                        .arg(ttl_ms.max(1))
-                        .ignore();
-                }
-                Out::KeepSession {
-                    node,
-                    session,
-                    record: Some(record),
-                    expire_ms,
-                } => {
-                    pipe.cmd("HSET")
-                        .arg(sessions_key(node))
-                        .arg(session)
-                        .arg(record)
-                        .ignore();
-                    if let Some(ms) = expire_ms {
-                        pipe.cmd("PEXPIRE")
-                            .arg(sessions_key(node))
-                            .arg(ms.max(1))
-                            .ignore();
-                    }
-                }
-                Out::KeepSession {
-                    node,
-                    session,
-                    record: None,
-                    ..
-                } => {
-                    pipe.cmd("HDEL")
-                        .arg(sessions_key(node))
-                        .arg(session)
-                        .ignore();
-                }
-                Out::RenewSessions {
-                    node,
-                    alive_ms,
-                    ttl_ms,
-                } => {
-                    pipe.cmd("SET")
-                        .arg(alive_key(node))
-                        .arg(1)
-                        .arg("PX")
-                        .arg(alive_ms.max(1))
-                        .ignore();
+/// Writes what the hub queues to Redis, in order. Everything queued
+/// meanwhile goes out as one pipeline: one round trip for many messages.
+async fn write(mut conn: redis::aio::ConnectionManager, mut rx: mpsc::UnboundedReceiver<Out>) {
+    while let Some(first) = rx.recv().await {
+        let mut pipe = redis::pipe();
+        first.add_to(&mut pipe);
+        for _ in 0..512 {
+            match rx.try_recv() {
+                Ok(next) => next.add_to(&mut pipe),
+                Err(_) => break,
+            }
+        }
+        let sent: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
+        if let Err(e) = sent {
+            warn!(error = %e, "cannot write to Redis");
+        }
+    }
+}
+
+impl Out {
+    /// The Redis commands that do this, added to `pipe` (their replies ignored).
+    fn add_to(self, pipe: &mut redis::Pipeline) {
+        match self {
+            Out::Publish(target, text) => {
+                let channel = match target {
+                    Target::All => ALL.to_string(),
+                    Target::Node(n) => node_channel(n),
+                };
+                pipe.cmd("PUBLISH").arg(channel).arg(text).ignore();
+            }
+            Out::StoreMissed { user, calls, .. } if calls.is_empty() => {
+                pipe.cmd("DEL").arg(missed_key(&user)).ignore();
+            }
+            Out::StoreMissed {
+                user,
+                calls,
+                ttl_ms,
+            } => {
+                pipe.cmd("SET")
+                    .arg(missed_key(&user))
+                    .arg(calls)
+                    .arg("PX")
+                    .arg(ttl_ms.max(1))
+                    .ignore();
+            }
+            Out::KeepSession {
+                node,
+                session,
+                record: Some(record),
+                expire_ms,
+            } => {
+                pipe.cmd("HSET")
+                    .arg(sessions_key(node))
+                    .arg(session)
+                    .arg(record)
+                    .ignore();
+                if let Some(ms) = expire_ms {
                     pipe.cmd("PEXPIRE")
                         .arg(sessions_key(node))
-                        .arg(ttl_ms.max(1))
+                        .arg(ms.max(1))
                         .ignore();
                 }
-                Out::Leaving { node } => {
-                    pipe.cmd("DEL").arg(alive_key(node)).ignore();
-                }
-            };
-            add(first);
-            for _ in 0..512 {
-                match rx.try_recv() {
-                    Ok(next) => add(next),
-                    Err(_) => break,
-                }
             }
-            let sent: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
-            if let Err(e) = sent {
-                warn!(error = %e, "cannot write to Redis");
+            Out::KeepSession {
+                node,
+                session,
+                record: None,
+                ..
+            } => {
+                pipe.cmd("HDEL")
+                    .arg(sessions_key(node))
+                    .arg(session)
+                    .ignore();
+            }
+            Out::RenewSessions {
+                node,
+                alive_ms,
+                ttl_ms,
+            } => {
+                pipe.cmd("SET")
+                    .arg(alive_key(node))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(alive_ms.max(1))
+                    .ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(sessions_key(node))
+                    .arg(ttl_ms.max(1))
+                    .ignore();
+            }
+            Out::Leaving { node } => {
+                pipe.cmd("DEL").arg(alive_key(node)).ignore();
             }
         }
-    });
-    Ok((
-        Cluster {
-            node,
-            config,
-            out,
-            redis,
-            hub: claims,
-        },
-        missed,
-    ))
+    }
 }
 
 async fn subscribe(client: &redis::Client, node: u32) -> redis::RedisResult<redis::aio::PubSub> {
@@ -668,4 +690,72 @@ pub(crate) fn owner_of(id: &InvitationId) -> Option<u32> {
     let rest = id.0.strip_prefix('n')?;
     let (node, _) = rest.split_once('.')?;
     node.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_numbers_wrap_below_8191() {
+        assert_eq!(node_number(1), 1);
+        assert_eq!(node_number(2), 2);
+        assert_eq!(node_number(8190), 8190);
+        assert_eq!(node_number(8191), 1);
+        assert_eq!(node_number(0), 1);
+        // The largest device id of the largest node stays below 2^53.
+        assert!(first_device(8190) + (1 << 40) < 1 << 53);
+    }
+
+    /// The commands `out` adds to a pipeline, as Redis gets them.
+    fn packed(outs: Vec<Out>) -> String {
+        let mut pipe = redis::pipe();
+        for out in outs {
+            out.add_to(&mut pipe);
+        }
+        String::from_utf8_lossy(&pipe.get_packed_pipeline()).replace("\r\n", " ")
+    }
+
+    #[test]
+    fn writes_become_redis_commands() {
+        let user = UserId::parse("alice").expect("valid");
+        let text = packed(vec![
+            Out::Publish(Target::Node(3), "x".into()),
+            Out::StoreMissed {
+                user: user.clone(),
+                calls: String::new(),
+                ttl_ms: 5,
+            },
+            Out::KeepSession {
+                node: 2,
+                session: "s".into(),
+                record: Some("{}".into()),
+                expire_ms: Some(0),
+            },
+            Out::Leaving { node: 2 },
+        ]);
+        let words: Vec<&str> = text
+            .split_whitespace()
+            .filter(|w| !w.starts_with(['*', '$']))
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "PUBLISH",
+                "callinvite:node:3",
+                "x",
+                "DEL",
+                "callinvite:missed:alice",
+                "HSET",
+                "callinvite:sessions:2",
+                "s",
+                "{}",
+                "PEXPIRE",
+                "callinvite:sessions:2",
+                "1",
+                "DEL",
+                "callinvite:alive:2",
+            ]
+        );
+    }
 }

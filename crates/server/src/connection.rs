@@ -24,11 +24,11 @@ use tracing::{debug, info, warn};
 
 use callinvite_protocol::limits::{CLOSE_GOING_AWAY, CLOSE_MESSAGE_TOO_BIG};
 use callinvite_protocol::wire::{decode_client, encode};
-use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
+use callinvite_protocol::{ClientMessage, ErrorCode, ServerMessage, UserId};
 
 use crate::config::Config;
 use crate::guard::Permit;
-use crate::hub::{sending, Command, Departure, Outbound, Sending};
+use crate::hub::{sending, Command, ConnHandle, Departure, LoggedIn, Outbound, Sending};
 
 /// Numbers connections, so the hub can tell a session's current connection from a stale one.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -65,11 +65,13 @@ pub(crate) async fn serve<S>(
     let conn = Conn {
         peer,
         hub,
-        out,
-        kill,
+        handle: ConnHandle {
+            id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+            out,
+            kill,
+        },
         config,
         session: None,
-        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
         // Held until the socket is closed (after the writer has finished).
         permit: Arc::new(permit),
         failed_logins: 0,
@@ -184,13 +186,13 @@ where
             };
             let frame = tokio::select! {
                 f = timeout(wait, frames.next()) => f,
-                _ = conn.kill.cancelled() => {
+                _ = conn.handle.kill.cancelled() => {
                     info!(peer = %conn.peer, "closing a connection that does not keep up");
                     break;
                 }
                 // The hub has said goodbye to logged-in devices; whoever is still here is closed now.
                 _ = stop.cancelled() => {
-                    let _ = conn.out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
+                    let _ = conn.handle.out.try_send(Outbound::Close(CLOSE_GOING_AWAY, "server shutting down"));
                     how = Departure::Closed;
                     break;
                 }
@@ -201,6 +203,7 @@ where
                 {
                     info!(peer = %conn.peer, "no login within {:?}: closing", conn.config.login_timeout);
                     let _ = conn
+                        .handle
                         .out
                         .send(Outbound::Close(CLOSE_POLICY, "log in sooner"))
                         .await;
@@ -214,6 +217,7 @@ where
                 Ok(Some(Err(WsError::Capacity(e)))) => {
                     warn!(peer = %conn.peer, error = %e, "frame too big: closing with 1009");
                     let _ = conn
+                        .handle
                         .out
                         .send(Outbound::Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
                         .await;
@@ -223,6 +227,7 @@ where
                 Ok(Some(Err(WsError::Utf8(e)))) => {
                     info!(peer = %conn.peer, error = %e, "text frame is not UTF-8: closing with 1007");
                     let _ = conn
+                        .handle
                         .out
                         .send(Outbound::Close(
                             CLOSE_INVALID_PAYLOAD,
@@ -249,7 +254,11 @@ where
                     }
                     if let Some(reason) = conn.close {
                         // Too many failed logins: the error went out; now the close frame.
-                        let _ = conn.out.send(Outbound::Close(CLOSE_POLICY, reason)).await;
+                        let _ = conn
+                            .handle
+                            .out
+                            .send(Outbound::Close(CLOSE_POLICY, reason))
+                            .await;
                         how = Departure::Closed;
                         break;
                     }
@@ -275,10 +284,10 @@ where
                 Ok(Some(Ok(_))) => {} // ping, pong: liveness only
             }
         }
-        if let Some((device, _)) = conn.session.take() {
+        if let Some(LoggedIn { device, .. }) = conn.session.take() {
             let gone = Command::Gone {
                 device,
-                conn: conn.id,
+                conn: conn.handle.id,
                 how,
             };
             sending(&conn.hub, gone).await;
@@ -432,13 +441,11 @@ pub(crate) fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 struct Conn {
     peer: SocketAddr,
     hub: mpsc::Sender<Command>,
-    out: crate::hub::OutTx,
-    kill: CancellationToken,
+    /// This connection's number, writer queue and kill switch, as the hub gets them.
+    handle: ConnHandle,
     config: Arc<Config>,
     /// Set once logged in (or resumed).
-    session: Option<(DeviceId, UserId)>,
-    /// This connection's number.
-    id: u64,
+    session: Option<LoggedIn>,
     /// Its place among the connections of its address and of the server.
     permit: Arc<Permit>,
     /// Logins refused on this connection for their token.
@@ -451,7 +458,7 @@ impl Conn {
     /// Queues a reply of this connection's own (see [`Sending`] for why it
     /// is not an `async fn`: the message would be held by the future).
     fn reply(&self, msg: ServerMessage) -> Sending<'_> {
-        self.out.send(Outbound::Text(encode(&msg).into()))
+        self.handle.out.send(Outbound::Text(encode(&msg).into()))
     }
 
     /// Answers a frame dropped for the message rate.
@@ -504,17 +511,17 @@ impl Conn {
                 ))
                 .await;
             }
-            (msg @ ClientMessage::Logout { .. }, Some((device, _))) => {
+            (msg @ ClientMessage::Logout { .. }, Some(LoggedIn { device, .. })) => {
                 let device = *device;
                 self.session = None;
-                let conn = self.id;
+                let conn = self.handle.id;
                 sending(&self.hub, Command::Request { device, conn, msg }).await;
                 return true;
             }
-            (msg, Some((device, _))) => {
+            (msg, Some(LoggedIn { device, .. })) => {
                 let request = Command::Request {
                     device: *device,
-                    conn: self.id,
+                    conn: self.handle.id,
                     msg,
                 };
                 sending(&self.hub, request).await;
@@ -554,16 +561,14 @@ impl Conn {
         let cmd = Command::Login {
             user: user.clone(),
             req,
-            conn: self.id,
-            out: self.out.clone(),
-            kill: self.kill.clone(),
+            conn: self.handle.clone(),
             reply,
         };
         if !self.to_hub(cmd, req).await {
             return;
         }
         if let Ok(Some(device)) = answer.await {
-            self.session = Some((device, user));
+            self.session = Some(LoggedIn { device, user });
         }
     }
 
@@ -625,9 +630,7 @@ impl Conn {
             session,
             last_seq,
             req,
-            conn: self.id,
-            out: self.out.clone(),
-            kill: self.kill.clone(),
+            conn: self.handle.clone(),
             reply,
         };
         if !self.to_hub(cmd, req).await {
@@ -649,7 +652,13 @@ impl Conn {
             Err(_) => {
                 // Too long: the hub gives up on it (and answers the client),
                 // unless it settled it just now; either way it says which.
-                sending(&self.hub, Command::ResumeAbandoned { conn: self.id }).await;
+                sending(
+                    &self.hub,
+                    Command::ResumeAbandoned {
+                        conn: self.handle.id,
+                    },
+                )
+                .await;
                 match timeout(Duration::from_secs(5), answer).await {
                     Ok(a) => a,
                     Err(_) => {

@@ -17,10 +17,12 @@
 //!   port (feature `metrics`; without it the gauges are kept but not served).
 //! - `tls`: serving `wss://` from PEM files (feature `tls`).
 //! - `hub`: one task that owns all shared state and applies requests in
-//!   arrival order, driving the sans-I/O [`callinvite_protocol::invitation::Record`]s
-//!   (`hub/mod.rs`); sessions, their numbered messages and resume
-//!   (`hub/sessions.rs`); what other nodes say and what to do when one is gone
-//!   (`hub/nodes.rs`).
+//!   arrival order, split by what each part owns: sessions and their outboxes
+//!   (the sans-I/O [`callinvite_protocol::session::ServerSession`]; login and
+//!   resume), presence, the invitations owned here (the sans-I/O
+//!   [`callinvite_protocol::invitation::Record`]s with their timers and
+//!   indexes), and what other nodes say (`hub/nodes.rs`). It reads no clock
+//!   itself, so its unit tests feed it commands at a chosen instant.
 //! - [`cluster`]: the `Bus` a hub talks to other nodes through — `SingleNode`
 //!   (none) or `Cluster` (Redis pub/sub, missed calls in Redis).
 //! - [`missed`]: missed calls of offline users, optionally kept in a file.

@@ -3,8 +3,8 @@
 //! requests to the node that owns an invitation, heartbeats, and what to do
 //! when a node is gone. With a single node none of this runs.
 
-use std::collections::HashSet;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -12,15 +12,19 @@ use tracing::{info, warn};
 use callinvite_protocol::invitation::{GoneCause, Input};
 use callinvite_protocol::{DeviceId, ErrorCode, InvitationId, ServerMessage, UserId};
 
-use super::{close_reason, Hub, Link, Outbound, Via, CLOSE_GOING_AWAY};
+use callinvite_protocol::limits::CLOSE_GOING_AWAY;
+
+use super::link::{close_reason, Link, Outbound, Via};
+use super::presence::Arrival;
+use super::Hub;
 use crate::cluster::{owner_of, Envelope, Target};
 
 /// Another node of the cluster.
 pub(super) struct RemoteNode {
     pub(super) last_heard: Instant,
-    // Its devices are those in `Hub::users` whose id names it: no second
-    // copy here (each node knows every device of the cluster, so a copy
-    // would cost every node memory for every connection).
+    // Its devices are those in the hub's presence whose id names it: no
+    // second copy here (each node knows every device of the cluster, so a
+    // copy would cost every node memory for every connection).
 }
 
 /// An invitation owned by another node that devices here take part in, so
@@ -30,6 +34,107 @@ pub(super) struct Foreign {
     pub(super) devices: HashSet<DeviceId>,
     /// Devices in the call (or whose accept is on its way).
     pub(super) in_call: HashSet<DeviceId>,
+}
+
+/// A request of a device here, handed to the node that owns its invitation:
+/// answered here with `already_ended` if that node dies first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Forwarded {
+    pub(super) device: DeviceId,
+    pub(super) req: u64,
+}
+
+/// What this node knows of the others. Empty on a single node.
+#[derive(Default)]
+pub(super) struct ClusterState {
+    /// The other nodes, by number.
+    nodes: HashMap<u32, RemoteNode>,
+    /// Invitations owned by other nodes that devices here take part in.
+    foreign: HashMap<InvitationId, Foreign>,
+    /// Requests forwarded to each node and not answered yet.
+    forwarded: HashMap<u32, HashSet<Forwarded>>,
+}
+
+impl ClusterState {
+    /// Whether `node` is alive as far as this node knows.
+    pub(super) fn knows(&self, node: u32) -> bool {
+        self.nodes.contains_key(&node)
+    }
+
+    /// `node` was heard from at `now`.
+    pub(super) fn heard(&mut self, node: u32, now: Instant) {
+        self.nodes
+            .entry(node)
+            .or_insert_with(|| RemoteNode { last_heard: now })
+            .last_heard = now;
+    }
+
+    /// Forgets `node`; false if it was not known.
+    fn forget(&mut self, node: u32) -> bool {
+        self.nodes.remove(&node).is_some()
+    }
+
+    /// The nodes not heard from for longer than `timeout`.
+    fn silent(&self, now: Instant, timeout: Duration) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| now.saturating_duration_since(n.last_heard) > timeout)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// `device` accepted invitation `id` of another node: if that node dies,
+    /// it may already be in the call.
+    pub(super) fn will_be_in_call(&mut self, id: &InvitationId, device: DeviceId) {
+        self.foreign
+            .entry(id.clone())
+            .or_default()
+            .in_call
+            .insert(device);
+    }
+
+    /// `device` is gone: it takes part in no invitation of another node.
+    pub(super) fn device_gone(&mut self, device: DeviceId) {
+        self.foreign.retain(|_, f| {
+            f.devices.remove(&device);
+            f.in_call.remove(&device);
+            !f.devices.is_empty()
+        });
+    }
+
+    /// `device` was told about invitation `id` of another node: it takes
+    /// part (and maybe is in the call), or it is over for it (`ends`).
+    fn track(&mut self, id: &InvitationId, device: DeviceId, ends: bool, call: bool) {
+        if ends {
+            if let Some(f) = self.foreign.get_mut(id) {
+                f.devices.remove(&device);
+                f.in_call.remove(&device);
+                if f.devices.is_empty() {
+                    self.foreign.remove(id);
+                }
+            }
+            return;
+        }
+        let f = self.foreign.entry(id.clone()).or_default();
+        f.devices.insert(device);
+        if call {
+            f.in_call.insert(device);
+        }
+    }
+
+    /// The invitations `node` owned that devices here took part in, forgotten.
+    fn take_owned_by(&mut self, node: u32) -> Vec<(InvitationId, Foreign)> {
+        let owned: Vec<InvitationId> = self
+            .foreign
+            .keys()
+            .filter(|id| owner_of(id) == Some(node))
+            .cloned()
+            .collect();
+        owned
+            .into_iter()
+            .filter_map(|id| self.foreign.remove(&id).map(|f| (id, f)))
+            .collect()
+    }
 }
 
 impl Hub {
@@ -46,7 +151,7 @@ impl Hub {
         }
         let c = &self.bus;
         match owner_of(id) {
-            Some(owner) if owner != c.node() && !self.nodes.contains_key(&owner) => {
+            Some(owner) if owner != c.node() && !self.cluster.knows(owner) => {
                 // Its node is gone, and the invitation with it (its devices
                 // here were told `server_shutdown`).
                 if let Some((device, req)) = reply_to {
@@ -60,8 +165,9 @@ impl Hub {
                 true
             }
             Some(owner) if owner != c.node() => {
-                if let Some(r) = reply_to {
-                    self.forwarded.entry(owner).or_default().insert(r);
+                if let Some((device, req)) = reply_to {
+                    let f = Forwarded { device, req };
+                    self.cluster.forwarded.entry(owner).or_default().insert(f);
                 }
                 if !self.bus.clustered() {
                     return false;
@@ -88,12 +194,12 @@ impl Hub {
         match envelope {
             Envelope::Hello { from } if from != me => {
                 info!(node = from, "a node joined the cluster");
-                self.heard(from, now);
+                self.cluster.heard(from, now);
                 // Tell it who is online here.
                 let mine: Vec<(UserId, DeviceId)> = self
-                    .devices
-                    .iter()
-                    .map(|(id, d)| (d.user.clone(), *id))
+                    .sessions
+                    .users()
+                    .map(|(id, user)| (user.clone(), id))
                     .collect();
                 for (user, device) in mine {
                     self.bus.publish(
@@ -106,21 +212,17 @@ impl Hub {
                     );
                 }
             }
-            Envelope::Heartbeat { from } if from != me => self.heard(from, now),
+            Envelope::Heartbeat { from } if from != me => self.cluster.heard(from, now),
             Envelope::Bye { from } if from != me => {
                 info!(node = from, "a node left the cluster");
                 self.node_gone(from, now);
             }
             Envelope::DeviceOnline { from, user, device } if from != me => {
-                self.heard(from, now);
-                let devices = self.users.entry(user.clone()).or_default();
-                if devices.contains(&device) {
-                    return;
-                }
-                let came_online = devices.is_empty();
-                devices.push(device);
-                if came_online {
-                    self.notify_presence(&user, true);
+                self.cluster.heard(from, now);
+                match self.presence.add(&user, device) {
+                    Arrival::Known => return,
+                    Arrival::CameOnline => self.notify_presence(&user, true),
+                    Arrival::AnotherDevice => {}
                 }
                 self.ring_new_device(&user, device, now);
             }
@@ -136,8 +238,9 @@ impl Hub {
                 if let ServerMessage::Ok { req: Some(r) }
                 | ServerMessage::Error { req: Some(r), .. } = &msg
                 {
-                    for set in self.forwarded.values_mut() {
-                        set.remove(&(device, *r));
+                    let f = Forwarded { device, req: *r };
+                    for set in self.cluster.forwarded.values_mut() {
+                        set.remove(&f);
                     }
                 }
                 self.track_foreign(device, &msg);
@@ -148,7 +251,7 @@ impl Hub {
                 input,
                 reply_to,
             } => {
-                if self.records.contains_key(&id) {
+                if self.invitations.contains(&id) {
                     self.drive(&id, input, now);
                 } else if !self.late(&id, input, now) {
                     if let Some((device, req)) = reply_to {
@@ -177,27 +280,19 @@ impl Hub {
                 self.bus
                     .publish(Target::Node(node), &Envelope::ResumeAnswer { conn, answer });
             }
-            Envelope::ResumeAnswer { conn, answer } => {
-                self.resume_asks.remove(&conn);
-                if answer.is_none() {
-                    self.remote_conns.remove(&conn);
-                }
-                if let Some(reply) = self.pending_resumes.remove(&conn) {
-                    let _ = reply.send(answer);
-                }
-            }
+            Envelope::ResumeAnswer { conn, answer } => self.resume_answered(conn, answer),
             Envelope::ToConn { conn, frame } => {
-                if let Some((out, kill, _)) = self.remote_conns.get(&conn) {
+                if let Some(remote) = self.resumes.conns.get(&conn) {
                     let frame = match frame {
                         crate::cluster::Frame::Text(t) => Outbound::Text(t.into()),
                         crate::cluster::Frame::Close(code) => {
                             Outbound::Close(code, close_reason(code))
                         }
                     };
-                    match out.try_send(frame) {
-                        Err(mpsc::error::TrySendError::Full(_)) => kill.cancel(),
+                    match remote.conn.out.try_send(frame) {
+                        Err(mpsc::error::TrySendError::Full(_)) => remote.conn.kill.cancel(),
                         Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.remote_conns.remove(&conn);
+                            self.resumes.conns.remove(&conn);
                         }
                         Ok(()) => {}
                     }
@@ -209,7 +304,7 @@ impl Hub {
                 device,
                 msg,
             } => {
-                if self.devices.contains_key(&device) {
+                if self.sessions.contains(device) {
                     self.request_from(node, conn, device, msg, now);
                 }
             }
@@ -245,23 +340,16 @@ impl Hub {
         }
         let c = &self.bus;
         c.publish(Target::All, &Envelope::Hello { from: c.node() });
-        for (device, d) in &self.devices {
+        for (device, user) in self.sessions.users() {
             c.publish(
                 Target::All,
                 &Envelope::DeviceOnline {
                     from: c.node(),
-                    user: d.user.clone(),
-                    device: *device,
+                    user: user.clone(),
+                    device,
                 },
             );
         }
-    }
-
-    pub(super) fn heard(&mut self, node: u32, now: Instant) {
-        self.nodes
-            .entry(node)
-            .or_insert_with(|| RemoteNode { last_heard: now })
-            .last_heard = now;
     }
 
     /// A device on another node is gone.
@@ -272,7 +360,7 @@ impl Hub {
         cause: GoneCause,
         now: Instant,
     ) {
-        let went_offline = self.take_offline(user, device);
+        let went_offline = self.presence.remove(user, device);
         self.device_left(device, cause, now);
         if went_offline {
             self.notify_presence(user, false);
@@ -296,21 +384,7 @@ impl Hub {
         if owner_of(id).is_none_or(|n| n == me) {
             return;
         }
-        if ends {
-            if let Some(f) = self.foreign.get_mut(id) {
-                f.devices.remove(&device);
-                f.in_call.remove(&device);
-                if f.devices.is_empty() {
-                    self.foreign.remove(id);
-                }
-            }
-            return;
-        }
-        let f = self.foreign.entry(id.clone()).or_default();
-        f.devices.insert(device);
-        if call {
-            f.in_call.insert(device);
-        }
+        self.cluster.track(id, device, ends, call);
     }
 
     /// Every heartbeat: say we are alive, and find nodes that are not.
@@ -320,13 +394,7 @@ impl Hub {
         };
         let c = &self.bus;
         c.publish(Target::All, &Envelope::Heartbeat { from: c.node() });
-        let dead: Vec<u32> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| now.saturating_duration_since(n.last_heard) > timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for node in dead {
+        for node in self.cluster.silent(now, timeout) {
             warn!(node, ?timeout, "node not heard from: treating it as dead");
             self.node_gone(node, now);
         }
@@ -343,17 +411,11 @@ impl Hub {
     /// Another node is gone (dead or shut down): its devices leave, and the
     /// invitations it owned end for the devices here that took part.
     pub(super) fn node_gone(&mut self, node: u32, now: Instant) {
-        if self.nodes.remove(&node).is_none() {
+        if !self.cluster.forget(node) {
             return;
         }
         // Sessions here whose connection was on that node: detached, as if dropped.
-        let via_dead: Vec<DeviceId> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| d.link.as_ref().is_some_and(|l| l.node == node))
-            .map(|(id, _)| *id)
-            .collect();
-        for device in via_dead {
+        for device in self.sessions.attached_via(node) {
             if self.config.resume_grace.is_zero() {
                 self.gone(device, GoneCause::ConnectionLost, now);
             } else {
@@ -364,37 +426,29 @@ impl Hub {
         // so that their clients resume, and the session is taken over.
         // (Those still waiting for a resume answer are taken over below.)
         let homed: Vec<u64> = self
-            .remote_conns
+            .resumes
+            .conns
             .iter()
-            .filter(|(c, (_, _, home))| *home == node && !self.resume_asks.contains_key(c))
+            .filter(|(c, r)| r.home == node && !self.resumes.asks.contains_key(c))
             .map(|(c, _)| *c)
             .collect();
         for conn in homed {
-            if let Some((out, _, _)) = self.remote_conns.remove(&conn) {
-                let _ = out.try_send(Outbound::Close(
+            if let Some(remote) = self.resumes.conns.remove(&conn) {
+                let _ = remote.conn.out.try_send(Outbound::Close(
                     CLOSE_GOING_AWAY,
                     close_reason(CLOSE_GOING_AWAY),
                 ));
             }
-            if let Some(reply) = self.pending_resumes.remove(&conn) {
+            if let Some(reply) = self.resumes.replies.remove(&conn) {
                 let _ = reply.send(None);
             }
         }
-        let theirs: Vec<(DeviceId, UserId)> = self
-            .users
-            .iter()
-            .flat_map(|(user, devices)| {
-                devices
-                    .iter()
-                    .filter(|d| crate::cluster::node_of(**d) == node)
-                    .map(move |d| (*d, user.clone()))
-            })
-            .collect();
-        for (device, user) in theirs {
+        for (device, user) in self.presence.devices_on(node) {
             self.remote_device_gone(&user, device, GoneCause::ConnectionLost, now);
         }
         // Requests it never answered.
-        for (device, req) in self.forwarded.remove(&node).unwrap_or_default() {
+        let unanswered = self.cluster.forwarded.remove(&node).unwrap_or_default();
+        for Forwarded { device, req } in unanswered {
             let msg = ServerMessage::error(
                 Some(req),
                 ErrorCode::AlreadyEnded,
@@ -402,16 +456,7 @@ impl Hub {
             );
             self.send(device, &msg);
         }
-        let owned: Vec<InvitationId> = self
-            .foreign
-            .keys()
-            .filter(|id| owner_of(id) == Some(node))
-            .cloned()
-            .collect();
-        for id in owned {
-            let Some(f) = self.foreign.remove(&id) else {
-                continue;
-            };
+        for (id, f) in self.cluster.take_owned_by(node) {
             info!(invitation = %id, node, "the node that owned this invitation is gone: ending it here");
             for device in f.devices {
                 // A device that may be in the call gets both; its state machine

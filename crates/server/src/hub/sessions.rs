@@ -1,22 +1,223 @@
-//! Sessions and the connections they are attached to: sending to a link
-//! (here, or on another node), detaching when a connection drops, resuming
-//! on a new connection (here or through another node), and the requests and
-//! endings of attached connections.
+//! Sessions ("devices") whose home is this node: each one's user, the
+//! connection it is attached to, its outbox (the sans-I/O
+//! [`ServerSession`] of the protocol crate: numbering, `seen`, replay), and
+//! the users it follows. [`Sessions`] owns them with their indexes; the hub
+//! methods here send on a session, detach it when its connection drops, and
+//! end it.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tracing::{info, warn};
 
 use callinvite_protocol::invitation::GoneCause;
-use callinvite_protocol::wire::encode;
-use callinvite_protocol::{ClientMessage, DeviceId, ErrorCode, ServerMessage, UserId};
+use callinvite_protocol::session::{OutboxLimits, ServerSession};
+use callinvite_protocol::wire::encode_seq;
+use callinvite_protocol::{ClientMessage, DeviceId, ServerMessage, UserId};
 
-use super::{close_reason, Departure, Hub, Link, Outbound, Via, CLOSE_POLICY, CLOSE_TAKEN_OVER};
-use crate::cluster::{Bus, Envelope, Target};
+use super::link::{Link, Outbound};
+use super::presence::Follows;
+use super::{Departure, Hub};
+use crate::cluster::{Envelope, Target};
+
+/// A logged-in session ("device"), attached to a connection or waiting for a resume.
+pub(super) struct Device {
+    pub(super) user: UserId,
+    /// The connection it is attached to; `None` while detached.
+    pub(super) link: Option<Link>,
+    /// The secret a `resume` must name.
+    pub(super) secret: String,
+    /// Its numbered messages, kept until `seen`, and whether and until when
+    /// it waits for a resume.
+    pub(super) outbox: ServerSession<Utf8Bytes>,
+    /// Users whose presence it follows.
+    pub(super) follows: Follows,
+}
+
+/// The sessions of this node.
+pub(super) struct Sessions {
+    /// The id the next device gets (in a cluster, ids name their node).
+    next_device: u64,
+    devices: HashMap<DeviceId, Device>,
+    /// Device of each session secret.
+    by_secret: HashMap<String, DeviceId>,
+    /// Detached devices by the time their grace window ends.
+    detached: BTreeSet<(Instant, DeviceId)>,
+}
+
+impl Sessions {
+    /// Device ids are handed out from `first_device` on.
+    pub(super) fn new(first_device: u64) -> Self {
+        Sessions {
+            next_device: first_device,
+            devices: HashMap::new(),
+            by_secret: HashMap::new(),
+            detached: BTreeSet::new(),
+        }
+    }
+
+    /// A device id never handed out before.
+    pub(super) fn new_id(&mut self) -> DeviceId {
+        let id = DeviceId(self.next_device);
+        self.next_device += 1;
+        id
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub(super) fn contains(&self, device: DeviceId) -> bool {
+        self.devices.contains_key(&device)
+    }
+
+    pub(super) fn get(&self, device: DeviceId) -> Option<&Device> {
+        self.devices.get(&device)
+    }
+
+    pub(super) fn get_mut(&mut self, device: DeviceId) -> Option<&mut Device> {
+        self.devices.get_mut(&device)
+    }
+
+    /// Every device here, with its user.
+    pub(super) fn users(&self) -> impl Iterator<Item = (DeviceId, &UserId)> {
+        self.devices.iter().map(|(id, d)| (*id, &d.user))
+    }
+
+    /// The device whose session secret is `secret`.
+    pub(super) fn by_secret(&self, secret: &str) -> Option<DeviceId> {
+        self.by_secret.get(secret).copied()
+    }
+
+    /// A new session.
+    pub(super) fn insert(&mut self, device: DeviceId, d: Device) {
+        self.by_secret.insert(d.secret.clone(), device);
+        self.devices.insert(device, d);
+    }
+
+    /// Ends a session: it is forgotten with its indexes.
+    pub(super) fn remove(&mut self, device: DeviceId) -> Option<Device> {
+        let d = self.devices.remove(&device)?;
+        self.by_secret.remove(&d.secret);
+        if let Some(until) = d.outbox.poll_timeout() {
+            self.detached.remove(&(until, device));
+        }
+        Some(d)
+    }
+
+    /// Whether `device` is attached to connection `conn` on `node`.
+    pub(super) fn attached(&self, device: DeviceId, node: u32, conn: u64) -> bool {
+        self.devices
+            .get(&device)
+            .and_then(|d| d.link.as_ref())
+            .is_some_and(|l| l.conn == conn && l.node == node)
+    }
+
+    /// The connection of `device` dropped: the session waits for a resume.
+    pub(super) fn detach(
+        &mut self,
+        device: DeviceId,
+        limits: &OutboxLimits,
+        now: Instant,
+    ) -> Option<&Device> {
+        let d = self.devices.get_mut(&device)?;
+        if let Some(until) = d.outbox.poll_timeout() {
+            self.detached.remove(&(until, device));
+        }
+        d.link = None;
+        let until = d.outbox.handle_detach(limits, now);
+        self.detached.insert((until, device));
+        Some(d)
+    }
+
+    /// A device detached until `until` was resumed: off the queue of
+    /// detached ones.
+    pub(super) fn reattached(&mut self, device: DeviceId, until: Instant) {
+        self.detached.remove(&(until, device));
+    }
+
+    /// When the next detached session is given up.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.detached.first().map(|(t, _)| *t)
+    }
+
+    /// The next detached device whose grace window is over by `now`.
+    pub(super) fn pop_expired(&mut self, now: Instant) -> Option<DeviceId> {
+        let &(t, device) = self.detached.first()?;
+        if t > now {
+            return None;
+        }
+        self.detached.pop_first();
+        Some(device)
+    }
+
+    /// Of `devices`, the one detached the longest (it gives up its place
+    /// to a new login).
+    pub(super) fn oldest_detached(&self, devices: &[DeviceId]) -> Option<DeviceId> {
+        devices
+            .iter()
+            .filter_map(|id| Some((self.devices.get(id)?.outbox.poll_timeout()?, *id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// The devices here attached to a connection on `node`.
+    pub(super) fn attached_via(&self, node: u32) -> Vec<DeviceId> {
+        self.devices
+            .iter()
+            .filter(|(_, d)| d.link.as_ref().is_some_and(|l| l.node == node))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Every device id here.
+    pub(super) fn ids(&self) -> Vec<DeviceId> {
+        self.devices.keys().copied().collect()
+    }
+}
 
 impl Hub {
+    /// What the sessions keep for a resume.
+    pub(super) fn limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            grace: self.config.resume_grace,
+            keep: self.config.resume_buffer,
+        }
+    }
+
+    /// Sends one message of the device's session: numbered, kept until seen
+    /// (when sessions can resume), and written if a connection is attached.
+    pub(super) fn send(&mut self, device: DeviceId, msg: &ServerMessage) {
+        let limits = self.limits();
+        let Some(d) = self.sessions.get_mut(device) else {
+            // A device on another node: its node delivers it.
+            let node = crate::cluster::node_of(device);
+            if node != self.bus.node() {
+                self.bus.publish(
+                    Target::Node(node),
+                    &Envelope::Deliver {
+                        device,
+                        msg: msg.clone(),
+                    },
+                );
+            }
+            return;
+        };
+        d.outbox
+            .send(&limits, |seq| Utf8Bytes::from(encode_seq(seq, msg)));
+        let Some(link) = &d.link else {
+            return;
+        };
+        while let Some(text) = d.outbox.poll_transmit(&limits) {
+            if !link.put(&*self.bus, Outbound::Text(text)) {
+                warn!(%device, user = %d.user, "outbound queue full: closing the connection as too slow");
+                link.kill(&*self.bus);
+                break;
+            }
+        }
+    }
+
     /// Sends an envelope to the node that keeps `device`'s session.
     pub(super) fn to_session_node(&self, device: DeviceId, envelope: Envelope) {
         self.bus
@@ -32,16 +233,17 @@ impl Hub {
         msg: ClientMessage,
         now: Instant,
     ) {
-        if !self.attached(device, node, conn) {
+        if !self.sessions.attached(device, node, conn) {
             // A connection that lost its session to a resume elsewhere.
             return;
         }
         let req = msg.req();
-        if let (Some(r), Some(d)) = (req, self.devices.get_mut(&device)) {
-            d.last_ref = d.last_ref.max(r);
+        if let Some(d) = self.sessions.get_mut(device) {
+            d.outbox.handle_request(req);
         }
-        if let Err((code, message)) = self.request(device, msg, now) {
-            self.send(device, &ServerMessage::error(req, code, message));
+        if let Err(refusal) = self.request(device, msg, now) {
+            let error = ServerMessage::error(req, refusal.code, refusal.message);
+            self.send(device, &error);
         }
     }
 
@@ -54,7 +256,7 @@ impl Hub {
         how: Departure,
         now: Instant,
     ) {
-        if !self.attached(device, node, conn) {
+        if !self.sessions.attached(device, node, conn) {
             return;
         }
         match how {
@@ -64,329 +266,80 @@ impl Hub {
         }
     }
 
-    /// Whether `device` is attached to connection `conn` on `node`.
-    pub(super) fn attached(&self, device: DeviceId, node: u32, conn: u64) -> bool {
-        self.devices
-            .get(&device)
-            .and_then(|d| d.link.as_ref())
-            .is_some_and(|l| l.conn == conn && l.node == node)
-    }
-
     /// The connection of `device` dropped: keep the session for the grace window.
     pub(super) fn detach(&mut self, device: DeviceId, now: Instant) {
-        let until = now + self.config.resume_grace;
-        let Some(d) = self.devices.get_mut(&device) else {
-            return;
-        };
-        d.link = None;
-        d.detached_until = Some(until);
-        self.detached.insert((until, device));
-        info!(user = %d.user, %device, grace = ?self.config.resume_grace, unseen = d.outbox.len(), "connection lost: session kept for a resume");
-    }
-
-    /// A `resume` on a connection here: the session is here, or on the node
-    /// its secret names (then that node answers through the cluster).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn resume_here(
-        &mut self,
-        session: String,
-        last_seq: u64,
-        req: Option<u64>,
-        conn: u64,
-        out: crate::hub::OutTx,
-        kill: CancellationToken,
-        now: Instant,
-    ) -> Option<Option<(DeviceId, UserId)>> {
-        let me = self.me();
-        let home = session
-            .strip_prefix('n')
-            .and_then(|r| r.split_once('.'))
-            .and_then(|(n, _)| n.parse::<u32>().ok());
-        match home {
-            Some(home) if self.bus.clustered() && home != me => {
-                self.remote_conns.insert(conn, (out, kill, home));
-                self.resume_asks.insert(
-                    conn,
-                    super::ResumeAsk {
-                        home,
-                        session,
-                        req,
-                        last_seq,
-                        claimed: false,
-                        asked: false,
-                    },
-                );
-                if self.nodes.contains_key(&home) {
-                    self.ask_home(conn);
-                } else {
-                    // A node this one does not know: dead, or too new to
-                    // have been heard. Redis knows which.
-                    self.claim_orphaned_sessions();
-                }
-                // Answered when that node replies, when this one takes the
-                // session over, or when the connection gives up.
-                None
-            }
-            _ => {
-                let link = Link {
-                    node: me,
-                    conn,
-                    via: Via::Local { out, kill },
-                };
-                Some(self.resume(&session, last_seq, req, link, now))
-            }
+        let limits = self.limits();
+        if let Some(d) = self.sessions.detach(device, &limits, now) {
+            info!(user = %d.user, %device, grace = ?limits.grace, unseen = d.outbox.unseen(), "connection lost: session kept for a resume");
         }
     }
 
-    /// Hands connection `conn`'s resume to the node of its session.
-    fn ask_home(&mut self, conn: u64) {
-        let me = self.me();
-        let Some(ask) = self.resume_asks.get_mut(&conn).filter(|a| !a.asked) else {
+    /// `device` follows the presence of `users` from now on.
+    pub(super) fn follow(&mut self, device: DeviceId, users: &[UserId]) {
+        self.presence.follow(device, users);
+        if let Some(d) = self.sessions.get_mut(device) {
+            d.follows.extend(users.iter().cloned());
+        }
+    }
+
+    /// Keeps the device's session record in Redis up to date (a cluster only),
+    /// so another node can take the session over if this one dies.
+    pub(super) fn keep_session_record(&self, device: DeviceId) {
+        if !self.bus.clustered() {
+            return;
+        }
+        if let Some(d) = self.sessions.get(device) {
+            let record = crate::cluster::SessionRecord {
+                user: d.user.clone(),
+                subscriptions: d.follows.iter().cloned().collect(),
+            };
+            self.bus
+                .keep_session(self.me(), &d.secret, Some(&record), None);
+        }
+    }
+
+    /// The session of `device` ends: everyone who must hear of it does.
+    pub(super) fn gone(&mut self, device: DeviceId, cause: GoneCause, now: Instant) {
+        let Some(d) = self.sessions.remove(device) else {
             return;
         };
-        ask.asked = true;
-        info!(
-            home = ask.home,
-            conn, "resume of a session that lives on another node: asking it"
-        );
+        self.bus.keep_session(self.me(), &d.secret, None, None);
+        info!(user = %d.user, %device, ?cause, "device gone");
+        self.config.metrics.devices.dec();
+        for u in d.follows.iter() {
+            self.presence.unfollow(device, u);
+        }
+        let went_offline = self.presence.remove(&d.user, device);
         self.bus.publish(
-            Target::Node(ask.home),
-            &Envelope::ResumeVia {
-                node: me,
-                conn,
-                session: ask.session.clone(),
-                last_seq: ask.last_seq,
-                req: ask.req,
+            Target::All,
+            &Envelope::DeviceOffline {
+                from: self.bus.node(),
+                user: d.user.clone(),
+                device,
+                cause,
             },
         );
-    }
-
-    /// Claims (from Redis) the sessions that connections here want to
-    /// resume and whose nodes are not among the live ones here.
-    pub(super) fn claim_orphaned_sessions(&mut self) {
-        for (conn, ask) in &mut self.resume_asks {
-            if !ask.claimed && !self.nodes.contains_key(&ask.home) {
-                ask.claimed = true;
-                info!(
-                    node = ask.home,
-                    conn, "resume of a session of a node that is gone: taking it over"
-                );
-                self.bus.claim_session(ask.home, &ask.session, *conn);
-            }
+        self.device_left(device, cause, now);
+        // Invitations of other nodes it took part in: their nodes hear of it
+        // from the DeviceOffline above.
+        self.cluster.device_gone(device);
+        if went_offline {
+            self.notify_presence(&d.user, false);
         }
     }
 
-    /// Connection `conn` gave up waiting for its resume: if nothing settled
-    /// it meanwhile, it is answered `session_expired` here, and a claim still
-    /// on its way gives its record back when it comes.
-    pub(super) fn resume_abandoned(&mut self, conn: u64) {
-        let Some(ask) = self.resume_asks.remove(&conn) else {
+    /// Tells the followers of `user` that it came online or went offline.
+    pub(super) fn notify_presence(&mut self, user: &UserId, online: bool) {
+        let followers = self.presence.followers(user);
+        if followers.is_empty() {
             return;
+        }
+        let msg = ServerMessage::PresenceChanged {
+            user: user.to_string(),
+            online,
         };
-        info!(
-            home = ask.home,
-            conn, "resume not settled in time: the client is told to log in again"
-        );
-        if let Some((out, _, _)) = self.remote_conns.remove(&conn) {
-            let msg = ServerMessage::error(
-                ask.req,
-                ErrorCode::SessionExpired,
-                "the node that kept this session did not answer; log in again",
-            );
-            let _ = out.try_send(Outbound::Text(encode(&msg).into()));
-        }
-        if let Some(reply) = self.pending_resumes.remove(&conn) {
-            let _ = reply.send(None);
-        }
-    }
-
-    /// Redis answered a claim: take the session over on connection `conn`
-    /// as a new device of its user, ask its node if that is alive after
-    /// all, or tell the client the session has expired.
-    pub(super) fn session_claimed(
-        &mut self,
-        conn: u64,
-        node: u32,
-        session: String,
-        claim: crate::cluster::Claim,
-        now: Instant,
-    ) {
-        use crate::cluster::Claim;
-        let record = match claim {
-            Claim::NodeAlive => {
-                // Alive, or dead for less than its key's life: ask it, and
-                // claim again at the next heartbeat if it is still unknown.
-                if let Some(ask) = self.resume_asks.get_mut(&conn) {
-                    ask.claimed = false;
-                    self.ask_home(conn);
-                }
-                return;
-            }
-            Claim::Gone => None,
-            Claim::Taken(record) => Some(record),
-        };
-        // The connection may have given up meanwhile (`resume_abandoned`).
-        let reply = self
-            .pending_resumes
-            .remove(&conn)
-            .filter(|r| !r.is_closed());
-        let ask = self.resume_asks.remove(&conn);
-        let link = self.remote_conns.remove(&conn);
-        let (Some(reply), Some(ask), Some((out, kill, _))) = (reply, ask, link) else {
-            if let Some(record) = record {
-                // The record goes back, for the client's next attempt.
-                self.bus.keep_session(
-                    node,
-                    &session,
-                    Some(&record),
-                    Some(self.config.resume_grace),
-                );
-            }
-            return;
-        };
-        let Some(record) = record else {
-            self.config.metrics.login("resume_session_expired");
-            let msg = ServerMessage::error(
-                ask.req,
-                ErrorCode::SessionExpired,
-                "the node that kept this session is gone and the session with it (its resume window passed); log in again",
-            );
-            let _ = out.try_send(Outbound::Text(encode(&msg).into()));
-            let _ = reply.send(None);
-            return;
-        };
-        let user = record.user.clone();
-        let device = self.admit(
-            record.user,
-            ask.req,
-            conn,
-            out,
-            kill,
-            Some(record.subscriptions),
-            now,
-        );
-        let _ = reply.send(Some((device, user)));
-    }
-
-    pub(super) fn resume(
-        &mut self,
-        session: &str,
-        last_seq: u64,
-        req: Option<u64>,
-        link: Link,
-        now: Instant,
-    ) -> Option<(DeviceId, UserId)> {
-        let refuse = |hub: &Hub, link: &Link, code, message: String| {
-            let msg = ServerMessage::error(req, code, message);
-            link.put(&*hub.bus, Outbound::Text(encode(&msg).into()));
-            None
-        };
-        let Some(&device) = self.sessions.get(session) else {
-            self.config.metrics.login("resume_session_expired");
-            return refuse(
-                self,
-                &link,
-                ErrorCode::SessionExpired,
-                "no such session here (its grace window passed, it logged out, or the server restarted); log in again".into(),
-            );
-        };
-        let d = &self.devices[&device];
-        if last_seq > d.seq {
-            self.config.metrics.login("resume_invalid");
-            return refuse(
-                self,
-                &link,
-                ErrorCode::InvalidArgument,
-                format!("last_seq {last_seq} is ahead of this session's {}", d.seq),
-            );
-        }
-        let oldest = d.outbox.front().map_or(d.seq + 1, |(s, _)| *s);
-        if last_seq + 1 < oldest {
-            // Messages it never saw are gone from the outbox: it cannot catch up.
-            let missed = oldest - last_seq - 1;
-            info!(user = %d.user, %device, missed, "resume refused: too far behind; the session ends");
-            self.config.metrics.login("resume_too_far_behind");
-            self.gone(device, GoneCause::ConnectionLost, now);
-            return refuse(
-                self,
-                &link,
-                ErrorCode::SessionExpired,
-                format!("{missed} messages of this session are no longer kept; log in again"),
-            );
-        }
-        let d = self.devices.get_mut(&device)?;
-        let old = d.link.take();
-        if let Some(until) = d.detached_until.take() {
-            self.detached.remove(&(until, device));
-        }
-        while d.outbox.front().is_some_and(|(s, _)| *s <= last_seq) {
-            d.outbox.pop_front();
-        }
-        if let Some(old) = old {
-            info!(%device, "session resumed on a new connection: closing the old one");
-            if !old.put(
-                &*self.bus,
-                Outbound::Close(CLOSE_TAKEN_OVER, close_reason(CLOSE_TAKEN_OVER)),
-            ) {
-                old.kill(&*self.bus);
-            }
-        }
-        let d = &self.devices[&device];
-        let resumed = ServerMessage::Resumed {
-            req,
-            device_id: device,
-            last_ref: d.last_ref,
-            seq: d.seq,
-        };
-        link.put(&*self.bus, Outbound::Text(encode(&resumed).into()));
-        let replay = d.outbox.len();
-        for (_, text) in &d.outbox {
-            if !link.put(&*self.bus, Outbound::Text(text.clone())) {
-                link.kill(&*self.bus);
-                break;
-            }
-        }
-        info!(user = %d.user, %device, last_seq, replay, via_node = link.node, "session resumed");
-        let d = self.devices.get_mut(&device)?;
-        self.config.metrics.login("resumed");
-        let user = d.user.clone();
-        d.link = Some(link);
-        Some((device, user))
-    }
-}
-
-impl Link {
-    /// Queues a frame for the link's connection (here, or through `bus` on
-    /// another node); false if its queue is full.
-    pub(super) fn put(&self, bus: &dyn Bus, frame: Outbound) -> bool {
-        match &self.via {
-            Via::Local { out, .. } => {
-                !matches!(out.try_send(frame), Err(mpsc::error::TrySendError::Full(_)))
-            }
-            Via::Remote => {
-                let frame = match frame {
-                    Outbound::Text(t) => crate::cluster::Frame::Text(t.as_str().to_owned()),
-                    Outbound::Close(code, _) => crate::cluster::Frame::Close(code),
-                };
-                bus.publish(
-                    Target::Node(self.node),
-                    &Envelope::ToConn {
-                        conn: self.conn,
-                        frame,
-                    },
-                );
-                true
-            }
-        }
-    }
-
-    /// Makes the link's connection close itself as too slow.
-    pub(super) fn kill(&self, bus: &dyn Bus) {
-        match &self.via {
-            Via::Local { kill, .. } => kill.cancel(),
-            Via::Remote => {
-                self.put(bus, Outbound::Close(CLOSE_POLICY, ""));
-            }
+        for d in followers {
+            self.send(d, &msg);
         }
     }
 }
