@@ -22,7 +22,8 @@
 //!
 //! Like [`crate::invitation`], nothing here reads a clock: every call that
 //! depends on time takes `now`, so the tests (and the property test of resume
-//! in `tests/session_properties.rs`) run on plain `Instant` arithmetic.
+//! in `tests/session_properties.rs`, and of the server's outbox in
+//! `tests/server_session_properties.rs`) run on plain `Instant` arithmetic.
 
 pub mod client;
 pub mod server;
