@@ -29,6 +29,7 @@ use callinvite_protocol::{ClientMessage, ErrorCode, ServerMessage, UserId};
 use crate::config::Config;
 use crate::guard::Permit;
 use crate::hub::{sending, Command, ConnHandle, Departure, LoggedIn, Outbound, Sending};
+use crate::rate::{Rate, RateLimit, Refill};
 
 /// Numbers connections, so the hub can tell a session's current connection from a stale one.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -170,7 +171,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     async move {
-        let mut bucket = TokenBucket::new(conn.config.messages_per_second);
+        // Only the state is kept across frames (24 bytes); the `Rate` is
+        // made from the config at each frame.
+        let mut messages = RateLimit::default();
         let login_deadline = tokio::time::Instant::now() + conn.config.login_timeout;
         // A connection that just stops (no close frame) may come back and resume.
         let mut how = Departure::Lost;
@@ -242,7 +245,10 @@ where
                     break;
                 }
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    if !bucket.take(tokio::time::Instant::now()) {
+                    if !messages.try_take(
+                        &message_rate(&conn.config),
+                        tokio::time::Instant::now().into_std(),
+                    ) {
                         let req = decode_client(text.as_str()).ok().and_then(|m| m.req());
                         conn.rate_limited(req).await;
                         continue;
@@ -265,7 +271,10 @@ where
                 }
                 Ok(Some(Ok(Message::Binary(_)))) => {
                     // Binary frames count toward the message rate like any other.
-                    if !bucket.take(tokio::time::Instant::now()) {
+                    if !messages.try_take(
+                        &message_rate(&conn.config),
+                        tokio::time::Instant::now().into_std(),
+                    ) {
                         conn.rate_limited(None).await;
                         continue;
                     }
@@ -372,34 +381,13 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-/// Messages allowed per second on one connection: a bucket of `rate` tokens
-/// refilled continuously at `rate` per second.
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: tokio::time::Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        TokenBucket {
-            rate,
-            tokens: rate,
-            last: tokio::time::Instant::now(),
-        }
-    }
-
-    fn take(&mut self, now: tokio::time::Instant) -> bool {
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+/// Messages allowed per second on one connection: a bucket of
+/// `--messages-per-second` tokens (at least one) refilled continuously.
+fn message_rate(config: &Config) -> Rate {
+    Rate {
+        limit: config.messages_per_second.max(1),
+        period: Duration::from_secs(1),
+        refill: Refill::Steady,
     }
 }
 

@@ -20,6 +20,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::rate::{Rate, RateLimit, Refill};
 
 /// File descriptors kept for everything but WebSocket connections when the
 /// connection cap is derived from the file-descriptor limit.
@@ -137,16 +138,25 @@ impl Refusal {
 struct Entry {
     /// Open TCP connections from this address.
     open: u32,
-    /// Failed logins in the current window, and when it started.
-    failed: u32,
-    window: Option<Instant>,
+    /// Failed logins in the current [`FAILED_LOGIN_WINDOW`].
+    failed: RateLimit,
     /// The address was reported over its failed-login budget in this window.
     reported: bool,
 }
 
+/// The failed-login window; its limit is `--failed-logins-per-address`.
+fn failed_logins(limit: u32) -> Rate {
+    Rate {
+        limit,
+        period: FAILED_LOGIN_WINDOW,
+        refill: Refill::Window,
+    }
+}
+
 impl Entry {
     fn idle(&self, now: Instant) -> bool {
-        self.open == 0 && !matches!(self.window, Some(w) if now - w < FAILED_LOGIN_WINDOW)
+        // The window's length does not depend on the limit.
+        self.open == 0 && self.failed.idle(&failed_logins(0), now.into_std())
     }
 }
 
@@ -307,13 +317,13 @@ impl Guard {
         let now = Instant::now();
         let mut inner = self.lock();
         let e = inner.by_address.entry(key).or_default();
-        if !matches!(e.window, Some(w) if now - w < FAILED_LOGIN_WINDOW) {
-            e.window = Some(now);
-            e.failed = 0;
+        let rate = failed_logins(self.failed_per_address);
+        let failed = e.failed.take(&rate, now.into_std());
+        if failed == 1 {
+            // A new window.
             e.reported = false;
         }
-        e.failed = e.failed.saturating_add(1);
-        let over = e.failed > self.failed_per_address;
+        let over = failed > self.failed_per_address;
         let first = over && !e.reported;
         if first {
             e.reported = true;
@@ -328,10 +338,10 @@ impl Guard {
         inner
             .by_address
             .get(&key)
-            .and_then(|e| e.window)
-            .map_or(0, |w| {
-                FAILED_LOGIN_WINDOW
-                    .saturating_sub(Instant::now() - w)
+            .filter(|e| e.failed.started())
+            .map_or(0, |e| {
+                e.failed
+                    .resets_in(&failed_logins(0), Instant::now().into_std())
                     .as_secs()
                     .max(1)
             })

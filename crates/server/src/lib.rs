@@ -13,6 +13,9 @@
 //! - [`guard`]: what one source address, and the server as a whole, may
 //!   hold: open connections (capped per address and in all, below the
 //!   file-descriptor limit) and failed logins.
+//! - `rate`: the one rate limiter (sans-I/O, `now` passed in) behind the
+//!   message rate of a connection, the logins of a user id and the failed
+//!   logins of an address.
 //! - [`metrics`] and `http`: Prometheus metrics and `/healthz` on an operations
 //!   port (feature `metrics`; without it the gauges are kept but not served).
 //! - `tls`: serving `wss://` from PEM files (feature `tls`).
@@ -52,6 +55,7 @@ pub mod ice;
 pub mod metrics;
 pub mod missed;
 mod outq;
+mod rate;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -17,17 +17,12 @@ use super::presence::{Arrival, Follows};
 use super::sessions::Device;
 use super::Hub;
 use crate::cluster::{Envelope, Target};
-
-/// The logins of one user id within the current one-second window.
-struct LoginWindow {
-    start: Instant,
-    count: u32,
-}
+use crate::rate::{Rate, RateLimit, Refill};
 
 /// How often each user id logged in lately. Only logins that succeed
 /// count, so a stranger naming the user with bad tokens cannot lock them out.
 pub(super) struct LoginRate {
-    windows: HashMap<UserId, LoginWindow>,
+    windows: HashMap<UserId, RateLimit>,
     /// Past this many entries, `windows` drops the ones that are over
     /// (then this becomes twice what is left: amortized O(1) per login, and
     /// at most about twice the users who logged in within the last second,
@@ -46,18 +41,27 @@ impl Default for LoginRate {
 
 const WINDOW: Duration = Duration::from_secs(1);
 
+/// At most `limit` logins in a one-second window.
+fn per_second(limit: u32) -> Rate {
+    Rate {
+        limit,
+        period: WINDOW,
+        refill: Refill::Window,
+    }
+}
+
 impl LoginRate {
     /// Whether `user` may log in once more at `now` with at most `limit`
     /// logins a second.
     pub(super) fn allows(&mut self, user: &UserId, limit: u32, now: Instant) -> bool {
+        let rate = per_second(limit);
         if let Some(w) = self.windows.get(user) {
-            if now.duration_since(w.start) < WINDOW && w.count >= limit {
+            if !w.allows(&rate, now) {
                 return false;
             }
         }
         if self.windows.len() > self.prune_at {
-            self.windows
-                .retain(|_, w| now.duration_since(w.start) < WINDOW);
+            self.windows.retain(|_, w| !w.idle(&rate, now));
             self.windows.shrink_to_fit();
             self.prune_at = (2 * self.windows.len()).max(1024);
         }
@@ -66,17 +70,11 @@ impl LoginRate {
 
     /// `user` logged in at `now`.
     pub(super) fn count(&mut self, user: &UserId, now: Instant) {
-        let w = self.windows.entry(user.clone()).or_insert(LoginWindow {
-            start: now,
-            count: 0,
-        });
-        if now.duration_since(w.start) >= WINDOW {
-            *w = LoginWindow {
-                start: now,
-                count: 0,
-            };
-        }
-        w.count += 1;
+        // The limit does not matter for counting: a window is a second.
+        self.windows
+            .entry(user.clone())
+            .or_default()
+            .take(&per_second(0), now);
     }
 }
 
