@@ -43,3 +43,6 @@ fi
 cargo fmt --all --check
 # Not the hello-world yardstick app (bench/hello-tauri): nothing above builds it.
 cargo clippy --workspace --all-targets --exclude callinvite-hello -- -D warnings
+# The desktop app's embedded server: the server without its default features
+# (no metrics port, TLS, command line or Redis cluster).
+cargo clippy -p callinvite-server --no-default-features --lib -- -D warnings

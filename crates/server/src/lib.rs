@@ -27,7 +27,9 @@
 //!   indexes), and what other nodes say (`hub/nodes.rs`). It reads no clock
 //!   itself, so its unit tests feed it commands at a chosen instant.
 //! - [`cluster`]: the `Bus` a hub talks to other nodes through — `SingleNode`
-//!   (none) or `Cluster` (Redis pub/sub, missed calls in Redis).
+//!   (none) or `Cluster` (Redis pub/sub, missed calls in Redis; in
+//!   `cluster/redis.rs`, feature `cluster`: without it `Config::cluster` is
+//!   refused).
 //! - [`missed`]: missed calls of offline users, optionally kept in a file.
 //! - [`ice`]: the STUN/TURN servers handed to clients for their calls' media,
 //!   with short-lived TURN credentials (coturn's shared-secret scheme).
@@ -81,15 +83,24 @@ pub async fn run(
     }
     let config = Arc::new(config);
     let (hub_tx, hub_rx) = mpsc::channel(4096);
+    // Only a cluster seeds it (with the missed calls kept in Redis).
+    #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
     let mut missed =
         missed::MissedCalls::open(config.missed.clone()).map_err(std::io::Error::other)?;
     let bus: Box<dyn cluster::Bus> = match &config.cluster {
+        #[cfg(feature = "cluster")]
         Some(c) => {
             let (cluster, snapshot) = cluster::join(c.clone(), hub_tx.clone())
                 .await
                 .map_err(std::io::Error::other)?;
             missed.seed(snapshot);
             Box::new(cluster)
+        }
+        #[cfg(not(feature = "cluster"))]
+        Some(c) => {
+            return Err(std::io::Error::other(cluster::ClusterError::NotBuiltIn {
+                url: c.redis_url.clone(),
+            }))
         }
         None => Box::new(cluster::SingleNode),
     };

@@ -557,6 +557,7 @@ impl MissedCalls {
     }
 
     /// Takes in missed calls kept elsewhere (the cluster's copy in Redis).
+    #[cfg(feature = "cluster")]
     pub(crate) fn seed(&mut self, snapshot: Vec<(UserId, Vec<MissedCall>)>) {
         let mut rows: Vec<(UserId, MissedCall)> = snapshot
             .into_iter()

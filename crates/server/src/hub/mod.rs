@@ -117,10 +117,16 @@ pub(crate) enum Command {
         conn: u64,
         how: Departure,
     },
+    // Sent by the Redis client only (feature `cluster`).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     /// Another node said something.
     Cluster(Envelope),
+    // Sent by the Redis client only (feature `cluster`).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     /// The node's Redis subscription is back after an outage.
     ClusterRejoined,
+    // Sent by the Redis client only (feature `cluster`).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     /// What a claim of the session `session` of node `node` (thought dead)
     /// for connection `conn` found.
     SessionClaimed {

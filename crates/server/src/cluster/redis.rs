@@ -1,184 +1,19 @@
-//! Several server nodes behind one address, on Redis pub/sub (the way
-//! socket.io's Redis adapter and Centrifugo's broker do it).
-//!
-//! Each node keeps its own hub. What the hubs must share travels as
-//! [`Envelope`]s over two kinds of Redis channels:
-//!
-//! - `callinvite:all`: every node hears it. Devices coming online and going
-//!   offline (so every node knows who is online where, for routing, presence
-//!   and multi-device ringing), node heartbeats, hello and goodbye.
-//! - `callinvite:node:<n>`: one node hears it. A message for a device
-//!   connected there ([`Envelope::Deliver`]), or an input for an invitation
-//!   that node owns ([`Envelope::Drive`]).
-//!
-//! An invitation lives on the node of its caller's device (its id says
-//! which: `n<node>.<uuid>`); that node runs its state machine and timers, so
-//! every race still has one arbiter. A device id also names its node (the
-//! top bits), so a node knows where to deliver without asking anyone.
-//!
-//! Order: one node publishes from one connection, and Redis delivers a
-//! publisher's messages to a subscriber in order, so what one node sends to
-//! another arrives in the order sent. The protocol's own orderings (the
-//! callee hears first) are enforced by the state machine's acks.
-//!
-//! A node that stops sending heartbeats for [`ClusterConfig::node_timeout`]
-//! is dead: its devices go offline everywhere (with `connection lost`
-//! effects on invitations and calls), and invitations it owned end with
-//! `server_shutdown` on the devices that took part in them. Its sessions
-//! can be taken over: each node keeps a [`SessionRecord`] per session in
-//! Redis and a `callinvite:alive:<node>` key while it lives, and a node that
-//! gets a `resume` for a session of a dead node claims the record (once the
-//! key has expired; one node only) and carries on as a new device of the
-//! same user (`session_moved`).
+//! The cluster on Redis (feature `cluster`): [`join`] takes a node number,
+//! subscribes, and starts the tasks that receive from and write to Redis;
+//! [`Cluster`] is the [`Bus`] a hub of a clustered node talks through.
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use callinvite_protocol::invitation::{GoneCause, Input};
 use callinvite_protocol::wire::MissedCall;
-use callinvite_protocol::{DeviceId, InvitationId, ServerMessage, UserId};
+use callinvite_protocol::UserId;
 
+use super::{Bus, Claim, ClusterConfig, ClusterError, Envelope, SessionRecord, Target};
 use crate::hub::Command;
-
-/// Where the cluster meets.
-#[derive(Clone, Debug)]
-pub struct ClusterConfig {
-    /// `redis://host:port[/db]`.
-    pub redis_url: String,
-    /// How often a node says it is alive.
-    pub heartbeat_every: Duration,
-    /// A node not heard from for this long is dead.
-    pub node_timeout: Duration,
-}
-
-impl ClusterConfig {
-    pub fn new(redis_url: impl Into<String>) -> Self {
-        ClusterConfig {
-            redis_url: redis_url.into(),
-            heartbeat_every: Duration::from_secs(1),
-            node_timeout: Duration::from_secs(3),
-        }
-    }
-}
-
-/// Why the node could not join the cluster.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("cannot reach Redis at {url}: {source}; check --redis and that redis-server runs")]
-    Redis {
-        url: String,
-        source: redis::RedisError,
-    },
-}
-
-/// What nodes tell each other.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub(crate) enum Envelope {
-    /// A node started: the others tell it about their devices.
-    Hello { from: u32 },
-    /// A node is alive.
-    Heartbeat { from: u32 },
-    /// A node is shutting down: its devices are gone.
-    Bye { from: u32 },
-    DeviceOnline {
-        from: u32,
-        user: UserId,
-        device: DeviceId,
-    },
-    DeviceOffline {
-        from: u32,
-        user: UserId,
-        device: DeviceId,
-        cause: GoneCause,
-    },
-    /// Send this to a device connected to the receiving node.
-    Deliver {
-        device: DeviceId,
-        msg: ServerMessage,
-    },
-    /// Apply this to an invitation the receiving node owns. `reply_to` names
-    /// the device and `ref` to answer `not_found` if there is no such invitation.
-    Drive {
-        id: InvitationId,
-        input: Input,
-        reply_to: Option<(DeviceId, u64)>,
-    },
-    /// A connection here resumed a session that lives on the receiving node.
-    ResumeVia {
-        node: u32,
-        conn: u64,
-        session: String,
-        last_seq: u64,
-        req: Option<u64>,
-    },
-    /// The answer to [`Envelope::ResumeVia`]: the session, or `None` (the
-    /// error frame was sent to the connection already).
-    ResumeAnswer {
-        conn: u64,
-        answer: Option<crate::hub::LoggedIn>,
-    },
-    /// A frame for a connection on the receiving node whose session lives elsewhere.
-    ToConn { conn: u64, frame: Frame },
-    /// A request from such a connection, for the node of its session.
-    FromConn {
-        node: u32,
-        conn: u64,
-        device: DeviceId,
-        msg: callinvite_protocol::ClientMessage,
-    },
-    /// Such a connection ended.
-    ConnGone {
-        node: u32,
-        conn: u64,
-        device: DeviceId,
-        how: crate::hub::Departure,
-    },
-    /// A user missed a call (kept by every node, so any node can deliver it).
-    Missed {
-        from: u32,
-        user: UserId,
-        call: MissedCall,
-    },
-    /// A user cleared missed calls.
-    MissedCleared {
-        from: u32,
-        user: UserId,
-        ids: Vec<InvitationId>,
-    },
-}
-
-/// What another node needs to take a session over when the node that kept
-/// it dies. Kept in Redis while the session lives: hash
-/// `callinvite:sessions:<node>`, field = the session secret. The node renews
-/// the hash's expiry at every heartbeat, so the records of a dead node stay
-/// for about its timeout plus the resume window, and no longer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SessionRecord {
-    pub user: UserId,
-    /// Users whose presence the session follows.
-    #[serde(default)]
-    pub subscriptions: Vec<UserId>,
-}
-
-/// A WebSocket frame for a connection on another node.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Frame {
-    Text(String),
-    Close(u16),
-}
-
-/// Where an envelope goes.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Target {
-    All,
-    Node(u32),
-}
 
 const ALL: &str = "callinvite:all";
 /// Node numbers run from 1 to this.
@@ -218,17 +53,6 @@ enum Out {
     },
 }
 
-/// What a claim of another node's session found.
-#[derive(Debug)]
-pub(crate) enum Claim {
-    /// The session, now this node's to keep.
-    Taken(SessionRecord),
-    /// That node is alive (its key has not expired): ask it instead.
-    NodeAlive,
-    /// No such session (expired, ended, or taken by another node).
-    Gone,
-}
-
 /// `callinvite:alive:<node>` exists while the node says it is alive; a claim
 /// of its sessions fails until it expires. Then the record is taken
 /// (HGET + HDEL) in the same step, so only one node can have it.
@@ -248,62 +72,6 @@ fn alive_key(node: u32) -> String {
 
 fn sessions_key(node: u32) -> String {
     format!("callinvite:sessions:{node}")
-}
-
-/// What a hub needs from the rest of the service: a number, a way to reach
-/// the other nodes, and a durable place for missed calls. Two implementations:
-/// [`SingleNode`] (nothing to reach; the default and the app's embedded
-/// server) and [`Cluster`] (Redis).
-pub(crate) trait Bus: Send {
-    /// This node's number; 0 on a single node.
-    fn node(&self) -> u32;
-    /// Whether there are other nodes at all.
-    fn clustered(&self) -> bool {
-        self.node() != 0
-    }
-    /// Sends an envelope to one node or to all.
-    fn publish(&self, target: Target, envelope: &Envelope);
-    /// Keeps a user's missed calls where every node finds them.
-    fn store_missed(&self, user: &UserId, calls: &[MissedCall], ttl: Duration);
-    /// How often to say "alive", and after how long a silent node is dead.
-    fn liveness(&self) -> Option<(Duration, Duration)>;
-    /// Keeps (or, with `None`, forgets) the record of a session of `node`,
-    /// for taking it over should that node die. With `expire`, that node's
-    /// records expire then (for a record given back to a dead node).
-    fn keep_session(
-        &self,
-        node: u32,
-        session: &str,
-        record: Option<&SessionRecord>,
-        expire: Option<Duration>,
-    );
-    /// Says (in Redis) that this node is alive for `alive` more, and renews
-    /// the expiry of its session records to `ttl` (every heartbeat).
-    fn renew_sessions(&self, alive: Duration, ttl: Duration);
-    /// This node is leaving: its sessions may be taken over at once.
-    fn leaving(&self);
-    /// Takes the record of a session of dead `node` out of Redis (only one
-    /// node can), and tells the hub with [`Command::SessionClaimed`] for
-    /// connection `conn`.
-    fn claim_session(&self, node: u32, session: &str, conn: u64);
-}
-
-/// The one and only node: nothing to tell anyone.
-pub(crate) struct SingleNode;
-
-impl Bus for SingleNode {
-    fn node(&self) -> u32 {
-        0
-    }
-    fn publish(&self, _: Target, _: &Envelope) {}
-    fn store_missed(&self, _: &UserId, _: &[MissedCall], _: Duration) {}
-    fn liveness(&self) -> Option<(Duration, Duration)> {
-        None
-    }
-    fn keep_session(&self, _: u32, _: &str, _: Option<&SessionRecord>, _: Option<Duration>) {}
-    fn renew_sessions(&self, _: Duration, _: Duration) {}
-    fn leaving(&self) {}
-    fn claim_session(&self, _: u32, _: &str, _: u64) {}
 }
 
 /// This node's handle on the cluster: its number, and the queue of the task
@@ -516,6 +284,21 @@ async fn read_missed(
     Ok(missed)
 }
 
+/// The first wait before subscribing again after Redis went away, and the longest.
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+/// Waits between attempts to subscribe again: from 100 ms, doubling, at
+/// most 5 s, without end (no jitter: one node, one Redis).
+fn resubscribe_waits() -> impl Iterator<Item = Duration> + Send {
+    ExponentialBuilder::new()
+        .with_min_delay(RESUBSCRIBE_FIRST)
+        .with_max_delay(RESUBSCRIBE_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
 /// Receives for as long as the hub runs; when Redis goes away, subscribes
 /// again (with backoff) and has the hub say hello again, since whatever
 /// was said meanwhile is lost.
@@ -527,14 +310,14 @@ async fn receive(
     hub: mpsc::Sender<Command>,
 ) {
     let mut next = Some(pubsub);
-    let mut delay = Duration::from_millis(100);
+    let mut waits = resubscribe_waits();
     loop {
         let mut pubsub = match next.take() {
             Some(p) => p,
             None => match subscribe(&client, node).await {
                 Ok(p) => {
                     info!(node, %url, "subscribed to Redis again: rejoining the cluster");
-                    delay = Duration::from_millis(100);
+                    waits = resubscribe_waits();
                     if hub.send(Command::ClusterRejoined).await.is_err() {
                         return;
                     }
@@ -542,8 +325,8 @@ async fn receive(
                 }
                 Err(e) => {
                     debug!(node, error = %e, "Redis still unreachable");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    let wait = waits.next().unwrap_or(RESUBSCRIBE_MAX);
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             },
@@ -674,26 +457,9 @@ async fn subscribe(client: &redis::Client, node: u32) -> redis::RedisResult<redi
     pubsub.subscribe(node_channel(node)).await?;
     Ok(pubsub)
 }
-
-/// The node a device is connected to (its id's top bits; 0 without a cluster).
-pub(crate) fn node_of(device: DeviceId) -> u32 {
-    (device.0 >> 40) as u32
-}
-
-/// The first device id of `node`.
-pub(crate) fn first_device(node: u32) -> u64 {
-    ((node as u64) << 40) | 1
-}
-
-/// The node that owns an invitation, from its id (`n<node>.<uuid>`).
-pub(crate) fn owner_of(id: &InvitationId) -> Option<u32> {
-    let rest = id.0.strip_prefix('n')?;
-    let (node, _) = rest.split_once('.')?;
-    node.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::first_device;
     use super::*;
 
     #[test]
@@ -705,6 +471,12 @@ mod tests {
         assert_eq!(node_number(0), 1);
         // The largest device id of the largest node stays below 2^53.
         assert!(first_device(8190) + (1 << 40) < 1 << 53);
+    }
+
+    #[test]
+    fn resubscribe_waits_double_from_100_ms_to_5_s() {
+        let ms: Vec<u128> = resubscribe_waits().take(9).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
     }
 
     /// The commands `out` adds to a pipeline, as Redis gets them.
