@@ -13,7 +13,8 @@
 //!   turn server messages into the app-facing events.
 //!
 //! None of them reads a clock or touches a socket, so every timeout and race
-//! is tested here with plain `Instant` arithmetic.
+//! is tested here with plain `Instant` arithmetic (the record's unit tests
+//! are in `record/tests.rs`, beside it).
 
 pub mod callee;
 pub mod caller;
