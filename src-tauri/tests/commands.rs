@@ -484,29 +484,12 @@ fn embedded_server_by_default_and_a_bot_can_reach_it() {
     h.state_until("signed out", |s| s["connection"] == "signed_out");
 }
 
-/// A CA and a server certificate for localhost signed by it, as PEM files in `dir`.
-fn private_ca(dir: &std::path::Path) -> callinvite_server::tls::Tls {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    std::fs::create_dir_all(dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-    callinvite_server::tls::Tls::from_pem_files(&dir.join("server.pem"), &dir.join("server.key"))
-        .unwrap()
-}
-
 #[test]
 fn a_wss_server_with_a_private_ca_is_reached_with_the_ca_file_from_the_settings() {
-    let pki = std::env::temp_dir().join(format!("callinvite-app-pki-{}", std::process::id()));
-    let tls = private_ca(&pki);
+    // A CA and a server certificate for localhost signed by it (removed with `ca`).
+    let ca = callinvite_test_support::TestCa::new();
+    let tls = callinvite_server::tls::Tls::from_pem_files(&ca.server_pem(), &ca.server_key())
+        .expect("the test CA's server certificate loads");
     let h = harness_with(
         "wss",
         Config {
@@ -537,12 +520,11 @@ fn a_wss_server_with_a_private_ca_is_reached_with_the_ca_file_from_the_settings(
         .unwrap_err();
     assert_eq!(err["kind"], "invalid_argument", "{err}");
     // With the CA's file the app signs in over TLS and can be called.
-    settings["ca_file"] = json!(pki.join("ca.pem").to_string_lossy());
+    settings["ca_file"] = json!(ca.ca_pem().to_string_lossy());
     h.invoke("set_settings", json!({"settings": settings}))
         .unwrap();
     sign_in(&h).expect("sign in over wss");
     h.state_until("connected", |s| s["connection"] == "connected");
-    let _ = std::fs::remove_dir_all(&pki);
 }
 
 /// Profile A runs the built-in server and quits without a word (its process,
