@@ -567,23 +567,12 @@ async function rawStep(raw, base, format, small, canvas, ctx, counter, show, tok
     if (box.width > 0) url += `&fit=${Math.ceil(box.width * dpr)}x${Math.ceil(box.height * dpr)}`;
   }
   raw.askedAt = performance.now();
-  let res;
-  try {
-    res = await fetch(url, { cache: "no-store" });
-  } catch {
-    await pause(500);
-    return;
-  }
-  if (res.status !== 200) {
-    if (res.status !== 204) await pause(500);
-    return;
-  }
-  const answered = performance.now();
-  const frame = L.parseFrame(await res.arrayBuffer());
-  const received = performance.now();
+  const answer = await fetchFrames(url, L.parseFrame);
+  if (!answer) return;
+  const frame = answer.parsed;
   if (!frame) return;
   raw.seq = frame.seq;
-  counter.time("body", received - answered);
+  counter.time("body", answer.bodyMs);
   await nextPaint();
   if (videoToken !== token) return;
   const drawing = performance.now();
@@ -748,25 +737,37 @@ function schedulePaint(state) {
   });
 }
 
+/**
+ * One long-poll of the frame: scheme: the answer parsed by `parse` and how
+ * long reading and parsing it took (`bodyMs`), or null when there was none
+ * (204: no new picture in time, asked again at once; an error or another
+ * status: after 500 ms).
+ */
+async function fetchFrames(url, parse) {
+  let res;
+  try {
+    res = await fetch(url, { cache: "no-store" });
+  } catch {
+    await pause(500);
+    return null;
+  }
+  if (res.status !== 200) {
+    if (res.status !== 204) await pause(500);
+    return null;
+  }
+  const answered = performance.now();
+  const parsed = parse(await res.arrayBuffer());
+  return { parsed, bodyMs: performance.now() - answered };
+}
+
 /** Asks for the frames after the last one given to the decoder and decodes them all, in order. */
 async function vp8Step(state, base, token) {
   // A decoder that cannot keep up gets no more for now: the backend keeps the frames
   // (a page too far behind starts again at a keyframe).
   while (state.decoder && state.decoder.decodeQueueSize > 3 && videoToken === token) await pause(10);
-  let res;
-  try {
-    res = await fetch(L.frameUrl(base, state.seq, "vp8"), { cache: "no-store" });
-  } catch {
-    await pause(500);
-    return;
-  }
-  if (res.status !== 200) {
-    if (res.status !== 204) await pause(500);
-    return;
-  }
-  const answered = performance.now();
-  const frames = L.parseVp8Frames(await res.arrayBuffer());
-  const received = performance.now();
+  const answer = await fetchFrames(L.frameUrl(base, state.seq, "vp8"), L.parseVp8Frames);
+  if (!answer) return;
+  const frames = answer.parsed;
   if (!frames || videoToken !== token) return;
   for (const f of frames) {
     // A keyframe of another size gets a decoder of its own: WebKitGTK's (GStreamer) kept
@@ -794,7 +795,7 @@ async function vp8Step(state, base, token) {
     }
     state.seq = f.seq;
   }
-  state.counter.time("body", received - answered);
+  state.counter.time("body", answer.bodyMs);
   // Ask again after the next display refresh: at most one answer per refresh, none while hidden.
   await nextPaint();
 }
