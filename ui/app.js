@@ -2,6 +2,7 @@
 // All decisions that can be made without the DOM live in logic.js (and are tested there).
 
 import * as L from "./logic.js";
+import * as V from "./video-frames.js";
 
 const NO_TAURI = "This page runs inside the callinvite app";
 const NOTICE_MS = 8000;
@@ -503,7 +504,7 @@ async function videoLoop(name, canvas, token) {
   await videoFormatReady;
   const ctx = canvas.getContext("2d", { alpha: false });
   const base = tauri.core.convertFileSrc(name, "frame");
-  const counter = new L.FrameCounter();
+  const counter = new V.FrameCounter();
   const raw = { image: null, words: null, seq: 0, askedAt: 0 }; // the I420/RGBA path's state
   let vp8 = null; // the VP8 path's state (newVp8State)
   const show = (format, width, height, atMs, drawing) => {
@@ -558,7 +559,7 @@ async function videoLoop(name, canvas, token) {
  * `small`: at most PREVIEW_FPS, made no larger by the backend than the canvas's box needs.
  */
 async function rawStep(raw, base, format, small, canvas, ctx, counter, show, token) {
-  let url = L.frameUrl(base, raw.seq, format);
+  let url = V.frameUrl(base, raw.seq, format);
   if (small) {
     const wait = raw.askedAt + 1000 / PREVIEW_FPS - performance.now();
     if (wait > 0) await pause(wait);
@@ -567,7 +568,7 @@ async function rawStep(raw, base, format, small, canvas, ctx, counter, show, tok
     if (box.width > 0) url += `&fit=${Math.ceil(box.width * dpr)}x${Math.ceil(box.height * dpr)}`;
   }
   raw.askedAt = performance.now();
-  const answer = await fetchFrames(url, L.parseFrame);
+  const answer = await fetchFrames(url, V.parseFrame);
   if (!answer) return;
   const frame = answer.parsed;
   if (!frame) return;
@@ -576,7 +577,7 @@ async function rawStep(raw, base, format, small, canvas, ctx, counter, show, tok
   await nextPaint();
   if (videoToken !== token) return;
   const drawing = performance.now();
-  const { width, height } = L.shownSize(frame);
+  const { width, height } = V.shownSize(frame);
   if (canvas.width !== width || canvas.height !== height) {
     canvas.width = width;
     canvas.height = height;
@@ -586,7 +587,7 @@ async function rawStep(raw, base, format, small, canvas, ctx, counter, show, tok
       raw.image = new ImageData(width, height);
       raw.words = new Uint32Array(raw.image.data.buffer);
     }
-    L.i420ToRgba(frame.data, frame.width, frame.height, frame.half, frame.mirror, raw.words);
+    V.i420ToRgba(frame.data, frame.width, frame.height, frame.half, frame.mirror, raw.words);
     ctx.putImageData(raw.image, 0, 0);
   } else {
     const pixels = new Uint8ClampedArray(frame.data.buffer, frame.data.byteOffset, frame.data.length);
@@ -628,7 +629,7 @@ function newVp8State(canvas, ctx, counter, show, token) {
         state.image = new ImageData(w, h);
         state.words = new Uint32Array(state.image.data.buffer);
       }
-      L.i420ToRgba(latest.planes, width, height, info.half, info.mirror, state.words);
+      V.i420ToRgba(latest.planes, width, height, info.half, info.mirror, state.words);
       ctx.putImageData(state.image, 0, 0);
       state.spare = latest.planes;
       show("vp8", w, h, info.atMs, drawing);
@@ -765,7 +766,7 @@ async function vp8Step(state, base, token) {
   // A decoder that cannot keep up gets no more for now: the backend keeps the frames
   // (a page too far behind starts again at a keyframe).
   while (state.decoder && state.decoder.decodeQueueSize > 3 && videoToken === token) await pause(10);
-  const answer = await fetchFrames(L.frameUrl(base, state.seq, "vp8"), L.parseVp8Frames);
+  const answer = await fetchFrames(V.frameUrl(base, state.seq, "vp8"), V.parseVp8Frames);
   if (!answer) return;
   const frames = answer.parsed;
   if (!frames || videoToken !== token) return;
@@ -773,7 +774,7 @@ async function vp8Step(state, base, token) {
     // A keyframe of another size gets a decoder of its own: WebKitGTK's (GStreamer) kept
     // giving pictures of the old size filled with the new, smaller one (the bars twice side by
     // side, garbage below) after the sender's picture dropped from 640x480 to 320x240.
-    if (state.decoder && L.vp8NeedsNewDecoder(state.size, f)) {
+    if (state.decoder && V.vp8NeedsNewDecoder(state.size, f)) {
       state.decoder.close();
       state.decoder = null;
       state.info.clear();

@@ -1,8 +1,9 @@
 // Static checks of the UI files: the element ids the end-to-end tests rely on,
-// labels, the ids app.js looks up, and the sound files. Run: node --test ui/tests/
+// labels, the ids the page's modules look up, how they import each other, and the sound
+// files. Run: node --test ui/tests/
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
@@ -10,8 +11,26 @@ import * as L from "../logic.js";
 
 const ui = join(dirname(fileURLToPath(import.meta.url)), "..");
 const html = readFileSync(join(ui, "index.html"), "utf8");
-const app = readFileSync(join(ui, "app.js"), "utf8");
 const css = readFileSync(join(ui, "style.css"), "utf8");
+
+/** A module's imports: [{names: [imported name] (null for `* as`), from}]. */
+function importsOf(source) {
+  return [...source.matchAll(/^import\s+([\s\S]*?)\s+from\s+"([^"]+)";$/gm)].map((m) => ({
+    names: m[1].startsWith("*") ? null : m[1].replace(/[{}]/g, "").split(",").map((n) => n.trim().split(/\s+as\s+/)[0]).filter(Boolean),
+    from: m[2],
+  }));
+}
+
+/** The page's modules: app.js, which index.html loads, and every module it imports, in turn (name → source). */
+const modules = new Map();
+(function visit(name) {
+  if (modules.has(name)) return;
+  const source = readFileSync(join(ui, name), "utf8");
+  modules.set(name, source);
+  for (const { from } of importsOf(source)) if (/^\.\/[\w-]+\.js$/.test(from)) visit(from.slice(2));
+})("app.js");
+/** All of the page's code, for the checks that do not care which module says it. */
+const app = [...modules.values()].join("\n");
 
 /** Opening tags of the document: [{tag, attrs: {name: value}}]. */
 function tags(source) {
@@ -214,12 +233,12 @@ describe("the look (issue #12)", () => {
   });
 });
 
-describe("app.js", () => {
+describe("the page's modules (app.js and what it imports)", () => {
   test('every $("id") it uses exists in index.html', () => {
     const used = new Set([...app.matchAll(/\$\(\s*"([\w-]+)"\s*\)/g)].map((m) => m[1]));
     for (const s of ["signin", "home", "outgoing", "incoming", "incall"]) used.add(`screen-${s}`);
     assert.ok(used.size > 30);
-    for (const id of used) assert.ok(byId.has(id), `app.js uses #${id}, not in index.html`);
+    for (const id of used) assert.ok(byId.has(id), `the page uses #${id}, not in index.html`);
   });
   test("uses only the contract's commands and events", () => {
     const commands = new Set([
@@ -237,7 +256,7 @@ describe("app.js", () => {
   });
   test("every function it hands over by name (listeners, timers) and every top-level call is defined", () => {
     const defined = new Set([
-      ...app.matchAll(/^(?:async )?function (\w+)\(/gm),
+      ...app.matchAll(/^(?:export )?(?:async )?function (\w+)\(/gm),
       ...app.matchAll(/const (\w+) = (?:async )?\(/g),
       ...app.matchAll(/\((\w+)\) =>/g), // a parameter
     ].map((m) => m[1]));
@@ -247,11 +266,28 @@ describe("app.js", () => {
       ...app.matchAll(/^\s*(\w+)\(\);$/gm),
     ].map((m) => m[1]);
     assert.ok(handed.includes("tick") && handed.includes("wire"));
-    for (const name of handed) assert.ok(defined.has(name), `app.js uses ${name}, which it does not define`);
+    for (const name of handed) assert.ok(defined.has(name), `the page uses ${name}, which it does not define`);
   });
-  test("imports only logic.js (no packages)", () => {
-    const imports = [...app.matchAll(/^import .* from "([^"]+)";$/gm)].map((m) => m[1]);
-    assert.deepEqual(imports, ["./logic.js"]);
+  test("they import only each other (no packages), and every ui/*.js is one of them", () => {
+    for (const [name, source] of modules) {
+      for (const { from } of importsOf(source)) assert.match(from, /^\.\/[\w-]+\.js$/, `${name} imports ${from}`);
+    }
+    const files = readdirSync(ui).filter((f) => f.endsWith(".js")).sort();
+    assert.deepEqual([...modules.keys()].sort(), files);
+    assert.ok(modules.has("logic.js"));
+  });
+  test("every name a module imports is one the module it names exports", () => {
+    let checked = 0;
+    for (const [name, source] of modules) {
+      for (const { names, from } of importsOf(source)) {
+        const target = modules.get(from.slice(2));
+        for (const n of names ?? []) {
+          checked += 1;
+          const exported = new RegExp(`^export (?:async )?(?:function\\*? |const |let |class )${n}\\b`, "m");
+          assert.match(target, exported, `${name} imports ${n} from ${from}, which does not export it`);
+        }
+      }
+    }
   });
 });
 
