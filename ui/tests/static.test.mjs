@@ -283,11 +283,13 @@ describe("the page's modules (app.js and what it imports)", () => {
         const target = modules.get(from.slice(2));
         for (const n of names ?? []) {
           checked += 1;
-          const exported = new RegExp(`^export (?:async )?(?:function\\*? |const |let |class )${n}\\b`, "m");
+          const escaped = n.replace(/\$/g, "\\$");
+          const exported = new RegExp(`^export (?:async )?(?:function\\*? |const |let |class )${escaped}(?![\\w$])`, "m");
           assert.match(target, exported, `${name} imports ${n} from ${from}, which does not export it`);
         }
       }
     }
+    assert.ok(checked >= 30, `only ${checked} names imported`);
   });
 });
 
