@@ -78,4 +78,9 @@ pub(crate) struct Args {
     /// after a change, in the same run). May be given more than once.
     #[arg(long)]
     pub(crate) compare_bin: Vec<PathBuf>,
+    /// With `--stages`: count each server's system calls and context
+    /// switches per completed cycle (Linux perf: `apt-get install -y
+    /// linux-perf`), the kernel entries that set the floor of its CPU.
+    #[arg(long)]
+    pub(crate) syscalls: bool,
 }

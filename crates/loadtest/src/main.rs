@@ -25,6 +25,7 @@ mod peerjs;
 mod report;
 mod servers;
 mod stages;
+mod syscalls;
 mod ws;
 
 use std::process::{Command, Stdio};

@@ -10,6 +10,7 @@ use crate::callinvite::{drive_callinvite_raw, Pace};
 use crate::kamailio::{capture, Kamailio, Transport};
 use crate::measure::{pct, Run};
 use crate::servers::{server_bin, start_node_bin, Server};
+use crate::syscalls::{Counting, Counts};
 
 /// One stage: a fixed rate (cycles/s offered in all) or the closed loop.
 #[derive(Clone, Copy)]
@@ -56,19 +57,35 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
-fn row(stage: Stage, si: usize, server: &str, latency: &str, run: &mut Run) -> Figures {
+/// One table row; `syscalls` adds the kernel-entry column of `--syscalls`.
+fn row(
+    stage: Stage,
+    si: usize,
+    server: &str,
+    latency: &str,
+    run: &mut Run,
+    syscalls: Option<Counts>,
+) -> Figures {
     let secs = run.elapsed.as_secs_f64().max(1e-9);
     let cycles = run.cycles.max(1) as f64;
     let cps = run.cycles as f64 / secs;
     let cpu_us = run.cpu_seconds * 1e6 / cycles;
     let gen_us = run.gen_cpu_seconds * 1e6 / cycles;
+    let kernel = match syscalls {
+        Some(c) => format!(
+            " {:.1} / {:.1} |",
+            c.syscalls as f64 / cycles,
+            c.context_switches as f64 / cycles
+        ),
+        None => String::new(),
+    };
     let (p50, p99, p999) = (
         pct(&mut run.invite_to_received, 0.5),
         pct(&mut run.invite_to_received, 0.99),
         pct(&mut run.invite_to_received, 0.999),
     );
     println!(
-        "| {} | {server} | {cps:.0} | {cpu_us:.1} ({:.0} %) | {gen_us:.1} ({:.0} %) | {p50:.2} / {p99:.2} / {p999:.2} ({latency}, {} samples) | {} |",
+        "| {} | {server} | {cps:.0} | {cpu_us:.1} ({:.0} %) | {gen_us:.1} ({:.0} %) | {p50:.2} / {p99:.2} / {p999:.2} ({latency}, {} samples) | {} |{kernel}",
         stage.name(),
         run.cpu_seconds / secs * 100.0,
         run.gen_cpu_seconds / secs * 100.0,
@@ -127,7 +144,14 @@ pub(crate) async fn run(args: &Args) {
     println!("Server CPU: utime+stime of all its processes (/proc) over the stage, per completed cycle, and as % of one core. Load generator: this process (callinvite), or both sipps + the packet capture (Kamailio).");
     println!("Latency: callinvite invite→received measured in the load process (client send → callee's receipt, through the server); Kamailio INVITE in→out at its port (packet capture; fixed rates only).");
     println!("Memory: callinvite RSS; Kamailio PSS of all its processes (one shared pool), at the end of the stage.\n");
-    println!("| stage | server | cycles/s | server CPU µs/cycle (% core) | load generator CPU µs/cycle (% core) | latency p50 / p99 / p999 ms | memory MiB |\n|---|---|---|---|---|---|---|");
+    if args.syscalls {
+        println!("Syscalls: the server's entries into the kernel and its threads' context switches (perf stat, every thread of every process), per completed cycle.\n");
+    }
+    let (kernel_head, kernel_rule) = match args.syscalls {
+        true => (" syscalls / context switches per cycle |", "---|"),
+        false => ("", ""),
+    };
+    println!("| stage | server | cycles/s | server CPU µs/cycle (% core) | load generator CPU µs/cycle (% core) | latency p50 / p99 / p999 ms | memory MiB |{kernel_head}\n|---|---|---|---|---|---|---|{kernel_rule}");
     let mut figures = vec![];
     for (si, stage) in stages.iter().enumerate() {
         for (name, server, port) in &ours {
@@ -152,15 +176,25 @@ pub(crate) async fn run(args: &Args) {
                 }
                 _ => None,
             };
+            let counting = match args.syscalls {
+                true => Counting::start(&[pid], &format!("{name}-{si}")).await,
+                false => None,
+            };
             let mut run =
                 drive_callinvite_raw(*port, *port, args.pairs, args.duration, &[pid], pace).await;
-            figures.push(row(*stage, si, name, "invite→received", &mut run));
+            let counts = counting.and_then(Counting::finish);
+            figures.push(row(*stage, si, name, "invite→received", &mut run, counts));
         }
         if let Some(k) = &kamailio {
             for t in [Transport::Udp, Transport::Tcp] {
-                let mut run = k.drive(t, stage.rate(), args.duration, args.pairs).await;
                 let name = format!("Kamailio {}", t.name());
-                figures.push(row(*stage, si, &name, "INVITE in→out", &mut run));
+                let counting = match args.syscalls {
+                    true => Counting::start(&k.pids(), &format!("{name}-{si}")).await,
+                    false => None,
+                };
+                let mut run = k.drive(t, stage.rate(), args.duration, args.pairs).await;
+                let counts = counting.and_then(Counting::finish);
+                figures.push(row(*stage, si, &name, "INVITE in→out", &mut run, counts));
             }
         }
     }
