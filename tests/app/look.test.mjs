@@ -98,7 +98,7 @@ const noticeText = () => app.exec("return document.getElementById('notice-text')
 
 /**
  * Where `css` is with a message in the notice and without (the notice set and cleared as
- * app.js's showNotice and clearNotice do): the two must be the same.
+ * ui/notice.js's showNotice and clearNotice do): the two must be the same.
  */
 async function stillWithNotice(css) {
   const at = async (text) => {
