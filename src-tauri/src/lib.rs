@@ -13,7 +13,10 @@
 //! - [`autostart`]: the "Start at login, in the tray" entry of each platform.
 //! - [`instance`]: one running app per profile.
 //! - [`media`]: a call's sound and pictures (the media engine);
-//!   [`video`]: its pictures to the window through the `frame:` URI scheme.
+//!   [`video`]: its pictures to the window through the `frame:` URI scheme
+//!   (`video/`: `slot.rs` the latest decoded picture, `encoded.rs` the
+//!   compressed frames, `convert.rs` the page's formats, `scheme.rs` the
+//!   requests and answers).
 //! - Native notifications live in the `callinvite-notify` crate.
 //!
 //! The UI (`ui/`) is plain HTML/JS with no build step; it renders the
