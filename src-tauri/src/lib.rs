@@ -4,7 +4,9 @@
 //! - [`options`]: command-line options (`--profile`, data folder, embedded port).
 //! - [`store`]: settings and call history on disk, per profile.
 //! - [`calls`]: what the app shows and records about calls, driven by client
-//!   events (pure; unit-tested).
+//!   events (pure; unit-tested): `calls/events.rs` the client's events,
+//!   `media_status.rs` the call's sound and pictures, `history.rs`,
+//!   `effects.rs` what the session must do.
 //! - [`session`]: sign-in, the embedded server, the event pump, reconnection,
 //!   and the effects of events (notifications, busy refusal, meeting room).
 //! - [`commands`]: the commands the UI invokes.
