@@ -10,14 +10,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use callinvite_protocol::invitation::{GoneCause, Input};
-use callinvite_protocol::{DeviceId, ErrorCode, InvitationId, ServerMessage, UserId};
+use callinvite_protocol::{
+    ClientMessage, DeviceId, ErrorCode, InvitationId, ServerMessage, UserId,
+};
 
 use callinvite_protocol::limits::CLOSE_GOING_AWAY;
 
 use super::link::{close_reason, Link, Outbound, Via};
 use super::presence::Arrival;
 use super::Hub;
-use crate::cluster::{owner_of, Envelope, Target};
+use crate::cluster::{owner_of, Envelope, Frame, Target};
 
 /// Another node of the cluster.
 pub(super) struct RemoteNode {
@@ -149,9 +151,9 @@ impl Hub {
         if !self.bus.clustered() {
             return false;
         }
-        let c = &self.bus;
+        let me = self.me();
         match owner_of(id) {
-            Some(owner) if owner != c.node() && !self.cluster.knows(owner) => {
+            Some(owner) if owner != me && !self.cluster.knows(owner) => {
                 // Its node is gone, and the invitation with it (its devices
                 // here were told `server_shutdown`).
                 if let Some((device, req)) = reply_to {
@@ -164,16 +166,12 @@ impl Hub {
                 }
                 true
             }
-            Some(owner) if owner != c.node() => {
+            Some(owner) if owner != me => {
                 if let Some((device, req)) = reply_to {
                     let f = Forwarded { device, req };
                     self.cluster.forwarded.entry(owner).or_default().insert(f);
                 }
-                if !self.bus.clustered() {
-                    return false;
-                }
-                let c = &self.bus;
-                c.publish(
+                self.bus.publish(
                     Target::Node(owner),
                     &Envelope::Drive {
                         id: id.clone(),
@@ -187,127 +185,46 @@ impl Hub {
         }
     }
 
-    // ---- the cluster ----
+    // ---- what other nodes say ----
 
+    /// One envelope from the cluster: each kind to its handler below. A
+    /// node hears its own broadcasts back from Redis; those are dropped here.
     pub(super) fn on_cluster(&mut self, envelope: Envelope, now: Instant) {
         let me = self.bus.node();
         match envelope {
-            Envelope::Hello { from } if from != me => {
-                info!(node = from, "a node joined the cluster");
-                self.cluster.heard(from, now);
-                // Tell it who is online here.
-                let mine: Vec<(UserId, DeviceId)> = self
-                    .sessions
-                    .users()
-                    .map(|(id, user)| (user.clone(), id))
-                    .collect();
-                for (user, device) in mine {
-                    self.bus.publish(
-                        Target::Node(from),
-                        &Envelope::DeviceOnline {
-                            from: me,
-                            user,
-                            device,
-                        },
-                    );
-                }
-            }
+            Envelope::Hello { from } if from != me => self.node_joined(from, now),
             Envelope::Heartbeat { from } if from != me => self.cluster.heard(from, now),
-            Envelope::Bye { from } if from != me => {
-                info!(node = from, "a node left the cluster");
-                self.node_gone(from, now);
-            }
+            Envelope::Bye { from } if from != me => self.node_left(from, now),
             Envelope::DeviceOnline { from, user, device } if from != me => {
-                self.cluster.heard(from, now);
-                match self.presence.add(&user, device) {
-                    Arrival::Known => return,
-                    Arrival::CameOnline => self.notify_presence(&user, true),
-                    Arrival::AnotherDevice => {}
-                }
-                self.ring_new_device(&user, device, now);
+                self.remote_device_online(from, &user, device, now)
             }
             Envelope::DeviceOffline {
                 from,
                 user,
                 device,
                 cause,
-            } if from != me => {
-                self.remote_device_gone(&user, device, cause, now);
-            }
-            Envelope::Deliver { device, msg } => {
-                if let ServerMessage::Ok { req: Some(r) }
-                | ServerMessage::Error { req: Some(r), .. } = &msg
-                {
-                    let f = Forwarded { device, req: *r };
-                    for set in self.cluster.forwarded.values_mut() {
-                        set.remove(&f);
-                    }
-                }
-                self.track_foreign(device, &msg);
-                self.send(device, &msg);
-            }
+            } if from != me => self.remote_device_gone(&user, device, cause, now),
+            Envelope::Deliver { device, msg } => self.deliver(device, &msg),
             Envelope::Drive {
                 id,
                 input,
                 reply_to,
-            } => {
-                if self.invitations.contains(&id) {
-                    self.drive(&id, input, now);
-                } else if !self.late(&id, input, now) {
-                    if let Some((device, req)) = reply_to {
-                        let msg = ServerMessage::error(
-                            Some(req),
-                            ErrorCode::NotFound,
-                            format!("no invitation {id} for you"),
-                        );
-                        self.send(device, &msg);
-                    }
-                }
-            }
+            } => self.drive_for_node(&id, input, reply_to, now),
             Envelope::ResumeVia {
                 node,
                 conn,
                 session,
                 last_seq,
                 req,
-            } => {
-                let link = Link {
-                    node,
-                    conn,
-                    via: Via::Remote,
-                };
-                let answer = self.resume(&session, last_seq, req, link, now);
-                self.bus
-                    .publish(Target::Node(node), &Envelope::ResumeAnswer { conn, answer });
-            }
+            } => self.resume_for_node(node, conn, &session, last_seq, req, now),
             Envelope::ResumeAnswer { conn, answer } => self.resume_answered(conn, answer),
-            Envelope::ToConn { conn, frame } => {
-                if let Some(remote) = self.resumes.conns.get(&conn) {
-                    let frame = match frame {
-                        crate::cluster::Frame::Text(t) => Outbound::Text(t.into()),
-                        crate::cluster::Frame::Close(code) => {
-                            Outbound::Close(code, close_reason(code))
-                        }
-                    };
-                    match remote.conn.out.try_send(frame) {
-                        Err(mpsc::error::TrySendError::Full(_)) => remote.conn.kill.cancel(),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.resumes.conns.remove(&conn);
-                        }
-                        Ok(()) => {}
-                    }
-                }
-            }
+            Envelope::ToConn { conn, frame } => self.to_remote_conn(conn, frame),
             Envelope::FromConn {
                 node,
                 conn,
                 device,
                 msg,
-            } => {
-                if self.sessions.contains(device) {
-                    self.request_from(node, conn, device, msg, now);
-                }
-            }
+            } => self.request_via_node(node, conn, device, msg, now),
             Envelope::ConnGone {
                 node,
                 conn,
@@ -328,6 +245,142 @@ impl Hub {
             | Envelope::DeviceOffline { .. }
             | Envelope::Missed { .. }
             | Envelope::MissedCleared { .. } => {}
+        }
+    }
+
+    /// Node `from` started: it is alive, and hears who is online here.
+    fn node_joined(&mut self, from: u32, now: Instant) {
+        info!(node = from, "a node joined the cluster");
+        self.cluster.heard(from, now);
+        let me = self.me();
+        let mine: Vec<(UserId, DeviceId)> = self
+            .sessions
+            .users()
+            .map(|(id, user)| (user.clone(), id))
+            .collect();
+        for (user, device) in mine {
+            self.bus.publish(
+                Target::Node(from),
+                &Envelope::DeviceOnline {
+                    from: me,
+                    user,
+                    device,
+                },
+            );
+        }
+    }
+
+    /// Node `from` is shutting down: as if it died.
+    fn node_left(&mut self, from: u32, now: Instant) {
+        info!(node = from, "a node left the cluster");
+        self.node_gone(from, now);
+    }
+
+    /// `device` of `user` came online on node `from`: its followers here
+    /// hear of the user coming online, and what rings for the user here
+    /// rings on it too.
+    fn remote_device_online(&mut self, from: u32, user: &UserId, device: DeviceId, now: Instant) {
+        self.cluster.heard(from, now);
+        match self.presence.add(user, device) {
+            Arrival::Known => return,
+            Arrival::CameOnline => self.notify_presence(user, true),
+            Arrival::AnotherDevice => {}
+        }
+        self.ring_new_device(user, device, now);
+    }
+
+    /// A message from another node for a device here. An answer to a
+    /// request this node forwarded settles it.
+    fn deliver(&mut self, device: DeviceId, msg: &ServerMessage) {
+        if let ServerMessage::Ok { req: Some(r) } | ServerMessage::Error { req: Some(r), .. } = msg
+        {
+            let f = Forwarded { device, req: *r };
+            for set in self.cluster.forwarded.values_mut() {
+                set.remove(&f);
+            }
+        }
+        self.track_foreign(device, msg);
+        self.send(device, msg);
+    }
+
+    /// An input from another node for invitation `id`, which this node owns:
+    /// applied, answered as a recently ended one would, or (with `reply_to`)
+    /// answered `not_found`.
+    fn drive_for_node(
+        &mut self,
+        id: &InvitationId,
+        input: Input,
+        reply_to: Option<(DeviceId, u64)>,
+        now: Instant,
+    ) {
+        if self.invitations.contains(id) {
+            self.drive(id, input, now);
+            return;
+        }
+        if self.late(id, input, now) {
+            return;
+        }
+        if let Some((device, req)) = reply_to {
+            let msg = ServerMessage::error(
+                Some(req),
+                ErrorCode::NotFound,
+                format!("no invitation {id} for you"),
+            );
+            self.send(device, &msg);
+        }
+    }
+
+    /// Connection `conn` on `node` resumes a session of this node: resumed
+    /// (frames go back as [`Envelope::ToConn`]) or refused, and `node` hears which.
+    fn resume_for_node(
+        &mut self,
+        node: u32,
+        conn: u64,
+        session: &str,
+        last_seq: u64,
+        req: Option<u64>,
+        now: Instant,
+    ) {
+        let link = Link {
+            node,
+            conn,
+            via: Via::Remote,
+        };
+        let answer = self.resume(session, last_seq, req, link, now);
+        self.bus
+            .publish(Target::Node(node), &Envelope::ResumeAnswer { conn, answer });
+    }
+
+    /// A frame from a session on another node for connection `conn` here.
+    fn to_remote_conn(&mut self, conn: u64, frame: Frame) {
+        let Some(remote) = self.resumes.conns.get(&conn) else {
+            return;
+        };
+        let frame = match frame {
+            Frame::Text(t) => Outbound::Text(t.into()),
+            Frame::Close(code) => Outbound::Close(code, close_reason(code)),
+        };
+        match remote.conn.out.try_send(frame) {
+            Err(mpsc::error::TrySendError::Full(_)) => remote.conn.kill.cancel(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.resumes.conns.remove(&conn);
+            }
+            Ok(()) => {}
+        }
+    }
+
+    /// A request from connection `conn` on `node` for `device`, whose
+    /// session is here (if it still is).
+    fn request_via_node(
+        &mut self,
+        node: u32,
+        conn: u64,
+        device: DeviceId,
+        msg: ClientMessage,
+        now: Instant,
+    ) {
+        if self.sessions.contains(device) {
+            self.request_from(node, conn, device, msg, now);
         }
     }
 
