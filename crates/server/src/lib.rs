@@ -25,7 +25,8 @@
 //!   resume), presence, the invitations owned here (the sans-I/O
 //!   [`callinvite_protocol::invitation::Record`]s with their timers and
 //!   indexes), and what other nodes say (`hub/nodes.rs`). It reads no clock
-//!   itself, so its unit tests feed it commands at a chosen instant.
+//!   itself, so its unit tests feed it commands at a chosen instant (the
+//!   cluster's paths with several hubs on an in-memory `Bus`).
 //! - [`cluster`]: the `Bus` a hub talks to other nodes through — `SingleNode`
 //!   (none) or `Cluster` (Redis pub/sub, missed calls in Redis; in
 //!   `cluster/redis.rs`, feature `cluster`: without it `Config::cluster` is

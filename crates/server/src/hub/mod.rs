@@ -34,7 +34,8 @@
 //!
 //! Nothing in the hub reads a clock or awaits: [`run`] passes `now` to
 //! [`Hub::handle`] and [`Hub::fire_timers`], so the unit tests (`tests`)
-//! feed commands at chosen instants and read what each connection's queue got.
+//! feed commands at chosen instants and read what each connection's queue got
+//! — one hub, or several joined by an in-memory [`Bus`] (`tests/cluster.rs`).
 
 use std::time::{Duration, Instant};
 

@@ -139,6 +139,23 @@ impl ClusterState {
     }
 }
 
+// What the cluster tests (`tests/cluster.rs`) look at.
+#[cfg(test)]
+impl ClusterState {
+    /// How many forwarded requests wait for an answer.
+    pub(super) fn unanswered(&self) -> usize {
+        self.forwarded.values().map(HashSet::len).sum()
+    }
+
+    /// Whether `device` takes part in invitation `id` of another node
+    /// (`None` if not), and whether it may be in its call.
+    pub(super) fn part_in(&self, id: &InvitationId, device: DeviceId) -> Option<bool> {
+        let f = self.foreign.get(id)?;
+        let in_call = f.in_call.contains(&device);
+        (f.devices.contains(&device) || in_call).then_some(in_call)
+    }
+}
+
 impl Hub {
     /// Sends an input to the node that owns the invitation, if that is
     /// another node. Returns whether it did.

@@ -16,6 +16,9 @@ use super::*;
 use crate::cluster::SingleNode;
 use crate::missed::{MissedCalls, MissedConfig};
 
+/// The cluster paths: several hubs on an in-memory bus.
+mod cluster;
+
 /// One client connection: the handle the hub gets, the queue it fills.
 struct Client {
     conn: ConnHandle,
