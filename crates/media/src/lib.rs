@@ -77,7 +77,12 @@
 //!
 //! - `engine`: the one tokio task per call — owns the str0m `Rtc`, the UDP
 //!   sockets and the audio path; a single `select!` loop over commands,
-//!   datagrams, a 20 ms media clock and str0m's timeouts.
+//!   datagrams, a 20 ms media clock and str0m's timeouts (`engine/mod.rs`),
+//!   its parts one file each: `spawn` (configuration, sockets, the `Rtc`),
+//!   `negotiation` (offer/answer, ICE restarts, trickling), `gathering`
+//!   (STUN and TURN servers, relays), `network` (datagrams in, transmits
+//!   out), `events` (str0m's events routed), `audio` (the audio path),
+//!   `stats`, and `state` (the reported state and the end of the media).
 //! - `signals`: [`MediaSignal`] ⇄ SDP and ICE candidates (peer input is
 //!   parsed here, never trusted, never unwrapped).
 //! - `net`: local addresses, one UDP socket per host candidate, reading
@@ -93,9 +98,12 @@
 //!   (tone, silence, WAV in and out, memory). `devices` (cargo feature
 //!   `devices`): microphone and speaker through cpal.
 //! - [`video`]: [`VideoFrame`], [`VideoSource`]/[`VideoSink`], the test
-//!   pattern, VP8 (libvpx), the send and receive threads and the engine's
-//!   video path; `video::camera` (cargo feature `camera`) and
-//!   `video::screen` (feature `screen`) are the real sources.
+//!   pattern, VP8 (`video::vp8`: libvpx's encoder and decoder, and the
+//!   frame header), the send and receive threads and the engine's video
+//!   path; `video::camera` (cargo feature `camera`: the list, the mode
+//!   chosen, the conversion to I420, the source and its capture thread) and
+//!   `video::screen` (feature `screen`: the X11 backend, the pixel work all
+//!   backends share, the pacing) are the real sources.
 //! - `stats`: [`CallStats`] (with [`VideoStats`]). `error`: [`MediaError`].
 //! - `processing`: [`AudioProcessing`], the **hook for echo cancellation,
 //!   noise suppression and gain control**, fed with every microphone frame
