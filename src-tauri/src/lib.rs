@@ -8,7 +8,9 @@
 //!   `media_status.rs` the call's sound and pictures, `history.rs`,
 //!   `effects.rs` what the session must do.
 //! - [`session`]: sign-in, the embedded server, the event pump, reconnection,
-//!   and the effects of events (notifications, busy refusal, meeting room).
+//!   and the effects of events (notifications, busy refusal, meeting room):
+//!   `session/connect.rs`, `embedded.rs`, `pump.rs`, `effects.rs`,
+//!   `answer.rs` (accept or refuse, from the window or the notification).
 //! - [`commands`]: the commands the UI invokes.
 //! - [`tray`]: tray icon (its look follows the connection) and main window
 //!   (close hides to the tray; `--hidden` starts there).
