@@ -1,7 +1,10 @@
 //! Unit tests of [`Record`](super::Record), at chosen instants; small
 //! builders (`new`, `ringing`, `ack`, `accept_by`, …) make the inputs.
 
+use std::time::Duration;
+
 use super::*;
+use crate::codes::CallEndReason;
 
 const CALLER_DEV: DeviceId = DeviceId(1);
 const B1: DeviceId = DeviceId(21);
