@@ -16,7 +16,8 @@
 //!   (close hides to the tray; `--hidden` starts there).
 //! - [`autostart`]: the "Start at login, in the tray" entry of each platform.
 //! - [`instance`]: one running app per profile.
-//! - [`media`]: a call's sound and pictures (the media engine);
+//! - [`media`]: a call's sound and pictures (the media engine; `media/audio.rs`
+//!   the microphone and speaker, `video_sources.rs` the camera or screen);
 //!   [`video`]: its pictures to the window through the `frame:` URI scheme
 //!   (`video/`: `slot.rs` the latest decoded picture, `encoded.rs` the
 //!   compressed frames, `convert.rs` the page's formats, `scheme.rs` the
