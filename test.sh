@@ -5,13 +5,14 @@
 # processes, through a lossy path and a coturn relay), the media engine against
 # aiortc, the UI logic tests, and the desktop app end to end under Xvfb with
 # WebDriver and a real notification daemon (a call answered from the notification,
-# with a tone each way), then rustfmt and clippy.
+# with a tone each way), then rustfmt, clippy and cargo-deny.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/ensure-tools.sh
 need_rust
 need_packages $APP_BUILD_PACKAGES $E2E_PACKAGES $TEST_PACKAGES
 need_tauri_driver
+need_cargo_deny
 need_aiortc target/aiortc-venv
 
 # One build of everything (the integration tests make the binaries the end-to-end tests run).
@@ -46,3 +47,6 @@ cargo clippy --workspace --all-targets --exclude callinvite-hello -- -D warnings
 # The desktop app's embedded server: the server without its default features
 # (no metrics port, TLS, command line or Redis cluster).
 cargo clippy -p callinvite-server --no-default-features --lib -- -D warnings
+
+echo "== dependencies: licences we can ship, crates.io only, no wildcard versions (deny.toml)"
+cargo deny --log-level error check bans licenses sources

@@ -5,6 +5,7 @@
 #   need_rust              the Rust toolchain
 #   need_packages PKG...   Debian packages (checked with dpkg)
 #   need_tauri_driver      tauri-driver (cargo install)
+#   need_cargo_deny        cargo-deny 0.20 (cargo install): licences, sources, bans
 #   need_aiortc DIR        a Python venv in DIR with aiortc (PyPI), a WebRTC peer we did
 #                          not write, for the media interoperability tests
 
@@ -59,6 +60,16 @@ need_tauri_driver() {
   if ! have tauri-driver; then
     echo "Installing tauri-driver (cargo install tauri-driver --locked)" >&2
     cargo install tauri-driver --locked --quiet
+  fi
+}
+
+need_cargo_deny() {
+  if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
+    echo "Installing cargo-deny (cargo install cargo-deny --version ^0.20 --locked)" >&2
+    # Its release profile asks for fat LTO and one codegen unit: minutes more
+    # of build on two cores for a tool that runs for a second.
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+      cargo install cargo-deny --version '^0.20' --locked --quiet
   fi
 }
 
