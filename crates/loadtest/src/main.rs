@@ -13,7 +13,7 @@
 //! server at each fixed rate and in the closed loop, server CPU per cycle,
 //! the load generator's own CPU, latency percentiles and memory, and with
 //! `--kamailio` Kamailio + sipp over UDP and TCP as the peer (see
-//! `kamailio.rs`), ending with the ratios.
+//! `kamailio/`), ending with the ratios.
 //! Everything stays on loopback; every loop is bounded in time and count.
 
 mod args;
