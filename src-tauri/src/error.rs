@@ -9,6 +9,7 @@ use callinvite_client::ClientError;
 use callinvite_protocol::ErrorCode;
 
 use crate::autostart::AutostartError;
+use crate::session::EmbeddedSecretError;
 use crate::store::{SettingsError, StoreError};
 
 /// What kind of failure a command met, for the UI to branch on.
@@ -103,6 +104,13 @@ impl From<SettingsError> for CommandError {
 impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
         CommandError::new(ErrorKind::Internal, e.to_string())
+    }
+}
+
+impl From<EmbeddedSecretError> for CommandError {
+    /// Without its secret the built-in server cannot be signed in to.
+    fn from(e: EmbeddedSecretError) -> Self {
+        CommandError::new(ErrorKind::Connect, e.to_string())
     }
 }
 

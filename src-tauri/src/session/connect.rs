@@ -29,7 +29,7 @@ pub(super) async fn connect<R: Runtime>(
         let secret = tauri::async_runtime::spawn_blocking(move || embedded_secret(&file))
             .await
             .map_err(|e| CommandError::new(ErrorKind::Internal, e.to_string()))?
-            .map_err(|m| CommandError::new(ErrorKind::Connect, m))?;
+            .map_err(CommandError::from)?;
         embedded_token = Some(callinvite_server::auth::mint(
             &secret,
             user,

@@ -4,6 +4,7 @@
 //! quits.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tauri::{AppHandle, Manager, Runtime};
@@ -20,7 +21,7 @@ use crate::error::{CommandError, ErrorKind};
 pub(super) async fn ensure_embedded(
     port: u16,
     lan: bool,
-    data_dir: &std::path::Path,
+    data_dir: &Path,
     secret: &[u8],
 ) -> Result<(String, String, Option<CancellationToken>), CommandError> {
     let ip = if lan {
@@ -67,10 +68,40 @@ pub(super) async fn ensure_embedded(
     }
 }
 
+/// Why the built-in server's secret (see [`embedded_secret`]) could not be
+/// read or made; without it the app cannot sign in to its built-in server.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedSecretError {
+    #[error(
+        "cannot read the built-in server's secret {}: {source} (check the file's permissions, or delete it to have a new one made)",
+        path.display()
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot create {} for the built-in server's secret: {source} (check that the folder is writable)",
+        dir.display()
+    )]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write the built-in server's secret {}: {source} (is the disk full or the folder read-only?)",
+        path.display()
+    )]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// The built-in server's secret, from `path`; made (32 random bytes, hex,
 /// readable by this account only) if there is none yet. Every profile of the
 /// account reads the same file, so they can sign in to each other's server.
-pub fn embedded_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
+pub fn embedded_secret(path: &Path) -> Result<Vec<u8>, EmbeddedSecretError> {
     use std::io::Write;
     match std::fs::read(path) {
         Ok(bytes) if bytes.trim_ascii().len() >= 16 => return Ok(bytes.trim_ascii().to_vec()),
@@ -78,16 +109,18 @@ pub fn embedded_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
             warn!(file = %path.display(), "the built-in server's secret is too short: making a new one");
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot read the built-in server's secret {}: {e}",
-                path.display()
-            ))
+        Err(source) => {
+            return Err(EmbeddedSecretError::Read {
+                path: path.to_owned(),
+                source,
+            })
         }
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| EmbeddedSecretError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
     }
     let secret = format!(
         "{}{}",
@@ -95,16 +128,18 @@ pub fn embedded_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
         uuid::Uuid::new_v4().simple()
     );
     let tmp = path.with_extension("tmp");
+    let write_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| EmbeddedSecretError::Write { path, source }
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let mut f = options.open(&tmp).map_err(write_error(&tmp))?;
     f.write_all(secret.as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        .map_err(write_error(&tmp))?;
     // Another profile may have made one meanwhile: keep whichever is there.
     match std::fs::hard_link(&tmp, path) {
         Ok(()) => {}
@@ -113,8 +148,7 @@ pub fn embedded_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
             return embedded_secret(path);
         }
         Err(_) => {
-            std::fs::rename(&tmp, path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::rename(&tmp, path).map_err(write_error(path))?;
         }
     }
     let _ = std::fs::remove_file(&tmp);
@@ -160,5 +194,35 @@ pub(super) async fn take_over_embedded<R: Runtime>(app: AppHandle<R>) {
         }
         Ok(_) => {} // Still there, or another profile was quicker.
         Err(e) => warn!(error = %e.message, "cannot take over the built-in server"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_made_once_and_a_file_that_cannot_be_read_says_what_to_do() {
+        let dir = callinvite_test_support::temp_dir("secret");
+        let path = dir.path().join("profiles").join("embedded-server.secret");
+        let made = embedded_secret(&path).expect("made, with its folder");
+        assert_eq!(made.len(), 64, "32 random bytes, hex");
+        assert_eq!(
+            embedded_secret(&path).unwrap(),
+            made,
+            "read back, not made again"
+        );
+
+        // A folder where the file should be: not made over, and the user is told what to do.
+        let blocked = dir.path().join("blocked.secret");
+        std::fs::create_dir(&blocked).unwrap();
+        let e = embedded_secret(&blocked).unwrap_err();
+        assert!(matches!(e, EmbeddedSecretError::Read { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("check the file's permissions"),
+            "{e}"
+        );
+        let e = CommandError::from(e);
+        assert_eq!(e.kind, ErrorKind::Connect);
     }
 }

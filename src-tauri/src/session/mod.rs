@@ -37,7 +37,7 @@ mod pump;
 pub use answer::{accept, on_notification_action, refuse};
 pub use connect::{sign_in, sign_out};
 pub use effects::execute;
-pub use embedded::embedded_secret;
+pub use embedded::{embedded_secret, EmbeddedSecretError};
 
 /// The app's state, managed by Tauri (`app.state::<AppState>()`).
 pub struct AppState {
