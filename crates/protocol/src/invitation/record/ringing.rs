@@ -34,23 +34,7 @@ impl Record {
             return;
         };
         *acked = true;
-        if let Phase::Ringing {
-            received_by_peer,
-            no_response_deadline,
-            ..
-        } = &mut self.phase
-        {
-            if !*received_by_peer {
-                *received_by_peer = true;
-                *no_response_deadline = None;
-                fx.push(Effect {
-                    to: self.caller.device,
-                    msg: ServerMessage::ReceivedByPeer {
-                        invitation_id: self.id.clone(),
-                    },
-                });
-            }
-        }
+        self.received(fx);
     }
 
     pub(super) fn on_ack_canceled(&mut self, from: DeviceId, now: Instant, fx: &mut Vec<Effect>) {
@@ -158,11 +142,9 @@ impl Record {
         true
     }
 
-    /// A device answered: it evidently has the invitation. If nobody had
-    /// acknowledged it yet, the caller learns of the receipt first.
-    pub(super) fn answered_by(&mut self, device: DeviceId, fx: &mut Vec<Effect>) {
-        // A device that logged in after delivery but raced its own invitation message still counts.
-        self.delivered.insert(device, true);
+    /// A callee device has the invitation: the first time, while ringing,
+    /// the caller gets `received_by_peer` and the no-response timer stops.
+    fn received(&mut self, fx: &mut Vec<Effect>) {
         if let Phase::Ringing {
             received_by_peer,
             no_response_deadline,
@@ -180,6 +162,14 @@ impl Record {
                 });
             }
         }
+    }
+
+    /// A device answered: it evidently has the invitation. If nobody had
+    /// acknowledged it yet, the caller learns of the receipt first.
+    pub(super) fn answered_by(&mut self, device: DeviceId, fx: &mut Vec<Effect>) {
+        // A device that logged in after delivery but raced its own invitation message still counts.
+        self.delivered.insert(device, true);
+        self.received(fx);
     }
 
     pub(super) fn on_cancel(&mut self, from: Party, req: u64, now: Instant, fx: &mut Vec<Effect>) {
