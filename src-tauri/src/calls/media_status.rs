@@ -10,6 +10,7 @@ use serde::Serialize;
 use callinvite_client::InvitationId;
 
 use super::Calls;
+use crate::media::VideoSourceError;
 use crate::store::Settings;
 
 /// Which side of the media negotiation this device is.
@@ -185,11 +186,11 @@ pub enum MediaUpdate {
         can_share_screen: bool,
     },
     /// The source [`VideoStatus::wanted`] asked for is open and sending
-    /// (`Ok`; nothing goes out for `Off`), or could not be opened: a message
-    /// for the user. A screen that cannot be shared ends the sharing.
+    /// (`Ok`; nothing goes out for `Off`), or could not be opened (its
+    /// message is shown). A screen that cannot be shared ends the sharing.
     VideoSource {
         wanted: VideoWanted,
-        result: Result<(), String>,
+        result: Result<(), VideoSourceError>,
     },
     /// The peer's pictures started (`true`) or stopped.
     RemoteVideo(bool),
@@ -280,9 +281,9 @@ impl Calls {
                         let no_camera = v.cameras.as_ref().is_some_and(Vec::is_empty);
                         v.message = no_camera.then(|| NO_CAMERA.to_owned());
                     }
-                    Err(message) => {
+                    Err(e) => {
                         v.sending = false;
-                        v.message = Some(message);
+                        v.message = Some(e.to_string());
                         if wanted == VideoWanted::Screen {
                             v.sharing_screen = false;
                         }

@@ -55,7 +55,7 @@ pub use audio::{audio_devices, AudioDevices};
 use audio::{open_sink, open_source, voice_processing};
 pub use video_sources::{
     apply_video, set_camera, share_screen, switch_camera, video_devices_for, Camera, VideoControl,
-    VideoDevices,
+    VideoDevices, VideoSourceError,
 };
 
 /// The media of the call on screen.

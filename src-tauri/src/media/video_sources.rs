@@ -114,7 +114,7 @@ pub async fn apply_video<R: Runtime>(app: &AppHandle<R>, id: &InvitationId) {
             open_video(&options, wanted, camera_id.as_deref())
         })
         .await
-        .unwrap_or_else(|e| Err(format!("opening the picture source failed: {e}")));
+        .unwrap_or_else(|e| Err(VideoSourceError::Stopped(e.to_string())));
         let result = {
             let inner = state.inner.lock().await;
             let Some(running) = inner
@@ -153,26 +153,46 @@ pub async fn apply_video<R: Runtime>(app: &AppHandle<R>, id: &InvitationId) {
     }
 }
 
+/// Why the picture source a call wants could not be opened. The in-call
+/// screen shows it; nothing goes out meanwhile and the call goes on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VideoSourceError {
+    /// The test pattern (`--fake-video-input pattern`) could not be made.
+    #[error("Test pattern: {0}")]
+    TestPattern(MediaError),
+    /// The camera could not be opened: busy in another app, unplugged, not
+    /// allowed, or none in this build.
+    #[error(
+        "Camera: {0}. They cannot see you; close other apps that use the camera, or choose another in Settings."
+    )]
+    Camera(MediaError),
+    /// The screen cannot be captured here (e.g. Wayland without X11); the
+    /// sharing ends.
+    #[error("Screen sharing: {0}. Sharing stopped (your camera is sent again if it is on).")]
+    Screen(MediaError),
+    /// The task that opened the source stopped before it said (a bug).
+    #[error("opening the picture source failed: {0}; turn the camera off and on to try again")]
+    Stopped(String),
+}
+
 /// Opens a picture source (blocking: a camera takes a while).
 fn open_video(
     options: &AppOptions,
     wanted: VideoWanted,
     camera_id: Option<&str>,
-) -> Result<Option<Box<dyn VideoSource>>, String> {
+) -> Result<Option<Box<dyn VideoSource>>, VideoSourceError> {
     let (w, h, fps) = CAMERA_SIZE;
     match wanted {
         VideoWanted::Off => Ok(None),
         VideoWanted::Camera(_) if options.fake_video_input.as_deref() == Some("pattern") => {
             TestPattern::new(w, h, fps)
                 .map(|p| Some(Box::new(p) as Box<dyn VideoSource>))
-                .map_err(|e| format!("Test pattern: {e}"))
+                .map_err(VideoSourceError::TestPattern)
         }
         VideoWanted::Camera(_) => open_camera(camera_id)
             .map(Some)
-            .map_err(|e| format!("Camera: {e}. They cannot see you.")),
-        VideoWanted::Screen => open_screen()
-            .map(Some)
-            .map_err(|e| format!("Screen sharing: {e}.")),
+            .map_err(VideoSourceError::Camera),
+        VideoWanted::Screen => open_screen().map(Some).map_err(VideoSourceError::Screen),
     }
 }
 

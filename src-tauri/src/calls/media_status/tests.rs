@@ -1,3 +1,4 @@
+use callinvite_client::media::MediaError;
 use callinvite_client::Event;
 
 use super::*;
@@ -167,14 +168,17 @@ fn a_camera_that_fails_to_open_is_explained_until_turned_off() {
         &iid("i1"),
         MediaUpdate::VideoSource {
             wanted: VideoWanted::Camera(0),
-            result: Err("Camera: busy. They cannot see you.".into()),
+            result: Err(VideoSourceError::Camera(MediaError::Camera("busy".into()))),
         },
     );
     let v = media_of(&c).video;
     assert!(v.camera_on && !v.sending);
     assert_eq!(
         v.message.as_deref(),
-        Some("Camera: busy. They cannot see you.")
+        Some(
+            "Camera: camera: busy. They cannot see you; close other apps that use the camera, \
+             or choose another in Settings."
+        )
     );
     c.set_camera(false);
     assert_eq!(media_of(&c).video.message, None);
@@ -250,12 +254,20 @@ fn the_screen_replaces_the_camera_while_shared() {
         &iid("i1"),
         MediaUpdate::VideoSource {
             wanted: VideoWanted::Screen,
-            result: Err("Screen sharing: no display.".into()),
+            result: Err(VideoSourceError::Screen(MediaError::ScreenCapture(
+                "no display".into(),
+            ))),
         },
     );
     let v = media_of(&c).video;
     assert!(!v.sharing_screen && !v.sending);
-    assert_eq!(v.message.as_deref(), Some("Screen sharing: no display."));
+    assert_eq!(
+        v.message.as_deref(),
+        Some(
+            "Screen sharing: screen capture: no display. \
+             Sharing stopped (your camera is sent again if it is on)."
+        )
+    );
     assert_eq!(
         c.video_wanted(&iid("i1")),
         Some(VideoWanted::Camera(0)),
