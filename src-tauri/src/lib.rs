@@ -11,7 +11,9 @@
 //!   and the effects of events (notifications, busy refusal, meeting room):
 //!   `session/connect.rs`, `embedded.rs`, `pump.rs`, `effects.rs`,
 //!   `answer.rs` (accept or refuse, from the window or the notification).
-//! - [`commands`]: the commands the UI invokes.
+//! - [`commands`]: the commands the UI invokes, as free functions over the
+//!   [`AppState`] that [`run`] hands to Tauri (`manage`).
+//! - [`error`]: the `{kind, message}` error every command returns.
 //! - [`tray`]: tray icon (its look follows the connection) and main window
 //!   (close hides to the tray; `--hidden` starts there).
 //! - [`autostart`]: the "Start at login, in the tray" entry of each platform.
@@ -23,6 +25,9 @@
 //!   compressed frames, `convert.rs` the page's formats, `scheme.rs` the
 //!   requests and answers).
 //! - Native notifications live in the `callinvite-notify` crate.
+//!
+//! A module that is a folder says in its `mod.rs` what each of its files
+//! owns.
 //!
 //! The UI (`ui/`) is plain HTML/JS with no build step; it renders the
 //! `app-state` snapshots the backend emits and shows `call-outcome` messages.
