@@ -235,7 +235,7 @@ impl Hub {
                 req,
             } => self.resume_for_node(node, conn, &session, last_seq, req, now),
             Envelope::ResumeAnswer { conn, answer } => self.resume_answered(conn, answer),
-            Envelope::ToConn { conn, frame } => self.to_remote_conn(conn, frame),
+            Envelope::ToConn { conn, frame } => self.relay_frame(conn, frame),
             Envelope::FromConn {
                 node,
                 conn,
@@ -369,7 +369,7 @@ impl Hub {
     }
 
     /// A frame from a session on another node for connection `conn` here.
-    fn to_remote_conn(&mut self, conn: u64, frame: Frame) {
+    fn relay_frame(&mut self, conn: u64, frame: Frame) {
         let Some(remote) = self.resumes.conns.get(&conn) else {
             return;
         };
