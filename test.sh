@@ -30,6 +30,9 @@ else
   AIORTC_PYTHON="$PWD/target/aiortc-venv/bin/python" cargo test -p callinvite-media --test interop_aiortc -- --ignored
 fi
 
+echo "== the server as the desktop app embeds it (no default features): its unit tests, and its refusal of a cluster"
+cargo test -p callinvite-server --no-default-features --lib
+
 echo "== UI logic"
 node --test ui/tests/
 

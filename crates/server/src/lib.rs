@@ -196,3 +196,45 @@ pub async fn run(
     info!("stopped");
     Ok(())
 }
+
+// Only a server built without `cluster` has this refusal to make; run with
+// `cargo test -p callinvite-server --no-default-features --lib`.
+#[cfg(all(test, not(feature = "cluster")))]
+mod tests {
+    use super::*;
+
+    /// Asked to join a cluster on Redis, a server built without the
+    /// `cluster` feature does not start, and says why and what to do.
+    #[tokio::test]
+    async fn a_cluster_is_refused_by_a_server_built_without_it() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let config = Config {
+            cluster: Some(cluster::ClusterConfig::new("redis://127.0.0.1:6379")),
+            ..Config::default()
+        };
+        let stop = CancellationToken::new();
+        let error = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            run(listener, config, stop),
+        )
+        .await
+        .expect("refused at once, not serving")
+        .expect_err("no cluster without the feature");
+        let text = error.to_string();
+        assert!(
+            text.contains("built without the `cluster` feature")
+                && text.contains("redis://127.0.0.1:6379")
+                && text.contains("leave `cluster` unset"),
+            "{text}"
+        );
+        let inner = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<cluster::ClusterError>());
+        assert!(
+            matches!(inner, Some(cluster::ClusterError::NotBuiltIn { url }) if url == "redis://127.0.0.1:6379"),
+            "{error:?}"
+        );
+    }
+}
