@@ -9,7 +9,19 @@ use std::time::Duration;
 
 use callinvite_client::{CallEndReason, Event, FailureReason, MissedReason};
 use callinvite_server::Config;
+use callinvite_test_support::eventually;
 use common::*;
+
+/// Runs `redis-cli` against the Redis at `url`; its output.
+async fn redis_cli(url: &str, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new("redis-cli");
+    cmd.args(["-u", url]).args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 #[tokio::test]
 async fn a_call_across_two_nodes_runs_as_on_one() {
@@ -74,13 +86,8 @@ async fn every_device_rings_on_every_node_and_the_others_stop() {
     let (bob_b, mut b1) = b.login("bob").await;
     let (_bob_c, mut b2) = c.login("bob").await;
     // Both of bob's devices are known on alice's node.
-    for _ in 0..200 {
-        if alice.query_presence(&["bob"]).await.unwrap()[0].online {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_heard(&b.url, &alice).await;
+    until_heard(&c.url, &alice).await;
     let inv = alice.create_local_invitation("bob").unwrap();
     let id = alice.send_local_invitation(&inv).await.unwrap();
     expect(&mut b1, "remote_invitation_received").await;
@@ -446,27 +453,23 @@ async fn a_session_whose_node_dies_is_taken_over_by_another_node() {
 async fn a_resume_whose_node_never_answers_is_told_to_log_in_again() {
     let redis = Redis::start().await;
     let b = start_node(&redis, Config::default()).await;
-    // "Node 8000" says it is alive (heartbeats, alive key) but answers nothing.
+    // "Node 8000" says it is alive (heartbeats, alive key, a device of
+    // user "ghost" online there) but answers nothing.
     let url = redis.url.clone();
     let beat = tokio::spawn(async move {
+        // Its first device id: the node's number in the top bits.
+        let ghost = r#"{"t":"device_online","from":8000,"user":"ghost","device":8796093022208001}"#;
+        redis_cli(&url, &["PUBLISH", "callinvite:all", ghost]).await;
         loop {
-            let cli = |args: &[&str]| {
-                std::process::Command::new("redis-cli")
-                    .args(["-u", &url])
-                    .args(args)
-                    .output()
-                    .expect("redis-cli")
-            };
-            cli(&[
-                "PUBLISH",
-                "callinvite:all",
-                r#"{"t":"heartbeat","from":8000}"#,
-            ]);
-            cli(&["SET", "callinvite:alive:8000", "1", "PX", "1500"]);
+            let beat = r#"{"t":"heartbeat","from":8000}"#;
+            redis_cli(&url, &["PUBLISH", "callinvite:all", beat]).await;
+            redis_cli(&url, &["SET", "callinvite:alive:8000", "1", "PX", "1500"]).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Node B has heard of node 8000.
+    let (watcher, _we) = b.login("watcher").await;
+    until_online(&watcher, &["ghost"]).await;
     let mut raw = b.raw().await;
     raw.send(
         serde_json::json!({"type": "resume", "ref": 1, "session": "n8000.0f0f", "last_seq": 0}),
@@ -510,7 +513,19 @@ async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
             ..
         }
     ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Node B has heard of the missed call, and Redis keeps it.
+    let (watcher, _we) = b.login("watcher").await;
+    until_heard(&a.url, &watcher).await;
+    eventually(
+        "carol's missed call in Redis",
+        WAIT,
+        Duration::from_millis(10),
+        || async {
+            let n = redis_cli(&redis.url, &["EXISTS", "callinvite:missed:carol"]).await;
+            (n.trim() == "1").then_some(())
+        },
+    )
+    .await;
     // carol logs in on the other node, and on a node that started afterwards.
     let (_c1, mut c1) = b.login("carol").await;
     let e = next(&mut c1).await;
@@ -526,7 +541,8 @@ async fn missed_calls_are_kept_in_redis_and_delivered_on_any_node() {
         "{e:?}"
     );
     carol.clear_missed_calls(&[id]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Node A (alice's) has heard of it.
+    until_heard(&c.url, &alice).await;
     let (probe, mut p) = a.login("carol").await;
     probe.query_presence(&["carol"]).await.unwrap();
     assert_eq!(p.try_next(), None, "cleared everywhere");

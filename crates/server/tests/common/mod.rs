@@ -28,6 +28,19 @@ pub struct TestCluster {
     pub redis: Redis,
     /// Logins go to the nodes in turn.
     next: std::sync::atomic::AtomicUsize,
+    /// A client logged in on each node (by the node's URL), to see what that
+    /// node has heard (with its events, so that its client keeps running).
+    watchers: Vec<(String, Client, EventStream)>,
+}
+
+impl TestCluster {
+    /// Waits until every node has heard what the node at `url` has said
+    /// so far (see [`until_heard`]).
+    async fn heard_everywhere(&self, url: &str) {
+        for (_, watcher, _) in self.watchers.iter().filter(|(at, _, _)| at != url) {
+            until_heard(url, watcher).await;
+        }
+    }
 }
 
 impl Drop for TestServer {
@@ -47,10 +60,18 @@ pub async fn start(config: Config) -> TestServer {
         let redis = Redis::start().await;
         let mut first = start_node(&redis, config.clone()).await;
         let second = start_node(&redis, config).await;
+        let mut watchers = vec![];
+        for (i, url) in [&first.url, &second.url].into_iter().enumerate() {
+            let (client, events) = Client::login(LoginOptions::new(url, format!("sync-watch-{i}")))
+                .await
+                .expect("watcher login");
+            watchers.push((url.clone(), client, events));
+        }
         first.cluster = Some(TestCluster {
             nodes: vec![second],
             redis,
             next: Default::default(),
+            watchers,
         });
         return first;
     }
@@ -97,32 +118,53 @@ impl TestServer {
             events.next().await,
             Some(Event::ConnectionStateChanged { .. })
         ));
-        if self.cluster.is_some() {
-            // Let the other nodes hear of this device before the test goes on.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(cluster) = &self.cluster {
+            // The other nodes hear of this device before the test goes on.
+            cluster.heard_everywhere(&url).await;
         }
         (client, events)
     }
 
     pub async fn raw(&self) -> Raw {
         let url = self.next_url().to_owned();
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .expect("connect");
-        Raw { ws }
+        raw_at(&url).await
     }
 
     pub async fn raw_login(&self, user: &str) -> Raw {
-        let mut raw = self.raw().await;
+        let url = self.next_url().to_owned();
+        let mut raw = raw_at(&url).await;
         raw.send(json!({"type": "login", "ref": 0, "user": user}))
             .await;
         let reply = raw.recv().await;
         assert_eq!(reply["type"], "login_ok", "{reply}");
-        if self.cluster.is_some() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.heard_everywhere(&url).await;
         }
         raw
     }
+}
+
+/// A raw WebSocket connection to `url`.
+async fn raw_at(url: &str) -> Raw {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    Raw { ws }
+}
+
+/// Waits until the node of `watcher` has heard everything the node at
+/// `url` has said so far: logs a fresh user in there, waits until `watcher`
+/// sees it online, and logs it out. A node's messages reach another in the
+/// order sent, so once its last device is known there, so is all before it.
+pub async fn until_heard(url: &str, watcher: &Client) {
+    static MARKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let marker = format!("sync-{n}");
+    let (client, _events) = Client::login(LoginOptions::new(url, &marker))
+        .await
+        .expect("marker login");
+    until_online(watcher, &[&marker]).await;
+    client.logout().await.expect("marker logout");
 }
 
 // Not every test binary uses each of these.
@@ -425,14 +467,12 @@ pub async fn start_node_at(redis_url: &str, mut config: Config) -> TestServer {
 
 /// Waits until `client` sees every user in `users` online (presence travels between nodes).
 pub async fn until_online(client: &Client, users: &[&str]) {
-    for _ in 0..400 {
+    let what = format!("{users:?} online");
+    callinvite_test_support::eventually(&what, WAIT, Duration::from_millis(10), || async {
         let p = client.query_presence(users).await.expect("presence");
-        if p.iter().all(|e| e.online) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{users:?} never came online");
+        p.iter().all(|e| e.online).then_some(())
+    })
+    .await
 }
 
 /// A cluster node that can die all at once: it runs in its own runtime on
