@@ -51,7 +51,7 @@ describe("parseFrame and frameUrl", () => {
 });
 
 describe("parseVp8Frames", () => {
-  // Records as video.rs writes them: 40-byte header, then the frame.
+  // Records as the backend writes them (src-tauri video/encoded.rs): 40-byte header, then the frame.
   const answer = (records) => {
     const size = records.reduce((n, r) => n + 40 + (r.bytes ?? r.len), 0);
     const buf = new ArrayBuffer(size);
