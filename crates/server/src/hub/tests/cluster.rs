@@ -588,3 +588,26 @@ fn a_session_of_a_dead_node_is_taken_over() {
     assert_eq!(answer.try_recv(), Ok(None));
     assert_eq!(messages(&mut b2)[0].1["code"], "session_expired");
 }
+
+#[test]
+fn a_session_of_a_node_that_said_goodbye_is_taken_over_at_once() {
+    let mut c = Cluster::new(2);
+    let (bob, _b) = c.logged_in(2, "bob");
+    let secret = c
+        .hub(2)
+        .sessions
+        .get(bob)
+        .expect("a session")
+        .secret
+        .clone();
+    // Node 2 stops hearing; bob's client comes back on node 1 and waits.
+    c.kill(2);
+    let mut b1 = c.connect();
+    let mut answer = c.resume(1, &secret, 0, &b1);
+    assert!(answer.try_recv().is_err(), "waits for node 2");
+    // Node 2's goodbye reaches node 1: no heartbeat needed to take over.
+    c.command(1, Command::Cluster(Envelope::Bye { from: 2 }));
+    let moved = answer.try_recv().expect("answered").expect("taken over");
+    assert_eq!(moved.user.as_str(), "bob");
+    assert_eq!(frames(&mut b1)[0], "session_moved");
+}
