@@ -83,4 +83,10 @@ pub(crate) struct Args {
     /// linux-perf`), the kernel entries that set the floor of its CPU.
     #[arg(long)]
     pub(crate) syscalls: bool,
+    /// Start every server (ours and Kamailio) on these CPUs (`taskset -c`,
+    /// e.g. `0`); run the load tool itself on others (`taskset -c 1
+    /// callinvite-load …`) so that servers and load generators do not take
+    /// each other's cores and the figures are less the scheduler's.
+    #[arg(long)]
+    pub(crate) server_cpus: Option<String>,
 }

@@ -65,6 +65,9 @@ async fn main() {
         drop(conns);
         return;
     }
+    if let Some(cpus) = &args.server_cpus {
+        let _ = servers::SERVER_CPUS.set(cpus.clone());
+    }
     if !args.stages.is_empty() {
         stages::run(&args).await;
         return;

@@ -1,11 +1,32 @@
 //! The server processes a run starts (callinvite-server, its Redis,
 //! peerjs-server), on 127.0.0.1 free ports, killed when dropped.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::args::Args;
+
+/// `--server-cpus`: the CPUs every server process is started on (set once,
+/// before any server starts; unset, servers run wherever the scheduler puts
+/// them).
+pub(crate) static SERVER_CPUS: OnceLock<String> = OnceLock::new();
+
+/// A command for a server's process (callinvite-server, Kamailio), started
+/// through `taskset -c CPUS` when `--server-cpus` is given. taskset execs the
+/// program, so the child's pid is the server's.
+pub(crate) fn server_command(program: impl AsRef<OsStr>) -> Command {
+    match SERVER_CPUS.get() {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", cpus]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
 
 pub(crate) async fn start_redis() -> (Server, String) {
     let redis_port = free_port();
@@ -75,7 +96,7 @@ pub(crate) async fn start_node(args: &Args, redis: Option<&str>) -> (Server, u16
 pub(crate) async fn start_node_bin(bin: &Path, redis: Option<&str>) -> (Server, u16) {
     let port = free_port();
     let metrics = free_port();
-    let mut cmd = Command::new(bin);
+    let mut cmd = server_command(bin);
     if let Some(url) = redis {
         cmd.args(["--redis", url]);
     }

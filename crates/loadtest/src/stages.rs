@@ -50,6 +50,18 @@ struct Figures {
     p999: f64,
 }
 
+/// The CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status).
+fn cpus_allowed() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
 /// The load average (1, 5, 15 min) of the machine.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -144,6 +156,12 @@ pub(crate) async fn run(args: &Args) {
     println!("Server CPU: utime+stime of all its processes (/proc) over the stage, per completed cycle, and as % of one core. Load generator: this process (callinvite), or both sipps + the packet capture (Kamailio).");
     println!("Latency: callinvite invite→received measured in the load process (client send → callee's receipt, through the server); Kamailio INVITE in→out at its port (packet capture; fixed rates only).");
     println!("Memory: callinvite RSS; Kamailio PSS of all its processes (one shared pool), at the end of the stage.\n");
+    if let Some(cpus) = &args.server_cpus {
+        println!(
+            "Servers on CPU(s) {cpus} (taskset); the load tool, sipp and tcpdump on CPU(s) {}.",
+            cpus_allowed()
+        );
+    }
     if args.syscalls {
         println!("Syscalls: the server's entries into the kernel and its threads' context switches (perf stat, every thread of every process), per completed cycle.\n");
     }

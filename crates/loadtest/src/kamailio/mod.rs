@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::servers::{free_port, wait_port};
+use crate::servers::{free_port, server_command, wait_port};
 use config::{config, write, BUFFER, CALLEE, CALLER};
 pub(crate) use process::capture;
 use process::{descendants, Proc};
@@ -127,7 +127,7 @@ impl Kamailio {
         let cfg = write(&dir, "kamailio.cfg", &config(port))?;
         write(&dir, "caller.xml", CALLER)?;
         write(&dir, "callee.xml", CALLEE)?;
-        let child = Command::new("kamailio")
+        let child = server_command("kamailio")
             .arg("-f")
             .arg(&cfg)
             // Foreground, log to stderr, no pid file or run dir of the service.
