@@ -48,6 +48,14 @@ fn parse_users(users: &[String]) -> Result<Vec<UserId>, Refusal> {
         .collect()
 }
 
+/// A presence (un)subscription's users: at least one, each a valid id.
+fn parse_some_users(users: &[String]) -> Result<Vec<UserId>, Refusal> {
+    if users.is_empty() {
+        return Err(Refusal::invalid("name at least one user id"));
+    }
+    parse_users(users)
+}
+
 fn check_response(response: &str) -> Result<(), Refusal> {
     if response.len() > MAX_RESPONSE_BYTES {
         return Err(Refusal::invalid(format!(
@@ -272,10 +280,7 @@ impl Hub {
         req: u64,
         users: Vec<String>,
     ) -> Result<(), Refusal> {
-        if users.is_empty() {
-            return Err(Refusal::invalid("name at least one user id"));
-        }
-        let users = parse_users(&users)?;
+        let users = parse_some_users(&users)?;
         let Some(d) = self.sessions.get(device) else {
             return Ok(());
         };
@@ -310,10 +315,7 @@ impl Hub {
         req: u64,
         users: Vec<String>,
     ) -> Result<(), Refusal> {
-        if users.is_empty() {
-            return Err(Refusal::invalid("name at least one user id"));
-        }
-        let users = parse_users(&users)?;
+        let users = parse_some_users(&users)?;
         for u in &users {
             self.presence.unfollow(device, u);
             if let Some(d) = self.sessions.get_mut(device) {

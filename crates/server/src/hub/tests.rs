@@ -25,6 +25,19 @@ struct Client {
     rx: OutRx,
 }
 
+impl Client {
+    /// Connection `id`, with a queue of 64 frames.
+    fn new(id: u64) -> Client {
+        let (out, rx) = out_queue(64);
+        let conn = ConnHandle {
+            id,
+            out,
+            kill: CancellationToken::new(),
+        };
+        Client { conn, rx }
+    }
+}
+
 /// What a connection was given, one frame each: `"<seq>:<type>"` for a
 /// session's numbered message, `"<type>"` for one about the connection,
 /// `"close:<code>"` for a close frame.
@@ -72,14 +85,8 @@ impl Test {
     }
 
     fn connect(&mut self) -> Client {
-        let (out, rx) = out_queue(64);
-        let conn = ConnHandle {
-            id: self.next_conn,
-            out,
-            kill: CancellationToken::new(),
-        };
         self.next_conn += 1;
-        Client { conn, rx }
+        Client::new(self.next_conn - 1)
     }
 
     /// Time passes; deadlines due by then fire.

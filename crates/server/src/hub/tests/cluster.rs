@@ -206,14 +206,8 @@ impl Cluster {
     }
 
     fn connect(&mut self) -> Client {
-        let (out, rx) = out_queue(64);
-        let conn = ConnHandle {
-            id: self.next_conn,
-            out,
-            kill: CancellationToken::new(),
-        };
         self.next_conn += 1;
-        Client { conn, rx }
+        Client::new(self.next_conn - 1)
     }
 
     fn login(&mut self, node: u32, user: &str, client: &Client) -> Option<DeviceId> {
