@@ -2,7 +2,7 @@
 //! rang meanwhile, hanging up the call that is up) or refuse, from the
 //! window's buttons or the notification's.
 
-use tauri::{AppHandle, Emitter, Manager, Runtime};
+use tauri::{AppHandle, Manager, Runtime};
 use tracing::{info, warn};
 
 use callinvite_client::InvitationId;
@@ -115,7 +115,8 @@ pub async fn on_notification_action<R: Runtime>(app: &AppHandle<R>, action: Acti
             crate::tray::show_main_window(app);
             if let Err(e) = accept(app, Some(InvitationId(id))).await {
                 warn!(error = %e, "accept from the notification failed");
-                let _ = app.emit(
+                super::emit_event(
+                    app,
                     "call-outcome",
                     crate::calls::CallOutcome {
                         peer: String::new(),

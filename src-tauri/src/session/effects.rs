@@ -3,7 +3,7 @@
 //! calls on the server, the meeting room, the call's media, saving the
 //! history.
 
-use tauri::{AppHandle, Emitter, Manager, Runtime};
+use tauri::{AppHandle, Manager, Runtime};
 use tracing::{info, warn};
 
 use super::AppState;
@@ -15,7 +15,7 @@ pub async fn execute<R: Runtime>(app: &AppHandle<R>, effects: Vec<Effect>) {
     for effect in effects {
         match effect {
             Effect::Outcome(outcome) => {
-                let _ = app.emit("call-outcome", &outcome);
+                super::emit_event(app, "call-outcome", &outcome);
             }
             Effect::NotifyIncoming {
                 invitation_id,

@@ -162,12 +162,28 @@ pub async fn emit_state<R: Runtime>(app: &AppHandle<R>) {
         let mut inner = state.inner.lock().await;
         inner.rev += 1;
         let snap = snapshot_of(&state.options, &inner);
-        if let Err(e) = app.emit("app-state", &snap) {
-            warn!(error = %e, "cannot emit app-state");
-        }
+        emit_event(app, "app-state", &snap);
         snap
     };
     crate::tray::set_status(app, &snap);
+}
+
+/// Emits one event to the window (and to Rust listeners), one at a time.
+///
+/// Every event the app sends goes through here. Tauri hands an event to its
+/// Rust-side listeners only if no other thread is emitting at that moment;
+/// otherwise it parks the event until a later emit that has listeners of its
+/// own, which may never come (a `client-event` from the event pump at the
+/// same instant as sign-out's `app-state` left the last state undelivered).
+/// Emitting under one lock means our own events never meet like that.
+pub fn emit_event<R: Runtime, S: Serialize + Clone>(app: &AppHandle<R>, event: &str, payload: S) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(e) = app.emit(event, payload) {
+        warn!(%event, error = %e, "cannot emit an event to the window");
+    }
 }
 
 /// The signed-in client, or `not_signed_in`.
@@ -179,4 +195,45 @@ pub async fn client(state: &AppState) -> Result<Client, CommandError> {
         .client
         .clone()
         .ok_or_else(CommandError::not_signed_in)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tauri::Listener;
+
+    use super::emit_event;
+
+    /// Two threads emitting at once (the event pump's `client-event` and a
+    /// command's `app-state`): every `app-state` has reached the listener
+    /// when `emit_event` returns. With a bare `app.emit` some are parked by
+    /// Tauri until a later emit, and the last one may never arrive.
+    #[test]
+    fn events_emitted_from_two_threads_at_once_arrive_before_emit_returns() {
+        const EACH: usize = 20_000;
+        let app = tauri::test::mock_app();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        app.listen_any("app-state", move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let handle = app.handle().clone();
+        let other = std::thread::spawn(move || {
+            for i in 0..EACH {
+                emit_event(&handle, "client-event", i);
+            }
+        });
+        let mut late = 0;
+        for i in 0..EACH {
+            emit_event(app.handle(), "app-state", i);
+            if seen.load(Ordering::Relaxed) != i + 1 {
+                late += 1;
+                seen.store(i + 1, Ordering::Relaxed);
+            }
+        }
+        other.join().expect("the other emitter");
+        assert_eq!(late, 0, "app-state events not delivered when emitted");
+    }
 }

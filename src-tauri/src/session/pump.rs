@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tauri::{AppHandle, Emitter, Manager, Runtime};
+use tauri::{AppHandle, Manager, Runtime};
 use tracing::{info, warn};
 
 use callinvite_client::EventStream;
@@ -40,7 +40,7 @@ pub(super) async fn pump<R: Runtime>(app: AppHandle<R>, generation: u64, mut eve
                 tauri::async_runtime::spawn(take_over_embedded(app.clone()));
             }
             // The raw event too, for anything in the UI that wants more than the snapshot.
-            let _ = app.emit("client-event", &event);
+            super::emit_event(&app, "client-event", &event);
             let effects = {
                 let mut inner = state.inner.lock().await;
                 if inner.generation != generation {
