@@ -170,6 +170,12 @@ pub enum VideoSourceError {
     /// sharing ends.
     #[error("Screen sharing: {0}. Sharing stopped (your camera is sent again if it is on).")]
     Screen(MediaError),
+    /// The cameras could not be listed (Settings shows why its list is empty).
+    #[error("Cameras cannot be listed: {0}. Check that a camera is plugged in and that this account may use it.")]
+    CameraList(MediaError),
+    /// This build was made without camera support (feature `camera`).
+    #[error("This build has no camera support; use a build made with the `camera` feature.")]
+    NoCameraSupport,
     /// The task that opened the source stopped before it said (a bug).
     #[error("opening the picture source failed: {0}; turn the camera off and on to try again")]
     Stopped(String),
@@ -257,14 +263,14 @@ pub fn video_devices_for(options: &AppOptions) -> VideoDevices {
         Some(_) => {}
         None => match list_cameras() {
             Ok(list) => out.cameras = list,
-            Err(e) => out.error = Some(e),
+            Err(e) => out.error = Some(e.to_string()),
         },
     }
     out
 }
 
 #[cfg(any(feature = "camera", target_os = "linux"))]
-fn list_cameras() -> Result<Vec<Camera>, String> {
+fn list_cameras() -> Result<Vec<Camera>, VideoSourceError> {
     callinvite_media::video::cameras()
         .map(|list| {
             list.into_iter()
@@ -274,12 +280,12 @@ fn list_cameras() -> Result<Vec<Camera>, String> {
                 })
                 .collect()
         })
-        .map_err(|e| e.to_string())
+        .map_err(VideoSourceError::CameraList)
 }
 
 #[cfg(not(any(feature = "camera", target_os = "linux")))]
-fn list_cameras() -> Result<Vec<Camera>, String> {
-    Err("this build has no camera support".into())
+fn list_cameras() -> Result<Vec<Camera>, VideoSourceError> {
+    Err(VideoSourceError::NoCameraSupport)
 }
 
 #[cfg(any(feature = "screen", target_os = "linux"))]
