@@ -3,7 +3,8 @@
 //! reconnection after a lost connection.
 //!
 //! Layout: this file holds the app's state as Tauri manages it
-//! ([`AppState`]) and the snapshot the UI renders ([`emit_state`]);
+//! ([`AppState`]), the snapshot the UI renders ([`emit_state`]) and the one
+//! path every event to the window takes ([`emit_event`]);
 //! `connect.rs` signs in and out (the embedded server or a URL, then a
 //! fresh session); `pump.rs` is the event pump, which also reconnects after
 //! a lost connection; `effects.rs` carries out what an event asks for
